@@ -1,0 +1,87 @@
+"""The planflow error hierarchy.
+
+Every error a caller can see derives from :class:`PlanflowError`. Driver exceptions never escape raw: each is
+translated where the fact is known and chained (``raise ... from exc``). Messages say what was asked and what
+was found, and never contain a password.
+"""
+
+from __future__ import annotations
+
+
+class PlanflowError(Exception):
+    """Base class of every planflow error."""
+
+
+class ConfigError(PlanflowError):
+    """The configuration is invalid, names an unknown driver, or a driver's dependency is missing."""
+
+
+class ValidationError(PlanflowError):
+    """Input was rejected before (or by) the database: bad value, bad reference, constraint violation."""
+
+
+class NotFoundError(PlanflowError):
+    """The requested record does not exist."""
+
+
+class DuplicateError(PlanflowError):
+    """A record with the same unique key already exists."""
+
+
+class ConflictError(PlanflowError):
+    """An optimistic-lock check failed: the stored version is not the expected one."""
+
+    def __init__(self, message: str, *, expected: int | None = None, actual: int | None = None) -> None:
+        super().__init__(message)
+        self.expected = expected
+        self.actual = actual
+
+
+class TransactionRequiredError(PlanflowError):
+    """The operation is only valid inside ``provider.transaction()``."""
+
+
+class WorkflowNotReadyError(PlanflowError):
+    """A workflow cannot be completed while top-level tasks are still pending or running."""
+
+
+class AlreadyBootstrappedError(PlanflowError):
+    """The first admin user already exists."""
+
+
+class MigrationError(PlanflowError):
+    """A migration failed, an applied migration was edited, or the files are inconsistent."""
+
+
+class SchemaTooNewError(MigrationError):
+    """The database schema is newer than this version of planflow understands."""
+
+    def __init__(self, message: str, *, database_version: int, code_version: int) -> None:
+        super().__init__(message)
+        self.database_version = database_version
+        self.code_version = code_version
+
+
+class TransientError(PlanflowError):
+    """A transient failure (lock contention, lost connection) outlasted the retry budget."""
+
+
+class UnsupportedError(PlanflowError):
+    """The driver does not serve the requested repository or operation."""
+
+
+__all__ = [
+    "AlreadyBootstrappedError",
+    "ConfigError",
+    "ConflictError",
+    "DuplicateError",
+    "MigrationError",
+    "NotFoundError",
+    "PlanflowError",
+    "SchemaTooNewError",
+    "TransactionRequiredError",
+    "TransientError",
+    "UnsupportedError",
+    "ValidationError",
+    "WorkflowNotReadyError",
+]

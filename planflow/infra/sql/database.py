@@ -1,0 +1,178 @@
+"""Connection and transaction handling shared by the SQL drivers.
+
+A driver subclasses :class:`Database` with how to get a connection, how to begin one kind of transaction and
+how to translate its exceptions; everything else (units of work, savepoints, the ambient transaction of a
+thread, retries with backoff) is written here once.
+
+Every repository operation runs in ``Database.run``: outside an explicit ``provider.transaction()`` it is its
+own unit of work, retried as a whole on a transient failure; inside one it joins it under a savepoint, so a
+failed operation leaves the caller's transaction usable and the caller decides about the whole.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from planflow.config import RetrySettings
+from planflow.errors import TransientError, ValidationError
+
+T = TypeVar("T")
+Row = Sequence[Any]
+Params = Sequence[object]
+
+
+class ForeignKeyViolation(ValidationError):
+    """A write referenced a missing row; the repository that knows the columns names which one."""
+
+
+class Connection(ABC):
+    """One open connection inside a unit of work, as the repositories see it.
+
+    SQL uses ``?`` placeholders; drivers whose library wants another style convert it. Driver exceptions are
+    translated to planflow errors here.
+    """
+
+    @abstractmethod
+    def execute(self, sql: str, params: Params = ()) -> int:
+        """Run one statement; return the number of rows it changed."""
+
+    @abstractmethod
+    def fetch_one(self, sql: str, params: Params = ()) -> Row | None:
+        """Run a query; return its first row or ``None``."""
+
+    @abstractmethod
+    def fetch_all(self, sql: str, params: Params = ()) -> list[Row]:
+        """Run a query; return all rows."""
+
+    @abstractmethod
+    def execute_many(self, sql: str, rows: Iterable[Params]) -> None:
+        """Run one statement once per parameter row, in as few round trips as the driver allows."""
+
+    @abstractmethod
+    def execute_script(self, script: str) -> None:
+        """Run a script of several statements without parameters (migrations)."""
+
+
+@dataclass(slots=True)
+class _Transaction:
+    connection: Connection
+    depth: int = 0
+
+
+class Database(ABC):
+    """A pool of connections with planflow's transaction semantics. See the module docstring."""
+
+    def __init__(self, retry: RetrySettings) -> None:
+        self.retry = retry
+        self._local = threading.local()
+        #: Statements run through this database; a diagnostic the tests use to prove query counts.
+        self.statements = 0
+
+    # What a driver supplies ------------------------------------------------------------------------------
+
+    @abstractmethod
+    def _connect(self) -> AbstractContextManager[Connection]:
+        """Lend a connection in autocommit mode for the duration of the block."""
+
+    @abstractmethod
+    def _begin(self, connection: Connection, *, write: bool) -> None:
+        """Begin a transaction: ``write`` ones take the write lock where the engine has one (SQLite)."""
+
+    @abstractmethod
+    def close(self) -> None:
+        """Close every connection."""
+
+    # Shared ---------------------------------------------------------------------------------------------
+
+    def _current(self) -> _Transaction | None:
+        tx: _Transaction | None = getattr(self._local, "tx", None)
+        return tx
+
+    @property
+    def in_transaction(self) -> bool:
+        """True when this thread is inside a unit of work of this database."""
+        return self._current() is not None
+
+    @contextmanager
+    def connection(self) -> Iterator[Connection]:
+        """A connection for reads: this thread's transaction if there is one, else one in autocommit mode."""
+        tx = self._current()
+        if tx is not None:
+            yield tx.connection
+            return
+        with self._connect() as connection:
+            yield connection
+
+    @contextmanager
+    def transaction(self, *, write: bool = True) -> Iterator[Connection]:
+        """A unit of work: commits when the block ends, rolls back on an exception; nested use is a savepoint."""
+        tx = self._current()
+        if tx is not None:
+            tx.depth += 1
+            name = f"planflow_sp{tx.depth}"
+            tx.connection.execute(f"SAVEPOINT {name}")
+            try:
+                yield tx.connection
+            except BaseException:
+                tx.connection.execute(f"ROLLBACK TO SAVEPOINT {name}")
+                tx.connection.execute(f"RELEASE SAVEPOINT {name}")
+                raise
+            else:
+                tx.connection.execute(f"RELEASE SAVEPOINT {name}")
+            finally:
+                tx.depth -= 1
+            return
+        with self._connect() as connection:
+            self._begin(connection, write=write)
+            self._local.tx = _Transaction(connection)
+            try:
+                yield connection
+            except BaseException:
+                self._local.tx = None
+                self._rollback_quietly(connection)
+                raise
+            self._local.tx = None
+            connection.execute("COMMIT")
+
+    @staticmethod
+    def _rollback_quietly(connection: Connection) -> None:
+        # The original error matters more than a failed rollback (a lost connection fails both).
+        try:
+            connection.execute("ROLLBACK")
+        except Exception:  # noqa: BLE001
+            pass
+
+    def run(self, work: Callable[[Connection], T], *, write: bool = True) -> T:
+        """Run ``work`` as a unit of work, retried as a whole on :class:`TransientError` when outermost.
+
+        Raises:
+            TransientError: the failure outlasted ``retry.max_attempts``.
+        """
+        if self._current() is not None:
+            with self.transaction(write=write) as connection:
+                return work(connection)
+        return self.retrying(lambda: self._once(work, write))
+
+    def _once(self, work: Callable[[Connection], T], write: bool) -> T:
+        with self.transaction(write=write) as connection:
+            return work(connection)
+
+    def retrying(self, attempt: Callable[[], T]) -> T:
+        """Call ``attempt`` until it does not raise :class:`TransientError`, with jittered exponential backoff."""
+        settings = self.retry
+        for number in range(1, settings.max_attempts + 1):
+            try:
+                return attempt()
+            except TransientError as exc:
+                if number == settings.max_attempts:
+                    raise TransientError(f"gave up after {number} attempts: {exc}") from exc
+                ceiling = min(settings.max_delay, settings.base_delay * 2 ** (number - 1))
+                time.sleep(random.uniform(0, ceiling))  # noqa: S311 - jitter, not cryptography
+        raise AssertionError("unreachable")  # pragma: no cover

@@ -1,0 +1,39 @@
+"""What differs between the SQL engines, beyond connection handling: a few fragments and value adapters.
+
+The repositories write their SQL once with ``?`` placeholders and these fragments; each driver provides one
+:class:`Dialect`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Dialect:
+    """SQL fragments and parameter adapters of one engine.
+
+    Attributes:
+        name: The driver name.
+        in_ids: ``in_ids(column)`` is a condition true when ``column`` is in the id list bound to its single
+            placeholder (SQLite: ``IN (SELECT value FROM json_each(?))``; Postgres: ``= ANY(?)``), so any number
+            of ids takes one bound variable.
+        ids_param: Turns a list of ids into that one parameter.
+        json_param: Turns JSON text into a parameter for a JSON column.
+        ts_param: Turns an aware datetime into a parameter for a timestamp column.
+        load_ts: Turns a timestamp column value back into an aware UTC datetime.
+        for_update: Suffix of a SELECT that locks the rows it reads ('' where the transaction already holds
+            the write lock, as SQLite's ``BEGIN IMMEDIATE`` does).
+        bootstrap_lock: Statement that serialises first-admin creation ('' where writes are serialised).
+    """
+
+    name: str
+    in_ids: Callable[[str], str]
+    ids_param: Callable[[Sequence[str]], object]
+    json_param: Callable[[str], object]
+    ts_param: Callable[[datetime], object]
+    load_ts: Callable[[object], datetime]
+    for_update: str
+    bootstrap_lock: str

@@ -1,0 +1,172 @@
+"""Numbered SQL migrations, applied once each and recorded with a checksum.
+
+Files are ``migrations/<driver>/NNNN_name.sql`` (inside the wheel: ``planflow/migrations/<driver>/``). All
+pending files apply in one transaction that holds the driver's migration lock (SQLite: the write lock of
+``BEGIN IMMEDIATE``; Postgres: an advisory lock), so processes starting together apply each file once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass
+from datetime import datetime
+from importlib import resources
+from importlib.resources.abc import Traversable
+from pathlib import Path
+
+from planflow.errors import MigrationError, SchemaTooNewError
+from planflow.infra.sql.codec import now
+from planflow.infra.sql.database import Connection, Database
+from planflow.infra.sql.dialect import Dialect
+
+TABLE = "planflow_migrations"
+_FILE = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
+
+
+@dataclass(frozen=True, slots=True)
+class Migration:
+    """One migration file."""
+
+    version: int
+    name: str
+    sql: str
+
+    @property
+    def checksum(self) -> str:
+        """SHA-256 of the file's text: an applied file must never change."""
+        return hashlib.sha256(self.sql.encode()).hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class MigrationStatus:
+    """A known migration and when it was applied (``None``: pending)."""
+
+    version: int
+    name: str
+    applied_at: datetime | None
+
+
+def migrations_dir(driver: str) -> Traversable:
+    """Where the migration files of ``driver`` are: inside the installed package, else the source tree."""
+    packaged = resources.files("planflow") / "migrations" / driver
+    if packaged.is_dir():
+        return packaged
+    return Path(__file__).resolve().parents[3] / "migrations" / driver
+
+
+def load_migrations(driver: str) -> list[Migration]:
+    """The migration files of ``driver`` in version order.
+
+    Raises:
+        MigrationError: a misnamed file, or versions that are not 1, 2, 3 ... without gaps.
+    """
+    found: list[Migration] = []
+    for entry in migrations_dir(driver).iterdir():
+        if not entry.name.endswith(".sql"):
+            continue
+        match = _FILE.match(entry.name)
+        if match is None:
+            raise MigrationError(f"migration file {entry.name!r} is not named NNNN_name.sql")
+        found.append(Migration(int(match[1]), match[2], entry.read_text(encoding="utf-8")))
+    found.sort(key=lambda m: m.version)
+    for expected, migration in enumerate(found, start=1):
+        if migration.version != expected:
+            raise MigrationError(f"{driver} migrations must be numbered 1, 2, 3 ...; found {migration.version} at {expected}")
+    return found
+
+
+@dataclass(frozen=True, slots=True)
+class MigrationSql:
+    """A driver's statements for the runner: take the migration lock, create and find the record table."""
+
+    lock: str
+    create_table: str
+    table_exists: str
+
+
+class Migrator:
+    """Applies and reports the migrations of one database."""
+
+    def __init__(self, database: Database, dialect: Dialect, sql: MigrationSql) -> None:
+        self._db = database
+        self._d = dialect
+        self._sql = sql
+        self.migrations = load_migrations(dialect.name)
+
+    @property
+    def code_version(self) -> int:
+        """The newest schema version this code knows."""
+        return self.migrations[-1].version if self.migrations else 0
+
+    def _applied(self, conn: Connection) -> dict[int, tuple[str, str, datetime]]:
+        rows = conn.fetch_all(f"SELECT version, name, checksum, applied_at FROM {TABLE} ORDER BY version")
+        return {int(r[0]): (r[1], r[2], self._d.load_ts(r[3])) for r in rows}
+
+    def _check(self, applied: dict[int, tuple[str, str, datetime]]) -> None:
+        newest = max(applied, default=0)
+        if newest > self.code_version:
+            raise SchemaTooNewError(
+                f"database schema version {newest} is newer than this planflow's version {self.code_version}; "
+                "upgrade planflow",
+                database_version=newest,
+                code_version=self.code_version,
+            )
+        for migration in self.migrations:
+            record = applied.get(migration.version)
+            if record is not None and record[1] != migration.checksum:
+                raise MigrationError(
+                    f"migration {migration.version:04d}_{migration.name}.sql was edited after it was applied "
+                    f"(checksum {record[1][:12]}... in the database, {migration.checksum[:12]}... on disk)"
+                )
+
+    def migrate(self) -> list[Migration]:
+        """Apply every pending migration in one locked transaction; return those applied (none: no-op).
+
+        Raises:
+            SchemaTooNewError: the database is newer than the code (both versions named).
+            MigrationError: an applied file was edited, or a migration failed (nothing of it is kept).
+        """
+
+        def work(conn: Connection) -> list[Migration]:
+            if self._sql.lock:
+                conn.execute(self._sql.lock)
+            conn.execute_script(self._sql.create_table)
+            applied = self._applied(conn)
+            self._check(applied)
+            done: list[Migration] = []
+            for migration in self.migrations:
+                if migration.version in applied:
+                    continue
+                try:
+                    conn.execute_script(migration.sql)
+                except Exception as exc:
+                    raise MigrationError(
+                        f"migration {migration.version:04d}_{migration.name}.sql failed: {exc}"
+                    ) from exc
+                conn.execute(
+                    f"INSERT INTO {TABLE} (version, name, checksum, applied_at) VALUES (?, ?, ?, ?)",
+                    [migration.version, migration.name, migration.checksum, self._d.ts_param(now())],
+                )
+                done.append(migration)
+            return done
+
+        return self._db.run(work)
+
+    def status(self) -> list[MigrationStatus]:
+        """Every known migration with its applied time, ``None`` when pending.
+
+        Raises:
+            SchemaTooNewError, MigrationError: as for :meth:`migrate`.
+        """
+
+        def work(conn: Connection) -> list[MigrationStatus]:
+            exists = conn.fetch_one(self._sql.table_exists)
+            applied = self._applied(conn) if exists else {}
+            self._check(applied)
+            return [
+                MigrationStatus(m.version, m.name, applied[m.version][2] if m.version in applied else None)
+                for m in self.migrations
+            ]
+
+        return self._db.run(work, write=False)

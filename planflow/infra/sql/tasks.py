@@ -1,0 +1,314 @@
+"""The task repository, written once for every SQL driver (SQL text from the driver's :class:`Dialect`)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from itertools import islice
+
+from planflow.errors import (
+    ConflictError,
+    NotFoundError,
+    TransactionRequiredError,
+    ValidationError,
+)
+from planflow.infra.sql.codec import (
+    TASK_COLUMNS,
+    check_limit,
+    decode_cursor,
+    dump_usage,
+    encode_cursor,
+    load_usage,
+    now,
+    require_id,
+    task_from_row,
+    task_params,
+)
+from planflow.infra.sql.database import Connection, Database, ForeignKeyViolation, Row
+from planflow.infra.sql.dialect import Dialect
+from planflow.models import (
+    JsonObject,
+    Page,
+    ProgressInfo,
+    TaskFilter,
+    TaskState,
+    TaskStatus,
+    TaskTreeNode,
+    UsageSummary,
+)
+
+#: Columns a TaskFilter may constrain (its field names); the filter builder never takes a name from elsewhere.
+FILTER_COLUMNS = tuple(TaskFilter.__dataclass_fields__)
+ORDER = "ORDER BY created_at, task_exec_id"
+BULK_BATCH = 1000
+
+_WRITE_COLUMNS = TASK_COLUMNS.split(", ")[:15]
+_PLACEHOLDERS = ", ".join("?" for _ in range(15))
+_SET = ", ".join(f"{c} = excluded.{c}" for c in _WRITE_COLUMNS[1:])
+
+UPSERT = (
+    f"INSERT INTO task_states ({', '.join(_WRITE_COLUMNS)}, version, created_at, updated_at) "
+    f"VALUES ({_PLACEHOLDERS}, 1, ?, ?) "
+    f"ON CONFLICT (task_exec_id) DO UPDATE SET {_SET}, version = task_states.version + 1, "
+    "updated_at = excluded.updated_at"
+)
+UPSERT_RETURNING = UPSERT + " RETURNING version, created_at"
+UPDATE_VERSIONED = (
+    f"UPDATE task_states SET {', '.join(f'{c} = ?' for c in _WRITE_COLUMNS[1:])}, "
+    "version = version + 1, updated_at = ? WHERE task_exec_id = ? AND version = ? RETURNING version, created_at"
+)
+SELECT = f"SELECT {TASK_COLUMNS} FROM task_states"
+GET = f"{SELECT} WHERE task_exec_id = ?"
+GET_VERSION = "SELECT version FROM task_states WHERE task_exec_id = ?"
+IN_WORKFLOW = f"{SELECT} WHERE workflow_exec_id = ? {ORDER}"
+CHILDREN = f"{SELECT} WHERE parent_state_id = ? {ORDER}"
+CHILD_BY_TASK = (
+    f"{SELECT} WHERE parent_state_id = ? AND task_id = ? ORDER BY created_at DESC, task_exec_id DESC LIMIT 1"
+)
+CHILDREN_OUTPUTS = f"SELECT task_id, output FROM task_states WHERE parent_state_id = ? AND output IS NOT NULL {ORDER}"
+PROGRESS = "SELECT status, COUNT(*) FROM task_states WHERE parent_state_id = ? GROUP BY status"
+GET_USAGE = "SELECT usage FROM task_states WHERE task_exec_id = ?"
+SET_USAGE = "UPDATE task_states SET usage = ?, version = version + 1, updated_at = ? WHERE task_exec_id = ?"
+DELETE = "DELETE FROM task_states WHERE task_exec_id = ?"
+WORKFLOW_EXISTS = "SELECT 1 FROM workflow_states WHERE workflow_exec_id = ?"
+TASK_EXISTS = "SELECT 1 FROM task_states WHERE task_exec_id = ?"
+# A task has one parent, so a walk down from the root can only come back to the root itself: excluding the root
+# from the recursive step is the whole cycle guard, with no path to carry.
+TREE = (
+    "WITH RECURSIVE tree(task_exec_id, depth) AS ("
+    " SELECT task_exec_id, 0 FROM task_states WHERE task_exec_id = ?"
+    " UNION ALL"
+    " SELECT c.task_exec_id, tree.depth + 1 FROM task_states c JOIN tree ON c.parent_state_id = tree.task_exec_id"
+    " WHERE tree.depth < ? AND c.task_exec_id <> ?"
+    f") SELECT {', '.join('t.' + c for c in TASK_COLUMNS.split(', '))}, tree.depth"
+    " FROM tree JOIN task_states t ON t.task_exec_id = tree.task_exec_id"
+    " ORDER BY tree.depth, t.created_at, t.task_exec_id"
+)
+
+
+_Write = Callable[[], Row | None]
+
+
+def _batches(items: Iterable[TaskState], size: int) -> Iterator[list[TaskState]]:
+    iterator = iter(items)
+    while batch := list(islice(iterator, size)):
+        yield batch
+
+
+class SqlTaskRepository:
+    """TaskRepository over a :class:`Database` (see ``planflow.protocols.TaskRepository`` for the contract)."""
+
+    def __init__(self, database: Database, dialect: Dialect) -> None:
+        self._db = database
+        self._d = dialect
+        self._by_ids = f"{SELECT} WHERE {dialect.in_ids('task_exec_id')} {ORDER}"
+        self._get_for_update = GET + dialect.for_update
+        self._usage_for_update = GET_USAGE + dialect.for_update
+
+    # Writes -----------------------------------------------------------------------------------------------
+
+    def _write_params(self, state: TaskState) -> list[object]:
+        params = task_params(state, self._d.json_param)
+        stamp = self._d.ts_param(now())
+        params += [stamp, stamp]
+        return params
+
+    def upsert_state(self, state: TaskState) -> TaskState:
+        params = self._write_params(state)
+
+        def work(conn: Connection) -> Row:
+            row = self._guarded(conn, state, lambda: conn.fetch_one(UPSERT_RETURNING, params))
+            assert row is not None
+            return row
+
+        version, created = self._db.run(work)
+        return state.evolve(version=version, created_at=self._d.load_ts(created), updated_at=self._ts(params[-1]))
+
+    def update_state(self, state: TaskState, expected_version: int) -> TaskState:
+        params = self._write_params(state)
+        update = [*params[1:15], params[16], params[0], expected_version]
+
+        def work(conn: Connection) -> Row:
+            row = self._guarded(conn, state, lambda: conn.fetch_one(UPDATE_VERSIONED, update))
+            if row is None:
+                found = conn.fetch_one(GET_VERSION, [state.task_exec_id])
+                if found is None:
+                    raise NotFoundError(f"task state {state.task_exec_id!r} not found")
+                raise ConflictError(
+                    f"task state {state.task_exec_id!r} is at version {found[0]}, expected {expected_version}",
+                    expected=expected_version,
+                    actual=found[0],
+                )
+            return row
+
+        version, created = self._db.run(work)
+        return state.evolve(version=version, created_at=self._d.load_ts(created), updated_at=self._ts(params[-1]))
+
+    def _ts(self, param: object) -> object:
+        return self._d.load_ts(param)
+
+    def _guarded(self, conn: Connection, state: TaskState, write: _Write) -> Row | None:
+        """Run a write; on a foreign-key failure, name the missing reference (the engines do not say which)."""
+        try:
+            return write()
+        except ForeignKeyViolation as exc:
+            if conn.fetch_one(WORKFLOW_EXISTS, [state.workflow_exec_id]) is None:
+                raise ValidationError(
+                    f"task {state.task_exec_id!r} references unknown workflow_exec_id {state.workflow_exec_id!r}"
+                ) from exc
+            raise ValidationError(
+                f"task {state.task_exec_id!r} references unknown parent_state_id {state.parent_state_id!r}"
+            ) from exc
+
+    def bulk_upsert(self, states: Iterable[TaskState]) -> int:
+        written = 0
+        for batch in _batches(states, BULK_BATCH):
+            rows = [self._write_params(state) for state in batch]
+
+            def work(conn: Connection, rows: list[list[object]] = rows, batch: list[TaskState] = batch) -> None:
+                try:
+                    conn.execute_many(UPSERT, rows)
+                except ForeignKeyViolation as exc:
+                    raise self._missing_reference(conn, batch) from exc
+
+            self._db.run(work)
+            written += len(rows)
+        return written
+
+    def _missing_reference(self, conn: Connection, batch: list[TaskState]) -> ValidationError:
+        ids = {state.task_exec_id for state in batch}
+        for state in batch:
+            if conn.fetch_one(WORKFLOW_EXISTS, [state.workflow_exec_id]) is None:
+                return ValidationError(
+                    f"task {state.task_exec_id!r} references unknown workflow_exec_id {state.workflow_exec_id!r}"
+                )
+            parent = state.parent_state_id
+            if parent is not None and parent not in ids and conn.fetch_one(TASK_EXISTS, [parent]) is None:
+                return ValidationError(f"task {state.task_exec_id!r} references unknown parent_state_id {parent!r}")
+        return ValidationError("a task of the batch references an unknown workflow or parent")
+
+    def merge_usage(self, task_exec_id: str, usage: UsageSummary) -> UsageSummary:
+        require_id(task_exec_id, "task_exec_id")
+        dump_usage(usage, f"task {task_exec_id!r}")
+
+        def work(conn: Connection) -> UsageSummary:
+            row = conn.fetch_one(self._usage_for_update, [task_exec_id])
+            if row is None:
+                raise NotFoundError(f"task state {task_exec_id!r} not found")
+            merged = (load_usage(row[0]) or UsageSummary()).merge(usage)
+            text = dump_usage(merged, f"task {task_exec_id!r}")
+            assert text is not None
+            conn.execute(SET_USAGE, [self._d.json_param(text), self._d.ts_param(now()), task_exec_id])
+            return merged
+
+        return self._db.run(work)
+
+    def delete_state(self, task_exec_id: str) -> None:
+        def work(conn: Connection) -> None:
+            if conn.execute(DELETE, [task_exec_id]) == 0:
+                raise NotFoundError(f"task state {task_exec_id!r} not found")
+
+        self._db.run(work)
+
+    # Reads ------------------------------------------------------------------------------------------------
+
+    def _one(self, sql: str, params: Sequence[object]) -> TaskState | None:
+        with self._db.connection() as conn:
+            row = conn.fetch_one(sql, params)
+        return None if row is None else task_from_row(row, self._d.load_ts)
+
+    def _all(self, sql: str, params: Sequence[object]) -> list[TaskState]:
+        with self._db.connection() as conn:
+            rows = conn.fetch_all(sql, params)
+        load_ts = self._d.load_ts
+        return [task_from_row(row, load_ts) for row in rows]
+
+    def get_state(self, task_exec_id: str) -> TaskState:
+        state = self._one(GET, [task_exec_id])
+        if state is None:
+            raise NotFoundError(f"task state {task_exec_id!r} not found")
+        return state
+
+    def get_state_for_update(self, task_exec_id: str) -> TaskState:
+        if not self._db.in_transaction:
+            raise TransactionRequiredError("get_state_for_update must run inside provider.transaction()")
+        state = self._one(self._get_for_update, [task_exec_id])
+        if state is None:
+            raise NotFoundError(f"task state {task_exec_id!r} not found")
+        return state
+
+    def list_states(
+        self, filter: TaskFilter | None = None, *, limit: int = 100, cursor: str | None = None
+    ) -> Page[TaskState]:
+        check_limit(limit)
+        conditions: list[str] = []
+        params: list[object] = []
+        if filter is not None:
+            for column in FILTER_COLUMNS:
+                value = getattr(filter, column)
+                if value is not None:
+                    conditions.append(f"{column} = ?")
+                    params.append(str(value))
+        if cursor is not None:
+            created, key = decode_cursor(cursor)
+            conditions.append("(created_at, task_exec_id) > (?, ?)")
+            params += [self._d.ts_param(created), key]
+        where = f" WHERE {' AND '.join(conditions)}" if conditions else ""
+        items = self._all(f"{SELECT}{where} {ORDER} LIMIT ?", [*params, limit + 1])
+        if len(items) <= limit:
+            return Page(items)
+        items.pop()
+        last = items[-1]
+        assert last.created_at is not None
+        return Page(items, encode_cursor(last.created_at, last.task_exec_id))
+
+    def list_by_ids(self, task_exec_ids: Sequence[str]) -> list[TaskState]:
+        if isinstance(task_exec_ids, str):
+            raise ValidationError("list_by_ids takes a sequence of ids, not one string")
+        if not task_exec_ids:
+            return []
+        return self._all(self._by_ids, [self._d.ids_param(list(task_exec_ids))])
+
+    def list_tasks_in_workflow(self, workflow_exec_id: str) -> dict[str, TaskState]:
+        return {state.task_id: state for state in self._all(IN_WORKFLOW, [workflow_exec_id])}
+
+    def _in_workflow_where(self, column: str, workflow_exec_id: str, value: str) -> list[TaskState]:
+        return self._all(f"{SELECT} WHERE workflow_exec_id = ? AND {column} = ? {ORDER}", [workflow_exec_id, value])
+
+    def list_tasks_by_status(self, workflow_exec_id: str, status: TaskStatus) -> list[TaskState]:
+        return self._in_workflow_where("status", workflow_exec_id, TaskStatus(status).value)
+
+    def list_tasks_by_agent(self, workflow_exec_id: str, agent_id: str) -> list[TaskState]:
+        return self._in_workflow_where("agent_id", workflow_exec_id, agent_id)
+
+    def list_tasks_by_tool(self, workflow_exec_id: str, tool_id: str) -> list[TaskState]:
+        return self._in_workflow_where("tool_id", workflow_exec_id, tool_id)
+
+    def list_children(self, parent_state_id: str) -> list[TaskState]:
+        return self._all(CHILDREN, [parent_state_id])
+
+    def get_child_by_task_id(self, parent_state_id: str, task_id: str) -> TaskState:
+        state = self._one(CHILD_BY_TASK, [parent_state_id, task_id])
+        if state is None:
+            raise NotFoundError(f"task {parent_state_id!r} has no child with task_id {task_id!r}")
+        return state
+
+    def get_task_tree(self, root_state_id: str, *, max_depth: int = 100) -> list[TaskTreeNode]:
+        if isinstance(max_depth, bool) or not isinstance(max_depth, int) or max_depth < 0:  # pyright: ignore[reportUnnecessaryIsInstance]
+            raise ValidationError(f"max_depth must be a non-negative integer, got {max_depth!r}")
+        with self._db.connection() as conn:
+            rows = conn.fetch_all(TREE, [root_state_id, max_depth, root_state_id])
+        load_ts = self._d.load_ts
+        return [TaskTreeNode(task_from_row(row, load_ts), row[18]) for row in rows]
+
+    def list_children_outputs(self, parent_state_id: str) -> dict[str, JsonObject]:
+        with self._db.connection() as conn:
+            rows = conn.fetch_all(CHILDREN_OUTPUTS, [parent_state_id])
+        return {row[0]: json.loads(row[1]) for row in rows}
+
+    def get_progress_info(self, parent_state_id: str) -> ProgressInfo:
+        with self._db.connection() as conn:
+            rows = conn.fetch_all(PROGRESS, [parent_state_id])
+        counts = {TaskStatus(row[0]): int(row[1]) for row in rows}
+        return ProgressInfo(total=sum(counts.values()), status_counts=counts)
+

@@ -1,0 +1,1 @@
+"""The SQLite driver (stdlib ``sqlite3``): the embedded default."""

@@ -1,0 +1,13 @@
+"""Opens the SQLite driver."""
+
+from __future__ import annotations
+
+from planflow.config import PlanflowConfig
+from planflow.infra.sql.backend import SqlBackend
+from planflow.infra.sqlite.database import SqliteDatabase
+from planflow.infra.sqlite.dialect import MIGRATION_SQL, SQLITE
+
+
+def open_backend(config: PlanflowConfig) -> SqlBackend:
+    """A SQLite backend for ``config.path`` (a file, created with mode 0600, or ``:memory:``)."""
+    return SqlBackend(SqliteDatabase(config), SQLITE, MIGRATION_SQL)

@@ -1,0 +1,54 @@
+"""SQLite's SQL fragments and value adapters."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from datetime import UTC, datetime
+
+from planflow.infra.sql.dialect import Dialect
+from planflow.infra.sql.migrations import TABLE, MigrationSql
+
+
+def ts_param(moment: datetime) -> str:
+    """Fixed-width UTC ISO text, so that timestamps compare and sort correctly as text."""
+    return moment.astimezone(UTC).isoformat(timespec="microseconds")
+
+
+def load_ts(value: object) -> datetime:
+    """Parse what :func:`ts_param` stored."""
+    return datetime.fromisoformat(value)  # pyright: ignore[reportArgumentType]
+
+
+def _in_ids(column: str) -> str:
+    # One bound variable holding a JSON array: any number of ids stays far below SQLITE_MAX_VARIABLE_NUMBER.
+    return f"{column} IN (SELECT value FROM json_each(?))"
+
+
+def _ids_param(ids: Sequence[str]) -> str:
+    return json.dumps(list(ids), ensure_ascii=False)
+
+
+def _identity(text: str) -> str:
+    return text
+
+
+SQLITE = Dialect(
+    name="sqlite",
+    in_ids=_in_ids,
+    ids_param=_ids_param,
+    json_param=_identity,
+    ts_param=ts_param,
+    load_ts=load_ts,
+    for_update="",  # BEGIN IMMEDIATE already holds the database's write lock
+    bootstrap_lock="",
+)
+
+MIGRATION_SQL = MigrationSql(
+    lock="",  # BEGIN IMMEDIATE: one writer at a time, across processes
+    create_table=(
+        f"CREATE TABLE IF NOT EXISTS {TABLE} (version INTEGER PRIMARY KEY, name TEXT NOT NULL, "
+        "checksum TEXT NOT NULL, applied_at TEXT NOT NULL) STRICT;"
+    ),
+    table_exists=f"SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = '{TABLE}'",
+)

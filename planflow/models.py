@@ -1,0 +1,341 @@
+"""Models of workflow and task execution state, users and API keys.
+
+Models are frozen, slotted dataclasses: a changed state is a new value (``dataclasses.replace`` or
+:meth:`TaskState.evolve`). Timestamps are timezone-aware UTC datetimes set by the repository; ``version`` is
+0 for a state that was never stored, 1 after the first write and one more after every later write.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+from typing import Generic, Self, TypeAlias, TypeVar
+
+JsonValue: TypeAlias = "str | int | float | bool | None | list[JsonValue] | dict[str, JsonValue]"
+JsonObject: TypeAlias = "dict[str, JsonValue]"
+
+T = TypeVar("T")
+
+
+class TaskStatus(StrEnum):
+    """Status of a task or workflow execution."""
+
+    PENDING = "PENDING"
+    RUNNING = "RUNNING"
+    SUCCESS = "SUCCESS"
+    FAILED = "FAILED"
+    TIMED_OUT = "TIMED_OUT"
+    CANCELED = "CANCELED"
+    WAITING = "WAITING"
+    PAUSED = "PAUSED"
+
+
+#: Statuses that count as "running" in progress info (started, not finished).
+RUNNING_STATUSES = frozenset({TaskStatus.RUNNING, TaskStatus.WAITING, TaskStatus.PAUSED})
+#: Statuses from which a task does not move on.
+TERMINAL_STATUSES = frozenset({TaskStatus.SUCCESS, TaskStatus.FAILED, TaskStatus.CANCELED, TaskStatus.TIMED_OUT})
+#: Terminal statuses that are not a success.
+FAILURE_STATUSES = frozenset({TaskStatus.FAILED, TaskStatus.TIMED_OUT, TaskStatus.CANCELED})
+
+
+class ExecutionType(StrEnum):
+    """How a task executes."""
+
+    BASIC = "basic"
+    ROUTER = "router"
+    PARALLEL = "parallel"
+    COLLECTION = "collection"
+    COMPOSITE = "composite"
+    WAIT = "wait"
+    SIGNAL = "signal"
+    AGGREGATE = "aggregate"
+    MEMORY = "memory"
+
+
+class ComponentType(StrEnum):
+    """Which kind of component produced a state."""
+
+    WORKFLOW = "workflow"
+    TASK = "task"
+    AGENT = "agent"
+    TOOL = "tool"
+    LOG = "log"
+
+
+class Role(StrEnum):
+    """Role of a user."""
+
+    ADMIN = "admin"
+    USER = "user"
+
+
+class ParallelStrategy(StrEnum):
+    """How the overall status of a parent is derived from its children."""
+
+    WAIT_ALL = "wait_all"
+    FAIL_FAST = "fail_fast"
+    BEST_EFFORT = "best_effort"
+    RACE = "race"
+
+
+@dataclass(frozen=True, slots=True)
+class UsageEntry:
+    """Token usage of one provider, model and source.
+
+    Entries are keyed by ``(provider, model, source)`` compared case-insensitively.
+    """
+
+    provider: str
+    model: str
+    source: str = "task"
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    total_tokens: int = 0
+
+    @property
+    def key(self) -> tuple[str, str, str]:
+        """The case-insensitive merge key."""
+        return (self.provider.casefold(), self.model.casefold(), self.source.casefold())
+
+    def __add__(self, other: UsageEntry) -> UsageEntry:
+        return dataclasses.replace(
+            self,
+            prompt_tokens=self.prompt_tokens + other.prompt_tokens,
+            completion_tokens=self.completion_tokens + other.completion_tokens,
+            total_tokens=self.total_tokens + other.total_tokens,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class UsageSummary:
+    """A list of usage entries, at most one per merge key."""
+
+    entries: tuple[UsageEntry, ...] = ()
+
+    @classmethod
+    def of(cls, entries: Iterable[UsageEntry]) -> UsageSummary:
+        """Build a summary, summing entries that share a key (first spelling kept)."""
+        return cls().merge(cls(tuple(entries)))
+
+    def merge(self, other: UsageSummary) -> UsageSummary:
+        """Return the sum of this summary and ``other``; order: this one's keys, then new keys of ``other``."""
+        merged: dict[tuple[str, str, str], UsageEntry] = {}
+        for entry in (*self.entries, *other.entries):
+            present = merged.get(entry.key)
+            merged[entry.key] = entry if present is None else present + entry
+        return UsageSummary(tuple(merged.values()))
+
+    @property
+    def total_tokens(self) -> int:
+        """Sum of ``total_tokens`` over all entries."""
+        return sum(entry.total_tokens for entry in self.entries)
+
+
+@dataclass(frozen=True, slots=True)
+class TaskState:
+    """The stored state of one task execution."""
+
+    task_exec_id: str
+    task_id: str
+    workflow_exec_id: str
+    workflow_id: str
+    component: ComponentType = ComponentType.TASK
+    status: TaskStatus = TaskStatus.PENDING
+    execution_type: ExecutionType = ExecutionType.BASIC
+    parent_state_id: str | None = None
+    agent_id: str | None = None
+    action_id: str | None = None
+    tool_id: str | None = None
+    input: JsonObject | None = None
+    output: JsonObject | None = None
+    error: JsonObject | None = None
+    usage: UsageSummary | None = None
+    version: int = 0
+    created_at: datetime | None = None
+    updated_at: datetime | None = None
+
+    def evolve(self, **changes: object) -> Self:
+        """Return a copy with ``changes`` applied (``dataclasses.replace``)."""
+        return dataclasses.replace(self, **changes)  # pyright: ignore[reportArgumentType]
+
+
+@dataclass(frozen=True, slots=True)
+class TaskTreeNode:
+    """One task of a tree returned by ``get_task_tree``: the state and its depth below the root (root = 0)."""
+
+    state: TaskState
+    depth: int
+
+
+@dataclass(frozen=True, slots=True)
+class WorkflowState:
+    """The stored state of one workflow execution, with its tasks (task_id -> latest state) on reads."""
+
+    workflow_exec_id: str
+    workflow_id: str
+    status: TaskStatus = TaskStatus.PENDING
+    usage: UsageSummary | None = None
+    input: JsonObject | None = None
+    output: JsonObject | None = None
+    error: JsonObject | None = None
+    version: int = 0
+    created_at: datetime | None = None
+    updated_at: datetime | None = None
+    tasks: Mapping[str, TaskState] = field(default_factory=dict[str, TaskState])
+
+    def evolve(self, **changes: object) -> Self:
+        """Return a copy with ``changes`` applied (``dataclasses.replace``)."""
+        return dataclasses.replace(self, **changes)  # pyright: ignore[reportArgumentType]
+
+
+@dataclass(frozen=True, slots=True)
+class TaskFilter:
+    """Equality filters for ``list_states``; fields left ``None`` do not filter. All given fields must match."""
+
+    status: TaskStatus | None = None
+    workflow_id: str | None = None
+    workflow_exec_id: str | None = None
+    task_id: str | None = None
+    task_exec_id: str | None = None
+    parent_state_id: str | None = None
+    agent_id: str | None = None
+    action_id: str | None = None
+    tool_id: str | None = None
+    execution_type: ExecutionType | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class WorkflowFilter:
+    """Equality filters for workflow ``list_states``."""
+
+    status: TaskStatus | None = None
+    workflow_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Page(Generic[T]):
+    """One page of a listing; pass ``next_cursor`` back to get the next page (``None`` on the last page)."""
+
+    items: list[T]
+    next_cursor: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ProgressInfo:
+    """Counts of a parent's direct children by status, and what they add up to."""
+
+    total: int
+    status_counts: Mapping[TaskStatus, int]
+
+    def count(self, *statuses: TaskStatus) -> int:
+        """Number of children in any of ``statuses``."""
+        return sum(self.status_counts.get(status, 0) for status in statuses)
+
+    @property
+    def pending(self) -> int:
+        """Children not started yet."""
+        return self.count(TaskStatus.PENDING)
+
+    @property
+    def running(self) -> int:
+        """Children started and not finished: RUNNING, WAITING or PAUSED."""
+        return self.count(*RUNNING_STATUSES)
+
+    @property
+    def success(self) -> int:
+        """Children that succeeded."""
+        return self.count(TaskStatus.SUCCESS)
+
+    @property
+    def failed(self) -> int:
+        """Children that FAILED or TIMED_OUT."""
+        return self.count(TaskStatus.FAILED, TaskStatus.TIMED_OUT)
+
+    @property
+    def canceled(self) -> int:
+        """Children that were CANCELED."""
+        return self.count(TaskStatus.CANCELED)
+
+    @property
+    def terminal(self) -> int:
+        """Children that finished: SUCCESS, FAILED, CANCELED or TIMED_OUT."""
+        return self.count(*TERMINAL_STATUSES)
+
+    @property
+    def completion_rate(self) -> float:
+        """success / total (0.0 without children)."""
+        return self.success / self.total if self.total else 0.0
+
+    @property
+    def failure_rate(self) -> float:
+        """(failed + timed out) / total (0.0 without children)."""
+        return self.failed / self.total if self.total else 0.0
+
+    @property
+    def all_terminal(self) -> bool:
+        """True when every child finished (and there is at least one)."""
+        return self.total > 0 and self.terminal == self.total
+
+    def overall_status(self, strategy: ParallelStrategy = ParallelStrategy.WAIT_ALL) -> TaskStatus:
+        """The parent's status under ``strategy``.
+
+        - wait_all: when all finished, FAILED if any did not succeed, else SUCCESS.
+        - fail_fast: FAILED as soon as one child FAILED, TIMED_OUT or was CANCELED; SUCCESS when all succeeded.
+        - best_effort: when all finished, SUCCESS if at least one succeeded, else FAILED.
+        - race: SUCCESS as soon as one child succeeded; FAILED when all finished without a success.
+
+        Until then the parent is RUNNING once a child started or finished, else PENDING (also without children).
+        """
+        failures = self.count(*FAILURE_STATUSES)
+        match strategy:
+            case ParallelStrategy.WAIT_ALL:
+                if self.all_terminal:
+                    return TaskStatus.FAILED if failures else TaskStatus.SUCCESS
+            case ParallelStrategy.FAIL_FAST:
+                if failures:
+                    return TaskStatus.FAILED
+                if self.all_terminal:
+                    return TaskStatus.SUCCESS
+            case ParallelStrategy.BEST_EFFORT:
+                if self.all_terminal:
+                    return TaskStatus.SUCCESS if self.success else TaskStatus.FAILED
+            case ParallelStrategy.RACE:
+                if self.success:
+                    return TaskStatus.SUCCESS
+                if self.all_terminal:
+                    return TaskStatus.FAILED
+        return TaskStatus.RUNNING if self.running or self.terminal else TaskStatus.PENDING
+
+
+@dataclass(frozen=True, slots=True)
+class User:
+    """A user; ``email`` is unique, compared case-insensitively."""
+
+    id: str
+    email: str
+    role: Role
+    created_at: datetime
+    updated_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class APIKey:
+    """A stored API key: only its SHA-256 fingerprint and a short display prefix, never the key itself."""
+
+    id: str
+    user_id: str
+    fingerprint: str
+    prefix: str
+    created_at: datetime
+    last_used: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class CreatedAPIKey:
+    """The result of creating a key: the stored record and the plaintext, which is returned this once only."""
+
+    key: APIKey
+    plaintext: str = field(repr=False)

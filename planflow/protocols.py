@@ -1,0 +1,246 @@
+"""The repository Protocols: all a caller ever sees of a driver."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from datetime import datetime
+from typing import Protocol
+
+from planflow.models import (
+    APIKey,
+    CreatedAPIKey,
+    JsonObject,
+    Page,
+    ParallelStrategy,
+    ProgressInfo,
+    Role,
+    TaskFilter,
+    TaskState,
+    TaskStatus,
+    TaskTreeNode,
+    UsageSummary,
+    User,
+    WorkflowFilter,
+    WorkflowState,
+)
+
+#: Turns a finished workflow (with its tasks) into its output; raising marks the workflow FAILED.
+OutputTransformer = Callable[[WorkflowState], JsonObject]
+
+
+class TaskRepository(Protocol):
+    """Task execution states (table ``task_states``)."""
+
+    def upsert_state(self, state: TaskState) -> TaskState:
+        """Insert ``state`` or overwrite every field of the stored one (keeping ``created_at``).
+
+        Returns:
+            The stored state, with ``version`` bumped and timestamps set.
+
+        Raises:
+            ValidationError: bad field, non-JSON value, own parent, unknown workflow or parent.
+        """
+        ...
+
+    def update_state(self, state: TaskState, expected_version: int) -> TaskState:
+        """Overwrite the stored state only if its version is ``expected_version`` (optimistic lock).
+
+        Raises:
+            ConflictError: the stored version differs (both versions named).
+            NotFoundError: no such state.
+        """
+        ...
+
+    def get_state(self, task_exec_id: str) -> TaskState:
+        """The state with ``task_exec_id``; raises ``NotFoundError`` if absent."""
+        ...
+
+    def get_state_for_update(self, task_exec_id: str) -> TaskState:
+        """Like ``get_state`` but holds a write lock on the row until the transaction ends.
+
+        Raises:
+            TransactionRequiredError: called outside ``provider.transaction()``.
+        """
+        ...
+
+    def list_states(
+        self, filter: TaskFilter | None = None, *, limit: int = 100, cursor: str | None = None
+    ) -> Page[TaskState]:
+        """States matching every field of ``filter``, ordered by ``created_at`` then ``task_exec_id``."""
+        ...
+
+    def list_by_ids(self, task_exec_ids: Sequence[str]) -> list[TaskState]:
+        """States with any of the ids (any number of them), in ``created_at`` order; missing ids are skipped."""
+        ...
+
+    def list_tasks_in_workflow(self, workflow_exec_id: str) -> dict[str, TaskState]:
+        """The latest state per ``task_id`` in one workflow execution."""
+        ...
+
+    def list_tasks_by_status(self, workflow_exec_id: str, status: TaskStatus) -> list[TaskState]:
+        """States with ``status`` in one workflow execution, in ``created_at`` order."""
+        ...
+
+    def list_tasks_by_agent(self, workflow_exec_id: str, agent_id: str) -> list[TaskState]:
+        """States of ``agent_id`` in one workflow execution, in ``created_at`` order."""
+        ...
+
+    def list_tasks_by_tool(self, workflow_exec_id: str, tool_id: str) -> list[TaskState]:
+        """States of ``tool_id`` in one workflow execution, in ``created_at`` order."""
+        ...
+
+    def list_children(self, parent_state_id: str) -> list[TaskState]:
+        """Direct children of a task, in ``created_at`` order."""
+        ...
+
+    def get_child_by_task_id(self, parent_state_id: str, task_id: str) -> TaskState:
+        """The newest direct child with ``task_id``; raises ``NotFoundError`` if none."""
+        ...
+
+    def get_task_tree(self, root_state_id: str, *, max_depth: int = 100) -> list[TaskTreeNode]:
+        """The root (depth 0) and its descendants down to ``max_depth``, by depth then ``created_at``.
+
+        One recursive query; stops on a parent cycle in stored data; an unknown root gives ``[]``.
+        """
+        ...
+
+    def list_children_outputs(self, parent_state_id: str) -> dict[str, JsonObject]:
+        """``task_id -> output`` of the direct children whose output is not null."""
+        ...
+
+    def get_progress_info(self, parent_state_id: str) -> ProgressInfo:
+        """Counts of the direct children by status (see ``ProgressInfo.overall_status`` for strategies)."""
+        ...
+
+    def merge_usage(self, task_exec_id: str, usage: UsageSummary) -> UsageSummary:
+        """Add ``usage`` into the stored summary atomically; returns the merged summary."""
+        ...
+
+    def delete_state(self, task_exec_id: str) -> None:
+        """Delete the state and its whole subtree; raises ``NotFoundError`` if absent."""
+        ...
+
+    def bulk_upsert(self, states: Iterable[TaskState]) -> int:
+        """Upsert many states, one round trip per batch, all or nothing; returns how many were written."""
+        ...
+
+
+class WorkflowRepository(Protocol):
+    """Workflow execution states (table ``workflow_states``)."""
+
+    def upsert_state(self, state: WorkflowState) -> WorkflowState:
+        """Insert or overwrite a workflow state (keeping ``created_at``); returns it stored, without tasks."""
+        ...
+
+    def update_status(
+        self, workflow_exec_id: str, status: TaskStatus, *, expected_version: int | None = None
+    ) -> WorkflowState:
+        """Set the status; with ``expected_version``, only if the stored version matches.
+
+        Raises:
+            NotFoundError: no such workflow.
+            ConflictError: the stored version differs from ``expected_version``.
+        """
+        ...
+
+    def get_state(self, workflow_exec_id: str) -> WorkflowState:
+        """The workflow with its tasks, read consistently; raises ``NotFoundError`` if absent."""
+        ...
+
+    def get_state_by_workflow_id(self, workflow_id: str) -> WorkflowState:
+        """The newest execution of ``workflow_id``, with its tasks."""
+        ...
+
+    def get_state_by_task_id(self, workflow_id: str, task_id: str) -> WorkflowState:
+        """The newest execution of ``workflow_id`` that has a task ``task_id``."""
+        ...
+
+    def get_state_by_agent_id(self, workflow_id: str, agent_id: str) -> WorkflowState:
+        """The newest execution of ``workflow_id`` that has a task run by ``agent_id``."""
+        ...
+
+    def get_state_by_tool_id(self, workflow_id: str, tool_id: str) -> WorkflowState:
+        """The newest execution of ``workflow_id`` that has a task using ``tool_id``."""
+        ...
+
+    def list_states(
+        self, filter: WorkflowFilter | None = None, *, limit: int = 100, cursor: str | None = None
+    ) -> Page[WorkflowState]:
+        """Workflows matching ``filter`` with their tasks, by ``created_at``; a fixed number of queries."""
+        ...
+
+    def merge_usage(self, workflow_exec_id: str, usage: UsageSummary) -> UsageSummary:
+        """Add ``usage`` into the stored summary atomically; returns the merged summary."""
+        ...
+
+    def delete(self, workflow_exec_id: str) -> None:
+        """Delete the workflow and all its tasks; raises ``NotFoundError`` if absent."""
+        ...
+
+    def complete_workflow(
+        self, workflow_exec_id: str, transformer: OutputTransformer | None = None
+    ) -> WorkflowState:
+        """Finish a workflow from its top-level tasks, in one transaction.
+
+        Already SUCCESS or FAILED: returned unchanged. Any top-level task PENDING, RUNNING, WAITING or PAUSED:
+        ``WorkflowNotReadyError``. Any FAILED, TIMED_OUT or CANCELED: FAILED. Otherwise SUCCESS. The output
+        comes from ``transformer`` (default: ``{task_id: output}`` of the top-level tasks); a transformer that
+        raises marks the workflow FAILED with error code ``OUTPUT_TRANSFORMATION_FAILED``.
+        """
+        ...
+
+
+class AuthRepository(Protocol):
+    """Users and API keys (tables ``users`` and ``api_keys``)."""
+
+    def create_user(self, email: str, role: Role = Role.USER) -> User:
+        """Create a user; raises ``DuplicateError`` if the email (case-insensitive) exists."""
+        ...
+
+    def get_user(self, user_id: str) -> User:
+        """The user with ``user_id``; ``NotFoundError`` if absent."""
+        ...
+
+    def get_user_by_email(self, email: str) -> User:
+        """The user with ``email`` (case-insensitive); ``NotFoundError`` if absent."""
+        ...
+
+    def list_users(self) -> list[User]:
+        """All users, oldest first."""
+        ...
+
+    def update_user(self, user_id: str, *, email: str | None = None, role: Role | None = None) -> User:
+        """Change a user's email and/or role; ``DuplicateError`` if the new email is taken."""
+        ...
+
+    def delete_user(self, user_id: str) -> None:
+        """Delete a user and its API keys; ``NotFoundError`` if absent."""
+        ...
+
+    def create_initial_admin(self, email: str) -> User:
+        """Create the first admin, atomically; ``AlreadyBootstrappedError`` if an admin exists."""
+        ...
+
+    def create_api_key(self, user_id: str) -> CreatedAPIKey:
+        """Create a key for ``user_id``; the plaintext is in the result and nowhere else, ever."""
+        ...
+
+    def get_api_key(self, key_id: str) -> APIKey:
+        """The key with ``key_id``; ``NotFoundError`` if absent."""
+        ...
+
+    def get_api_key_by_fingerprint(self, fingerprint: str) -> APIKey:
+        """The key whose SHA-256 fingerprint is ``fingerprint`` (compared in constant time)."""
+        ...
+
+    def list_api_keys(self, user_id: str) -> list[APIKey]:
+        """Keys of ``user_id``, oldest first."""
+        ...
+
+    def touch_api_key(self, key_id: str, at: datetime | None = None) -> APIKey:
+        """Record a use at ``at`` (default now); ``last_used`` never moves backwards."""
+        ...
+
+    def delete_api_key(self, key_id: str) -> None:
+        """Delete a key; ``NotFoundError`` if absent."""
+        ...

@@ -1,0 +1,24 @@
+"""Fixtures shared by every test module."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from planflow import Provider, open_provider
+
+
+@pytest.fixture
+def sqlite_file_provider(tmp_path: Path) -> Iterator[Provider]:
+    """A Provider on a fresh SQLite file."""
+    with open_provider(f"sqlite:///{tmp_path / 'planflow.db'}") as provider:
+        yield provider
+
+
+@pytest.fixture
+def sqlite_memory_provider() -> Iterator[Provider]:
+    """A Provider on a fresh in-memory SQLite database."""
+    with open_provider("sqlite://:memory:") as provider:
+        yield provider

@@ -1,0 +1,46 @@
+"""The contract suites on SQLite: a real file, and ``:memory:``."""
+
+from __future__ import annotations
+
+import pytest
+
+from planflow import Provider
+from tests.contract.auth import AuthRepositoryContract
+from tests.contract.tasks import TaskRepositoryContract
+from tests.contract.workflows import TransactionContract, WorkflowRepositoryContract
+
+
+class SqliteFile:
+    @pytest.fixture
+    def provider(self, sqlite_file_provider: Provider) -> Provider:
+        return sqlite_file_provider
+
+
+class SqliteMemory:
+    @pytest.fixture
+    def provider(self, sqlite_memory_provider: Provider) -> Provider:
+        return sqlite_memory_provider
+
+
+class TestSqliteFileTasks(SqliteFile, TaskRepositoryContract): ...
+
+
+class TestSqliteFileWorkflows(SqliteFile, WorkflowRepositoryContract): ...
+
+
+class TestSqliteFileTransactions(SqliteFile, TransactionContract): ...
+
+
+class TestSqliteFileAuth(SqliteFile, AuthRepositoryContract): ...
+
+
+class TestSqliteMemoryTasks(SqliteMemory, TaskRepositoryContract): ...
+
+
+class TestSqliteMemoryWorkflows(SqliteMemory, WorkflowRepositoryContract): ...
+
+
+class TestSqliteMemoryTransactions(SqliteMemory, TransactionContract): ...
+
+
+class TestSqliteMemoryAuth(SqliteMemory, AuthRepositoryContract): ...
