@@ -1,0 +1,300 @@
+"""The ExecutionRepository on TinyDB: tables ``tasks``, ``occurrences`` and ``executions``.
+
+Each record is stored as the shared codec's document (:mod:`planflow.executions`), keeping the model's id
+inside it; executions are keyed by ``occurrence_id``. TinyDB document ids are handed out in the order records
+are first added and an upsert rewrites the record under its old document id, so lists come back in the order
+records were first added.
+
+Every operation runs under one lock and inside a batch: the database is read from the storage once, changed
+in memory and, if anything changed, written back once. With ``CrashSafeJSONStorage`` that single write
+replaces the file atomically, so a crash leaves either the state before an operation (or batch) or the state
+after it.
+"""
+
+from __future__ import annotations
+
+import threading
+import weakref
+from collections.abc import Callable, Generator, Mapping, MutableMapping
+from contextlib import contextmanager
+from typing import cast
+
+from tinydb import TinyDB
+from tinydb.storages import Storage
+from tinydb.table import Document, Table
+
+from planflow.executions import (
+    TaskDefinition,
+    TaskExecution,
+    TaskOccurrence,
+    execution_from_doc,
+    execution_to_doc,
+    occurrence_from_doc,
+    occurrence_to_doc,
+    require,
+    task_from_doc,
+    task_to_doc,
+)
+from planflow.models import JsonValue
+
+TASKS = "tasks"
+OCCURRENCES = "occurrences"
+EXECUTIONS = "executions"
+
+StoreData = dict[str, dict[str, object]]
+
+
+class _BatchStorage(Storage):
+    """The database as the running batch sees it: read from the real storage once, written back once."""
+
+    def __init__(self, inner: Storage) -> None:
+        super().__init__()
+        self._inner = inner
+        self._data: StoreData = {}
+        self._loaded = False
+        self._dirty = False
+
+    def read(self) -> StoreData:
+        if not self._loaded:
+            self._data = _detached(cast("StoreData | None", self._inner.read()))
+            self._loaded = True
+        return self._data
+
+    def write(self, data: StoreData) -> None:
+        self._data = data
+        self._dirty = True
+
+    def commit(self) -> None:
+        """Write the batch's changes, if any, to the real storage in one write."""
+        if self._dirty:
+            self._inner.write(self._data)
+
+    def reset(self) -> None:
+        """Forget the batch: the next read comes from the real storage again."""
+        self._data = {}
+        self._loaded = False
+        self._dirty = False
+
+
+class _Shared:
+    """The lock and batch state of one TinyDB instance, shared by every repository built on it."""
+
+    def __init__(self, db: TinyDB) -> None:
+        self.lock = threading.RLock()
+        self.storage = _BatchStorage(db.storage)
+        self.in_batch = False
+
+
+_shared_by_db: weakref.WeakKeyDictionary[TinyDB, _Shared] = weakref.WeakKeyDictionary()
+_shared_by_db_lock = threading.Lock()
+
+
+def _shared_for(db: TinyDB) -> _Shared:
+    # Two repositories on one TinyDB must not interleave read-modify-write cycles, so they share one lock.
+    with _shared_by_db_lock:
+        shared = _shared_by_db.get(db)
+        if shared is None:
+            shared = _shared_by_db[db] = _Shared(db)
+        return shared
+
+
+class TinyDbExecutionRepository:
+    """The ExecutionRepository on a TinyDB database; safe to call from several threads.
+
+    The repository must be the only writer of the database (repositories sharing one ``TinyDB`` instance are
+    fine): it does not see changes made behind its back while a batch runs, and TinyDB has no locking
+    between processes.
+    """
+
+    def __init__(self, db: TinyDB) -> None:
+        """Serve the execution tables of ``db``.
+
+        Args:
+            db: The database, e.g. ``TinyDB(path, storage=CrashSafeJSONStorage)`` or
+                ``TinyDB(storage=MemoryStorage)``. The repository does not close it.
+
+        Raises:
+            TypeError: ``db`` is not a ``TinyDB``.
+        """
+        self._shared = _shared_for(require(db, TinyDB, "TinyDbExecutionRepository(db)"))
+        # Tables of our own on the batch storage: db.table() tables would read and write the real storage.
+        storage = self._shared.storage
+        self._tasks = Table(storage, TASKS)
+        self._occurrences = Table(storage, OCCURRENCES)
+        self._executions = Table(storage, EXECUTIONS)
+
+    @contextmanager
+    def batch(self) -> Generator[None, None, None]:
+        """Group the writes made inside the ``with`` block into one write of the storage.
+
+        The block holds the repository's lock: other threads wait until it ends, and never see half a batch.
+        Reads inside the block see its writes. When the block raises, nothing of it is written and the
+        stored data stay as they were before the block; when the final write fails, the same holds and the
+        write's error propagates. A batch entered inside another joins the outer one: its writes are
+        written (or discarded) with the outer batch's, and catching an error inside the outer block does not
+        undo the writes made before it.
+        """
+        shared = self._shared
+        with shared.lock:
+            if shared.in_batch:
+                yield
+                return
+            shared.in_batch = True
+            try:
+                yield
+                shared.storage.commit()
+            finally:
+                shared.in_batch = False
+                shared.storage.reset()
+
+    def add_task(self, task: TaskDefinition) -> None:
+        """Store ``task``, overwriting a stored task with the same id in its place.
+
+        Raises:
+            TypeError: ``task`` is not a :class:`TaskDefinition`; nothing is stored.
+            ValidationError: A field holds a value of the wrong type; nothing is stored.
+        """
+        doc = task_to_doc(require(task, TaskDefinition, "add_task(task)"))
+        with self.batch():
+            _upsert(self._tasks, "id", doc)
+
+    def get_task(self, task_id: str) -> TaskDefinition | None:
+        """Return the task with id ``task_id``, or ``None`` when it is not stored."""
+        require(task_id, str, "get_task(task_id)")
+        with self.batch():
+            found = _find(self._tasks, "id", task_id)
+        return None if found is None else task_from_doc(found[1])
+
+    def list_tasks(self) -> list[TaskDefinition]:
+        """Return every stored task, in the order the tasks were first added."""
+        with self.batch():
+            docs = _documents(self._tasks)
+        return [task_from_doc(doc) for _, doc in docs]
+
+    def add_occurrence(self, occ: TaskOccurrence) -> None:
+        """Store ``occ``, overwriting a stored occurrence with the same id in its place.
+
+        Raises:
+            TypeError: ``occ`` is not a :class:`TaskOccurrence`; nothing is stored.
+            ValidationError: A field holds a value of the wrong type; nothing is stored.
+        """
+        doc = occurrence_to_doc(require(occ, TaskOccurrence, "add_occurrence(occ)"))
+        with self.batch():
+            _upsert(self._occurrences, "id", doc)
+
+    def get_occurrence(self, occurrence_id: str) -> TaskOccurrence | None:
+        """Return the occurrence with id ``occurrence_id``, or ``None`` when it is not stored."""
+        require(occurrence_id, str, "get_occurrence(occurrence_id)")
+        with self.batch():
+            found = _find(self._occurrences, "id", occurrence_id)
+        return None if found is None else occurrence_from_doc(found[1])
+
+    def list_occurrences(self, task_id: str | None = None) -> list[TaskOccurrence]:
+        """Return the stored occurrences (only those of ``task_id`` when given), in the order first added."""
+        if task_id is not None:
+            require(task_id, str, "list_occurrences(task_id)")
+        with self.batch():
+            docs = _documents(self._occurrences)
+        return [
+            occurrence_from_doc(doc) for _, doc in docs if task_id is None or doc.get("task_id") == task_id
+        ]
+
+    def add_execution(self, execution: TaskExecution) -> None:
+        """Store ``execution``, overwriting the stored execution of the same occurrence in its place.
+
+        Raises:
+            TypeError: ``execution`` is not a :class:`TaskExecution`; nothing is stored.
+            ValidationError: A field holds a value of the wrong type; nothing is stored.
+        """
+        doc = execution_to_doc(require(execution, TaskExecution, "add_execution(execution)"))
+        with self.batch():
+            _upsert(self._executions, "occurrence_id", doc)
+
+    def get_execution(self, occurrence_id: str) -> TaskExecution | None:
+        """Return the execution of occurrence ``occurrence_id``, or ``None`` when it is not stored."""
+        require(occurrence_id, str, "get_execution(occurrence_id)")
+        with self.batch():
+            found = _find(self._executions, "occurrence_id", occurrence_id)
+        return None if found is None else execution_from_doc(found[1])
+
+    def list_executions(self) -> list[TaskExecution]:
+        """Return every stored execution, in the order the executions were first added."""
+        with self.batch():
+            docs = _documents(self._executions)
+        return [execution_from_doc(doc) for _, doc in docs]
+
+    def delete_task_and_related(self, task_id: str) -> None:
+        """Remove a task, its occurrences and their executions, in one write; other records stay.
+
+        Deleting a task that is not stored removes whatever occurrences (and their executions) still name
+        it, and is otherwise a no-op that writes nothing.
+        """
+        require(task_id, str, "delete_task_and_related(task_id)")
+        with self.batch():
+            occurrences = [
+                (doc_id, doc)
+                for doc_id, doc in _documents(self._occurrences)
+                if doc.get("task_id") == task_id
+            ]
+            occurrence_ids = {doc.get("id") for _, doc in occurrences}
+            _remove(
+                self._executions,
+                [
+                    doc_id
+                    for doc_id, doc in _documents(self._executions)
+                    if doc.get("occurrence_id") in occurrence_ids
+                ],
+            )
+            _remove(self._occurrences, [doc_id for doc_id, _ in occurrences])
+            _remove(
+                self._tasks, [doc_id for doc_id, doc in _documents(self._tasks) if doc.get("id") == task_id]
+            )
+
+
+def _detached(data: StoreData | None) -> StoreData:
+    # MemoryStorage hands out its live dicts and TinyDB edits what it reads in place; a batch that raises
+    # must leave the stored data untouched, so it works on copies of the tables and documents.
+    return {
+        name: {doc_id: dict(cast("Mapping[str, object]", doc)) for doc_id, doc in table.items()}
+        for name, table in (data or {}).items()
+    }
+
+
+def _documents(table: Table) -> list[tuple[int, Mapping[str, object]]]:
+    """The table's documents with their TinyDB ids, in storage order (the order they were first added)."""
+    return [(doc.doc_id, cast("Mapping[str, object]", doc)) for doc in table]
+
+
+def _find(table: Table, key: str, value: str) -> tuple[int, Mapping[str, object]] | None:
+    # A scan, not table.search(): TinyDB's query cache is per Table object and would miss a rolled-back batch.
+    return next(((doc_id, doc) for doc_id, doc in _documents(table) if doc.get(key) == value), None)
+
+
+def _upsert(table: Table, key: str, doc: dict[str, JsonValue]) -> None:
+    docs = _documents(table)
+    existing = next((doc_id for doc_id, stored in docs if stored.get(key) == doc[key]), None)
+    if existing is None:
+        # An explicit id (max + 1) keeps first-added order and avoids the table's own cached next id, which
+        # does not know about a batch that was discarded.
+        next_id = max((doc_id for doc_id, _ in docs), default=0) + 1
+        table.insert(Document(doc, doc_id=next_id))  # pyright: ignore[reportUnknownMemberType]
+    else:
+        table.update(_replace_with(doc), doc_ids=[existing])  # pyright: ignore[reportUnknownMemberType]
+
+
+def _replace_with(doc: Mapping[str, JsonValue]) -> Callable[[MutableMapping[str, object]], None]:
+    # table.update(mapping) merges fields; an upsert must overwrite the whole record.
+    def replace(stored: MutableMapping[str, object]) -> None:
+        stored.clear()
+        stored.update(doc)
+
+    return replace
+
+
+def _remove(table: Table, doc_ids: list[int]) -> None:
+    # table.remove(doc_ids=[]) would still write the whole database.
+    if doc_ids:
+        table.remove(doc_ids=doc_ids)
+
+
+__all__ = ["EXECUTIONS", "OCCURRENCES", "TASKS", "TinyDbExecutionRepository"]

@@ -1,0 +1,229 @@
+"""A TinyDB storage that survives a crash at any moment: every write replaces the file atomically.
+
+``write`` puts the whole database into a temporary file in the same folder, flushes and fsyncs it, and moves
+it onto the target with ``os.replace`` (then fsyncs the folder on POSIX, so the rename itself is durable). A
+reader, or a process killed mid-write, therefore sees either the old file or the new one, never a mix. The
+file is opened only inside ``read`` and ``write``: between operations nothing holds it, so a backup tool, a
+sync client or the user can copy or replace it.
+
+Windows refuses ``os.replace`` while another process (an antivirus scanner, the search indexer) briefly holds
+the target; that ``PermissionError`` is retried a bounded number of times. A file that cannot be decoded is
+never overwritten silently: it raises :class:`CorruptStoreError`, or, with ``on_corrupt="move_aside"``, is
+renamed to ``NAME.corrupt-<UTC timestamp>`` and the store starts empty.
+
+One process per file: two processes writing the same file each replace the whole database, and the last
+write wins.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+import time
+from contextlib import suppress
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import cast
+
+from tinydb.storages import Storage
+
+from planflow.config import OnCorrupt
+from planflow.errors import ConfigError, PlanflowError, TransientError, ValidationError
+
+logger = logging.getLogger("planflow.tinydb")
+
+#: What TinyDB hands a storage: table name -> document id -> document.
+StoreData = dict[str, dict[str, object]]
+
+
+class CorruptStoreError(PlanflowError):
+    """The store file exists but cannot be read or is not a TinyDB database; it was left untouched."""
+
+
+class StoreWriteError(PlanflowError):
+    """The store file could not be written (folder gone, disk full, read-only); the old file is intact."""
+
+
+class CrashSafeJSONStorage(Storage):
+    """A TinyDB storage writing a JSON file atomically (temp file, fsync, ``os.replace``); always UTF-8.
+
+    Use it as ``TinyDB(path, storage=CrashSafeJSONStorage)``; keyword options pass through TinyDB.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        on_corrupt: OnCorrupt = "raise",
+        replace_attempts: int = 10,
+        replace_delay: float = 0.05,
+    ) -> None:
+        """Prepare the storage; the file itself is created by the first write.
+
+        Args:
+            path: The JSON file. Its folder must exist.
+            on_corrupt: ``"raise"`` a :class:`CorruptStoreError` on a file that cannot be decoded, or
+                ``"move_aside"`` to rename it to ``NAME.corrupt-<UTC timestamp>`` and start an empty store.
+            replace_attempts: How many times a ``PermissionError`` from ``os.replace`` is tried in all.
+            replace_delay: Seconds to sleep between those attempts.
+
+        Raises:
+            ConfigError: The folder does not exist, or an option is out of range.
+        """
+        super().__init__()
+        self._path = Path(path).absolute()
+        if not self._path.parent.is_dir():
+            raise ConfigError(f"the folder of the TinyDB store {self._path} does not exist")
+        if on_corrupt not in ("raise", "move_aside"):
+            raise ConfigError(f"on_corrupt must be 'raise' or 'move_aside', not {on_corrupt!r}")
+        if replace_attempts < 1 or replace_delay < 0:
+            raise ConfigError(
+                f"replace_attempts must be >= 1 and replace_delay >= 0, "
+                f"got {replace_attempts!r} and {replace_delay!r}"
+            )
+        self._on_corrupt: OnCorrupt = on_corrupt
+        self._replace_attempts = replace_attempts
+        self._replace_delay = replace_delay
+        # Until the file has been read once, a write first reads it: a corrupt file must not be replaced
+        # by a write that never looked at it (TinyDB's drop_tables writes without reading).
+        self._checked = False
+
+    @property
+    def path(self) -> Path:
+        """The absolute path of the store file."""
+        return self._path
+
+    def read(self) -> StoreData | None:
+        """Return the whole database, or ``None`` when the file is missing or empty.
+
+        Raises:
+            CorruptStoreError: The file cannot be read, or is not UTF-8 JSON shaped as a TinyDB database
+                (with ``on_corrupt="move_aside"`` a file that does not decode is moved aside instead and
+                ``None`` returned).
+            TransientError: Moving a corrupt file aside was refused past the retry budget.
+        """
+        try:
+            raw = self._path.read_bytes()
+        except FileNotFoundError:
+            self._checked = True
+            return None
+        except OSError as exc:
+            raise CorruptStoreError(f"cannot read the TinyDB store {self._path}: {exc}") from exc
+        try:
+            data = _decode(raw)
+        except ValueError as exc:
+            if self._on_corrupt == "raise":
+                raise CorruptStoreError(
+                    f"the TinyDB store {self._path} is corrupt and was left untouched: {exc}"
+                ) from exc
+            self._move_aside(exc)
+            data = None
+        self._checked = True
+        return data
+
+    def write(self, data: StoreData) -> None:
+        """Replace the file with ``data`` atomically: readers and crashes see the old file or the new one.
+
+        Raises:
+            ValidationError: ``data`` holds something JSON cannot represent; nothing was written.
+            CorruptStoreError: The existing file, not yet read, is corrupt; it was left untouched.
+            TransientError: ``os.replace`` was refused past the retry budget; the old file is intact.
+            StoreWriteError: Another OS error; the old file is intact.
+        """
+        try:
+            payload = json.dumps(data, ensure_ascii=False, allow_nan=False).encode("utf-8")
+        except (TypeError, ValueError) as exc:
+            raise ValidationError(f"cannot write to the TinyDB store {self._path}: {exc}") from exc
+        if not self._checked:
+            self.read()
+        try:
+            fd, temp = tempfile.mkstemp(dir=self._path.parent, prefix=f".{self._path.name}.", suffix=".tmp")
+        except OSError as exc:
+            raise StoreWriteError(f"cannot write the TinyDB store {self._path}: {exc}") from exc
+        try:
+            with open(fd, "wb") as handle:
+                handle.write(payload)
+                handle.flush()
+                os.fsync(handle.fileno())
+            self._replace(temp, self._path)
+        except OSError as exc:
+            _discard(temp)
+            raise StoreWriteError(f"cannot write the TinyDB store {self._path}: {exc}") from exc
+        except BaseException:
+            # KeyboardInterrupt and TransientError too: a failed write must not leave its temp file behind.
+            _discard(temp)
+            raise
+        if (
+            os.name == "posix"
+        ):  # pragma: no branch - Windows has no folder handle to fsync; NTFS logs the rename
+            _fsync_folder(self._path.parent)
+
+    def close(self) -> None:
+        """Nothing to release: the file is never held open between operations."""
+
+    def _replace(self, source: str | Path, target: Path) -> None:
+        last_error: PermissionError | None = None
+        for attempt in range(1, self._replace_attempts + 1):
+            try:
+                os.replace(source, target)
+            except PermissionError as exc:
+                last_error = exc
+                if attempt < self._replace_attempts:
+                    time.sleep(self._replace_delay)
+            else:
+                return
+        raise TransientError(
+            f"another process kept the TinyDB store {self._path} locked: renaming {source} to {target} was "
+            f"refused {self._replace_attempts} times; the store file is unchanged"
+        ) from last_error
+
+    def _move_aside(self, reason: ValueError) -> None:
+        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
+        aside = self._path.with_name(f"{self._path.name}.corrupt-{stamp}")
+        self._replace(self._path, aside)
+        logger.warning(
+            "the TinyDB store %s was corrupt (%s); moved it to %s and started empty",
+            self._path,
+            reason,
+            aside,
+        )
+
+
+def _decode(raw: bytes) -> StoreData | None:
+    """The database in ``raw``; ``None`` for an empty file. Raises ValueError when it is not one."""
+    # utf-8-sig: a file saved by a Windows editor may start with a byte order mark.
+    text = raw.decode("utf-8-sig")
+    if not text.strip():
+        return None
+    data: object = json.loads(text)
+    if not isinstance(data, dict):
+        raise ValueError(f"expected a JSON object of tables, found {type(data).__name__}")
+    # JSON object keys are strings; the casts only tell the checker what json.loads already guarantees.
+    tables = cast("dict[str, object]", data)
+    for name, table in tables.items():
+        if not isinstance(table, dict):
+            raise ValueError(f"table {name!r} is a {type(table).__name__}, not a JSON object of documents")
+        for doc_id, doc in cast("dict[str, object]", table).items():
+            if not isinstance(doc, dict):
+                raise ValueError(
+                    f"document {doc_id!r} of table {name!r} is a {type(doc).__name__}, not an object"
+                )
+    return cast("StoreData", tables)
+
+
+def _discard(temp: str) -> None:
+    with suppress(FileNotFoundError):
+        os.unlink(temp)
+
+
+def _fsync_folder(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+__all__ = ["CorruptStoreError", "CrashSafeJSONStorage", "StoreData", "StoreWriteError"]
