@@ -21,7 +21,7 @@ import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, cast
 from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
 from planflow.errors import ConfigError
@@ -89,7 +89,9 @@ class PlanflowConfig:
         if self.driver == "postgres" and not self.url:
             raise ConfigError("the postgres driver needs a url (postgresql://user:pw@host:5432/db)")
         if self.tinydb_on_corrupt not in ("raise", "move_aside"):
-            raise ConfigError(f"tinydb_on_corrupt must be 'raise' or 'move_aside', not {self.tinydb_on_corrupt!r}")
+            raise ConfigError(
+                f"tinydb_on_corrupt must be 'raise' or 'move_aside', not {self.tinydb_on_corrupt!r}"
+            )
         for name in ("busy_timeout", "connect_timeout", "pool_timeout", "pool_max_lifetime", "pool_max_idle"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be positive, got {getattr(self, name)!r}")
@@ -181,9 +183,12 @@ def _settings(values: Mapping[str, object], origin: str) -> dict[str, object]:
         elif key == "retry" and isinstance(value, RetrySettings):
             out["retry"] = value
         elif key == "retry" and isinstance(value, Mapping):
-            for name, item in value.items():  # pyright: ignore[reportUnknownVariableType]
+            given = cast(Mapping[str, object], value)
+            for name, item in given.items():
                 if name not in _RETRY_TYPES:
-                    raise ConfigError(f"unknown retry setting {name!r} in {origin}; known: {', '.join(_RETRY_TYPES)}")
+                    raise ConfigError(
+                        f"unknown retry setting {name!r} in {origin}; known: {', '.join(_RETRY_TYPES)}"
+                    )
                 retry[name] = _coerce(f"retry.{name}", item, _RETRY_TYPES[name])
         else:
             known = ", ".join(["driver", "path", "url", *_SETTING_TYPES, "retry"])

@@ -14,7 +14,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Generic, Self, TypeAlias, TypeVar
 
-JsonValue: TypeAlias = "str | int | float | bool | None | list[JsonValue] | dict[str, JsonValue]"
+JsonValue: TypeAlias = "str | int | float | bool | list[JsonValue] | dict[str, JsonValue] | None"
 JsonObject: TypeAlias = "dict[str, JsonValue]"
 
 T = TypeVar("T")
@@ -36,7 +36,9 @@ class TaskStatus(StrEnum):
 #: Statuses that count as "running" in progress info (started, not finished).
 RUNNING_STATUSES = frozenset({TaskStatus.RUNNING, TaskStatus.WAITING, TaskStatus.PAUSED})
 #: Statuses from which a task does not move on.
-TERMINAL_STATUSES = frozenset({TaskStatus.SUCCESS, TaskStatus.FAILED, TaskStatus.CANCELED, TaskStatus.TIMED_OUT})
+TERMINAL_STATUSES = frozenset(
+    {TaskStatus.SUCCESS, TaskStatus.FAILED, TaskStatus.CANCELED, TaskStatus.TIMED_OUT}
+)
 #: Terminal statuses that are not a success.
 FAILURE_STATUSES = frozenset({TaskStatus.FAILED, TaskStatus.TIMED_OUT, TaskStatus.CANCELED})
 

@@ -11,7 +11,6 @@ from planflow.models import (
     CreatedAPIKey,
     JsonObject,
     Page,
-    ParallelStrategy,
     ProgressInfo,
     Role,
     TaskFilter,

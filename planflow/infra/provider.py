@@ -7,7 +7,7 @@ when that driver is asked for, with a ``ConfigError`` naming the extra to instal
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator
 from contextlib import AbstractContextManager, contextmanager
 from types import TracebackType
 from typing import TYPE_CHECKING, Protocol, TypeVar
@@ -25,7 +25,11 @@ T = TypeVar("T")
 #: driver -> (module with ``open_backend``, pip extra, modules the driver needs)
 DRIVER_MODULES: dict[str, tuple[str, str | None, tuple[str, ...]]] = {
     "sqlite": ("planflow.infra.sqlite.backend", None, ("sqlite3", "_sqlite3")),
-    "postgres": ("planflow.infra.postgres.backend", "postgres", ("psycopg", "psycopg_pool", "psycopg_binary")),
+    "postgres": (
+        "planflow.infra.postgres.backend",
+        "postgres",
+        ("psycopg", "psycopg_pool", "psycopg_binary"),
+    ),
     "tinydb": ("planflow.infra.tinydb.backend", "tinydb", ("tinydb",)),
 }
 
@@ -97,7 +101,7 @@ class Provider(Repositories):
         return self._backend.driver
 
     @contextmanager
-    def transaction(self) -> Iterator[Repositories]:
+    def transaction(self) -> Generator[Repositories, None, None]:
         """A unit of work across repositories: commits both or neither.
 
         Every repository call made on this thread inside the block joins it (``tx.tasks`` and
@@ -160,7 +164,9 @@ def _load_driver(config: PlanflowConfig) -> Callable[[PlanflowConfig], Backend]:
         if missing not in needs:
             raise
         hint = f"install it with: pip install 'planflow[{extra}]'" if extra else "this Python lacks it"
-        raise ConfigError(f"the {config.driver} driver needs the {missing!r} module, which is missing; {hint}") from exc
+        raise ConfigError(
+            f"the {config.driver} driver needs the {missing!r} module, which is missing; {hint}"
+        ) from exc
     opener: Callable[[PlanflowConfig], Backend] = module.open_backend
     return opener
 

@@ -22,7 +22,11 @@ class AuthRepositoryContract:
         assert provider.auth.get_user_by_email(user.email.upper()) == user
         assert user in provider.auth.list_users()
         updated = provider.auth.update_user(user.id, role=Role.ADMIN)
-        assert updated.role is Role.ADMIN and updated.email == user.email and updated.created_at == user.created_at
+        assert (
+            updated.role is Role.ADMIN
+            and updated.email == user.email
+            and updated.created_at == user.created_at
+        )
         provider.auth.delete_user(user.id)
         with pytest.raises(NotFoundError):
             provider.auth.get_user(user.id)
@@ -65,7 +69,9 @@ class AuthRepositoryContract:
         assert sorted(results) == ["created"] + ["refused"] * 7
         assert [u.role for u in provider.auth.list_users()].count(Role.ADMIN) == 1
 
-    def test_api_key_plaintext_is_returned_once_and_only_its_fingerprint_stored(self, provider: Provider) -> None:
+    def test_api_key_plaintext_is_returned_once_and_only_its_fingerprint_stored(
+        self, provider: Provider
+    ) -> None:
         user = provider.auth.create_user(f"{unique('k')}@example.com")
         created = provider.auth.create_api_key(user.id)
         digest = hashlib.sha256(created.plaintext.encode()).hexdigest()
@@ -89,7 +95,9 @@ class AuthRepositoryContract:
         later = datetime(2030, 1, 1, tzinfo=UTC)
         assert provider.auth.touch_api_key(key.id, later).last_used == later
         assert provider.auth.touch_api_key(key.id, later - timedelta(days=1)).last_used == later
-        assert provider.auth.touch_api_key(key.id, later + timedelta(seconds=1)).last_used == later + timedelta(seconds=1)
+        assert provider.auth.touch_api_key(
+            key.id, later + timedelta(seconds=1)
+        ).last_used == later + timedelta(seconds=1)
         with pytest.raises(NotFoundError):
             provider.auth.touch_api_key("ghost")
 

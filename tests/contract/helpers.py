@@ -14,7 +14,9 @@ def unique(prefix: str) -> str:
     return f"{prefix}-{next(_counter)}"
 
 
-def workflow(provider: Provider, workflow_exec_id: str | None = None, workflow_id: str = "wf") -> WorkflowState:
+def workflow(
+    provider: Provider, workflow_exec_id: str | None = None, workflow_id: str = "wf"
+) -> WorkflowState:
     """Store and return a new workflow state."""
     return provider.workflows.upsert_state(WorkflowState(workflow_exec_id or unique("wfx"), workflow_id))
 

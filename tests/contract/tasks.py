@@ -50,7 +50,9 @@ class TaskRepositoryContract:
         assert stored.created_at.utcoffset() == UTC.utcoffset(None)
         assert provider.tasks.get_state(stored.task_exec_id) == stored
 
-    def test_upsert_overwrites_every_field_keeps_created_at_and_bumps_version(self, provider: Provider) -> None:
+    def test_upsert_overwrites_every_field_keeps_created_at_and_bumps_version(
+        self, provider: Provider
+    ) -> None:
         wf = workflow(provider)
         first = task(provider, wf, input={"a": 1})
         changed = first.evolve(
@@ -83,7 +85,11 @@ class TaskRepositoryContract:
 
     def test_json_fields_round_trip_unicode_and_nesting(self, provider: Provider) -> None:
         wf = workflow(provider)
-        payload = {"text": "héllo 😀 \u0000 nul", "list": [1, 2.5, True, None, "x"], "deep": {"a": {"b": {"c": []}}}}
+        payload = {
+            "text": "héllo 😀 \u0000 nul",
+            "list": [1, 2.5, True, None, "x"],
+            "deep": {"a": {"b": {"c": []}}},
+        }
         stored = task(provider, wf, input=payload, output={}, error={"code": "E"})
         again = provider.tasks.get_state(stored.task_exec_id)
         assert again.input == payload and again.output == {} and again.error == {"code": "E"}
@@ -103,7 +109,9 @@ class TaskRepositoryContract:
 
     def test_non_serialisable_json_is_rejected_before_the_database(self, provider: Provider) -> None:
         wf = workflow(provider)
-        bad = TaskState(unique("tx"), "t", wf.workflow_exec_id, wf.workflow_id, input={"when": datetime.now()})
+        bad = TaskState(
+            unique("tx"), "t", wf.workflow_exec_id, wf.workflow_id, input={"when": datetime.now()}
+        )
         with pytest.raises(ValidationError, match="input"):
             provider.tasks.upsert_state(bad)
         with pytest.raises(ValidationError, match="output"):
@@ -133,7 +141,9 @@ class TaskRepositoryContract:
 
     def test_unknown_parent_is_rejected(self, provider: Provider) -> None:
         wf = workflow(provider)
-        state = TaskState(unique("tx"), "t", wf.workflow_exec_id, wf.workflow_id, parent_state_id="ghost-parent")
+        state = TaskState(
+            unique("tx"), "t", wf.workflow_exec_id, wf.workflow_id, parent_state_id="ghost-parent"
+        )
         with pytest.raises(ValidationError, match="ghost-parent"):
             provider.tasks.upsert_state(state)
 
@@ -187,7 +197,9 @@ class TaskRepositoryContract:
                     count = current.output["count"]
                     assert isinstance(count, int)
                     try:
-                        provider.tasks.update_state(current.evolve(output={"count": count + 1}), current.version)
+                        provider.tasks.update_state(
+                            current.evolve(output={"count": count + 1}), current.version
+                        )
                     except ConflictError:
                         with lock:
                             conflicts.append(1)
@@ -269,7 +281,9 @@ class TaskRepositoryContract:
         cursor: str | None = None
         pages = 0
         while True:
-            page = provider.tasks.list_states(TaskFilter(workflow_exec_id=wf.workflow_exec_id), limit=5, cursor=cursor)
+            page = provider.tasks.list_states(
+                TaskFilter(workflow_exec_id=wf.workflow_exec_id), limit=5, cursor=cursor
+            )
             seen += [s.task_exec_id for s in page.items]
             pages += 1
             if page.next_cursor is None:
@@ -286,9 +300,7 @@ class TaskRepositoryContract:
 
     def test_list_by_ids_with_50000_ids_skips_missing(self, provider: Provider) -> None:
         wf = workflow(provider)
-        stored = [
-            TaskState(f"bulk-{i}", f"t{i}", wf.workflow_exec_id, wf.workflow_id) for i in range(200)
-        ]
+        stored = [TaskState(f"bulk-{i}", f"t{i}", wf.workflow_exec_id, wf.workflow_id) for i in range(200)]
         provider.tasks.bulk_upsert(stored)
         ids = [f"missing-{i}" for i in range(49_800)] + [s.task_exec_id for s in stored]
         found = provider.tasks.list_by_ids(ids)
@@ -329,8 +341,14 @@ class TaskRepositoryContract:
         wf = workflow(provider)
         parent = task(provider, wf, execution_type=ExecutionType.PARALLEL)
         children = [
-            TaskState(f"{parent.task_exec_id}-c{i:04d}", f"c{i}", wf.workflow_exec_id, wf.workflow_id,
-                      parent_state_id=parent.task_exec_id, status=TaskStatus.SUCCESS if i % 2 else TaskStatus.RUNNING)
+            TaskState(
+                f"{parent.task_exec_id}-c{i:04d}",
+                f"c{i}",
+                wf.workflow_exec_id,
+                wf.workflow_id,
+                parent_state_id=parent.task_exec_id,
+                status=TaskStatus.SUCCESS if i % 2 else TaskStatus.RUNNING,
+            )
             for i in range(1000)
         ]
         assert provider.tasks.bulk_upsert(children) == 1000
@@ -352,7 +370,9 @@ class TaskRepositoryContract:
         provider.tasks.delete_state(chain[0].task_exec_id)
         assert provider.tasks.list_by_ids([s.task_exec_id for s in chain]) == []
 
-    def test_tree_is_ordered_by_depth_then_created_at_and_respects_depth_limit(self, provider: Provider) -> None:
+    def test_tree_is_ordered_by_depth_then_created_at_and_respects_depth_limit(
+        self, provider: Provider
+    ) -> None:
         wf = workflow(provider)
         root = task(provider, wf)
         a = task(provider, wf, parent=root)
@@ -362,11 +382,19 @@ class TaskRepositoryContract:
         a2 = task(provider, wf, parent=a)
         tree = provider.tasks.get_task_tree(root.task_exec_id)
         assert [(n.state.task_exec_id, n.depth) for n in tree] == [
-            (root.task_exec_id, 0), (a.task_exec_id, 1), (b.task_exec_id, 1),
-            (a1.task_exec_id, 2), (b1.task_exec_id, 2), (a2.task_exec_id, 2),
+            (root.task_exec_id, 0),
+            (a.task_exec_id, 1),
+            (b.task_exec_id, 1),
+            (a1.task_exec_id, 2),
+            (b1.task_exec_id, 2),
+            (a2.task_exec_id, 2),
         ]
-        assert [n.state.task_exec_id for n in provider.tasks.get_task_tree(root.task_exec_id, max_depth=1)] == [
-            root.task_exec_id, a.task_exec_id, b.task_exec_id,
+        assert [
+            n.state.task_exec_id for n in provider.tasks.get_task_tree(root.task_exec_id, max_depth=1)
+        ] == [
+            root.task_exec_id,
+            a.task_exec_id,
+            b.task_exec_id,
         ]
         assert [n.depth for n in provider.tasks.get_task_tree(a.task_exec_id)] == [0, 1, 1]
         assert provider.tasks.get_task_tree("unknown-root") == []
@@ -381,7 +409,10 @@ class TaskRepositoryContract:
         provider.tasks.upsert_state(a.evolve(parent_state_id=c.task_exec_id))
         tree = provider.tasks.get_task_tree(a.task_exec_id)
         assert [(n.state.task_exec_id, n.depth) for n in tree] == [
-            (a.task_exec_id, 0), (b.task_exec_id, 1), (c.task_exec_id, 2), (leaf.task_exec_id, 3),
+            (a.task_exec_id, 0),
+            (b.task_exec_id, 1),
+            (c.task_exec_id, 2),
+            (leaf.task_exec_id, 3),
         ]
         from_b = provider.tasks.get_task_tree(b.task_exec_id)
         assert len(from_b) == 4 and len({n.state.task_exec_id for n in from_b}) == 4
@@ -410,31 +441,47 @@ class TaskRepositoryContract:
     @pytest.mark.parametrize(
         ("statuses", "expected"),
         [
-            ([], {s: TaskStatus.PENDING for s in ParallelStrategy}),
-            ([TaskStatus.PENDING, TaskStatus.PENDING], {s: TaskStatus.PENDING for s in ParallelStrategy}),
+            ([], dict.fromkeys(ParallelStrategy, TaskStatus.PENDING)),
+            ([TaskStatus.PENDING, TaskStatus.PENDING], dict.fromkeys(ParallelStrategy, TaskStatus.PENDING)),
             (
                 [TaskStatus.SUCCESS, TaskStatus.RUNNING],
-                {ParallelStrategy.WAIT_ALL: TaskStatus.RUNNING, ParallelStrategy.FAIL_FAST: TaskStatus.RUNNING,
-                 ParallelStrategy.BEST_EFFORT: TaskStatus.RUNNING, ParallelStrategy.RACE: TaskStatus.SUCCESS},
+                {
+                    ParallelStrategy.WAIT_ALL: TaskStatus.RUNNING,
+                    ParallelStrategy.FAIL_FAST: TaskStatus.RUNNING,
+                    ParallelStrategy.BEST_EFFORT: TaskStatus.RUNNING,
+                    ParallelStrategy.RACE: TaskStatus.SUCCESS,
+                },
             ),
             (
                 [TaskStatus.FAILED, TaskStatus.WAITING],
-                {ParallelStrategy.WAIT_ALL: TaskStatus.RUNNING, ParallelStrategy.FAIL_FAST: TaskStatus.FAILED,
-                 ParallelStrategy.BEST_EFFORT: TaskStatus.RUNNING, ParallelStrategy.RACE: TaskStatus.RUNNING},
+                {
+                    ParallelStrategy.WAIT_ALL: TaskStatus.RUNNING,
+                    ParallelStrategy.FAIL_FAST: TaskStatus.FAILED,
+                    ParallelStrategy.BEST_EFFORT: TaskStatus.RUNNING,
+                    ParallelStrategy.RACE: TaskStatus.RUNNING,
+                },
             ),
             (
                 [TaskStatus.SUCCESS, TaskStatus.TIMED_OUT],
-                {ParallelStrategy.WAIT_ALL: TaskStatus.FAILED, ParallelStrategy.FAIL_FAST: TaskStatus.FAILED,
-                 ParallelStrategy.BEST_EFFORT: TaskStatus.SUCCESS, ParallelStrategy.RACE: TaskStatus.SUCCESS},
+                {
+                    ParallelStrategy.WAIT_ALL: TaskStatus.FAILED,
+                    ParallelStrategy.FAIL_FAST: TaskStatus.FAILED,
+                    ParallelStrategy.BEST_EFFORT: TaskStatus.SUCCESS,
+                    ParallelStrategy.RACE: TaskStatus.SUCCESS,
+                },
             ),
             (
                 [TaskStatus.FAILED, TaskStatus.CANCELED],
-                {ParallelStrategy.WAIT_ALL: TaskStatus.FAILED, ParallelStrategy.FAIL_FAST: TaskStatus.FAILED,
-                 ParallelStrategy.BEST_EFFORT: TaskStatus.FAILED, ParallelStrategy.RACE: TaskStatus.FAILED},
+                {
+                    ParallelStrategy.WAIT_ALL: TaskStatus.FAILED,
+                    ParallelStrategy.FAIL_FAST: TaskStatus.FAILED,
+                    ParallelStrategy.BEST_EFFORT: TaskStatus.FAILED,
+                    ParallelStrategy.RACE: TaskStatus.FAILED,
+                },
             ),
             (
                 [TaskStatus.SUCCESS, TaskStatus.SUCCESS],
-                {s: TaskStatus.SUCCESS for s in ParallelStrategy},
+                dict.fromkeys(ParallelStrategy, TaskStatus.SUCCESS),
             ),
         ],
     )
@@ -452,12 +499,21 @@ class TaskRepositoryContract:
     def test_progress_info_counts_and_rates(self, provider: Provider) -> None:
         wf = workflow(provider)
         parent = task(provider, wf)
-        for status in [TaskStatus.SUCCESS] * 4 + [TaskStatus.FAILED, TaskStatus.TIMED_OUT, TaskStatus.CANCELED] + [
-            TaskStatus.RUNNING, TaskStatus.WAITING, TaskStatus.PAUSED, TaskStatus.PENDING
-        ]:
+        for status in (
+            [TaskStatus.SUCCESS] * 4
+            + [TaskStatus.FAILED, TaskStatus.TIMED_OUT, TaskStatus.CANCELED]
+            + [TaskStatus.RUNNING, TaskStatus.WAITING, TaskStatus.PAUSED, TaskStatus.PENDING]
+        ):
             task(provider, wf, parent=parent, status=status)
         info = provider.tasks.get_progress_info(parent.task_exec_id)
-        assert (info.total, info.success, info.failed, info.canceled, info.running, info.pending) == (11, 4, 2, 1, 3, 1)
+        assert (info.total, info.success, info.failed, info.canceled, info.running, info.pending) == (
+            11,
+            4,
+            2,
+            1,
+            3,
+            1,
+        )
         assert info.terminal == 7
         assert info.completion_rate == pytest.approx(4 / 11)
         assert info.failure_rate == pytest.approx(2 / 11)
@@ -467,10 +523,17 @@ class TaskRepositoryContract:
     def test_merge_usage_sums_case_insensitively(self, provider: Provider) -> None:
         wf = workflow(provider)
         stored = task(provider, wf)
-        provider.tasks.merge_usage(stored.task_exec_id, UsageSummary((UsageEntry("OpenAI", "GPT-4o", "task", 1, 2, 3),)))
+        provider.tasks.merge_usage(
+            stored.task_exec_id, UsageSummary((UsageEntry("OpenAI", "GPT-4o", "task", 1, 2, 3),))
+        )
         merged = provider.tasks.merge_usage(
             stored.task_exec_id,
-            UsageSummary((UsageEntry("openai", "gpt-4o", "TASK", 10, 20, 30), UsageEntry("anthropic", "claude", "agent", 1, 1, 2))),
+            UsageSummary(
+                (
+                    UsageEntry("openai", "gpt-4o", "TASK", 10, 20, 30),
+                    UsageEntry("anthropic", "claude", "agent", 1, 1, 2),
+                )
+            ),
         )
         assert merged.entries == (
             UsageEntry("OpenAI", "GPT-4o", "task", 11, 22, 33),
@@ -487,7 +550,10 @@ class TaskRepositoryContract:
         def worker(n: int) -> None:
             for _ in range(25):
                 provider.tasks.merge_usage(
-                    stored.task_exec_id, UsageSummary((UsageEntry("p", "m", "task", 1, 2, 3), UsageEntry("p", f"m{n}", "task", 0, 0, 1)))
+                    stored.task_exec_id,
+                    UsageSummary(
+                        (UsageEntry("p", "m", "task", 1, 2, 3), UsageEntry("p", f"m{n}", "task", 0, 0, 1))
+                    ),
                 )
 
         threads = [threading.Thread(target=worker, args=(n,)) for n in range(8)]
@@ -510,7 +576,10 @@ class TaskRepositoryContract:
         provider.tasks.bulk_upsert([s.evolve(status=TaskStatus.SUCCESS) for s in states])
         again = provider.tasks.list_by_ids([s.task_exec_id for s in states])
         assert {s.status for s in again} == {TaskStatus.SUCCESS} and {s.version for s in again} == {2}
-        bad = [TaskState(unique("bulk"), "t", wf.workflow_exec_id, wf.workflow_id), TaskState(unique("bulk"), "t", "ghost-wf", "wf")]
+        bad = [
+            TaskState(unique("bulk"), "t", wf.workflow_exec_id, wf.workflow_id),
+            TaskState(unique("bulk"), "t", "ghost-wf", "wf"),
+        ]
         with pytest.raises(ValidationError, match="ghost-wf"):
             provider.tasks.bulk_upsert(bad)
         assert provider.tasks.list_by_ids([s.task_exec_id for s in bad]) == []

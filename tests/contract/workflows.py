@@ -24,7 +24,7 @@ from tests.contract.helpers import task, unique, workflow
 
 def statements(provider: Provider) -> int:
     """SQL statements run so far by ``provider`` (a diagnostic counter of the SQL drivers)."""
-    return provider._backend.database.statements  # type: ignore[attr-defined]  # noqa: SLF001
+    return provider._backend.database.statements  # type: ignore[attr-defined]
 
 
 class WorkflowRepositoryContract:
@@ -32,7 +32,9 @@ class WorkflowRepositoryContract:
 
     def test_upsert_and_get_with_tasks(self, provider: Provider) -> None:
         wf = provider.workflows.upsert_state(
-            WorkflowState(unique("wf"), "checkout", input={"cart": [1, 2]}, usage=UsageSummary((UsageEntry("p", "m"),)))
+            WorkflowState(
+                unique("wf"), "checkout", input={"cart": [1, 2]}, usage=UsageSummary((UsageEntry("p", "m"),))
+            )
         )
         assert wf.version == 1 and wf.created_at is not None
         a = task(provider, wf, task_id="a")
@@ -78,7 +80,9 @@ class WorkflowRepositoryContract:
         with pytest.raises(NotFoundError):
             provider.workflows.get_state_by_workflow_id("never-ran")
 
-    def test_list_filters_pages_and_loads_tasks_in_a_fixed_number_of_queries(self, provider: Provider) -> None:
+    def test_list_filters_pages_and_loads_tasks_in_a_fixed_number_of_queries(
+        self, provider: Provider
+    ) -> None:
         name = unique("listed")
         made = []
         for i in range(12):
@@ -94,7 +98,9 @@ class WorkflowRepositoryContract:
         assert [w.workflow_exec_id for w in page.items] == made[:10]
         assert all(set(w.tasks) == {"t0", "t1", "t2"} for w in page.items)
         assert used <= 4, f"listing 10 workflows took {used} statements"
-        rest = provider.workflows.list_states(WorkflowFilter(workflow_id=name), limit=10, cursor=page.next_cursor)
+        rest = provider.workflows.list_states(
+            WorkflowFilter(workflow_id=name), limit=10, cursor=page.next_cursor
+        )
         assert [w.workflow_exec_id for w in rest.items] == made[10:] and rest.next_cursor is None
         done = provider.workflows.list_states(WorkflowFilter(workflow_id=name, status=TaskStatus.SUCCESS))
         assert [w.workflow_exec_id for w in done.items] == made[0::3]
@@ -112,7 +118,9 @@ class WorkflowRepositoryContract:
 
         def worker() -> None:
             for _ in range(20):
-                provider.workflows.merge_usage(wf.workflow_exec_id, UsageSummary((UsageEntry("p", "m", "wf", 1, 1, 2),)))
+                provider.workflows.merge_usage(
+                    wf.workflow_exec_id, UsageSummary((UsageEntry("p", "m", "wf", 1, 1, 2),))
+                )
 
         threads = [threading.Thread(target=worker) for _ in range(8)]
         for thread in threads:
@@ -179,7 +187,9 @@ class WorkflowRepositoryContract:
         done = provider.workflows.complete_workflow(wf.workflow_exec_id, transform)  # type: ignore[arg-type]
         assert (done.status, done.output) == (TaskStatus.SUCCESS, {"double": 4})
 
-    def test_complete_with_failing_transformer_marks_output_transformation_failed(self, provider: Provider) -> None:
+    def test_complete_with_failing_transformer_marks_output_transformation_failed(
+        self, provider: Provider
+    ) -> None:
         wf = workflow(provider)
         task(provider, wf, status=TaskStatus.SUCCESS)
 
@@ -241,7 +251,9 @@ class TransactionContract:
         wf = workflow(provider)
 
         def work(tx: object) -> int:
-            state = provider.tasks.upsert_state(TaskState(unique("rit"), "t", wf.workflow_exec_id, wf.workflow_id))
+            state = provider.tasks.upsert_state(
+                TaskState(unique("rit"), "t", wf.workflow_exec_id, wf.workflow_id)
+            )
             return state.version
 
         assert provider.run_in_transaction(work) == 1

@@ -9,7 +9,14 @@ import uuid
 from datetime import datetime
 
 from planflow.errors import AlreadyBootstrappedError, DuplicateError, NotFoundError, ValidationError
-from planflow.infra.sql.codec import API_KEY_COLUMNS, USER_COLUMNS, api_key_from_row, enum_value, now, user_from_row
+from planflow.infra.sql.codec import (
+    API_KEY_COLUMNS,
+    USER_COLUMNS,
+    api_key_from_row,
+    enum_value,
+    now,
+    user_from_row,
+)
 from planflow.infra.sql.database import Connection, Database, ForeignKeyViolation
 from planflow.infra.sql.dialect import Dialect
 from planflow.models import APIKey, CreatedAPIKey, Role, User

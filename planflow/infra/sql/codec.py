@@ -76,7 +76,9 @@ def dump_json(value: JsonValue, field: str, *, owner: str) -> str | None:
     if value is None:
         return None
     if not isinstance(value, dict):
-        raise ValidationError(f"{field} of {owner} must be a JSON object (dict) or None, got {type(value).__name__}")
+        raise ValidationError(
+            f"{field} of {owner} must be a JSON object (dict) or None, got {type(value).__name__}"
+        )
     try:
         return json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
     except (TypeError, ValueError) as exc:
@@ -229,7 +231,9 @@ def user_from_row(row: Sequence[Any], load_ts: Callable[[object], datetime]) -> 
 
 def api_key_from_row(row: Sequence[Any], load_ts: Callable[[object], datetime]) -> APIKey:
     """An APIKey from a row selected as ``API_KEY_COLUMNS``."""
-    return APIKey(row[0], row[1], row[2], row[3], load_ts(row[4]), None if row[5] is None else load_ts(row[5]))
+    return APIKey(
+        row[0], row[1], row[2], row[3], load_ts(row[4]), None if row[5] is None else load_ts(row[5])
+    )
 
 
 def encode_cursor(created_at: datetime, key: str) -> str:

@@ -15,8 +15,8 @@ import random
 import threading
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import AbstractContextManager, contextmanager
+from collections.abc import Callable, Generator, Iterable, Sequence
+from contextlib import AbstractContextManager, contextmanager, suppress
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -28,7 +28,7 @@ Row = Sequence[Any]
 Params = Sequence[object]
 
 
-class ForeignKeyViolation(ValidationError):
+class ForeignKeyViolation(ValidationError):  # noqa: N818 - a violation, raised as a ValidationError
     """A write referenced a missing row; the repository that knows the columns names which one."""
 
 
@@ -101,7 +101,7 @@ class Database(ABC):
         return self._current() is not None
 
     @contextmanager
-    def connection(self) -> Iterator[Connection]:
+    def connection(self) -> Generator[Connection, None, None]:
         """A connection for reads: this thread's transaction if there is one, else one in autocommit mode."""
         tx = self._current()
         if tx is not None:
@@ -111,7 +111,7 @@ class Database(ABC):
             yield connection
 
     @contextmanager
-    def transaction(self, *, write: bool = True) -> Iterator[Connection]:
+    def transaction(self, *, write: bool = True) -> Generator[Connection, None, None]:
         """A unit of work: commits when the block ends, rolls back on an exception; nested use is a savepoint."""
         tx = self._current()
         if tx is not None:
@@ -144,10 +144,8 @@ class Database(ABC):
     @staticmethod
     def _rollback_quietly(connection: Connection) -> None:
         # The original error matters more than a failed rollback (a lost connection fails both).
-        try:
+        with suppress(Exception):
             connection.execute("ROLLBACK")
-        except Exception:  # noqa: BLE001
-            pass
 
     def run(self, work: Callable[[Connection], T], *, write: bool = True) -> T:
         """Run ``work`` as a unit of work, retried as a whole on :class:`TransientError` when outermost.
@@ -174,5 +172,5 @@ class Database(ABC):
                 if number == settings.max_attempts:
                     raise TransientError(f"gave up after {number} attempts: {exc}") from exc
                 ceiling = min(settings.max_delay, settings.base_delay * 2 ** (number - 1))
-                time.sleep(random.uniform(0, ceiling))  # noqa: S311 - jitter, not cryptography
+                time.sleep(random.uniform(0, ceiling))
         raise AssertionError("unreachable")  # pragma: no cover

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator
 from contextlib import contextmanager
 from typing import TypeVar
 
@@ -84,7 +84,9 @@ class SqlExecutionRepository:
 
     def get_occurrence(self, occurrence_id: str) -> TaskOccurrence | None:
         """The occurrence with ``occurrence_id``, or ``None``."""
-        found = self._read("SELECT doc FROM exec_occurrences WHERE id = ?", [occurrence_id], occurrence_from_doc)
+        found = self._read(
+            "SELECT doc FROM exec_occurrences WHERE id = ?", [occurrence_id], occurrence_from_doc
+        )
         return found[0] if found else None
 
     def list_occurrences(self, task_id: str | None = None) -> list[TaskOccurrence]:
@@ -123,7 +125,7 @@ class SqlExecutionRepository:
         self._db.run(work)
 
     @contextmanager
-    def batch(self) -> Iterator[None]:
+    def batch(self) -> Generator[None, None, None]:
         """Group the writes of the block into one transaction: all of them are kept, or none."""
         with self._db.transaction():
             yield

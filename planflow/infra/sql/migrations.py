@@ -72,7 +72,9 @@ def load_migrations(driver: str) -> list[Migration]:
     found.sort(key=lambda m: m.version)
     for expected, migration in enumerate(found, start=1):
         if migration.version != expected:
-            raise MigrationError(f"{driver} migrations must be numbered 1, 2, 3 ...; found {migration.version} at {expected}")
+            raise MigrationError(
+                f"{driver} migrations must be numbered 1, 2, 3 ...; found {migration.version} at {expected}"
+            )
     return found
 
 

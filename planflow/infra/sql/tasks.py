@@ -65,7 +65,9 @@ CHILDREN = f"{SELECT} WHERE parent_state_id = ? {ORDER}"
 CHILD_BY_TASK = (
     f"{SELECT} WHERE parent_state_id = ? AND task_id = ? ORDER BY created_at DESC, task_exec_id DESC LIMIT 1"
 )
-CHILDREN_OUTPUTS = f"SELECT task_id, output FROM task_states WHERE parent_state_id = ? AND output IS NOT NULL {ORDER}"
+CHILDREN_OUTPUTS = (
+    f"SELECT task_id, output FROM task_states WHERE parent_state_id = ? AND output IS NOT NULL {ORDER}"
+)
 PROGRESS = "SELECT status, COUNT(*) FROM task_states WHERE parent_state_id = ? GROUP BY status"
 GET_USAGE = "SELECT usage FROM task_states WHERE task_exec_id = ?"
 SET_USAGE = "UPDATE task_states SET usage = ?, version = version + 1, updated_at = ? WHERE task_exec_id = ?"
@@ -122,7 +124,9 @@ class SqlTaskRepository:
             return row
 
         version, created = self._db.run(work)
-        return state.evolve(version=version, created_at=self._d.load_ts(created), updated_at=self._ts(params[-1]))
+        return state.evolve(
+            version=version, created_at=self._d.load_ts(created), updated_at=self._ts(params[-1])
+        )
 
     def update_state(self, state: TaskState, expected_version: int) -> TaskState:
         params = self._write_params(state)
@@ -142,7 +146,9 @@ class SqlTaskRepository:
             return row
 
         version, created = self._db.run(work)
-        return state.evolve(version=version, created_at=self._d.load_ts(created), updated_at=self._ts(params[-1]))
+        return state.evolve(
+            version=version, created_at=self._d.load_ts(created), updated_at=self._ts(params[-1])
+        )
 
     def _ts(self, param: object) -> object:
         return self._d.load_ts(param)
@@ -165,7 +171,9 @@ class SqlTaskRepository:
         for batch in _batches(states, BULK_BATCH):
             rows = [self._write_params(state) for state in batch]
 
-            def work(conn: Connection, rows: list[list[object]] = rows, batch: list[TaskState] = batch) -> None:
+            def work(
+                conn: Connection, rows: list[list[object]] = rows, batch: list[TaskState] = batch
+            ) -> None:
                 try:
                     conn.execute_many(UPSERT, rows)
                 except ForeignKeyViolation as exc:
@@ -184,7 +192,9 @@ class SqlTaskRepository:
                 )
             parent = state.parent_state_id
             if parent is not None and parent not in ids and conn.fetch_one(TASK_EXISTS, [parent]) is None:
-                return ValidationError(f"task {state.task_exec_id!r} references unknown parent_state_id {parent!r}")
+                return ValidationError(
+                    f"task {state.task_exec_id!r} references unknown parent_state_id {parent!r}"
+                )
         return ValidationError("a task of the batch references an unknown workflow or parent")
 
     def merge_usage(self, task_exec_id: str, usage: UsageSummary) -> UsageSummary:
@@ -273,7 +283,9 @@ class SqlTaskRepository:
         return {state.task_id: state for state in self._all(IN_WORKFLOW, [workflow_exec_id])}
 
     def _in_workflow_where(self, column: str, workflow_exec_id: str, value: str) -> list[TaskState]:
-        return self._all(f"{SELECT} WHERE workflow_exec_id = ? AND {column} = ? {ORDER}", [workflow_exec_id, value])
+        return self._all(
+            f"{SELECT} WHERE workflow_exec_id = ? AND {column} = ? {ORDER}", [workflow_exec_id, value]
+        )
 
     def list_tasks_by_status(self, workflow_exec_id: str, status: TaskStatus) -> list[TaskState]:
         return self._in_workflow_where("status", workflow_exec_id, TaskStatus(status).value)
@@ -311,4 +323,3 @@ class SqlTaskRepository:
             rows = conn.fetch_all(PROGRESS, [parent_state_id])
         counts = {TaskStatus(row[0]): int(row[1]) for row in rows}
         return ProgressInfo(total=sum(counts.values()), status_counts=counts)
-

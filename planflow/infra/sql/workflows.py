@@ -26,7 +26,6 @@ from planflow.models import (
     FAILURE_STATUSES,
     TERMINAL_STATUSES,
     JsonObject,
-    JsonValue,
     Page,
     TaskState,
     TaskStatus,
@@ -57,7 +56,9 @@ FINISH = (
     f"WHERE workflow_exec_id = ?{RETURNING}"
 )
 GET_USAGE = "SELECT usage FROM workflow_states WHERE workflow_exec_id = ?"
-SET_USAGE = "UPDATE workflow_states SET usage = ?, version = version + 1, updated_at = ? WHERE workflow_exec_id = ?"
+SET_USAGE = (
+    "UPDATE workflow_states SET usage = ?, version = version + 1, updated_at = ? WHERE workflow_exec_id = ?"
+)
 DELETE = "DELETE FROM workflow_states WHERE workflow_exec_id = ?"
 TASKS = f"SELECT {TASK_COLUMNS} FROM task_states WHERE workflow_exec_id = ? ORDER BY created_at, task_exec_id"
 TOP_LEVEL_TASKS = (
@@ -86,7 +87,9 @@ class SqlWorkflowRepository:
 
     def _tasks(self, conn: Connection, workflow_exec_id: str, sql: str = TASKS) -> dict[str, TaskState]:
         load_ts = self._d.load_ts
-        return {s.task_id: s for s in (task_from_row(r, load_ts) for r in conn.fetch_all(sql, [workflow_exec_id]))}
+        return {
+            s.task_id: s for s in (task_from_row(r, load_ts) for r in conn.fetch_all(sql, [workflow_exec_id]))
+        }
 
     # Writes -----------------------------------------------------------------------------------------------
 
@@ -184,7 +187,7 @@ class SqlWorkflowRepository:
                 else:
                     output = transformer(current.evolve(status=status))
                 output_text = dump_json(output, "output", owner=f"workflow {workflow_exec_id!r}")
-            except Exception as exc:  # noqa: BLE001 - any failure of the caller's transformer fails the workflow
+            except Exception as exc:
                 status, output_text = TaskStatus.FAILED, None
                 error = {"code": "OUTPUT_TRANSFORMATION_FAILED", "message": f"{type(exc).__name__}: {exc}"}
             error_text = dump_json(error, "error", owner=f"workflow {workflow_exec_id!r}")
@@ -215,11 +218,15 @@ class SqlWorkflowRepository:
         return self._db.run(work, write=False)
 
     def get_state(self, workflow_exec_id: str) -> WorkflowState:
-        return self._read_with_tasks(GET, [workflow_exec_id], f"workflow state {workflow_exec_id!r} not found")
+        return self._read_with_tasks(
+            GET, [workflow_exec_id], f"workflow state {workflow_exec_id!r} not found"
+        )
 
     def get_state_by_workflow_id(self, workflow_id: str) -> WorkflowState:
         return self._read_with_tasks(
-            f"{SELECT} WHERE workflow_id = ? {NEWEST}", [workflow_id], f"no execution of workflow {workflow_id!r}"
+            f"{SELECT} WHERE workflow_id = ? {NEWEST}",
+            [workflow_id],
+            f"no execution of workflow {workflow_id!r}",
         )
 
     def _by_task_column(self, column: str, workflow_id: str, value: str) -> WorkflowState:
@@ -230,7 +237,9 @@ class SqlWorkflowRepository:
             f"WHERE t.workflow_exec_id = w.workflow_exec_id AND t.{column} = ?) {NEWEST}"
         )
         return self._read_with_tasks(
-            sql, [workflow_id, value], f"no execution of workflow {workflow_id!r} has a task with {column} {value!r}"
+            sql,
+            [workflow_id, value],
+            f"no execution of workflow {workflow_id!r} has a task with {column} {value!r}",
         )
 
     def get_state_by_task_id(self, workflow_id: str, task_id: str) -> WorkflowState:
@@ -279,5 +288,3 @@ class SqlWorkflowRepository:
             return Page(items, encode_cursor(last.created_at, last.workflow_exec_id))
 
         return self._db.run(work, write=False)
-
-

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import sqlite3
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Generator, Iterable
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -89,7 +89,9 @@ class SqliteConnection(Connection):
         if statement.strip() and not all(
             part.strip().startswith("--") or not part.strip() for part in statement.splitlines()
         ):
-            raise ValidationError(f"incomplete SQL statement at the end of a script: {statement.strip()[:80]!r}")
+            raise ValidationError(
+                f"incomplete SQL statement at the end of a script: {statement.strip()[:80]!r}"
+            )
 
 
 class SqliteDatabase(Database):
@@ -114,7 +116,9 @@ class SqliteDatabase(Database):
     def _create_file(self) -> None:
         path = Path(self._path)
         if not path.parent.is_dir():
-            raise ConfigError(f"cannot open SQLite file {self._path!r}: folder {str(path.parent)!r} does not exist")
+            raise ConfigError(
+                f"cannot open SQLite file {self._path!r}: folder {str(path.parent)!r} does not exist"
+            )
         # Created here with 0600 so that a database of execution state is never world-readable; SQLite gives
         # its -wal and -shm files the same permissions.
         try:
@@ -151,7 +155,7 @@ class SqliteDatabase(Database):
         raw.close()
 
     @contextmanager
-    def _connect(self) -> Iterator[Connection]:
+    def _connect(self) -> Generator[Connection, None, None]:
         if self._closed:
             raise PlanflowError("the provider is closed")
         if self._shared is not None:
