@@ -120,7 +120,15 @@ class TaskRepository(Protocol):
         ...
 
     def bulk_upsert(self, states: Iterable[TaskState]) -> int:
-        """Upsert many states, one round trip per batch, all or nothing; returns how many were written."""
+        """Upsert many states, one round trip per batch, each batch all or nothing; returns how many."""
+        ...
+
+    def import_states(self, states: Iterable[TaskState]) -> int:
+        """Write states verbatim (version, created_at, updated_at as given), upserting by ``task_exec_id``.
+
+        For copying between stores. Within a batch a child may precede its parent; across batches parents
+        must come first. Returns how many were written.
+        """
         ...
 
 
@@ -166,6 +174,10 @@ class WorkflowRepository(Protocol):
         self, filter: WorkflowFilter | None = None, *, limit: int = 100, cursor: str | None = None
     ) -> Page[WorkflowState]:
         """Workflows matching ``filter`` with their tasks, by ``created_at``; a fixed number of queries."""
+        ...
+
+    def import_states(self, states: Iterable[WorkflowState]) -> int:
+        """Write workflow states verbatim (version and timestamps as given; ``tasks`` ignored); returns how many."""
         ...
 
     def merge_usage(self, workflow_exec_id: str, usage: UsageSummary) -> UsageSummary:
@@ -238,6 +250,14 @@ class AuthRepository(Protocol):
 
     def touch_api_key(self, key_id: str, at: datetime | None = None) -> APIKey:
         """Record a use at ``at`` (default now); ``last_used`` never moves backwards."""
+        ...
+
+    def import_users(self, users: Iterable[User]) -> int:
+        """Write users verbatim (ids and timestamps as given), upserting by id; returns how many."""
+        ...
+
+    def import_api_keys(self, keys: Iterable[APIKey]) -> int:
+        """Write API keys verbatim, upserting by id; ``NotFoundError`` if a key's user is missing."""
         ...
 
     def delete_api_key(self, key_id: str) -> None:

@@ -1,4 +1,6 @@
 -- planflow schema 1 (PostgreSQL): workflow and task execution state, users and API keys.
+-- Foreign keys are DEFERRABLE (checked per statement unless a transaction defers them) so that a verbatim
+-- import (planflow copy) may write a child before its parent inside one batch.
 
 CREATE TABLE workflow_states (
     workflow_exec_id TEXT PRIMARY KEY,
@@ -21,14 +23,15 @@ CREATE INDEX workflow_states_created ON workflow_states (created_at, workflow_ex
 CREATE TABLE task_states (
     task_exec_id     TEXT PRIMARY KEY,
     task_id          TEXT NOT NULL,
-    workflow_exec_id TEXT NOT NULL REFERENCES workflow_states (workflow_exec_id) ON DELETE CASCADE,
+    workflow_exec_id TEXT NOT NULL REFERENCES workflow_states (workflow_exec_id) ON DELETE CASCADE
+                     DEFERRABLE INITIALLY IMMEDIATE,
     workflow_id      TEXT NOT NULL,
     component        TEXT NOT NULL CHECK (component IN ('workflow', 'task', 'agent', 'tool', 'log')),
     status           TEXT NOT NULL CHECK (status IN
         ('PENDING', 'RUNNING', 'SUCCESS', 'FAILED', 'TIMED_OUT', 'CANCELED', 'WAITING', 'PAUSED')),
     execution_type   TEXT NOT NULL CHECK (execution_type IN
         ('basic', 'router', 'parallel', 'collection', 'composite', 'wait', 'signal', 'aggregate', 'memory')),
-    parent_state_id  TEXT REFERENCES task_states (task_exec_id) ON DELETE CASCADE
+    parent_state_id  TEXT REFERENCES task_states (task_exec_id) ON DELETE CASCADE DEFERRABLE INITIALLY IMMEDIATE
                      CHECK (parent_state_id IS NULL OR parent_state_id <> task_exec_id),
     agent_id         TEXT,
     action_id        TEXT,
@@ -64,7 +67,7 @@ CREATE INDEX users_role ON users (role);
 
 CREATE TABLE api_keys (
     id          TEXT PRIMARY KEY,
-    user_id     TEXT NOT NULL REFERENCES users (id) ON DELETE CASCADE,
+    user_id     TEXT NOT NULL REFERENCES users (id) ON DELETE CASCADE DEFERRABLE INITIALLY IMMEDIATE,
     fingerprint TEXT NOT NULL UNIQUE CHECK (length(fingerprint) = 64),
     prefix      TEXT NOT NULL,
     created_at  TIMESTAMPTZ NOT NULL,

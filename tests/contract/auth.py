@@ -115,3 +115,19 @@ class AuthRepositoryContract:
         assert provider.auth.list_api_keys(user.id) == []
         with pytest.raises(NotFoundError):
             provider.auth.delete_api_key(key.id)
+
+    def test_import_users_and_api_keys_verbatim(self, provider: Provider) -> None:
+        from planflow import APIKey, User
+
+        stamp = datetime(2022, 2, 2, 2, 2, 2, 222222, tzinfo=UTC)
+        user = User(unique("uid"), f"{unique('imp')}@Example.org", Role.ADMIN, stamp, stamp)
+        key = APIKey(unique("kid"), user.id, hashlib.sha256(b"k").hexdigest(), "pf_abcdefg", stamp, stamp)
+        assert provider.auth.import_users([user]) == 1
+        assert provider.auth.import_api_keys([key]) == 1
+        assert provider.auth.get_user(user.id) == user
+        assert provider.auth.get_api_key(key.id) == key
+        assert provider.auth.import_users([user]) == 1  # idempotent
+        with pytest.raises(NotFoundError):
+            provider.auth.import_api_keys(
+                [APIKey(unique("kid"), "ghost", hashlib.sha256(b"z").hexdigest(), "p", stamp)]
+            )

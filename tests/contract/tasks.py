@@ -583,3 +583,59 @@ class TaskRepositoryContract:
         with pytest.raises(ValidationError, match="ghost-wf"):
             provider.tasks.bulk_upsert(bad)
         assert provider.tasks.list_by_ids([s.task_exec_id for s in bad]) == []
+
+    # Verbatim import (copy between stores) ----------------------------------------------------------------
+
+    def test_import_states_keeps_versions_and_timestamps_and_takes_a_child_before_its_parent(
+        self, provider: Provider
+    ) -> None:
+        wf = workflow(provider)
+        created = datetime(2024, 5, 1, 12, 0, 0, 123456, tzinfo=UTC)
+        updated = datetime(2024, 5, 2, 8, 30, tzinfo=UTC)
+        parent = TaskState(
+            unique("imp"),
+            "p",
+            wf.workflow_exec_id,
+            wf.workflow_id,
+            version=7,
+            created_at=created,
+            updated_at=updated,
+            output={"x": 1},
+        )
+        child = TaskState(
+            unique("imp"),
+            "c",
+            wf.workflow_exec_id,
+            wf.workflow_id,
+            parent_state_id=parent.task_exec_id,
+            version=3,
+            created_at=created,
+            updated_at=updated,
+        )
+        assert provider.tasks.import_states([child, parent]) == 2
+        assert provider.tasks.get_state(parent.task_exec_id) == parent
+        assert provider.tasks.get_state(child.task_exec_id) == child
+        assert provider.tasks.import_states([parent]) == 1  # idempotent
+        assert provider.tasks.get_state(parent.task_exec_id).version == 7
+
+    def test_import_states_rejects_unversioned_or_naive_states_and_unknown_parents(
+        self, provider: Provider
+    ) -> None:
+        wf = workflow(provider)
+        base = TaskState(
+            unique("imp"),
+            "t",
+            wf.workflow_exec_id,
+            wf.workflow_id,
+            version=1,
+            created_at=datetime(2024, 1, 1, tzinfo=UTC),
+            updated_at=datetime(2024, 1, 1, tzinfo=UTC),
+        )
+        with pytest.raises(ValidationError, match="version"):
+            provider.tasks.import_states([base.evolve(version=0)])
+        with pytest.raises(ValidationError, match="created_at"):
+            provider.tasks.import_states([base.evolve(created_at=datetime(2024, 1, 1))])
+        with pytest.raises(ValidationError, match="unknown"):
+            provider.tasks.import_states([base.evolve(parent_state_id="ghost-parent")])
+        with pytest.raises(NotFoundError):
+            provider.tasks.get_state(base.task_exec_id)

@@ -257,3 +257,21 @@ class TransactionContract:
             return state.version
 
         assert provider.run_in_transaction(work) == 1
+
+    def test_import_states_keeps_versions_and_timestamps(self, provider: Provider) -> None:
+        from datetime import UTC, datetime
+
+        stamp = datetime(2023, 3, 4, 5, 6, 7, 890123, tzinfo=UTC)
+        state = WorkflowState(
+            unique("wfimp"),
+            "w",
+            status=TaskStatus.SUCCESS,
+            version=5,
+            created_at=stamp,
+            updated_at=stamp,
+            output={"ok": True},
+        )
+        assert provider.workflows.import_states([state]) == 1
+        assert provider.workflows.get_state(state.workflow_exec_id) == state
+        with pytest.raises(ValidationError, match="version"):
+            provider.workflows.import_states([state.evolve(version=0)])

@@ -6,6 +6,7 @@ import hashlib
 import hmac
 import secrets
 import uuid
+from collections.abc import Iterable
 from datetime import datetime
 
 from planflow.errors import AlreadyBootstrappedError, DuplicateError, NotFoundError, ValidationError
@@ -15,6 +16,7 @@ from planflow.infra.sql.codec import (
     api_key_from_row,
     enum_value,
     now,
+    require_id,
     user_from_row,
 )
 from planflow.infra.sql.database import Connection, Database, ForeignKeyViolation
@@ -43,6 +45,16 @@ TOUCH_KEY = (
     f"WHERE id = ? RETURNING {API_KEY_COLUMNS}"
 )
 DELETE_KEY = "DELETE FROM api_keys WHERE id = ?"
+IMPORT_USER = (
+    "INSERT INTO users (id, email, email_key, role, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?) "
+    "ON CONFLICT (id) DO UPDATE SET email = excluded.email, email_key = excluded.email_key, role = excluded.role, "
+    "created_at = excluded.created_at, updated_at = excluded.updated_at"
+)
+IMPORT_KEY = (
+    "INSERT INTO api_keys (id, user_id, fingerprint, prefix, created_at, last_used) VALUES (?, ?, ?, ?, ?, ?) "
+    "ON CONFLICT (id) DO UPDATE SET user_id = excluded.user_id, fingerprint = excluded.fingerprint, "
+    "prefix = excluded.prefix, created_at = excluded.created_at, last_used = excluded.last_used"
+)
 
 
 def fingerprint(plaintext: str) -> str:
@@ -194,6 +206,63 @@ class SqlAuthRepository:
             return self._key(row)
 
         return self._db.run(work)
+
+    def import_users(self, users: Iterable[User]) -> int:
+        """Write users verbatim (ids and timestamps as given), upserting by id; returns how many."""
+        ts = self._d.ts_param
+        rows: list[list[object]] = []
+        for user in users:
+            shown, key = _email(user.email)
+            role = enum_value(Role, user.role, "role")
+            rows.append(
+                [
+                    require_id(user.id, "user id"),
+                    shown,
+                    key,
+                    role.value,
+                    ts(user.created_at),
+                    ts(user.updated_at),
+                ]
+            )
+
+        def work(conn: Connection) -> None:
+            try:
+                conn.execute_many(IMPORT_USER, rows)
+            except DuplicateError as exc:
+                raise DuplicateError(f"an imported user's email is taken by another user id: {exc}") from exc
+
+        self._db.run(work)
+        return len(rows)
+
+    def import_api_keys(self, keys: Iterable[APIKey]) -> int:
+        """Write API keys verbatim (fingerprints, prefixes and times as given), upserting by id; returns how many.
+
+        Raises:
+            NotFoundError: a key's user does not exist in this store.
+        """
+        ts = self._d.ts_param
+        rows = [
+            [
+                require_id(k.id, "API key id"),
+                k.user_id,
+                k.fingerprint,
+                k.prefix,
+                ts(k.created_at),
+                None if k.last_used is None else ts(k.last_used),
+            ]
+            for k in keys
+        ]
+
+        def work(conn: Connection) -> None:
+            try:
+                conn.execute_many(IMPORT_KEY, rows)
+            except ForeignKeyViolation as exc:
+                raise NotFoundError(
+                    f"an imported API key belongs to a user missing from this store: {exc}"
+                ) from exc
+
+        self._db.run(work)
+        return len(rows)
 
     def delete_api_key(self, key_id: str) -> None:
         def work(conn: Connection) -> None:

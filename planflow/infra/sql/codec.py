@@ -161,6 +161,23 @@ def task_params(state: TaskState, dialect_json: Callable[[str], object]) -> list
     ]
 
 
+def stored_meta(
+    version: object, created_at: object, updated_at: object, owner: str
+) -> tuple[int, datetime, datetime]:
+    """Check the version and timestamps of a record imported verbatim.
+
+    Raises:
+        ValidationError: a version below 1 or a missing or naive timestamp.
+    """
+    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+        raise ValidationError(f"{owner} must have a version >= 1 to be imported, got {version!r}")
+    for name, stamp in (("created_at", created_at), ("updated_at", updated_at)):
+        if not isinstance(stamp, datetime) or stamp.tzinfo is None:
+            raise ValidationError(f"{owner} must have a timezone-aware {name} to be imported, got {stamp!r}")
+    assert isinstance(created_at, datetime) and isinstance(updated_at, datetime)
+    return version, created_at, updated_at
+
+
 def task_from_row(row: Sequence[Any], load_ts: Callable[[object], datetime]) -> TaskState:
     """A TaskState from a row selected as ``TASK_COLUMNS``."""
     return TaskState(

@@ -139,7 +139,12 @@ class Database(ABC):
                 self._rollback_quietly(connection)
                 raise
             self._local.tx = None
-            connection.execute("COMMIT")
+            try:
+                connection.execute("COMMIT")
+            except BaseException:
+                # SQLite keeps the transaction open when COMMIT fails (a deferred foreign key, say).
+                self._rollback_quietly(connection)
+                raise
 
     @staticmethod
     def _rollback_quietly(connection: Connection) -> None:

@@ -27,6 +27,8 @@ class Dialect:
         for_update: Suffix of a SELECT that locks the rows it reads ('' where the transaction already holds
             the write lock, as SQLite's ``BEGIN IMMEDIATE`` does).
         bootstrap_lock: Statement that serialises first-admin creation ('' where writes are serialised).
+        defer_foreign_keys: Statement that defers foreign-key checks to the end of the current transaction, so
+            that a verbatim import may write a child before its parent within one batch.
     """
 
     name: str
@@ -37,3 +39,4 @@ class Dialect:
     load_ts: Callable[[object], datetime]
     for_update: str
     bootstrap_lock: str
+    defer_foreign_keys: str = ""

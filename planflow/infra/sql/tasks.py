@@ -21,6 +21,7 @@ from planflow.infra.sql.codec import (
     load_usage,
     now,
     require_id,
+    stored_meta,
     task_from_row,
     task_params,
 )
@@ -53,6 +54,11 @@ UPSERT = (
     "updated_at = excluded.updated_at"
 )
 UPSERT_RETURNING = UPSERT + " RETURNING version, created_at"
+IMPORT = (
+    f"INSERT INTO task_states ({TASK_COLUMNS}) VALUES ({', '.join('?' for _ in TASK_COLUMNS.split(', '))}) "
+    f"ON CONFLICT (task_exec_id) DO UPDATE SET "
+    f"{', '.join(f'{c} = excluded.{c}' for c in TASK_COLUMNS.split(', ')[1:])}"
+)
 UPDATE_VERSIONED = (
     f"UPDATE task_states SET {', '.join(f'{c} = ?' for c in _WRITE_COLUMNS[1:])}, "
     "version = version + 1, updated_at = ? WHERE task_exec_id = ? AND version = ? RETURNING version, created_at"
@@ -180,6 +186,47 @@ class SqlTaskRepository:
                     raise self._missing_reference(conn, batch) from exc
 
             self._db.run(work)
+            written += len(rows)
+        return written
+
+    def import_states(self, states: Iterable[TaskState]) -> int:
+        """Write states verbatim (version and timestamps as given), upserting by ``task_exec_id``.
+
+        For copying between stores: within a batch a child may come before its parent (foreign keys are
+        checked at the end of the batch's transaction); across batches parents must come first.
+
+        Returns:
+            How many states were written.
+
+        Raises:
+            ValidationError: bad fields, a version below 1, naive or missing timestamps, unknown references.
+        """
+        written = 0
+        ts = self._d.ts_param
+        for batch in _batches(states, BULK_BATCH):
+            rows: list[list[object]] = []
+            for state in batch:
+                version, created, updated = stored_meta(
+                    state.version, state.created_at, state.updated_at, f"task {state.task_exec_id!r}"
+                )
+                rows.append([*task_params(state, self._d.json_param), version, ts(created), ts(updated)])
+
+            def work(
+                conn: Connection, rows: list[list[object]] = rows, batch: list[TaskState] = batch
+            ) -> None:
+                if self._d.defer_foreign_keys:
+                    conn.execute(self._d.defer_foreign_keys)
+                try:
+                    conn.execute_many(IMPORT, rows)
+                except ForeignKeyViolation as exc:
+                    raise self._missing_reference(conn, batch) from exc
+
+            try:
+                self._db.run(work)
+            except ForeignKeyViolation as exc:
+                raise ValidationError(
+                    f"a task of the imported batch references an unknown workflow or parent: {exc}"
+                ) from exc
             written += len(rows)
         return written
 

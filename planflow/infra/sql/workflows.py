@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
+from itertools import islice
 
 from planflow.errors import ConflictError, NotFoundError, ValidationError, WorkflowNotReadyError
 from planflow.infra.sql.codec import (
@@ -16,6 +17,7 @@ from planflow.infra.sql.codec import (
     load_usage,
     now,
     require_id,
+    stored_meta,
     task_from_row,
     workflow_from_row,
     workflow_params,
@@ -44,6 +46,12 @@ UPSERT = (
     f"ON CONFLICT (workflow_exec_id) DO UPDATE SET {', '.join(f'{c} = excluded.{c}' for c in _WRITE_COLUMNS[1:])}, "
     "version = workflow_states.version + 1, updated_at = excluded.updated_at RETURNING version, created_at"
 )
+IMPORT = (
+    f"INSERT INTO workflow_states ({WORKFLOW_COLUMNS}) "
+    f"VALUES ({', '.join('?' for _ in WORKFLOW_COLUMNS.split(', '))}) ON CONFLICT (workflow_exec_id) DO UPDATE SET "
+    f"{', '.join(f'{c} = excluded.{c}' for c in WORKFLOW_COLUMNS.split(', ')[1:])}"
+)
+IMPORT_BATCH = 1000
 SELECT = f"SELECT {WORKFLOW_COLUMNS} FROM workflow_states"
 GET = f"{SELECT} WHERE workflow_exec_id = ?"
 GET_VERSION = "SELECT version FROM workflow_states WHERE workflow_exec_id = ?"
@@ -131,6 +139,30 @@ class SqlWorkflowRepository:
             return self._workflow(row)
 
         return self._db.run(work)
+
+    def import_states(self, states: Iterable[WorkflowState]) -> int:
+        """Write workflow states verbatim (version and timestamps as given; ``tasks`` ignored), upserting by id.
+
+        Returns:
+            How many states were written.
+        """
+        written = 0
+        ts = self._d.ts_param
+        iterator = iter(states)
+        while batch := list(islice(iterator, IMPORT_BATCH)):
+            rows: list[list[object]] = []
+            for state in batch:
+                version, created, updated = stored_meta(
+                    state.version, state.created_at, state.updated_at, f"workflow {state.workflow_exec_id!r}"
+                )
+                rows.append([*workflow_params(state, self._d.json_param), version, ts(created), ts(updated)])
+
+            def work(conn: Connection, rows: list[list[object]] = rows) -> None:
+                conn.execute_many(IMPORT, rows)
+
+            self._db.run(work)
+            written += len(rows)
+        return written
 
     def merge_usage(self, workflow_exec_id: str, usage: UsageSummary) -> UsageSummary:
         owner = f"workflow {workflow_exec_id!r}"

@@ -42,6 +42,7 @@ SQLITE = Dialect(
     load_ts=load_ts,
     for_update="",  # BEGIN IMMEDIATE already holds the database's write lock
     bootstrap_lock="",
+    defer_foreign_keys="PRAGMA defer_foreign_keys = ON",
 )
 
 MIGRATION_SQL = MigrationSql(
