@@ -130,9 +130,10 @@ _PASSWORD_IN_CONNINFO = re.compile(r"(?P<head>password\s*=\s*)('(?:[^'\\]|\\.)*'
 
 def redact_url(text: str) -> str:
     """Return ``text`` with any password in a URL or conninfo replaced by ``***``."""
-    text = _PASSWORD_IN_URL.sub(r"\g<head>***\g<tail>", text)
-    text = _PASSWORD_IN_CONNINFO.sub(r"\g<head>***", text)
-    return _PASSWORD_QUERY.sub(r"\g<head>***", text)
+    if "://" in text:
+        text = _PASSWORD_IN_URL.sub(r"\g<head>***\g<tail>", text)
+        return _PASSWORD_QUERY.sub(r"\g<head>***", text)
+    return _PASSWORD_IN_CONNINFO.sub(r"\g<head>***", text)
 
 
 _PASSWORD_QUERY = re.compile(r"(?P<head>[?&]password=)[^&\s]*", re.IGNORECASE)

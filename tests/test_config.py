@@ -1,0 +1,94 @@
+"""Config from objects, mappings, URLs and the environment; passwords never shown."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from planflow import ConfigError, PlanflowConfig, open_provider, redact_url, resolve_config
+from planflow.config import config_from_env
+
+
+def test_sqlite_urls() -> None:
+    assert resolve_config("sqlite:///rel/path.db").path == "rel/path.db"
+    assert resolve_config("sqlite:////abs/path.db").path == "/abs/path.db"
+    assert resolve_config("sqlite://:memory:").is_memory
+    assert resolve_config("sqlite:///x.db?busy_timeout=2.5").busy_timeout == 2.5
+
+
+def test_tinydb_and_postgres_urls() -> None:
+    assert resolve_config("tinydb://memory").is_memory
+    assert resolve_config("tinydb:///store.json").path == "store.json"
+    config = resolve_config("postgresql://u:pw@db.example:5433/app?sslmode=require&pool_max_size=4")
+    assert (config.driver, config.pool_max_size) == ("postgres", 4)
+    assert config.url == "postgresql://u:pw@db.example:5433/app?sslmode=require"
+    assert resolve_config("postgres://u@h/db").driver == "postgres"
+
+
+def test_mapping_and_object() -> None:
+    config = resolve_config(
+        {"driver": "sqlite", "path": "m.db", "retry": {"max_attempts": 3}, "auto_migrate": "no"}
+    )
+    assert (config.path, config.retry.max_attempts, config.auto_migrate) == ("m.db", 3, False)
+    same = PlanflowConfig(driver="sqlite", path="m.db")
+    assert resolve_config(same) is same
+    assert resolve_config({"url": "sqlite:///u.db", "busy_timeout": 1}).busy_timeout == 1.0
+
+
+def test_environment_url_and_discrete_settings() -> None:
+    config = config_from_env({"PLANFLOW_DATABASE_URL": "sqlite:///env.db", "PLANFLOW_DB_BUSY_TIMEOUT": "3"})
+    assert config is not None and (config.path, config.busy_timeout) == ("env.db", 3.0)
+    discrete = config_from_env(
+        {
+            "PLANFLOW_DB_HOST": "h",
+            "PLANFLOW_DB_USER": "u",
+            "PLANFLOW_DB_PASSWORD": "p@ss word",
+            "PLANFLOW_DB_NAME": "d",
+        }
+    )
+    assert discrete is not None and discrete.driver == "postgres"
+    assert discrete.url == "postgresql://u:p%40ss%20word@h:5432/d"
+    assert config_from_env({}) is None
+
+
+def test_no_config_at_all_means_a_sqlite_file_in_the_current_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    for name in [n for n in __import__("os").environ if n.startswith("PLANFLOW_D")]:
+        monkeypatch.delenv(name)
+    with open_provider() as provider:
+        assert provider.driver == "sqlite"
+    assert (tmp_path / "planflow.db").exists()
+
+
+@pytest.mark.parametrize(
+    ("source", "message"),
+    [
+        ("mysql://u@h/db", "unknown driver 'mysql'.*valid drivers: sqlite, postgres, tinydb"),
+        ({"driver": "oracle"}, "unknown driver 'oracle'; valid drivers: sqlite, postgres, tinydb"),
+        ("not a url", "malformed URL.*accepted: sqlite:///"),
+        ("sqlite://relative-without-slash.db", "malformed URL"),
+        ({"driver": "sqlite", "bogus": 1}, "unknown setting 'bogus'"),
+        ({"driver": "sqlite", "busy_timeout": "soon"}, "busy_timeout"),
+        ({"driver": "sqlite", "busy_timeout": -1}, "busy_timeout must be positive"),
+        ({"driver": "sqlite", "pool_min_size": 5, "pool_max_size": 2}, "pool sizes"),
+        ({"driver": "postgres"}, "needs a url"),
+        (42, "a config must be"),
+    ],
+)
+def test_bad_config_is_a_config_error_saying_what_is_accepted(source: object, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        resolve_config(source)  # type: ignore[arg-type]
+
+
+def test_password_never_appears_in_repr_or_errors() -> None:
+    config = resolve_config("postgresql://user:s3cr3t@host:5432/db")
+    assert "s3cr3t" not in repr(config) and "s3cr3t" not in str(config) and "s3cr3t" not in config.location
+    with pytest.raises(ConfigError) as info:
+        resolve_config("mysql://user:s3cr3t@host/db")
+    assert "s3cr3t" not in str(info.value)
+    assert redact_url("postgresql://u:pw@h/db") == "postgresql://u:***@h/db"
+    assert redact_url("host=h password='a b' user=u") == "host=h password=*** user=u"
+    assert redact_url("postgresql://h/db?password=pw&x=1") == "postgresql://h/db?password=***&x=1"
