@@ -186,7 +186,8 @@ class ExecutionRepository(Protocol):
         """Group the writes made inside the ``with`` block into one durable write.
 
         On SQL drivers the block is one transaction. Reads inside the block see its writes. When the block
-        raises, none of its writes are stored. A batch entered inside another joins the outer one.
+        raises, none of its writes are stored. A batch entered inside another is a savepoint: its writes are
+        stored with the outer batch's, and when it raises only its own writes are undone.
         """
         ...
 
@@ -509,6 +510,7 @@ __all__ = [
     "EVENT_KINDS",
     "EXECUTION_STATES",
     "PRIORITIES",
+    "RESCHEDULABLE_STATES",
     "EventKind",
     "ExecutionRepository",
     "ExecutionStateName",

@@ -64,6 +64,16 @@ class _BatchStorage(Storage):
         self._data = data
         self._dirty = True
 
+    @contextmanager
+    def savepoint(self) -> Generator[None, None, None]:
+        """Undo the writes made inside the block when it raises."""
+        saved = (self._loaded, self._dirty, _detached(self._data))
+        try:
+            yield
+        except BaseException:
+            self._loaded, self._dirty, self._data = saved
+            raise
+
     def commit(self) -> None:
         """Write the batch's changes, if any, to the real storage in one write."""
         if self._dirty:
@@ -127,13 +137,25 @@ class TinyDbExecutionRepository:
     def batch(self) -> Generator[None, None, None]:
         """Group the writes made inside the ``with`` block into one write of the storage.
 
-        The block holds the repository's lock: other threads wait until it ends, and never see half a batch.
-        Reads inside the block see its writes. When the block raises, nothing of it is written and the
-        stored data stay as they were before the block; when the final write fails, the same holds and the
-        write's error propagates. A batch entered inside another joins the outer one: its writes are
-        written (or discarded) with the outer batch's, and catching an error inside the outer block does not
-        undo the writes made before it.
+        The block holds the repository's lock: other threads wait until it ends and never see half a batch,
+        so keep it short. Reads inside the block see its writes. When the block raises, none of its writes
+        are stored; when the final write fails, the same holds and the write's error propagates. A batch
+        entered inside another is a savepoint of the outer one (as on the SQL drivers): its writes are stored
+        with the outer batch's, and when it raises only its own writes are undone.
         """
+        shared = self._shared
+        with shared.lock:
+            if shared.in_batch:
+                with shared.storage.savepoint():
+                    yield
+            else:
+                with self._session():
+                    yield
+
+    @contextmanager
+    def _session(self) -> Generator[None, None, None]:
+        # Every operation runs in one: a single read and at most one write of the real storage. Inside a
+        # batch it simply joins it; an operation changes the data only after its last check passed.
         shared = self._shared
         with shared.lock:
             if shared.in_batch:
@@ -155,19 +177,19 @@ class TinyDbExecutionRepository:
             ValidationError: A field holds a value of the wrong type; nothing is stored.
         """
         doc = task_to_doc(require(task, TaskDefinition, "add_task(task)"))
-        with self.batch():
+        with self._session():
             _upsert(self._tasks, "id", doc)
 
     def get_task(self, task_id: str) -> TaskDefinition | None:
         """Return the task with id ``task_id``, or ``None`` when it is not stored."""
         require(task_id, str, "get_task(task_id)")
-        with self.batch():
+        with self._session():
             found = _find(self._tasks, "id", task_id)
         return None if found is None else task_from_doc(found[1])
 
     def list_tasks(self) -> list[TaskDefinition]:
         """Return every stored task, in the order the tasks were first added."""
-        with self.batch():
+        with self._session():
             docs = _documents(self._tasks)
         return [task_from_doc(doc) for _, doc in docs]
 
@@ -179,13 +201,13 @@ class TinyDbExecutionRepository:
             ValidationError: A field holds a value of the wrong type; nothing is stored.
         """
         doc = occurrence_to_doc(require(occ, TaskOccurrence, "add_occurrence(occ)"))
-        with self.batch():
+        with self._session():
             _upsert(self._occurrences, "id", doc)
 
     def get_occurrence(self, occurrence_id: str) -> TaskOccurrence | None:
         """Return the occurrence with id ``occurrence_id``, or ``None`` when it is not stored."""
         require(occurrence_id, str, "get_occurrence(occurrence_id)")
-        with self.batch():
+        with self._session():
             found = _find(self._occurrences, "id", occurrence_id)
         return None if found is None else occurrence_from_doc(found[1])
 
@@ -193,7 +215,7 @@ class TinyDbExecutionRepository:
         """Return the stored occurrences (only those of ``task_id`` when given), in the order first added."""
         if task_id is not None:
             require(task_id, str, "list_occurrences(task_id)")
-        with self.batch():
+        with self._session():
             docs = _documents(self._occurrences)
         return [
             occurrence_from_doc(doc) for _, doc in docs if task_id is None or doc.get("task_id") == task_id
@@ -207,19 +229,19 @@ class TinyDbExecutionRepository:
             ValidationError: A field holds a value of the wrong type; nothing is stored.
         """
         doc = execution_to_doc(require(execution, TaskExecution, "add_execution(execution)"))
-        with self.batch():
+        with self._session():
             _upsert(self._executions, "occurrence_id", doc)
 
     def get_execution(self, occurrence_id: str) -> TaskExecution | None:
         """Return the execution of occurrence ``occurrence_id``, or ``None`` when it is not stored."""
         require(occurrence_id, str, "get_execution(occurrence_id)")
-        with self.batch():
+        with self._session():
             found = _find(self._executions, "occurrence_id", occurrence_id)
         return None if found is None else execution_from_doc(found[1])
 
     def list_executions(self) -> list[TaskExecution]:
         """Return every stored execution, in the order the executions were first added."""
-        with self.batch():
+        with self._session():
             docs = _documents(self._executions)
         return [execution_from_doc(doc) for _, doc in docs]
 
@@ -230,7 +252,7 @@ class TinyDbExecutionRepository:
         it, and is otherwise a no-op that writes nothing.
         """
         require(task_id, str, "delete_task_and_related(task_id)")
-        with self.batch():
+        with self._session():
             occurrences = [
                 (doc_id, doc)
                 for doc_id, doc in _documents(self._occurrences)
