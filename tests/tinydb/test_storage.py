@@ -222,11 +222,12 @@ def test_data_json_cannot_hold_is_a_validation_error_and_writes_nothing(path: Pa
     storage = CrashSafeJSONStorage(path)
     storage.write(SOME_DATA)
     before = path.read_bytes()
-    for bad in (
+    unwritable: list[StoreData] = [
         {"t": {"1": {"x": object()}}},
         {"t": {"1": {"x": float("nan")}}},
         {"t": {"1": {"x": "\ud800"}}},
-    ):
+    ]
+    for bad in unwritable:
         with pytest.raises(ValidationError, match=re.escape(path.name)):
             storage.write(bad)
     assert path.read_bytes() == before
