@@ -92,7 +92,7 @@ class SqlAuthRepository:
 
     def create_user(self, email: str, role: Role = Role.USER) -> User:
         checked = enum_value(Role, role, "role")
-        return self._db.run(lambda conn: self._insert_user(conn, email, checked))
+        return self._db.run(lambda conn: self._insert_user(conn, email, checked), atomic=True)
 
     def create_initial_admin(self, email: str) -> User:
         def work(conn: Connection) -> User:
@@ -149,7 +149,7 @@ class SqlAuthRepository:
             if conn.execute(DELETE_USER, [user_id]) == 0:
                 raise NotFoundError(f"user {user_id!r} not found")
 
-        self._db.run(work)
+        self._db.run(work, atomic=True)
 
     def create_api_key(self, user_id: str) -> CreatedAPIKey:
         plaintext = KEY_PREFIX + secrets.token_urlsafe(32)
@@ -167,7 +167,7 @@ class SqlAuthRepository:
             except ForeignKeyViolation as exc:
                 raise NotFoundError(f"user {user_id!r} not found") from exc
 
-        return CreatedAPIKey(self._db.run(work), plaintext)
+        return CreatedAPIKey(self._db.run(work, atomic=True), plaintext)
 
     def _get_key(self, where: str, value: str, missing: str) -> APIKey:
         with self._db.connection() as conn:
@@ -205,7 +205,7 @@ class SqlAuthRepository:
                 raise NotFoundError(f"API key {key_id!r} not found")
             return self._key(row)
 
-        return self._db.run(work)
+        return self._db.run(work, atomic=True)
 
     def import_users(self, users: Iterable[User]) -> int:
         """Write users verbatim (ids and timestamps as given), upserting by id; returns how many."""
@@ -269,4 +269,4 @@ class SqlAuthRepository:
             if conn.execute(DELETE_KEY, [key_id]) == 0:
                 raise NotFoundError(f"API key {key_id!r} not found")
 
-        self._db.run(work)
+        self._db.run(work, atomic=True)

@@ -152,8 +152,15 @@ class Database(ABC):
         with suppress(Exception):
             connection.execute("ROLLBACK")
 
-    def run(self, work: Callable[[Connection], T], *, write: bool = True) -> T:
+    def run(self, work: Callable[[Connection], T], *, write: bool = True, atomic: bool = False) -> T:
         """Run ``work`` as a unit of work, retried as a whole on :class:`TransientError` when outermost.
+
+        Args:
+            work: what to run on the connection.
+            write: whether it writes (SQLite then takes the write lock up front).
+            atomic: ``work`` is atomic by itself (one statement, or one write followed by reads that only
+                explain its outcome); outside a transaction it then runs in autocommit mode, saving the
+                BEGIN and COMMIT round trips.
 
         Raises:
             TransientError: the failure outlasted ``retry.max_attempts``.
@@ -161,7 +168,13 @@ class Database(ABC):
         if self._current() is not None:
             with self.transaction(write=write) as connection:
                 return work(connection)
+        if atomic:
+            return self.retrying(lambda: self._autocommit(work))
         return self.retrying(lambda: self._once(work, write))
+
+    def _autocommit(self, work: Callable[[Connection], T]) -> T:
+        with self._connect() as connection:
+            return work(connection)
 
     def _once(self, work: Callable[[Connection], T], write: bool) -> T:
         with self.transaction(write=write) as connection:

@@ -56,7 +56,7 @@ class SqlExecutionRepository:
         def work(conn: Connection) -> None:
             conn.execute(sql, params)
 
-        self._db.run(work)
+        self._db.run(work, atomic=True)
 
     def _read(self, sql: str, params: list[object], decode: Callable[[dict[str, JsonValue]], M]) -> list[M]:
         with self._db.connection() as conn:

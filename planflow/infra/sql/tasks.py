@@ -129,7 +129,7 @@ class SqlTaskRepository:
             assert row is not None
             return row
 
-        version, created = self._db.run(work)
+        version, created = self._db.run(work, atomic=True)
         return state.evolve(
             version=version, created_at=self._d.load_ts(created), updated_at=self._ts(params[-1])
         )
@@ -151,7 +151,7 @@ class SqlTaskRepository:
                 )
             return row
 
-        version, created = self._db.run(work)
+        version, created = self._db.run(work, atomic=True)
         return state.evolve(
             version=version, created_at=self._d.load_ts(created), updated_at=self._ts(params[-1])
         )
@@ -265,7 +265,7 @@ class SqlTaskRepository:
             if conn.execute(DELETE, [task_exec_id]) == 0:
                 raise NotFoundError(f"task state {task_exec_id!r} not found")
 
-        self._db.run(work)
+        self._db.run(work, atomic=True)
 
     # Reads ------------------------------------------------------------------------------------------------
 

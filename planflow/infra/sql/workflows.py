@@ -111,7 +111,7 @@ class SqlWorkflowRepository:
             assert row is not None
             return row
 
-        version, created = self._db.run(work)
+        version, created = self._db.run(work, atomic=True)
         return state.evolve(version=version, created_at=self._d.load_ts(created), updated_at=stamp, tasks={})
 
     def update_status(
@@ -138,7 +138,7 @@ class SqlWorkflowRepository:
                 )
             return self._workflow(row)
 
-        return self._db.run(work)
+        return self._db.run(work, atomic=True)
 
     def import_states(self, states: Iterable[WorkflowState]) -> int:
         """Write workflow states verbatim (version and timestamps as given; ``tasks`` ignored), upserting by id.
@@ -185,7 +185,7 @@ class SqlWorkflowRepository:
             if conn.execute(DELETE, [workflow_exec_id]) == 0:
                 raise NotFoundError(f"workflow state {workflow_exec_id!r} not found")
 
-        self._db.run(work)
+        self._db.run(work, atomic=True)
 
     def complete_workflow(
         self, workflow_exec_id: str, transformer: OutputTransformer | None = None
