@@ -56,3 +56,52 @@ def test_repositories_are_typed_as_protocols_and_hide_the_driver(tmp_path: Path)
     with open_provider(f"sqlite:///{tmp_path / 'p.db'}") as provider:
         assert provider.driver == "sqlite"
         assert "sqlite" in repr(provider)
+
+
+def test_tinydb_provider_serves_executions_and_names_what_it_does_not_serve(tmp_path: Path) -> None:
+    import pytest
+
+    from planflow import UnsupportedError
+
+    with open_provider(f"tinydb:///{tmp_path / 'addon.json'}") as provider:
+        assert provider.driver == "tinydb"
+        assert provider.executions.list_tasks() == []
+        for name in ("tasks", "workflows", "auth"):
+            with pytest.raises(UnsupportedError, match=f"tinydb driver does not serve the {name} repository"):
+                getattr(provider, name)
+        with pytest.raises(UnsupportedError, match="batch"), provider.transaction():
+            pass
+        assert provider.migrate() == []
+
+
+def test_planflow_and_the_tinydb_path_work_without_sqlite3_and_psycopg(tmp_path: Path) -> None:
+    result = _run(
+        f"""
+        import builtins, sys
+        real_import = builtins.__import__
+        def guarded(name, *args, **kwargs):
+            if name.split(".")[0] in ("sqlite3", "_sqlite3", "psycopg", "psycopg_pool"):
+                raise ImportError(f"No module named {{name!r}} (blocked by the test)", name=name)
+            return real_import(name, *args, **kwargs)
+        builtins.__import__ = guarded
+        for blocked in ("sqlite3", "_sqlite3", "psycopg", "psycopg_pool"):
+            sys.modules.pop(blocked, None)
+        from datetime import datetime, timedelta
+        from planflow import open_provider, TaskDefinition, RetryPolicy, ConfigError
+        task = TaskDefinition("t1", "Water plants", None, None, datetime(2026, 1, 1), timedelta(days=1),
+                              "high", ["morning"], RetryPolicy(2))
+        with open_provider("tinydb:///{tmp_path / "addon.json"}") as provider:
+            provider.executions.add_task(task)
+        with open_provider("tinydb:///{tmp_path / "addon.json"}") as provider:
+            assert provider.executions.get_task("t1") == task
+        try:
+            open_provider("sqlite://:memory:")
+        except ConfigError as exc:
+            print("sqlite refused:", exc)
+        assert not any(m in sys.modules for m in ("sqlite3", "_sqlite3", "psycopg", "psycopg_pool"))
+        print("tinydb ok")
+        """
+    )
+    assert result.returncode == 0, result.stderr
+    assert "tinydb ok" in result.stdout
+    assert "sqlite refused: the sqlite driver needs the 'sqlite3' module" in result.stdout

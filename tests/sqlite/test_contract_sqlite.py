@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from planflow import Provider
+from planflow import ExecutionRepository, Provider
 from tests.contract.auth import AuthRepositoryContract
+from tests.contract.executions import ExecutionRepositoryContract
 from tests.contract.tasks import TaskRepositoryContract
 from tests.contract.workflows import TransactionContract, WorkflowRepositoryContract
 
@@ -44,3 +45,15 @@ class TestSqliteMemoryTransactions(SqliteMemory, TransactionContract): ...
 
 
 class TestSqliteMemoryAuth(SqliteMemory, AuthRepositoryContract): ...
+
+
+class TestSqliteFileExecutions(ExecutionRepositoryContract):
+    @pytest.fixture
+    def executions(self, sqlite_file_provider: Provider) -> ExecutionRepository:
+        return sqlite_file_provider.executions
+
+
+class TestSqliteMemoryExecutions(ExecutionRepositoryContract):
+    @pytest.fixture
+    def executions(self, sqlite_memory_provider: Provider) -> ExecutionRepository:
+        return sqlite_memory_provider.executions
