@@ -16,17 +16,15 @@ from planflow.infra.sql.codec import (
     TASK_COLUMNS,
     check_limit,
     decode_cursor,
-    dump_usage,
     encode_cursor,
-    load_usage,
     now,
-    require_id,
     stored_meta,
     task_from_row,
     task_params,
 )
 from planflow.infra.sql.database import Connection, Database, ForeignKeyViolation, Row
 from planflow.infra.sql.dialect import Dialect
+from planflow.infra.sql.usage import UsageMerger
 from planflow.models import (
     JsonObject,
     Page,
@@ -75,8 +73,6 @@ CHILDREN_OUTPUTS = (
     f"SELECT task_id, output FROM task_states WHERE parent_state_id = ? AND output IS NOT NULL {ORDER}"
 )
 PROGRESS = "SELECT status, COUNT(*) FROM task_states WHERE parent_state_id = ? GROUP BY status"
-GET_USAGE = "SELECT usage FROM task_states WHERE task_exec_id = ?"
-SET_USAGE = "UPDATE task_states SET usage = ?, version = version + 1, updated_at = ? WHERE task_exec_id = ?"
 DELETE = "DELETE FROM task_states WHERE task_exec_id = ?"
 WORKFLOW_EXISTS = "SELECT 1 FROM workflow_states WHERE workflow_exec_id = ?"
 TASK_EXISTS = "SELECT 1 FROM task_states WHERE task_exec_id = ?"
@@ -111,7 +107,7 @@ class SqlTaskRepository:
         self._d = dialect
         self._by_ids = f"{SELECT} WHERE {dialect.in_ids('task_exec_id')} {ORDER}"
         self._get_for_update = GET + dialect.for_update
-        self._usage_for_update = GET_USAGE + dialect.for_update
+        self._usage = UsageMerger(database, dialect, "task_states", "task_exec_id", "task")
 
     # Writes -----------------------------------------------------------------------------------------------
 
@@ -245,20 +241,7 @@ class SqlTaskRepository:
         return ValidationError("a task of the batch references an unknown workflow or parent")
 
     def merge_usage(self, task_exec_id: str, usage: UsageSummary) -> UsageSummary:
-        require_id(task_exec_id, "task_exec_id")
-        dump_usage(usage, f"task {task_exec_id!r}")
-
-        def work(conn: Connection) -> UsageSummary:
-            row = conn.fetch_one(self._usage_for_update, [task_exec_id])
-            if row is None:
-                raise NotFoundError(f"task state {task_exec_id!r} not found")
-            merged = (load_usage(row[0]) or UsageSummary()).merge(usage)
-            text = dump_usage(merged, f"task {task_exec_id!r}")
-            assert text is not None
-            conn.execute(SET_USAGE, [self._d.json_param(text), self._d.ts_param(now()), task_exec_id])
-            return merged
-
-        return self._db.run(work)
+        return self._usage.merge(task_exec_id, usage)
 
     def delete_state(self, task_exec_id: str) -> None:
         def work(conn: Connection) -> None:

@@ -12,9 +12,7 @@ from planflow.infra.sql.codec import (
     check_limit,
     decode_cursor,
     dump_json,
-    dump_usage,
     encode_cursor,
-    load_usage,
     now,
     require_id,
     stored_meta,
@@ -24,6 +22,7 @@ from planflow.infra.sql.codec import (
 )
 from planflow.infra.sql.database import Connection, Database, Row
 from planflow.infra.sql.dialect import Dialect
+from planflow.infra.sql.usage import UsageMerger
 from planflow.models import (
     FAILURE_STATUSES,
     TERMINAL_STATUSES,
@@ -63,10 +62,6 @@ FINISH = (
     "UPDATE workflow_states SET status = ?, output = ?, error = ?, version = version + 1, updated_at = ? "
     f"WHERE workflow_exec_id = ?{RETURNING}"
 )
-GET_USAGE = "SELECT usage FROM workflow_states WHERE workflow_exec_id = ?"
-SET_USAGE = (
-    "UPDATE workflow_states SET usage = ?, version = version + 1, updated_at = ? WHERE workflow_exec_id = ?"
-)
 DELETE = "DELETE FROM workflow_states WHERE workflow_exec_id = ?"
 TASKS = f"SELECT {TASK_COLUMNS} FROM task_states WHERE workflow_exec_id = ? ORDER BY created_at, task_exec_id"
 TOP_LEVEL_TASKS = (
@@ -84,7 +79,7 @@ class SqlWorkflowRepository:
         self._db = database
         self._d = dialect
         self._lock = GET + dialect.for_update
-        self._usage_for_update = GET_USAGE + dialect.for_update
+        self._usage = UsageMerger(database, dialect, "workflow_states", "workflow_exec_id", "workflow")
         self._tasks_of_many = (
             f"SELECT {TASK_COLUMNS} FROM task_states WHERE {dialect.in_ids('workflow_exec_id')} "
             "ORDER BY created_at, task_exec_id"
@@ -165,20 +160,7 @@ class SqlWorkflowRepository:
         return written
 
     def merge_usage(self, workflow_exec_id: str, usage: UsageSummary) -> UsageSummary:
-        owner = f"workflow {workflow_exec_id!r}"
-        dump_usage(usage, owner)
-
-        def work(conn: Connection) -> UsageSummary:
-            row = conn.fetch_one(self._usage_for_update, [workflow_exec_id])
-            if row is None:
-                raise NotFoundError(f"workflow state {workflow_exec_id!r} not found")
-            merged = (load_usage(row[0]) or UsageSummary()).merge(usage)
-            text = dump_usage(merged, owner)
-            assert text is not None
-            conn.execute(SET_USAGE, [self._d.json_param(text), self._d.ts_param(now()), workflow_exec_id])
-            return merged
-
-        return self._db.run(work)
+        return self._usage.merge(workflow_exec_id, usage)
 
     def delete(self, workflow_exec_id: str) -> None:
         def work(conn: Connection) -> None:
