@@ -1,0 +1,270 @@
+"""PostgreSQL connections: a ``psycopg_pool.ConnectionPool`` of autocommit connections in UTC.
+
+Units of work begin with ``BEGIN`` (READ COMMITTED: writes lock the rows they touch, and ``FOR UPDATE`` waits
+for the holder) or, for reads that must be consistent across statements (a workflow with its tasks),
+``BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY``. Serialization failures, deadlocks, lost connections and
+server shutdowns surface as :class:`TransientError`, and ``Database.run`` retries the whole unit of work.
+
+JSON columns load as text (a per-connection loader), as they do on SQLite, so the shared codec parses them
+once; timestamps load as aware datetimes. The shared SQL's ``?`` placeholders become ``%s`` (cached per
+statement text); psycopg prepares a statement on the server after its fifth execution on a connection.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Generator, Iterable, Mapping
+from contextlib import contextmanager
+from functools import lru_cache
+
+import psycopg
+from psycopg.conninfo import conninfo_to_dict
+from psycopg.rows import TupleRow
+from psycopg.types.string import TextLoader
+from psycopg_pool import ConnectionPool, PoolClosed, PoolTimeout
+
+from planflow.config import PlanflowConfig, redact_url
+from planflow.errors import ConfigError, DuplicateError, PlanflowError, TransientError, ValidationError
+from planflow.infra.sql.database import Connection, Database, ForeignKeyViolation, Params, Row
+
+RawConnection = psycopg.Connection[TupleRow]
+
+#: SQLSTATEs after which running the unit of work again can succeed: serialization failure, deadlock,
+#: statement completion unknown, lock not available (lock_timeout), server shutting down or restarting,
+#: too many connections. Class 08 (connection exceptions) is transient as a whole.
+TRANSIENT_SQLSTATES = frozenset({"40001", "40P01", "40003", "55P03", "57P01", "57P02", "57P03", "53300"})
+
+#: Connection failures reported by a server that is up but not accepting connections yet (or right now).
+_SERVER_BUSY = (
+    "the database system is starting up",
+    "the database system is shutting down",
+    "the database system is in recovery mode",
+    "the database system is not yet accepting connections",
+    "too many clients",
+    "too many connections",
+    "connection slots are reserved",
+)
+
+
+@lru_cache(maxsize=2048)
+def to_pyformat(sql: str) -> bytes:
+    """The shared SQL (``?`` placeholders) in psycopg's format: ``%s`` placeholders, literal ``%`` doubled."""
+    return sql.replace("%", "%%").replace("?", "%s").encode()
+
+
+@lru_cache(maxsize=256)
+def _plain(sql: str) -> bytes:
+    # Without parameters psycopg sends the text as it is: no placeholder, no escaping.
+    return sql.encode()
+
+
+def _text(exc: BaseException) -> str:
+    """An exception's message on one line (psycopg adds DETAIL and HINT lines)."""
+    return " ".join(part.strip() for part in str(exc).splitlines() if part.strip())
+
+
+def translate(exc: psycopg.Error, *, lost: bool = False) -> PlanflowError:
+    """The planflow error for a psycopg exception raised by a statement (the caller chains the original).
+
+    Args:
+        exc: What psycopg raised.
+        lost: The connection is no longer usable (killed, server gone): always transient.
+    """
+    state = exc.sqlstate or ""
+    message = _text(exc)
+    if state == "23505":
+        return DuplicateError(message)
+    if state == "23503":
+        return ForeignKeyViolation(f"a referenced row does not exist ({message})")
+    if state.startswith(("22", "23")) or (not state and isinstance(exc, psycopg.DataError)):
+        return ValidationError(f"rejected by the database: {message}")
+    if lost or state in TRANSIENT_SQLSTATES or state.startswith("08"):
+        return TransientError(f"PostgreSQL failed transiently ({state or 'connection lost'}): {message}")
+    if not state and isinstance(exc, psycopg.OperationalError):
+        return TransientError(f"PostgreSQL connection failed: {message}")
+    return PlanflowError(f"PostgreSQL error {state or type(exc).__name__}: {message}")
+
+
+class PostgresConnection(Connection):
+    """A pooled psycopg connection as the repositories see it."""
+
+    __slots__ = ("_db", "raw")
+
+    def __init__(self, raw: RawConnection, db: PostgresDatabase) -> None:
+        self.raw = raw
+        self._db = db
+
+    def _cursor(self, sql: str, params: Params) -> psycopg.Cursor[TupleRow]:
+        self._db.statements += 1
+        try:
+            if params:
+                return self.raw.execute(to_pyformat(sql), params)
+            return self.raw.execute(_plain(sql))
+        except psycopg.Error as exc:
+            raise translate(exc, lost=self.raw.closed) from exc
+
+    def execute(self, sql: str, params: Params = ()) -> int:
+        return self._cursor(sql, params).rowcount
+
+    def fetch_one(self, sql: str, params: Params = ()) -> Row | None:
+        cursor = self._cursor(sql, params)
+        try:
+            return cursor.fetchone()
+        except psycopg.Error as exc:
+            raise translate(exc, lost=self.raw.closed) from exc
+
+    def fetch_all(self, sql: str, params: Params = ()) -> list[Row]:
+        cursor = self._cursor(sql, params)
+        try:
+            return list(cursor.fetchall())
+        except psycopg.Error as exc:
+            raise translate(exc, lost=self.raw.closed) from exc
+
+    def execute_many(self, sql: str, rows: Iterable[Params]) -> None:
+        self._db.statements += 1
+        try:
+            # psycopg 3 pipelines executemany: one round trip for the whole batch, not one per row.
+            with self.raw.cursor() as cursor:
+                cursor.executemany(to_pyformat(sql), rows)
+        except psycopg.Error as exc:
+            raise translate(exc, lost=self.raw.closed) from exc
+
+    def execute_script(self, script: str) -> None:
+        self._db.statements += 1
+        try:
+            # No parameters: the simple query protocol, which runs several statements in one call.
+            self.raw.execute(script.encode(), prepare=False)
+        except psycopg.Error as exc:
+            raise translate(exc, lost=self.raw.closed) from exc
+
+
+def _configure(raw: RawConnection) -> None:
+    # JSON as text, like SQLite: the shared codec parses it once. Per connection, never psycopg's globals.
+    raw.adapters.register_loader("json", TextLoader)
+    raw.adapters.register_loader("jsonb", TextLoader)
+
+
+class PostgresDatabase(Database):
+    """A PostgreSQL database reached through a connection pool.
+
+    Opening checks the server at once: a refused login or a missing database is a :class:`ConfigError`, a
+    server that stays unreachable for ``config.connect_timeout`` seconds a :class:`TransientError`. No message
+    carries the password.
+    """
+
+    def __init__(self, config: PlanflowConfig) -> None:
+        super().__init__(config.retry)
+        self._config = config
+        url = config.url or ""
+        self._location = redact_url(url)
+        try:
+            params = conninfo_to_dict(url)
+        except psycopg.Error as exc:
+            raise self._scrubbed(ConfigError, f"invalid PostgreSQL URL {self._location!r}", exc) from exc
+        password = params.get("password")
+        self._secret = str(password) if password else None
+        self._conninfo = url
+        self._kwargs = self._connection_kwargs(params)
+        deadline = time.monotonic() + config.connect_timeout
+        self._probe(deadline)
+        self._pool: ConnectionPool[RawConnection] = ConnectionPool(
+            url,
+            kwargs=self._kwargs,
+            min_size=config.pool_min_size,
+            max_size=config.pool_max_size,
+            open=False,
+            configure=_configure,
+            check=ConnectionPool.check_connection,
+            name="planflow",
+            timeout=config.pool_timeout,
+            max_lifetime=config.pool_max_lifetime,
+            max_idle=config.pool_max_idle,
+        )
+        try:
+            self._pool.open(wait=True, timeout=max(deadline - time.monotonic(), 0.1))
+        except PoolTimeout as exc:
+            self._pool.close()
+            raise TransientError(
+                f"PostgreSQL at {self._location} did not provide {config.pool_min_size} connections within "
+                f"connect_timeout={config.connect_timeout}s"
+            ) from exc
+
+    def _connection_kwargs(self, params: Mapping[str, object]) -> dict[str, object]:
+        """Settings of every connection, on top of the URL's: autocommit, UTC, a connect timeout."""
+        options = f"{params.get('options') or ''} -c TimeZone=UTC".strip()
+        kwargs: dict[str, object] = {"autocommit": True, "options": options}
+        if "connect_timeout" not in params:
+            kwargs["connect_timeout"] = max(2, math.ceil(self._config.connect_timeout))
+        if "application_name" not in params:
+            kwargs["application_name"] = "planflow"
+        return kwargs
+
+    def _scrubbed(self, kind: type[PlanflowError], what: str, exc: psycopg.Error) -> PlanflowError:
+        """``kind`` with ``what`` and psycopg's message, which can echo the conninfo, without the password.
+
+        The original exception is scrubbed in place too, since it is chained to the error and printed with it.
+        """
+        message = redact_url(_text(exc))
+        secret = getattr(self, "_secret", None)
+        if secret and secret in message:
+            message = message.replace(secret, "***")
+        if redact_url(str(exc)) != str(exc) or (secret and secret in str(exc)):
+            exc.args = (message,)
+        return kind(f"{what}: {message}")
+
+    def _connect_error(self, exc: psycopg.Error) -> PlanflowError:
+        text = str(exc)
+        if isinstance(exc, psycopg.ProgrammingError):
+            return self._scrubbed(
+                ConfigError, f"invalid PostgreSQL connection settings in {self._location}", exc
+            )
+        if "FATAL:" in text and not any(busy in text for busy in _SERVER_BUSY):
+            return self._scrubbed(ConfigError, f"PostgreSQL at {self._location} refused the connection", exc)
+        return self._scrubbed(
+            TransientError,
+            f"cannot reach PostgreSQL at {self._location} within connect_timeout={self._config.connect_timeout}s",
+            exc,
+        )
+
+    def _probe(self, deadline: float) -> None:
+        """Connect once, retrying while the server is unreachable until ``deadline``, to fail fast and clearly."""
+        delay = 0.05
+        while True:
+            remaining = deadline - time.monotonic()
+            kwargs = {**self._kwargs}
+            if "connect_timeout" in kwargs:
+                kwargs["connect_timeout"] = max(2, math.ceil(remaining))
+            try:
+                psycopg.connect(self._conninfo, **kwargs).close()  # pyright: ignore[reportArgumentType]
+            except psycopg.Error as exc:
+                error = self._connect_error(exc)
+                if isinstance(error, ConfigError) or time.monotonic() + delay >= deadline:
+                    raise error from exc
+            else:
+                return
+            time.sleep(delay)
+            delay = min(delay * 2, 1.0)
+
+    @contextmanager
+    def _connect(self) -> Generator[Connection, None, None]:
+        try:
+            raw = self._pool.getconn(timeout=self._config.pool_timeout)
+        except PoolClosed as exc:
+            raise PlanflowError("the provider is closed") from exc
+        except PoolTimeout as exc:
+            raise TransientError(
+                f"no PostgreSQL connection became free within pool_timeout={self._config.pool_timeout}s "
+                f"(pool_max_size={self._config.pool_max_size})"
+            ) from exc
+        try:
+            yield PostgresConnection(raw, self)
+        finally:
+            # The pool rolls back a connection returned inside a transaction and replaces a broken one.
+            self._pool.putconn(raw)
+
+    def _begin(self, connection: Connection, *, write: bool) -> None:
+        connection.execute("BEGIN" if write else "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+
+    def close(self) -> None:
+        self._pool.close()

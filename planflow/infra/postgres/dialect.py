@@ -1,0 +1,77 @@
+"""PostgreSQL's SQL fragments and value adapters."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from psycopg.types.json import Json
+
+from planflow.infra.sql.dialect import Dialect
+from planflow.infra.sql.migrations import TABLE, MigrationSql
+
+#: First key of planflow's advisory locks ("planflow" in ASCII, as a signed 32-bit int), so they do not collide
+#: with other users of advisory locks in the same database.
+LOCK_NAMESPACE = 0x706C616E
+MIGRATION_LOCK = 1
+BOOTSTRAP_LOCK = 2
+
+
+def advisory_xact_lock(key: int) -> str:
+    """A statement taking a transaction-scoped advisory lock on ``key`` for the current schema.
+
+    Keyed by schema as well, so that stores in different schemas of one database never wait for each other.
+    """
+    return f"SELECT pg_advisory_xact_lock({LOCK_NAMESPACE + key}, hashtext(coalesce(current_schema(), '')))"
+
+
+def _passthrough(text: str) -> str:
+    return text
+
+
+def json_param(text: str) -> Json:
+    """JSON text, already serialised and validated by the shared layer, bound as ``json`` unchanged.
+
+    The columns are ``json`` rather than ``jsonb``: see ``migrations/postgres/0001_initial.sql``.
+    """
+    return Json(text, dumps=_passthrough)
+
+
+def load_ts(value: object) -> datetime:
+    """A ``timestamptz`` value (psycopg gives an aware datetime) as an aware UTC datetime."""
+    if not isinstance(value, datetime):
+        raise TypeError(f"expected a datetime from a timestamptz column, got {type(value).__name__}")
+    return value.astimezone(UTC)
+
+
+def ts_param(moment: datetime) -> datetime:
+    """Aware datetimes bind as ``timestamptz`` directly."""
+    return moment
+
+
+def _in_ids(column: str) -> str:
+    # One array parameter: any number of ids, one statement text (so it is prepared once).
+    return f"{column} = ANY(?)"
+
+
+POSTGRES = Dialect(
+    name="postgres",
+    in_ids=_in_ids,
+    ids_param=list,
+    json_param=json_param,
+    ts_param=ts_param,
+    load_ts=load_ts,
+    for_update=" FOR UPDATE",
+    bootstrap_lock=advisory_xact_lock(BOOTSTRAP_LOCK),
+    defer_foreign_keys="SET CONSTRAINTS ALL DEFERRED",
+)
+
+MIGRATION_SQL = MigrationSql(
+    lock=advisory_xact_lock(MIGRATION_LOCK),
+    create_table=(
+        f"CREATE TABLE IF NOT EXISTS {TABLE} (version INTEGER PRIMARY KEY, name TEXT NOT NULL, "
+        "checksum TEXT NOT NULL, applied_at TIMESTAMPTZ NOT NULL)"
+    ),
+    table_exists=(
+        f"SELECT 1 FROM pg_catalog.pg_tables WHERE schemaname = current_schema() AND tablename = '{TABLE}'"
+    ),
+)

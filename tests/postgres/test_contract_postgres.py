@@ -1,0 +1,30 @@
+"""The contract suites on PostgreSQL, each test in a fresh schema of a real server."""
+
+from __future__ import annotations
+
+import pytest
+
+from planflow import Provider
+from tests.contract.auth import AuthRepositoryContract
+from tests.contract.tasks import TaskRepositoryContract
+from tests.contract.workflows import TransactionContract, WorkflowRepositoryContract
+
+pytestmark = pytest.mark.postgres
+
+
+class Postgres:
+    @pytest.fixture
+    def provider(self, postgres_provider: Provider) -> Provider:
+        return postgres_provider
+
+
+class TestPostgresTasks(Postgres, TaskRepositoryContract): ...
+
+
+class TestPostgresWorkflows(Postgres, WorkflowRepositoryContract): ...
+
+
+class TestPostgresTransactions(Postgres, TransactionContract): ...
+
+
+class TestPostgresAuth(Postgres, AuthRepositoryContract): ...
