@@ -35,13 +35,12 @@ from planflow.executions import (
     task_from_doc,
     task_to_doc,
 )
+from planflow.infra.tinydb.storage import StoreData
 from planflow.models import JsonValue
 
 TASKS = "tasks"
 OCCURRENCES = "occurrences"
 EXECUTIONS = "executions"
-
-StoreData = dict[str, dict[str, object]]
 
 
 class _BatchStorage(Storage):
