@@ -1,0 +1,214 @@
+"""Fresh databases for the benchmarks: one SQLite file or one Postgres schema per implementation and workload.
+
+The schema always comes from planflow's own migrations (opening a provider); the raw and SQLAlchemy variants
+then connect to the same file or schema.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import shutil
+import tempfile
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from pathlib import Path
+from urllib.parse import quote
+
+from planflow import Provider, open_provider
+from benchmarks.stores.base import PLANFLOW, RAW, SQLALCHEMY, TaskStore
+
+DEFAULT_POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432/test"
+_counter = itertools.count()
+
+
+class BenchDatabase(ABC):
+    """One fresh database holding planflow's schema."""
+
+    driver: str
+
+    @abstractmethod
+    def open_provider(self) -> Provider:
+        """A planflow provider on this database (its first opening creates the schema)."""
+
+    @abstractmethod
+    def open_store(self, implementation: str) -> TaskStore:
+        """An implementation's store on this database."""
+
+    @abstractmethod
+    def execute(self, sql: str, params: Sequence[object] = ()) -> None:
+        """Run one untimed housekeeping statement (``?`` placeholders) in autocommit mode."""
+
+    @abstractmethod
+    def maintain(self) -> None:
+        """Untimed housekeeping after seeding and between write runs, so every run starts alike."""
+
+    @abstractmethod
+    def drop(self) -> None:
+        """Delete the database."""
+
+
+class DatabaseFactory(ABC):
+    """Creates :class:`BenchDatabase` objects of one driver."""
+
+    driver: str
+
+    @abstractmethod
+    def create(self, label: str) -> BenchDatabase:
+        """A new, migrated, empty database."""
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Remove what the factory left behind."""
+
+
+class SqliteDatabase(BenchDatabase):
+    """A SQLite file in WAL mode."""
+
+    driver = "sqlite"
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.url = f"sqlite:///{path}"
+        open_provider(self.url).close()
+
+    def open_provider(self) -> Provider:
+        return open_provider(self.url)
+
+    def open_store(self, implementation: str) -> TaskStore:
+        if implementation == PLANFLOW:
+            from benchmarks.stores.planflow_store import PlanflowStore
+
+            return PlanflowStore(self.open_provider())
+        if implementation == RAW:
+            from benchmarks.stores.raw_sqlite import RawSqliteStore
+
+            return RawSqliteStore(str(self.path))
+        if implementation == SQLALCHEMY:
+            from benchmarks.stores.orm import OrmStore, sqlite_engine
+
+            return OrmStore(sqlite_engine(str(self.path)))
+        raise ValueError(f"unknown implementation {implementation!r}")
+
+    def execute(self, sql: str, params: Sequence[object] = ()) -> None:
+        import sqlite3
+
+        conn = sqlite3.connect(self.path, isolation_level=None, timeout=30)
+        try:
+            conn.execute(sql, params)
+        finally:
+            conn.close()
+
+    def maintain(self) -> None:
+        self.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+
+    def drop(self) -> None:
+        for suffix in ("", "-wal", "-shm"):
+            Path(f"{self.path}{suffix}").unlink(missing_ok=True)
+
+
+class SqliteFactory(DatabaseFactory):
+    """SQLite files in a private temporary folder."""
+
+    driver = "sqlite"
+
+    def __init__(self, workdir: str | None = None) -> None:
+        self.folder = Path(tempfile.mkdtemp(prefix="planflow-bench-", dir=workdir))
+
+    def create(self, label: str) -> BenchDatabase:
+        return SqliteDatabase(self.folder / f"{label}-{next(_counter)}.db")
+
+    def close(self) -> None:
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+
+def with_search_path(url: str, schema: str) -> str:
+    """``url`` with a libpq ``options`` parameter making ``schema`` the search path."""
+    separator = "&" if "?" in url else "?"
+    return f"{url}{separator}options={quote(f'-csearch_path={schema}', safe='')}"
+
+
+class PostgresDatabase(BenchDatabase):
+    """A schema of its own in the benchmark's Postgres database, created here and dropped afterwards."""
+
+    driver = "postgres"
+
+    def __init__(self, base_url: str, schema: str) -> None:
+        import psycopg
+
+        self.base_url = base_url
+        self.schema = schema
+        self.url = with_search_path(base_url, schema)
+        with psycopg.connect(base_url, autocommit=True) as conn:
+            conn.execute(f'CREATE SCHEMA "{schema}"')
+        open_provider(self.url).close()
+
+    def open_provider(self) -> Provider:
+        return open_provider(self.url)
+
+    def open_store(self, implementation: str) -> TaskStore:
+        if implementation == PLANFLOW:
+            from benchmarks.stores.planflow_store import PlanflowStore
+
+            return PlanflowStore(self.open_provider())
+        if implementation == RAW:
+            from benchmarks.stores.raw_postgres import RawPostgresStore
+
+            return RawPostgresStore(self.base_url, self.schema)
+        if implementation == SQLALCHEMY:
+            from benchmarks.stores.orm import OrmStore, postgres_engine
+
+            return OrmStore(postgres_engine(self.base_url, self.schema))
+        raise ValueError(f"unknown implementation {implementation!r}")
+
+    def execute(self, sql: str, params: Sequence[object] = ()) -> None:
+        import psycopg
+
+        with psycopg.connect(self.base_url, autocommit=True, options=f"-csearch_path={self.schema}") as conn:
+            conn.execute(sql.replace("?", "%s"), params)  # pyright: ignore[reportArgumentType]
+
+    def maintain(self) -> None:
+        self.execute("VACUUM ANALYZE task_states")
+
+    def drop(self) -> None:
+        import psycopg
+
+        with psycopg.connect(self.base_url, autocommit=True) as conn:
+            conn.execute(f'DROP SCHEMA IF EXISTS "{self.schema}" CASCADE')
+
+
+class PostgresFactory(DatabaseFactory):
+    """Schemas named ``pfbench_<pid>_<n>`` in one Postgres database."""
+
+    driver = "postgres"
+
+    def __init__(self, base_url: str) -> None:
+        self.base_url = base_url
+        self._created: list[PostgresDatabase] = []
+
+    def create(self, label: str) -> BenchDatabase:
+        database = PostgresDatabase(self.base_url, f"pfbench_{os.getpid()}_{next(_counter)}")
+        self._created.append(database)
+        return database
+
+    def close(self) -> None:
+        for database in self._created:
+            database.drop()
+        self._created.clear()
+
+
+def postgres_problem(url: str) -> str | None:
+    """Why the Postgres benchmarks cannot run against ``url`` (``None``: they can)."""
+    try:
+        import psycopg
+    except ImportError:
+        return "psycopg is not installed (pip install 'planflow[bench]')"
+    try:
+        import planflow.infra.postgres.backend  # noqa: F401  # pyright: ignore[reportUnusedImport]
+    except ImportError as exc:
+        return f"planflow's Postgres driver is not importable yet ({exc})"
+    try:
+        with psycopg.connect(url, connect_timeout=5) as conn:
+            conn.execute("SELECT 1")
+    except psycopg.Error as exc:
+        return f"cannot connect to {url}: {exc}".strip()
+    return None
