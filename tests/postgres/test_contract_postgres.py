@@ -5,7 +5,9 @@ from __future__ import annotations
 import pytest
 
 from planflow import Provider
+from planflow.executions import ExecutionRepository
 from tests.contract.auth import AuthRepositoryContract
+from tests.contract.executions import ExecutionRepositoryContract
 from tests.contract.tasks import TaskRepositoryContract
 from tests.contract.workflows import TransactionContract, WorkflowRepositoryContract
 
@@ -28,3 +30,9 @@ class TestPostgresTransactions(Postgres, TransactionContract): ...
 
 
 class TestPostgresAuth(Postgres, AuthRepositoryContract): ...
+
+
+class TestPostgresExecutions(ExecutionRepositoryContract):
+    @pytest.fixture
+    def executions(self, postgres_provider: Provider) -> ExecutionRepository:
+        return postgres_provider.executions
