@@ -86,7 +86,7 @@ class TaskRepositoryContract:
     def test_json_fields_round_trip_unicode_and_nesting(self, provider: Provider) -> None:
         wf = workflow(provider)
         payload = {
-            "text": "héllo 😀 \u0000 nul",
+            "text": "héllo 😀 \t tab \\ backslash \" quote",
             "list": [1, 2.5, True, None, "x"],
             "deep": {"a": {"b": {"c": []}}},
         }
@@ -118,6 +118,12 @@ class TaskRepositoryContract:
             provider.tasks.upsert_state(bad.evolve(input=None, output={"nan": float("nan")}))
         with pytest.raises(NotFoundError):
             provider.tasks.get_state(bad.task_exec_id)
+
+    def test_nul_character_in_json_is_rejected_on_every_driver(self, provider: Provider) -> None:
+        wf = workflow(provider)
+        bad = TaskState(unique("tx"), "t", wf.workflow_exec_id, wf.workflow_id, output={"s": "a\u0000b"})
+        with pytest.raises(ValidationError, match="NUL"):
+            provider.tasks.upsert_state(bad)
 
     def test_non_object_json_field_is_rejected(self, provider: Provider) -> None:
         wf = workflow(provider)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import re
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any, TypeVar
@@ -37,6 +38,8 @@ WORKFLOW_COLUMNS = (
 USER_COLUMNS = "id, email, role, created_at, updated_at"
 API_KEY_COLUMNS = "id, user_id, fingerprint, prefix, created_at, last_used"
 
+#: ``\u0000`` in JSON text, not preceded by an escaped backslash (which would make it the six characters).
+_ESCAPED_NUL = re.compile(r"(?<!\\)(?:\\\\)*\\u0000")
 _STATUS = {s.value: s for s in TaskStatus}
 _EXEC_TYPE = {e.value: e for e in ExecutionType}
 _COMPONENT = {c.value: c for c in ComponentType}
@@ -80,9 +83,13 @@ def dump_json(value: JsonValue, field: str, *, owner: str) -> str | None:
             f"{field} of {owner} must be a JSON object (dict) or None, got {type(value).__name__}"
         )
     try:
-        return json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+        text = json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
     except (TypeError, ValueError) as exc:
         raise ValidationError(f"{field} of {owner} is not JSON-serialisable: {exc}") from exc
+    if "\\u0000" in text and _ESCAPED_NUL.search(text):
+        # PostgreSQL's jsonb cannot hold NUL; refusing it everywhere keeps every store copyable to every other.
+        raise ValidationError(f"{field} of {owner} contains a NUL character (\\u0000), which cannot be stored")
+    return text
 
 
 def load_json(text: object) -> JsonObject | None:
