@@ -86,7 +86,7 @@ class TaskRepositoryContract:
     def test_json_fields_round_trip_unicode_and_nesting(self, provider: Provider) -> None:
         wf = workflow(provider)
         payload = {
-            "text": "héllo 😀 \t tab \\ backslash \" quote",
+            "text": 'héllo 😀 \t tab \\ backslash " quote',
             "list": [1, 2.5, True, None, "x"],
             "deep": {"a": {"b": {"c": []}}},
         }

@@ -88,7 +88,9 @@ def dump_json(value: JsonValue, field: str, *, owner: str) -> str | None:
         raise ValidationError(f"{field} of {owner} is not JSON-serialisable: {exc}") from exc
     if "\\u0000" in text and _ESCAPED_NUL.search(text):
         # PostgreSQL's jsonb cannot hold NUL; refusing it everywhere keeps every store copyable to every other.
-        raise ValidationError(f"{field} of {owner} contains a NUL character (\\u0000), which cannot be stored")
+        raise ValidationError(
+            f"{field} of {owner} contains a NUL character (\\u0000), which cannot be stored"
+        )
     return text
 
 
