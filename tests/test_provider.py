@@ -72,6 +72,20 @@ def test_tinydb_provider_serves_executions_and_names_what_it_does_not_serve(tmp_
         with pytest.raises(UnsupportedError, match="batch"), provider.transaction():
             pass
         assert provider.migrate() == []
+        assert provider.migration_status() == []
+        with pytest.raises(UnsupportedError, match="no transactions"):
+            provider.run_in_transaction(lambda tx: None)
+
+
+def test_tinydb_memory_provider_keeps_records_for_its_lifetime() -> None:
+    from datetime import datetime
+
+    from planflow import TaskOccurrence
+
+    with open_provider("tinydb://memory") as provider:
+        occurrence = TaskOccurrence("o1", "t1", datetime(2026, 1, 1, 9), "morning", None)
+        provider.executions.add_occurrence(occurrence)
+        assert provider.executions.list_occurrences("t1") == [occurrence]
 
 
 def test_planflow_and_the_tinydb_path_work_without_sqlite3_and_psycopg(tmp_path: Path) -> None:
