@@ -1,0 +1,190 @@
+"""Hand-written psycopg 3 code running planflow's statements: the floor planflow is measured against.
+
+One autocommit connection per thread, in UTC like planflow's. JSON columns load the psycopg way (its default
+loader parses them) and bind through ``Json`` with planflow's serialisation, so the stored text is the same.
+A single-statement write runs on its own; a bulk write is one transaction per batch, pipelined by
+``executemany``.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from datetime import UTC
+from typing import Any
+
+import psycopg
+from psycopg.types.json import Json
+
+from planflow import ConflictError, NotFoundError, TaskState, TaskTreeNode
+from planflow.infra.sql.tasks import GET, GET_VERSION, ORDER, SELECT, TREE, UPDATE_VERSIONED, UPSERT
+from planflow.models import JsonObject
+from benchmarks.data import chunks
+from benchmarks.stores.base import BULK_BATCH, MAX_DEPTH, RAW
+from benchmarks.stores.rawcodec import COMPONENT, EXECUTION_TYPE, STATUS, dumps, now, usage_from_items
+
+
+def _pg(sql: str) -> str:
+    return sql.replace("?", "%s")
+
+
+UPSERT_PG = _pg(UPSERT)
+GET_PG = _pg(GET)
+GET_VERSION_PG = _pg(GET_VERSION)
+UPDATE_PG = _pg(UPDATE_VERSIONED)
+TREE_PG = _pg(TREE)
+BY_IDS = f"{SELECT} WHERE task_exec_id = ANY(%s) {ORDER}"
+PAGE_FIRST = f"{SELECT} WHERE workflow_exec_id = %s {ORDER} LIMIT %s"
+PAGE_NEXT = f"{SELECT} WHERE workflow_exec_id = %s AND (created_at, task_exec_id) > (%s, %s) {ORDER} LIMIT %s"
+
+Row = Sequence[Any]
+
+
+def state_from_row(r: Row) -> TaskState:
+    """A TaskState from a row selected in planflow's column order (JSON already parsed by psycopg)."""
+    return TaskState(
+        r[0],
+        r[1],
+        r[2],
+        r[3],
+        COMPONENT[r[4]],
+        STATUS[r[5]],
+        EXECUTION_TYPE[r[6]],
+        r[7],
+        r[8],
+        r[9],
+        r[10],
+        r[11],
+        r[12],
+        r[13],
+        usage_from_items(r[14]),
+        r[15],
+        r[16].astimezone(UTC),
+        r[17].astimezone(UTC),
+    )
+
+
+def _json(value: JsonObject | list[dict[str, Any]] | None) -> Json | None:
+    return None if value is None else Json(value, dumps=dumps)
+
+
+def _usage(state: TaskState) -> Json | None:
+    if state.usage is None:
+        return None
+    return _json(
+        [
+            {
+                "provider": e.provider,
+                "model": e.model,
+                "source": e.source,
+                "prompt_tokens": e.prompt_tokens,
+                "completion_tokens": e.completion_tokens,
+                "total_tokens": e.total_tokens,
+            }
+            for e in state.usage.entries
+        ]
+    )
+
+
+def _values(s: TaskState) -> list[object]:
+    """The 15 written columns of a state, in planflow's order."""
+    return [
+        s.task_exec_id,
+        s.task_id,
+        s.workflow_exec_id,
+        s.workflow_id,
+        s.component.value,
+        s.status.value,
+        s.execution_type.value,
+        s.parent_state_id,
+        s.agent_id,
+        s.action_id,
+        s.tool_id,
+        _json(s.input),
+        _json(s.output),
+        _json(s.error),
+        _usage(s),
+    ]
+
+
+class RawPostgresStore:
+    """The workloads' operations in plain psycopg 3."""
+
+    name = RAW
+
+    def __init__(self, url: str, schema: str) -> None:
+        self._url = url
+        self._options = f"-csearch_path={schema} -c TimeZone=UTC"
+        self._local = threading.local()
+        self._all: list[psycopg.Connection[Any]] = []
+        self._lock = threading.Lock()
+
+    def _conn(self) -> psycopg.Connection[Any]:
+        conn: psycopg.Connection[Any] | None = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = psycopg.connect(self._url, autocommit=True, options=self._options)
+            self._local.conn = conn
+            with self._lock:
+                self._all.append(conn)
+        return conn
+
+    def bulk_upsert(self, states: Sequence[TaskState]) -> int:
+        conn = self._conn()
+        for batch in chunks(states, BULK_BATCH):
+            stamp = now()
+            rows = [[*_values(s), stamp, stamp] for s in batch]
+            with conn.transaction(), conn.cursor() as cursor:
+                cursor.executemany(UPSERT_PG, rows)
+        return len(states)
+
+    def get_state(self, task_exec_id: str) -> TaskState:
+        row = self._conn().execute(GET_PG, (task_exec_id,)).fetchone()
+        if row is None:
+            raise NotFoundError(f"task state {task_exec_id!r} not found")
+        return state_from_row(row)
+
+    def list_by_ids(self, task_exec_ids: Sequence[str]) -> list[TaskState]:
+        rows = self._conn().execute(BY_IDS, (list(task_exec_ids),)).fetchall()
+        return [state_from_row(r) for r in rows]
+
+    def get_task_tree(self, root_state_id: str) -> list[TaskTreeNode]:
+        rows = self._conn().execute(TREE_PG, (root_state_id, MAX_DEPTH, root_state_id)).fetchall()
+        return [TaskTreeNode(state_from_row(r), r[18]) for r in rows]
+
+    def list_page(
+        self, workflow_exec_id: str, limit: int, cursor: object | None
+    ) -> tuple[list[TaskState], object | None]:
+        if cursor is None:
+            rows = self._conn().execute(PAGE_FIRST, (workflow_exec_id, limit + 1)).fetchall()
+        else:
+            created, key = cursor  # type: ignore[misc]
+            rows = self._conn().execute(PAGE_NEXT, (workflow_exec_id, created, key, limit + 1)).fetchall()
+        items = [state_from_row(r) for r in rows]
+        if len(items) <= limit:
+            return items, None
+        items.pop()
+        last = items[-1]
+        return items, (last.created_at, last.task_exec_id)
+
+    def update_state(self, state: TaskState, expected_version: int) -> TaskState:
+        moment = now()
+        values = _values(state)
+        conn = self._conn()
+        row = conn.execute(UPDATE_PG, [*values[1:], moment, values[0], expected_version]).fetchone()
+        if row is None:
+            found = conn.execute(GET_VERSION_PG, (state.task_exec_id,)).fetchone()
+            if found is None:
+                raise NotFoundError(f"task state {state.task_exec_id!r} not found")
+            raise ConflictError(
+                f"task state {state.task_exec_id!r} is at version {found[0]}, expected {expected_version}",
+                expected=expected_version,
+                actual=found[0],
+            )
+        version, created = row
+        return state.evolve(version=version, created_at=created.astimezone(UTC), updated_at=moment)
+
+    def close(self) -> None:
+        with self._lock:
+            conns, self._all = self._all, []
+        for conn in conns:
+            conn.close()
