@@ -35,8 +35,20 @@ RawConnection = psycopg.Connection[TupleRow]
 #: too many connections. Class 08 (connection exceptions) is transient as a whole.
 TRANSIENT_SQLSTATES = frozenset({"40001", "40P01", "40003", "55P03", "57P01", "57P02", "57P03", "53300"})
 
-#: Connection failures reported by a server that is up but not accepting connections yet (or right now).
-_SERVER_BUSY = (
+#: Connection failures worth waiting out (until ``connect_timeout``): the server is not reachable yet, or up
+#: but not accepting connections right now. Any other failure to connect is a configuration error.
+_WAIT_AND_RETRY = (
+    "connection refused",
+    "timeout expired",
+    "timed out",
+    "no route to host",
+    "network is unreachable",
+    "could not translate host name",
+    "temporary failure in name resolution",
+    "server closed the connection unexpectedly",
+    "connection reset",
+    "could not receive data",
+    "could not send data",
     "the database system is starting up",
     "the database system is shutting down",
     "the database system is in recovery mode",
@@ -205,27 +217,28 @@ class PostgresDatabase(Database):
 
         The original exception is scrubbed in place too, since it is chained to the error and printed with it.
         """
-        message = redact_url(_text(exc))
-        secret = getattr(self, "_secret", None)
-        if secret and secret in message:
-            message = message.replace(secret, "***")
-        if redact_url(str(exc)) != str(exc) or (secret and secret in str(exc)):
+        original = str(exc)
+        message = self._scrub(_text(exc))
+        if self._scrub(original) != original:
             exc.args = (message,)
-        return kind(f"{what}: {message}")
+        return kind(self._scrub(f"{what}: {message}"))
+
+    def _scrub(self, text: str) -> str:
+        text = redact_url(text)
+        secret = getattr(self, "_secret", None)
+        return text.replace(secret, "***") if secret else text
 
     def _connect_error(self, exc: psycopg.Error) -> PlanflowError:
-        text = str(exc)
-        if isinstance(exc, psycopg.ProgrammingError):
-            return self._scrubbed(
-                ConfigError, f"invalid PostgreSQL connection settings in {self._location}", exc
-            )
-        if "FATAL:" in text and not any(busy in text for busy in _SERVER_BUSY):
-            return self._scrubbed(ConfigError, f"PostgreSQL at {self._location} refused the connection", exc)
-        return self._scrubbed(
-            TransientError,
-            f"cannot reach PostgreSQL at {self._location} within connect_timeout={self._config.connect_timeout}s",
-            exc,
-        )
+        if not isinstance(exc, psycopg.ProgrammingError):
+            lowered = str(exc).lower()
+            if any(reason in lowered for reason in _WAIT_AND_RETRY):
+                return self._scrubbed(
+                    TransientError,
+                    f"cannot reach PostgreSQL at {self._location} within "
+                    f"connect_timeout={self._config.connect_timeout}s",
+                    exc,
+                )
+        return self._scrubbed(ConfigError, f"cannot connect to PostgreSQL at {self._location}", exc)
 
     def _probe(self, deadline: float) -> None:
         """Connect once, retrying while the server is unreachable until ``deadline``, to fail fast and clearly."""
@@ -239,12 +252,13 @@ class PostgresDatabase(Database):
                 psycopg.connect(self._conninfo, **kwargs).close()  # pyright: ignore[reportArgumentType]
             except psycopg.Error as exc:
                 error = self._connect_error(exc)
-                if isinstance(error, ConfigError) or time.monotonic() + delay >= deadline:
+                remaining = deadline - time.monotonic()
+                if isinstance(error, ConfigError) or remaining <= 0:
                     raise error from exc
+                time.sleep(min(delay, remaining))
+                delay = min(delay * 2, 1.0)
             else:
                 return
-            time.sleep(delay)
-            delay = min(delay * 2, 1.0)
 
     @contextmanager
     def _connect(self) -> Generator[Connection, None, None]:
