@@ -1,0 +1,5 @@
+"""``python -m planflow``: the ``planflow`` command."""
+
+from planflow.cli import main
+
+main()

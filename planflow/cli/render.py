@@ -1,0 +1,311 @@
+"""How the command line shows things: rich trees, tables and progress bars, and their JSON twins.
+
+Labels are built as :class:`rich.text.Text`, never as markup, so ids holding ``[brackets]`` print as they are.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import datetime
+from types import TracebackType
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
+from rich.table import Table
+from rich.text import Text
+from rich.tree import Tree
+
+from planflow.cli.copy import CopyReport
+from planflow.cli.records import to_json
+from planflow.infra.sql.migrations import MigrationStatus
+from planflow.models import (
+    JsonObject,
+    JsonValue,
+    ParallelStrategy,
+    ProgressInfo,
+    TaskState,
+    TaskStatus,
+    TaskTreeNode,
+    UsageSummary,
+    WorkflowState,
+)
+
+STATUS_STYLES: dict[TaskStatus, str] = {
+    TaskStatus.PENDING: "dim",
+    TaskStatus.RUNNING: "yellow",
+    TaskStatus.WAITING: "cyan",
+    TaskStatus.PAUSED: "cyan",
+    TaskStatus.SUCCESS: "green",
+    TaskStatus.FAILED: "bold red",
+    TaskStatus.TIMED_OUT: "red",
+    TaskStatus.CANCELED: "magenta",
+}
+
+
+def status_text(status: TaskStatus) -> Text:
+    """A status, coloured."""
+    return Text(status.value, style=STATUS_STYLES.get(status, ""))
+
+
+def task_label(state: TaskState, *, exec_id: bool = True) -> Text:
+    """One line for a task: status, task id, execution type, agent or tool, tokens, and its exec id."""
+    label = Text.assemble(
+        status_text(state.status), " ", (state.task_id, "bold"), f"  {state.execution_type.value}"
+    )
+    if state.agent_id:
+        label.append(f"  agent={state.agent_id}", style="blue")
+    if state.tool_id:
+        label.append(f"  tool={state.tool_id}", style="blue")
+    if state.usage is not None and state.usage.total_tokens:
+        label.append(f"  {state.usage.total_tokens:,} tokens", style="dim")
+    if exec_id:
+        label.append(f"  {state.task_exec_id}", style="dim")
+    return label
+
+
+def workflow_label(state: WorkflowState) -> Text:
+    """One line for a workflow: status, workflow id and exec id."""
+    return Text.assemble(
+        status_text(state.status), " ", (state.workflow_id, "bold"), "  ", (state.workflow_exec_id, "dim")
+    )
+
+
+def add_task_tree(
+    root: Tree, nodes: Sequence[TaskTreeNode], *, max_children: int | None = None, exec_ids: bool = True
+) -> None:
+    """Attach a task tree (as ``get_task_tree`` returns it: depth, then ``created_at``) under ``root``.
+
+    Args:
+        root: Where the tree's root task goes.
+        nodes: The root (depth 0) and its descendants.
+        max_children: Show at most this many children per task; the others are summarised by status on one
+            line (``None``: show all).
+        exec_ids: Show each task's exec id.
+    """
+    branches: dict[str, Tree] = {}
+    shown: Counter[str] = Counter()
+    hidden: dict[str, Counter[TaskStatus]] = {}
+    for node in nodes:
+        state = node.state
+        parent = state.parent_state_id
+        if node.depth == 0:
+            holder = root
+        elif parent in branches:
+            assert parent is not None
+            if max_children is not None and shown[parent] >= max_children:
+                hidden.setdefault(parent, Counter())[state.status] += 1
+                continue
+            shown[parent] += 1
+            holder = branches[parent]
+        else:
+            continue  # under a hidden task
+        branches[state.task_exec_id] = holder.add(task_label(state, exec_id=exec_ids))
+    for parent, counts in hidden.items():
+        summary = Text(f"… {sum(counts.values())} more: ", style="dim")
+        for index, (status, count) in enumerate(sorted(counts.items())):
+            summary.append(", " if index else "")
+            summary.append(f"{count} ")
+            summary.append_text(status_text(status))
+        branches[parent].add(summary)
+
+
+def tree_json(nodes: Sequence[TaskTreeNode]) -> list[JsonValue]:
+    """A task tree as nested JSON: ``[{"task": {...}, "children": [...]}]`` (one entry per root)."""
+    children_of: dict[str, list[JsonValue]] = {}
+    roots: list[JsonValue] = []
+    for node in nodes:
+        children: list[JsonValue] = []
+        children_of[node.state.task_exec_id] = children
+        entry: JsonObject = {"task": to_json(node.state), "children": children}
+        siblings = children_of.get(node.state.parent_state_id or "") if node.depth else None
+        (roots if siblings is None else siblings).append(entry)
+    return roots
+
+
+def progress_table(rows: Iterable[tuple[TaskState, ProgressInfo, ParallelStrategy]]) -> Table:
+    """The progress of each parent task: children by status, rates and the overall status under its strategy."""
+    table = Table(title="Progress of parent tasks", title_justify="left")
+    table.add_column("task")
+    table.add_column("type")
+    table.add_column("strategy")
+    for name in ("total", "success", "failed", "canceled", "running", "pending"):
+        table.add_column(name, justify="right")
+    table.add_column("done", justify="right")
+    table.add_column("failure", justify="right")
+    table.add_column("overall")
+    for state, info, strategy in rows:
+        table.add_row(
+            state.task_id,
+            state.execution_type.value,
+            strategy.value,
+            str(info.total),
+            str(info.success),
+            str(info.failed),
+            str(info.canceled),
+            str(info.running),
+            str(info.pending),
+            f"{info.completion_rate:.0%}",
+            f"{info.failure_rate:.0%}",
+            status_text(info.overall_status(strategy)),
+        )
+    return table
+
+
+def usage_table(usage: UsageSummary | None, *, title: str = "LLM usage") -> Table:
+    """Token counts per provider, model and source, with a total row."""
+    table = Table(title=title, title_justify="left", show_footer=True)
+    entries = usage.entries if usage is not None else ()
+    table.add_column("provider", footer="total")
+    table.add_column("model")
+    table.add_column("source")
+    table.add_column("prompt", justify="right", footer=f"{sum(e.prompt_tokens for e in entries):,}")
+    table.add_column("completion", justify="right", footer=f"{sum(e.completion_tokens for e in entries):,}")
+    table.add_column("total", justify="right", footer=f"{sum(e.total_tokens for e in entries):,}")
+    for entry in entries:
+        table.add_row(
+            entry.provider,
+            entry.model,
+            entry.source,
+            f"{entry.prompt_tokens:,}",
+            f"{entry.completion_tokens:,}",
+            f"{entry.total_tokens:,}",
+        )
+    return table
+
+
+def workflows_table(states: Sequence[WorkflowState]) -> Table:
+    """One row per workflow execution."""
+    table = Table(title=f"{len(states)} workflow executions", title_justify="left")
+    for name in ("workflow exec id", "workflow", "status"):
+        table.add_column(name)
+    table.add_column("tasks", justify="right")
+    table.add_column("tokens", justify="right")
+    table.add_column("created (UTC)")
+    table.add_column("updated (UTC)")
+    for state in states:
+        table.add_row(
+            state.workflow_exec_id,
+            state.workflow_id,
+            status_text(state.status),
+            str(len(state.tasks)),
+            f"{state.usage.total_tokens:,}" if state.usage else "",
+            _when(state.created_at),
+            _when(state.updated_at),
+        )
+    return table
+
+
+def _when(moment: datetime | None) -> str:
+    return "" if moment is None else moment.strftime("%Y-%m-%d %H:%M:%S")
+
+
+def migrations_table(statuses: Sequence[MigrationStatus]) -> Table:
+    """Every known migration, applied (with when) or pending."""
+    table = Table(title="Migrations", title_justify="left")
+    table.add_column("version", justify="right")
+    table.add_column("name")
+    table.add_column("applied (UTC)")
+    for status in statuses:
+        applied = Text(_when(status.applied_at)) if status.applied_at else Text("pending", style="yellow")
+        table.add_row(f"{status.version:04d}", status.name, applied)
+    return table
+
+
+def counts_table(counts: Mapping[str, int], *, title: str, key: str = "table") -> Table:
+    """A two-column table of names and counts."""
+    table = Table(title=title, title_justify="left")
+    table.add_column(key)
+    table.add_column("records", justify="right")
+    for name, count in counts.items():
+        table.add_row(name, f"{count:,}")
+    return table
+
+
+def copy_table(report: CopyReport) -> Table:
+    """What a copy wrote per table and what verification found."""
+    table = Table(title="Copy", title_justify="left")
+    table.add_column("table")
+    for name in ("source", "written", "unchanged", "target", "missing"):
+        table.add_column(name, justify="right")
+    table.add_column("checksum (source = target)")
+    table.add_column("verified")
+    for line in report.tables:
+        same = line.source_checksum == line.target_checksum
+        table.add_row(
+            line.name,
+            f"{line.source:,}",
+            f"{line.written:,}",
+            f"{line.unchanged:,}",
+            f"{line.target:,}",
+            f"{line.missing:,}",
+            Text(
+                line.source_checksum[:16]
+                if same
+                else f"{line.source_checksum[:16]} ≠ {line.target_checksum[:16]}",
+                style="" if same else "red",
+            ),
+            Text("yes", style="green") if line.verified else Text("NO", style="bold red"),
+        )
+    return table
+
+
+class RichProgress:
+    """A rich progress bar with one line per phase; a :class:`~planflow.cli.copy.CopyProgress`.
+
+    Use it as a context manager; with ``enabled=False`` it shows nothing.
+    """
+
+    def __init__(self, console: Console, *, enabled: bool = True) -> None:
+        self._progress = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=console,
+            disable=not enabled,
+        )
+        self._lines: dict[str, TaskID] = {}
+
+    def start(self, phase: str, total: int) -> None:
+        """Add the line of ``phase``, out of ``total`` (or reset it)."""
+        if phase in self._lines:
+            self._progress.reset(self._lines[phase], total=total)
+        else:
+            self._lines[phase] = self._progress.add_task(phase, total=total)
+
+    def advance(self, phase: str, count: int) -> None:
+        """Move the line of ``phase`` forward by ``count``."""
+        self._progress.advance(self._lines[phase], count)
+
+    def update(self, phase: str, completed: int, total: int) -> None:
+        """Set the line of ``phase`` to ``completed`` out of ``total`` (thread-safe)."""
+        if phase not in self._lines:
+            self._lines[phase] = self._progress.add_task(phase, total=total)
+        self._progress.update(self._lines[phase], completed=completed, total=total)
+
+    def __enter__(self) -> RichProgress:
+        self._progress.start()
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self._progress.stop()
+
+
+__all__ = [
+    "STATUS_STYLES",
+    "RichProgress",
+    "add_task_tree",
+    "copy_table",
+    "counts_table",
+    "migrations_table",
+    "progress_table",
+    "status_text",
+    "task_label",
+    "tree_json",
+    "usage_table",
+    "workflow_label",
+    "workflows_table",
+]
