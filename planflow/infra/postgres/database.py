@@ -19,7 +19,7 @@ from contextlib import contextmanager
 from functools import lru_cache
 
 import psycopg
-from psycopg.conninfo import conninfo_to_dict
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg.rows import TupleRow
 from psycopg.types.string import TextLoader
 from psycopg_pool import ConnectionPool, PoolClosed, PoolTimeout
@@ -177,12 +177,12 @@ class PostgresDatabase(Database):
         password = params.get("password")
         self._secret = str(password) if password else None
         self._conninfo = url
-        self._kwargs = self._connection_kwargs(params)
+        self._settings = self._connection_settings(params)
         deadline = time.monotonic() + config.connect_timeout
         self._probe(deadline)
         self._pool: ConnectionPool[RawConnection] = ConnectionPool(
             url,
-            kwargs=self._kwargs,
+            kwargs={"autocommit": True, **self._settings},
             min_size=config.pool_min_size,
             max_size=config.pool_max_size,
             open=False,
@@ -202,15 +202,15 @@ class PostgresDatabase(Database):
                 f"connect_timeout={config.connect_timeout}s"
             ) from exc
 
-    def _connection_kwargs(self, params: Mapping[str, object]) -> dict[str, object]:
-        """Settings of every connection, on top of the URL's: autocommit, UTC, a connect timeout."""
+    def _connection_settings(self, params: Mapping[str, object]) -> dict[str, str | int]:
+        """Connection parameters on top of the URL's: UTC, a connect timeout, an application name."""
         options = f"{params.get('options') or ''} -c TimeZone=UTC".strip()
-        kwargs: dict[str, object] = {"autocommit": True, "options": options}
+        settings: dict[str, str | int] = {"options": options}
         if "connect_timeout" not in params:
-            kwargs["connect_timeout"] = max(2, math.ceil(self._config.connect_timeout))
+            settings["connect_timeout"] = max(2, math.ceil(self._config.connect_timeout))
         if "application_name" not in params:
-            kwargs["application_name"] = "planflow"
-        return kwargs
+            settings["application_name"] = "planflow"
+        return settings
 
     def _scrubbed(self, kind: type[PlanflowError], what: str, exc: psycopg.Error) -> PlanflowError:
         """``kind`` with ``what`` and psycopg's message, which can echo the conninfo, without the password.
@@ -245,11 +245,11 @@ class PostgresDatabase(Database):
         delay = 0.05
         while True:
             remaining = deadline - time.monotonic()
-            kwargs = {**self._kwargs}
-            if "connect_timeout" in kwargs:
-                kwargs["connect_timeout"] = max(2, math.ceil(remaining))
+            settings = {**self._settings}
+            if "connect_timeout" in settings:
+                settings["connect_timeout"] = max(2, math.ceil(remaining))
             try:
-                psycopg.connect(self._conninfo, **kwargs).close()  # pyright: ignore[reportArgumentType]
+                psycopg.connect(make_conninfo(self._conninfo, **settings)).close()
             except psycopg.Error as exc:
                 error = self._connect_error(exc)
                 remaining = deadline - time.monotonic()
