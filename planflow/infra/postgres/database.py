@@ -17,6 +17,7 @@ import time
 from collections.abc import Generator, Iterable, Mapping
 from contextlib import contextmanager
 from functools import lru_cache
+from urllib.parse import urlsplit
 
 import psycopg
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
@@ -151,6 +152,14 @@ class PostgresConnection(Connection):
             raise translate(exc, lost=self.raw.closed) from exc
 
 
+def _url_password(url: str) -> str | None:
+    """The password of a URL, read without libpq (which may reject the URL), to scrub it from messages."""
+    try:
+        return urlsplit(url).password
+    except ValueError:
+        return None
+
+
 def _configure(raw: RawConnection) -> None:
     # JSON as text, like SQLite: the shared codec parses it once. Per connection, never psycopg's globals.
     raw.adapters.register_loader("json", TextLoader)
@@ -170,12 +179,13 @@ class PostgresDatabase(Database):
         self._config = config
         url = config.url or ""
         self._location = redact_url(url)
+        self._secret: str | None = _url_password(url)
         try:
             params = conninfo_to_dict(url)
         except psycopg.Error as exc:
             raise self._scrubbed(ConfigError, f"invalid PostgreSQL URL {self._location!r}", exc) from exc
         password = params.get("password")
-        self._secret = str(password) if password else None
+        self._secret = str(password) if password else self._secret
         self._conninfo = url
         self._settings = self._connection_settings(params)
         deadline = time.monotonic() + config.connect_timeout
@@ -225,8 +235,7 @@ class PostgresDatabase(Database):
 
     def _scrub(self, text: str) -> str:
         text = redact_url(text)
-        secret = getattr(self, "_secret", None)
-        return text.replace(secret, "***") if secret else text
+        return text.replace(self._secret, "***") if self._secret else text
 
     def _connect_error(self, exc: psycopg.Error) -> PlanflowError:
         if not isinstance(exc, psycopg.ProgrammingError):
