@@ -84,14 +84,21 @@ def server_url() -> str:
     return url
 
 
-def with_search_path(url: str, schema: str) -> str:
-    """``url`` with ``options=-csearch_path=<schema>`` (after any options the URL already has)."""
+def with_query(url: str, **params: str) -> str:
+    """``url`` with query parameters set (``options`` is appended to any options the URL already has)."""
     parts = urlsplit(url)
     query = dict(parse_qsl(parts.query, keep_blank_values=True))
-    query["options"] = f"{query.get('options', '')} -csearch_path={schema}".strip()
+    for key, value in params.items():
+        query[key] = f"{query[key]} {value}" if key == "options" and query.get(key) else value
+    # quote, not quote_plus: libpq does not read "+" as a space.
     return urlunsplit(
         (parts.scheme, parts.netloc, parts.path, urlencode(query, quote_via=quote), parts.fragment)
     )
+
+
+def with_search_path(url: str, schema: str) -> str:
+    """``url`` with ``options=-csearch_path=<schema>`` (after any options the URL already has)."""
+    return with_query(url, options=f"-csearch_path={schema}")
 
 
 def create_schema(base_url: str) -> str:

@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from multiprocessing.synchronize import Barrier as ProcessBarrier
 from queue import Queue
 from typing import Any
-from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
 import psycopg
 import pytest
@@ -38,23 +38,13 @@ from planflow import (
 )
 from planflow.infra.sql.database import Connection, Database, ForeignKeyViolation
 from planflow.infra.sql.migrations import TABLE, load_migrations
+from tests.pg import with_query
 
 pytestmark = pytest.mark.postgres
 
 THREADS = 16
 PROCESSES = 4
 ATTEMPTS_PER_WORKER = 25
-
-
-def with_query(url: str, **params: str) -> str:
-    """``url`` with query parameters added (``options`` appended to any the URL has)."""
-    parts = urlsplit(url)
-    query = dict(parse_qsl(parts.query, keep_blank_values=True))
-    for key, value in params.items():
-        query[key] = f"{query[key]} {value}" if key == "options" and query.get(key) else value
-    return urlunsplit(
-        (parts.scheme, parts.netloc, parts.path, urlencode(query, quote_via=quote), parts.fragment)
-    )
 
 
 def report(message: str) -> None:
