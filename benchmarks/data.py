@@ -25,7 +25,13 @@ WORKFLOW_ID = "bench-workflow"
 #: Children per task in the trees of the tree workloads.
 FAN_OUT = 10
 
-_STATUSES = (TaskStatus.SUCCESS, TaskStatus.RUNNING, TaskStatus.PENDING, TaskStatus.FAILED, TaskStatus.WAITING)
+_STATUSES = (
+    TaskStatus.SUCCESS,
+    TaskStatus.RUNNING,
+    TaskStatus.PENDING,
+    TaskStatus.FAILED,
+    TaskStatus.WAITING,
+)
 _TYPES = (ExecutionType.BASIC, ExecutionType.BASIC, ExecutionType.PARALLEL, ExecutionType.ROUTER)
 
 
@@ -59,11 +65,27 @@ def task(
         agent_id=f"agent-{index % 7}",
         action_id=f"action-{index % 11}",
         tool_id=None if index % 3 else f"tool-{index % 13}",
-        input={"prompt": f"Summarise document {index}", "temperature": 0.2, "max_tokens": 512, "tags": ["a", "b"]},
-        output=None if step % 4 == 1 else {"text": f"Summary {index} round {round_}", "tokens": 100 + step % 97},
+        input={
+            "prompt": f"Summarise document {index}",
+            "temperature": 0.2,
+            "max_tokens": 512,
+            "tags": ["a", "b"],
+        },
+        output=None
+        if step % 4 == 1
+        else {"text": f"Summary {index} round {round_}", "tokens": 100 + step % 97},
         error={"code": "TIMEOUT", "retryable": True} if step % 17 == 0 else None,
         usage=UsageSummary(
-            (UsageEntry("openai", "gpt-4o-mini", "task", 200 + index % 50, 40 + step % 30, 240 + index % 50 + step % 30),)
+            (
+                UsageEntry(
+                    "openai",
+                    "gpt-4o-mini",
+                    "task",
+                    200 + index % 50,
+                    40 + step % 30,
+                    240 + index % 50 + step % 30,
+                ),
+            )
         ),
     )
 
@@ -80,7 +102,8 @@ def tree(prefix: str, count: int, workflow_exec_id: str) -> list[TaskState]:
     """
     states = [task(prefix, 0, workflow_exec_id)]
     states += [
-        task(prefix, i, workflow_exec_id, parent=task_id_for(prefix, (i - 1) // FAN_OUT)) for i in range(1, count)
+        task(prefix, i, workflow_exec_id, parent=task_id_for(prefix, (i - 1) // FAN_OUT))
+        for i in range(1, count)
     ]
     return states
 
@@ -108,5 +131,7 @@ def executions(count: int) -> list[TaskExecution]:
         if i % 3 == 0:
             history += [TaskEvent("missed", moment + timedelta(minutes=5))]
             history += [TaskEvent("rescheduled", moment + timedelta(minutes=6))]
-        records.append(TaskExecution(f"occ-{i:06d}", "pending" if i % 3 else "missed", 3 - (i % 3 == 0), history))
+        records.append(
+            TaskExecution(f"occ-{i:06d}", "pending" if i % 3 else "missed", 3 - (i % 3 == 0), history)
+        )
     return records

@@ -15,8 +15,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from urllib.parse import quote
 
-from planflow import Provider, open_provider
 from benchmarks.stores.base import PLANFLOW, RAW, SQLALCHEMY, TaskStore
+from planflow import Provider, open_provider
 
 DEFAULT_POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432/test"
 _counter = itertools.count()

@@ -77,15 +77,39 @@ def timed(call: Callable[[], object]) -> float:
     return time.perf_counter() - start
 
 
+@dataclass(frozen=True, slots=True)
+class Extra:
+    """More rounds for cheap workloads: medians of more samples resist a noisy machine better.
+
+    Rounds continue past the minimum while the timed rounds so far took less than ``budget`` seconds, up to
+    ``most`` rounds in all.
+    """
+
+    most: int
+    budget: float
+
+
+def _another_round(done: int, warmup: int, least: int, extra: Extra | None, spent: float) -> bool:
+    timed_rounds = done - warmup
+    if timed_rounds < least:
+        return True
+    return extra is not None and timed_rounds < extra.most and spent < extra.budget
+
+
 def run_sql_workload(
     factory: DatabaseFactory,
     spec: WorkloadSpec,
+    *,
     implementations: Sequence[str],
     repetitions: int,
     warmup: int,
+    extra: Extra | None = None,
     progress: Progress | None = None,
 ) -> Measurement:
-    """Time ``spec`` for each implementation, each on its own fresh database, interleaved."""
+    """Time ``spec`` for each implementation, each on its own fresh database, interleaved.
+
+    At least ``repetitions`` timed rounds run; ``extra`` adds rounds while the workload is cheap.
+    """
     measurement = Measurement(spec.number, spec.key, spec.title, factory.driver, spec.size, spec.group)
     databases: dict[str, BenchDatabase] = {}
     stores: dict[str, TaskStore] = {}
@@ -100,7 +124,10 @@ def run_sql_workload(
             stores[implementation] = database.open_store(implementation)
             measurement.samples[implementation] = []
             measurement.counts[implementation] = {}
-        for repetition in range(warmup + repetitions):
+        repetition, timed_since = 0, time.perf_counter()
+        while _another_round(repetition, warmup, repetitions, extra, time.perf_counter() - timed_since):
+            if repetition == warmup:
+                timed_since = time.perf_counter()
             for implementation in rotated(implementations, repetition):
                 workload, store = workloads[implementation], stores[implementation]
                 workload.before(databases[implementation])
@@ -118,8 +145,9 @@ def run_sql_workload(
                     for name, value in outcome.counts.items():
                         measurement.counts[implementation].setdefault(name, []).append(value)
             if progress is not None:
-                label = "warm-up" if repetition < warmup else f"rep {repetition - warmup + 1}/{repetitions}"
+                label = "warm-up" if repetition < warmup else f"rep {repetition - warmup + 1}"
                 progress(f"{factory.driver} w{spec.number} {spec.title}: {label}")
+            repetition += 1
     finally:
         for store in stores.values():
             store.close()

@@ -12,10 +12,10 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-from planflow import ConflictError, Provider, TaskState
 from benchmarks import data
 from benchmarks.databases import BenchDatabase
 from benchmarks.stores.base import TaskStore
+from planflow import ConflictError, Provider, TaskState
 
 
 @dataclass(slots=True)
@@ -36,14 +36,14 @@ class Workload(ABC):
     def seed(self, provider: Provider) -> None:
         """Fill the fresh database (untimed, once), through planflow for every implementation alike."""
 
-    def before(self, database: BenchDatabase) -> None:
+    def before(self, database: BenchDatabase) -> None:  # noqa: B027 - optional hook
         """Reset what the previous run changed (untimed, before every run)."""
 
     @abstractmethod
     def run(self, store: TaskStore) -> Outcome:
         """The timed part."""
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - optional hook
         """Release what the workload holds (threads)."""
 
 
@@ -254,9 +254,15 @@ def main_workloads(size: int, paging_size: int, threads: int, per_thread: int) -
         WorkloadSpec(3, "list_by_ids", f"list_by_ids, {size:,} ids", size, lambda: ListByIds(size)),
         WorkloadSpec(4, "task_tree", f"get_task_tree, {size:,} tasks", size, lambda: TaskTree(size)),
         WorkloadSpec(
-            5, "paging", f"list_states {paging_size:,} / 500 per page", paging_size, lambda: Paging(paging_size)
+            5,
+            "paging",
+            f"list_states {paging_size:,} / 500 per page",
+            paging_size,
+            lambda: Paging(paging_size),
         ),
-        WorkloadSpec(6, "update_state", f"{size:,} x update_state(expected)", size, lambda: OptimisticUpdate(size)),
+        WorkloadSpec(
+            6, "update_state", f"{size:,} x update_state(expected)", size, lambda: OptimisticUpdate(size)
+        ),
         WorkloadSpec(
             7,
             "concurrent_updates",
@@ -270,11 +276,20 @@ def main_workloads(size: int, paging_size: int, threads: int, per_thread: int) -
 def scaling_workloads(sizes: list[int]) -> list[WorkloadSpec]:
     """Workload 8: workloads 1, 4 and 5 at each of ``sizes``."""
     specs: list[WorkloadSpec] = []
-    for number, key, make in ((1, "bulk_upsert", BulkUpsert), (4, "task_tree", TaskTree), (5, "paging", Paging)):
+    for number, key, make in (
+        (1, "bulk_upsert", BulkUpsert),
+        (4, "task_tree", TaskTree),
+        (5, "paging", Paging),
+    ):
         for size in sizes:
             specs.append(
                 WorkloadSpec(
-                    8, f"scale_{key}", f"{key} at {size:,}", size, lambda m=make, s=size: m(s), group=f"scale:{number}"
+                    8,
+                    f"scale_{key}",
+                    f"{key} at {size:,}",
+                    size,
+                    lambda m=make, s=size: m(s),
+                    group=f"scale:{number}",
                 )
             )
     return specs

@@ -35,6 +35,8 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, aliased, mapped_column, sessionmaker
 from sqlalchemy.orm.exc import StaleDataError
 
+from benchmarks.data import chunks
+from benchmarks.stores.base import BULK_BATCH, MAX_DEPTH, SQLALCHEMY
 from planflow import (
     ComponentType,
     ConflictError,
@@ -46,8 +48,6 @@ from planflow import (
     UsageEntry,
     UsageSummary,
 )
-from benchmarks.data import chunks
-from benchmarks.stores.base import BULK_BATCH, MAX_DEPTH, SQLALCHEMY
 
 E = TypeVar("E", bound=StrEnum)
 
@@ -114,12 +114,16 @@ class TaskRow(Base):
 
     task_exec_id: Mapped[str] = mapped_column(String, primary_key=True)
     task_id: Mapped[str] = mapped_column(String)
-    workflow_exec_id: Mapped[str] = mapped_column(ForeignKey("workflow_states.workflow_exec_id", ondelete="CASCADE"))
+    workflow_exec_id: Mapped[str] = mapped_column(
+        ForeignKey("workflow_states.workflow_exec_id", ondelete="CASCADE")
+    )
     workflow_id: Mapped[str] = mapped_column(String)
     component: Mapped[ComponentType] = mapped_column(_enum(ComponentType))
     status: Mapped[TaskStatus] = mapped_column(_enum(TaskStatus))
     execution_type: Mapped[ExecutionType] = mapped_column(_enum(ExecutionType))
-    parent_state_id: Mapped[str | None] = mapped_column(ForeignKey("task_states.task_exec_id", ondelete="CASCADE"))
+    parent_state_id: Mapped[str | None] = mapped_column(
+        ForeignKey("task_states.task_exec_id", ondelete="CASCADE")
+    )
     agent_id: Mapped[str | None] = mapped_column(String)
     action_id: Mapped[str | None] = mapped_column(String)
     tool_id: Mapped[str | None] = mapped_column(String)
@@ -215,7 +219,9 @@ def sqlite_engine(path: str) -> Engine:
 
 def postgres_engine(url: str, schema: str) -> Engine:
     """An engine on Postgres through psycopg 3, with ``schema`` as the search path."""
-    sa_url = url.replace("postgresql://", "postgresql+psycopg://", 1).replace("postgres://", "postgresql+psycopg://", 1)
+    sa_url = url.replace("postgresql://", "postgresql+psycopg://", 1).replace(
+        "postgres://", "postgresql+psycopg://", 1
+    )
     return create_engine(sa_url, connect_args={"options": f"-csearch_path={schema}"}, pool_size=10)
 
 

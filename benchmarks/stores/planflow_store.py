@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from planflow import Provider, TaskFilter, TaskState, TaskTreeNode
 from benchmarks.stores.base import MAX_DEPTH, PLANFLOW
+from planflow import Provider, TaskFilter, TaskState, TaskTreeNode
 
 
 class PlanflowStore:
@@ -33,7 +33,9 @@ class PlanflowStore:
         self, workflow_exec_id: str, limit: int, cursor: object | None
     ) -> tuple[list[TaskState], object | None]:
         assert cursor is None or isinstance(cursor, str)
-        page = self._tasks.list_states(TaskFilter(workflow_exec_id=workflow_exec_id), limit=limit, cursor=cursor)
+        page = self._tasks.list_states(
+            TaskFilter(workflow_exec_id=workflow_exec_id), limit=limit, cursor=cursor
+        )
         return page.items, page.next_cursor
 
     def update_state(self, state: TaskState, expected_version: int) -> TaskState:

@@ -16,12 +16,12 @@ from typing import Any
 import psycopg
 from psycopg.types.json import Json
 
-from planflow import ConflictError, NotFoundError, TaskState, TaskTreeNode
-from planflow.infra.sql.tasks import GET, GET_VERSION, ORDER, SELECT, TREE, UPDATE_VERSIONED, UPSERT
-from planflow.models import JsonObject
 from benchmarks.data import chunks
 from benchmarks.stores.base import BULK_BATCH, MAX_DEPTH, RAW
 from benchmarks.stores.rawcodec import COMPONENT, EXECUTION_TYPE, STATUS, dumps, now, usage_from_items
+from planflow import ConflictError, NotFoundError, TaskState, TaskTreeNode
+from planflow.infra.sql.tasks import GET, GET_VERSION, ORDER, SELECT, TREE, UPDATE_VERSIONED, UPSERT
+from planflow.models import JsonObject
 
 
 def _pg(sql: str) -> str:

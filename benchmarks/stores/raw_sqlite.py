@@ -12,8 +12,6 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from planflow import ConflictError, NotFoundError, TaskState, TaskTreeNode
-from planflow.infra.sql.tasks import GET, GET_VERSION, ORDER, SELECT, TREE, UPDATE_VERSIONED, UPSERT
 from benchmarks.data import chunks
 from benchmarks.stores.base import BULK_BATCH, MAX_DEPTH, RAW
 from benchmarks.stores.rawcodec import (
@@ -28,6 +26,8 @@ from benchmarks.stores.rawcodec import (
     usage_from_items,
     usage_text,
 )
+from planflow import ConflictError, NotFoundError, TaskState, TaskTreeNode
+from planflow.infra.sql.tasks import GET, GET_VERSION, ORDER, SELECT, TREE, UPDATE_VERSIONED, UPSERT
 
 BY_IDS = f"{SELECT} WHERE task_exec_id IN (SELECT value FROM json_each(?)) {ORDER}"
 PAGE_FIRST = f"{SELECT} WHERE workflow_exec_id = ? {ORDER} LIMIT ?"
@@ -143,7 +143,9 @@ class RawSqliteStore:
             rows = self._conn().execute(PAGE_FIRST, (workflow_exec_id, limit + 1)).fetchall()
         else:
             created, key = cursor  # type: ignore[misc]
-            rows = self._conn().execute(PAGE_NEXT, (workflow_exec_id, iso(created), key, limit + 1)).fetchall()
+            rows = (
+                self._conn().execute(PAGE_NEXT, (workflow_exec_id, iso(created), key, limit + 1)).fetchall()
+            )
         items = [state_from_row(r) for r in rows]
         if len(items) <= limit:
             return items, None
@@ -156,7 +158,9 @@ class RawSqliteStore:
         values = _values(state)
         conn = self._conn()
         # fetchall: the RETURNING statement must finish before autocommit can commit it.
-        rows = conn.execute(UPDATE_VERSIONED, [*values[1:], iso(moment), values[0], expected_version]).fetchall()
+        rows = conn.execute(
+            UPDATE_VERSIONED, [*values[1:], iso(moment), values[0], expected_version]
+        ).fetchall()
         if not rows:
             found = conn.execute(GET_VERSION, (state.task_exec_id,)).fetchone()
             if found is None:
