@@ -1,7 +1,4 @@
 -- planflow schema 1 (PostgreSQL): workflow and task execution state, users and API keys.
--- JSON fields are JSON, not JSONB: JSONB cannot hold the string "\u0000" that JSON values may contain, and it
--- reorders keys; planflow never queries inside these documents (the shared codec parses them), so the text is
--- kept exactly as written. Cast to jsonb in ad-hoc queries that need its operators.
 -- Foreign keys are DEFERRABLE (checked per statement unless a transaction defers them) so that a verbatim
 -- import (planflow copy) may write a child before its parent inside one batch.
 
@@ -10,10 +7,10 @@ CREATE TABLE workflow_states (
     workflow_id      TEXT NOT NULL,
     status           TEXT NOT NULL CHECK (status IN
         ('PENDING', 'RUNNING', 'SUCCESS', 'FAILED', 'TIMED_OUT', 'CANCELED', 'WAITING', 'PAUSED')),
-    usage            JSON CHECK (usage IS NULL OR json_typeof(usage) = 'array'),
-    input            JSON CHECK (input IS NULL OR json_typeof(input) = 'object'),
-    output           JSON CHECK (output IS NULL OR json_typeof(output) = 'object'),
-    error            JSON CHECK (error IS NULL OR json_typeof(error) = 'object'),
+    usage            JSONB CHECK (usage IS NULL OR jsonb_typeof(usage) = 'array'),
+    input            JSONB CHECK (input IS NULL OR jsonb_typeof(input) = 'object'),
+    output           JSONB CHECK (output IS NULL OR jsonb_typeof(output) = 'object'),
+    error            JSONB CHECK (error IS NULL OR jsonb_typeof(error) = 'object'),
     version          INTEGER NOT NULL DEFAULT 1 CHECK (version >= 1),
     created_at       TIMESTAMPTZ NOT NULL,
     updated_at       TIMESTAMPTZ NOT NULL
@@ -39,10 +36,10 @@ CREATE TABLE task_states (
     agent_id         TEXT,
     action_id        TEXT,
     tool_id          TEXT,
-    input            JSON CHECK (input IS NULL OR json_typeof(input) = 'object'),
-    output           JSON CHECK (output IS NULL OR json_typeof(output) = 'object'),
-    error            JSON CHECK (error IS NULL OR json_typeof(error) = 'object'),
-    usage            JSON CHECK (usage IS NULL OR json_typeof(usage) = 'array'),
+    input            JSONB CHECK (input IS NULL OR jsonb_typeof(input) = 'object'),
+    output           JSONB CHECK (output IS NULL OR jsonb_typeof(output) = 'object'),
+    error            JSONB CHECK (error IS NULL OR jsonb_typeof(error) = 'object'),
+    usage            JSONB CHECK (usage IS NULL OR jsonb_typeof(usage) = 'array'),
     version          INTEGER NOT NULL DEFAULT 1 CHECK (version >= 1),
     created_at       TIMESTAMPTZ NOT NULL,
     updated_at       TIMESTAMPTZ NOT NULL

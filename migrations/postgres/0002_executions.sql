@@ -5,14 +5,14 @@
 CREATE TABLE exec_tasks (
     seq BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     id  TEXT NOT NULL UNIQUE,
-    doc JSON NOT NULL CHECK (json_typeof(doc) = 'object')
+    doc JSONB NOT NULL CHECK (jsonb_typeof(doc) = 'object')
 );
 
 CREATE TABLE exec_occurrences (
     seq     BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     id      TEXT NOT NULL UNIQUE,
     task_id TEXT NOT NULL,
-    doc     JSON NOT NULL CHECK (json_typeof(doc) = 'object')
+    doc     JSONB NOT NULL CHECK (jsonb_typeof(doc) = 'object')
 );
 
 CREATE INDEX exec_occurrences_task ON exec_occurrences (task_id, seq);
@@ -20,5 +20,5 @@ CREATE INDEX exec_occurrences_task ON exec_occurrences (task_id, seq);
 CREATE TABLE exec_executions (
     seq           BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     occurrence_id TEXT NOT NULL UNIQUE,
-    doc           JSON NOT NULL CHECK (json_typeof(doc) = 'object')
+    doc           JSONB NOT NULL CHECK (jsonb_typeof(doc) = 'object')
 );

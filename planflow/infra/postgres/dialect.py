@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from psycopg.types.json import Json
+from psycopg.types.json import Jsonb
 
 from planflow.infra.sql.dialect import Dialect
 from planflow.infra.sql.migrations import TABLE, MigrationSql
@@ -28,12 +28,9 @@ def _passthrough(text: str) -> str:
     return text
 
 
-def json_param(text: str) -> Json:
-    """JSON text, already serialised and validated by the shared layer, bound as ``json`` unchanged.
-
-    The columns are ``json`` rather than ``jsonb``: see ``migrations/postgres/0001_initial.sql``.
-    """
-    return Json(text, dumps=_passthrough)
+def json_param(text: str) -> Jsonb:
+    """JSON text, already serialised and validated by the shared layer, bound as ``jsonb`` unchanged."""
+    return Jsonb(text, dumps=_passthrough)
 
 
 def load_ts(value: object) -> datetime:
