@@ -52,10 +52,14 @@ class Plan:
     tinydb_repetitions: int
     #: Extra rounds for cheap workloads (see :class:`Extra`).
     extra: Extra
+    #: Page size of the paging workloads.
+    page: int = 500
 
 
 FULL = Plan(10_000, 50_000, 8, 1_000, (1_000, 10_000, 100_000), 2_000, 5, 1, 100_000, 3, 3, Extra(15, 20.0))
 QUICK = Plan(1_000, 5_000, 8, 100, (300, 3_000), 400, 3, 1, 3_000, 3, 3, Extra(7, 1.0))
+#: Tiny sizes and one round: proves that everything runs (the smoke test); its timings mean nothing.
+SMOKE = Plan(20, 60, 2, 5, (10, 100), 10, 1, 0, 100, 1, 1, Extra(1, 0.0), page=7)
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -64,7 +68,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         prog="python -m benchmarks",
         description="planflow against raw driver code and SQLAlchemy 2.0 ORM (issue 6), interleaved, medians.",
     )
-    parser.add_argument("--quick", action="store_true", help="small sizes, 3 repetitions: under two minutes")
+    size = parser.add_mutually_exclusive_group()
+    size.add_argument("--quick", action="store_true", help="small sizes, 3 repetitions: under two minutes")
+    size.add_argument(
+        "--smoke", action="store_true", help="tiny sizes, one repetition: only checks that all runs"
+    )
     parser.add_argument("--driver", choices=("sqlite", "postgres", "all"), default="all")
     parser.add_argument(
         "--out", type=Path, default=Path("benchmarks/results"), help="folder for JSON and PNG"
@@ -142,17 +150,17 @@ def _factories(args: argparse.Namespace, console: Console) -> list[DatabaseFacto
 def _specs(plan: Plan, chosen: set[int]) -> list[WorkloadSpec]:
     specs = [
         s
-        for s in main_workloads(plan.size, plan.paging_size, plan.threads, plan.per_thread)
+        for s in main_workloads(plan.size, plan.paging_size, plan.threads, plan.per_thread, plan.page)
         if s.number in chosen
     ]
     if 8 in chosen:
-        specs += scaling_workloads(list(plan.scaling_sizes))
+        specs += scaling_workloads(list(plan.scaling_sizes), plan.page)
     return specs
 
 
 def run(args: argparse.Namespace, console: Console) -> int:
     """Run the benchmarks the arguments ask for; returns the exit status."""
-    plan = QUICK if args.quick else FULL
+    plan = SMOKE if args.smoke else QUICK if args.quick else FULL
     chosen = {int(part) for part in args.workloads.split(",") if part.strip()}
     if args.profile is not None:
         from benchmarks.profiling import profile_workload
@@ -201,6 +209,7 @@ def run(args: argparse.Namespace, console: Console) -> int:
         "started": datetime.now(UTC).isoformat(timespec="seconds"),
         "seconds": round(elapsed, 1),
         "quick": args.quick,
+        "smoke": args.smoke,
         "plan": asdict(plan),
         "python": sys.version.split()[0],
         "platform": platform.platform(),

@@ -51,7 +51,10 @@ def profile_workload(args: argparse.Namespace, plan: Plan, console: Console) -> 
             path.unlink()
             _write(profiler, Path(args.out), f"profile-w9-{name}", console)
         return 0
-    specs = {s.number: s for s in main_workloads(plan.size, plan.paging_size, plan.threads, plan.per_thread)}
+    specs = {
+        s.number: s
+        for s in main_workloads(plan.size, plan.paging_size, plan.threads, plan.per_thread, plan.page)
+    }
     if number not in specs:
         raise SystemExit(f"--profile takes a workload number 1-7 or 9, not {number}")
     spec = specs[number]

@@ -130,13 +130,16 @@ class TaskTree(Workload):
 
 
 class Paging(Workload):
-    """5: ``list_states`` filtered on a workflow execution, paging through ``size`` states 500 at a time.
+    """5: ``list_states`` filtered on a workflow execution, paging through ``size`` states ``page`` at a time.
 
     A tenth as many states of another workflow execution share the table, so the filter filters.
     """
 
     WORKFLOW, NOISE = "wf-page", "wf-noise"
-    PAGE = 500
+
+    def __init__(self, size: int, page: int = 500) -> None:
+        super().__init__(size)
+        self.page = page
 
     def seed(self, provider: Provider) -> None:
         states = data.flat("page", self.size, self.WORKFLOW)
@@ -151,7 +154,7 @@ class Paging(Workload):
     def run(self, store: TaskStore) -> Outcome:
         seen, cursor = 0, None
         while True:
-            items, cursor = store.list_page(self.WORKFLOW, self.PAGE, cursor)
+            items, cursor = store.list_page(self.WORKFLOW, self.page, cursor)
             seen += len(items)
             if cursor is None:
                 break
@@ -246,7 +249,9 @@ class WorkloadSpec:
     group: str = "main"
 
 
-def main_workloads(size: int, paging_size: int, threads: int, per_thread: int) -> list[WorkloadSpec]:
+def main_workloads(
+    size: int, paging_size: int, threads: int, per_thread: int, page: int = 500
+) -> list[WorkloadSpec]:
     """Workloads 1-7; ``size`` is the 10 000 of the issue, ``paging_size`` its 50 000."""
     return [
         WorkloadSpec(1, "bulk_upsert", f"bulk upsert {size:,} (half new)", size, lambda: BulkUpsert(size)),
@@ -256,9 +261,9 @@ def main_workloads(size: int, paging_size: int, threads: int, per_thread: int) -
         WorkloadSpec(
             5,
             "paging",
-            f"list_states {paging_size:,} / 500 per page",
+            f"list_states {paging_size:,} / {page} per page",
             paging_size,
-            lambda: Paging(paging_size),
+            lambda: Paging(paging_size, page),
         ),
         WorkloadSpec(
             6, "update_state", f"{size:,} x update_state(expected)", size, lambda: OptimisticUpdate(size)
@@ -273,14 +278,19 @@ def main_workloads(size: int, paging_size: int, threads: int, per_thread: int) -
     ]
 
 
-def scaling_workloads(sizes: list[int]) -> list[WorkloadSpec]:
+def scaling_workloads(sizes: list[int], page: int = 500) -> list[WorkloadSpec]:
     """Workload 8: workloads 1, 4 and 5 at each of ``sizes``."""
-    specs: list[WorkloadSpec] = []
-    for number, key, make in (
+
+    def paging(size: int) -> Workload:
+        return Paging(size, page)
+
+    makers: tuple[tuple[int, str, Callable[[int], Workload]], ...] = (
         (1, "bulk_upsert", BulkUpsert),
         (4, "task_tree", TaskTree),
-        (5, "paging", Paging),
-    ):
+        (5, "paging", paging),
+    )
+    specs: list[WorkloadSpec] = []
+    for number, key, make in makers:
         for size in sizes:
             specs.append(
                 WorkloadSpec(
