@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from itertools import islice
 
 from planflow.errors import (
@@ -90,9 +90,6 @@ TREE = (
 )
 
 
-_Write = Callable[[], Row | None]
-
-
 def _batches(items: Iterable[TaskState], size: int) -> Iterator[list[TaskState]]:
     iterator = iter(items)
     while batch := list(islice(iterator, size)):
@@ -121,11 +118,14 @@ class SqlTaskRepository:
         params = self._write_params(state)
 
         def work(conn: Connection) -> Row:
-            row = self._guarded(conn, state, lambda: conn.fetch_one(UPSERT_RETURNING, params))
+            row = conn.fetch_one(UPSERT_RETURNING, params)
             assert row is not None
             return row
 
-        version, created = self._db.run(work, atomic=True)
+        try:
+            version, created = self._db.run(work, atomic=True)
+        except ForeignKeyViolation as exc:
+            raise self._missing_reference([state]) from exc
         return state.evolve(
             version=version, created_at=self._d.load_ts(created), updated_at=self._ts(params[-1])
         )
@@ -135,7 +135,7 @@ class SqlTaskRepository:
         update = [*params[1:15], params[16], params[0], expected_version]
 
         def work(conn: Connection) -> Row:
-            row = self._guarded(conn, state, lambda: conn.fetch_one(UPDATE_VERSIONED, update))
+            row = conn.fetch_one(UPDATE_VERSIONED, update)
             if row is None:
                 found = conn.fetch_one(GET_VERSION, [state.task_exec_id])
                 if found is None:
@@ -147,26 +147,16 @@ class SqlTaskRepository:
                 )
             return row
 
-        version, created = self._db.run(work, atomic=True)
+        try:
+            version, created = self._db.run(work, atomic=True)
+        except ForeignKeyViolation as exc:
+            raise self._missing_reference([state]) from exc
         return state.evolve(
             version=version, created_at=self._d.load_ts(created), updated_at=self._ts(params[-1])
         )
 
     def _ts(self, param: object) -> object:
         return self._d.load_ts(param)
-
-    def _guarded(self, conn: Connection, state: TaskState, write: _Write) -> Row | None:
-        """Run a write; on a foreign-key failure, name the missing reference (the engines do not say which)."""
-        try:
-            return write()
-        except ForeignKeyViolation as exc:
-            if conn.fetch_one(WORKFLOW_EXISTS, [state.workflow_exec_id]) is None:
-                raise ValidationError(
-                    f"task {state.task_exec_id!r} references unknown workflow_exec_id {state.workflow_exec_id!r}"
-                ) from exc
-            raise ValidationError(
-                f"task {state.task_exec_id!r} references unknown parent_state_id {state.parent_state_id!r}"
-            ) from exc
 
     def bulk_upsert(self, states: Iterable[TaskState]) -> int:
         written = 0
@@ -176,12 +166,12 @@ class SqlTaskRepository:
             def work(
                 conn: Connection, rows: list[list[object]] = rows, batch: list[TaskState] = batch
             ) -> None:
-                try:
-                    conn.execute_many(UPSERT, rows)
-                except ForeignKeyViolation as exc:
-                    raise self._missing_reference(conn, batch) from exc
+                conn.execute_many(UPSERT, rows)
 
-            self._db.run(work)
+            try:
+                self._db.run(work)
+            except ForeignKeyViolation as exc:
+                raise self._missing_reference(batch) from exc
             written += len(rows)
         return written
 
@@ -212,22 +202,26 @@ class SqlTaskRepository:
             ) -> None:
                 if self._d.defer_foreign_keys:
                     conn.execute(self._d.defer_foreign_keys)
-                try:
-                    conn.execute_many(IMPORT, rows)
-                except ForeignKeyViolation as exc:
-                    raise self._missing_reference(conn, batch) from exc
+                conn.execute_many(IMPORT, rows)
 
             try:
                 self._db.run(work)
             except ForeignKeyViolation as exc:
-                raise ValidationError(
-                    f"a task of the imported batch references an unknown workflow or parent: {exc}"
-                ) from exc
+                raise self._missing_reference(batch) from exc
             written += len(rows)
         return written
 
-    def _missing_reference(self, conn: Connection, batch: list[TaskState]) -> ValidationError:
+    def _missing_reference(self, batch: list[TaskState]) -> ValidationError:
+        """Name the reference a failed write lacked (the engines do not say which).
+
+        Runs after the failed write was rolled back, on a fresh read or the caller's transaction: Postgres
+        refuses every statement of a transaction after an error, until it is rolled back.
+        """
         ids = {state.task_exec_id for state in batch}
+        with self._db.connection() as conn:
+            return self._first_missing(conn, batch, ids)
+
+    def _first_missing(self, conn: Connection, batch: list[TaskState], ids: set[str]) -> ValidationError:
         for state in batch:
             if conn.fetch_one(WORKFLOW_EXISTS, [state.workflow_exec_id]) is None:
                 return ValidationError(
