@@ -126,6 +126,7 @@ def demo(
                 )
             )
         with render.RichProgress(console, enabled=not as_json) as bar:
+            bar.start("tasks", len(plan.leaves))  # here, so that the workers only ever update it
             result = DemoRun(
                 provider,
                 plan,
@@ -430,7 +431,8 @@ def copy(
             report = copy_store(source, target, merge=merge, batch_size=batch_size, progress=bar)
         for name, count in report.not_copied:
             typer.echo(
-                f"planflow: warning: {count} {name} records not copied: the {target.driver} driver does not store them",
+                f"planflow: warning: {name} not copied ({count} records): the {target.driver} driver does not "
+                "store them",
                 err=True,
             )
         if as_json:

@@ -166,7 +166,7 @@ def copy_store(
                 f"the target {target.config.location} is not empty ({', '.join(occupied)} hold records); "
                 "pass --merge to merge into it"
             )
-    copier = _Copier(source, target, batch_size, sink)
+    copier = _Copier(source, target, batch_size, sink, merge=merge)
     for table in tables:
         report.tables.append(TableReport(table.name, table.count(source), exact=not merge))
         sink.start(f"copy {table.name}", report.tables[-1].source)
@@ -189,9 +189,12 @@ def copy_store(
 class _Copier:
     """Copies and verifies one table at a time between two stores."""
 
-    def __init__(self, source: Provider, target: Provider, batch_size: int, sink: CopyProgress) -> None:
+    def __init__(
+        self, source: Provider, target: Provider, batch_size: int, sink: CopyProgress, *, merge: bool
+    ) -> None:
         self.source = source
         self.target = target
+        self.merge = merge
         self.batch_size = batch_size
         self.sink = sink
 
@@ -244,7 +247,8 @@ class _Copier:
     def _write_changed(self, table: Table[object], records: Sequence[object], line: TableReport) -> None:
         if not records:
             return
-        existing = table.lookup(self.target, [table.key(record) for record in records])
+        # Without merge the target was empty and the source yields each key once: nothing to compare with.
+        existing = table.lookup(self.target, [table.key(record) for record in records]) if self.merge else {}
         changed = [
             record
             for record in records

@@ -37,30 +37,41 @@ WORKFLOW_PAGE = 10
 COUNT_PAGE = 1000
 
 
+_PLAIN = frozenset({str, int, float, bool, type(None)})
+#: Field names of each dataclass met, so that reflection runs once per class, not once per record.
+_FIELDS: dict[type, tuple[str, ...]] = {}
+
+
 def to_json(value: object) -> JsonValue:
     """A model value as JSON: dataclasses field by field, enums by value, datetimes in ISO 8601, spans in seconds.
+
+    Every field of a dataclass is included, so a field added to a model is covered without a change here.
 
     Raises:
         TypeError: ``value`` holds something with no JSON form.
     """
-    if value is None or isinstance(value, bool | int | float):
-        return value
+    kind = type(value)
+    if kind in _PLAIN:
+        return cast("JsonValue", value)
     if isinstance(value, Enum):
         return to_json(value.value)
-    if isinstance(value, str):
-        return value
+    if kind is datetime:
+        return cast("datetime", value).isoformat()
+    if kind is dict or isinstance(value, Mapping):
+        items = cast("Mapping[object, object]", value).items()
+        return {str(key): to_json(item) for key, item in items}
+    if kind is list or kind is tuple:
+        return [to_json(item) for item in cast("Iterable[object]", value)]
+    names = _FIELDS.get(kind)
+    if names is None and dataclasses.is_dataclass(value) and not isinstance(value, type):
+        names = _FIELDS[kind] = tuple(f.name for f in dataclasses.fields(value))
+    if names is not None:
+        return {name: to_json(getattr(value, name)) for name in names}
     if isinstance(value, datetime):
         return value.isoformat()
     if isinstance(value, timedelta):
         return value.total_seconds()
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {f.name: to_json(getattr(value, f.name)) for f in dataclasses.fields(value)}
-    if isinstance(value, Mapping):
-        items = cast("Mapping[object, object]", value).items()
-        return {str(key): to_json(item) for key, item in items}
-    if isinstance(value, list | tuple):
-        return [to_json(item) for item in cast("Iterable[object]", value)]
-    raise TypeError(f"no JSON form for {type(value).__name__}")
+    raise TypeError(f"no JSON form for {kind.__name__}")
 
 
 def workflow_json(state: WorkflowState, *, with_tasks: bool = False) -> JsonObject:

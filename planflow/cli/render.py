@@ -253,7 +253,8 @@ def copy_table(report: CopyReport) -> Table:
 class RichProgress:
     """A rich progress bar with one line per phase; a :class:`~planflow.cli.copy.CopyProgress`.
 
-    Use it as a context manager; with ``enabled=False`` it shows nothing.
+    Use it as a context manager. The display starts with the first line, so a command that fails before any
+    work prints nothing; phases of no records get no line; with ``enabled=False`` nothing is shown at all.
     """
 
     def __init__(self, console: Console, *, enabled: bool = True) -> None:
@@ -266,32 +267,35 @@ class RichProgress:
             disable=not enabled,
         )
         self._lines: dict[str, TaskID] = {}
+        self._started = False
 
     def start(self, phase: str, total: int) -> None:
-        """Add the line of ``phase``, out of ``total`` (or reset it)."""
-        if phase in self._lines:
-            self._progress.reset(self._lines[phase], total=total)
-        else:
+        """Add the line of ``phase``, out of ``total`` (none when ``total`` is 0)."""
+        if total and phase not in self._lines:
+            if not self._started:
+                self._started = True
+                self._progress.start()
             self._lines[phase] = self._progress.add_task(phase, total=total)
 
     def advance(self, phase: str, count: int) -> None:
         """Move the line of ``phase`` forward by ``count``."""
-        self._progress.advance(self._lines[phase], count)
+        if phase in self._lines:
+            self._progress.advance(self._lines[phase], count)
 
     def update(self, phase: str, completed: int, total: int) -> None:
-        """Set the line of ``phase`` to ``completed`` out of ``total`` (thread-safe)."""
-        if phase not in self._lines:
-            self._lines[phase] = self._progress.add_task(phase, total=total)
-        self._progress.update(self._lines[phase], completed=completed, total=total)
+        """Set the line of ``phase`` to ``completed`` out of ``total`` (thread-safe once the line exists)."""
+        self.start(phase, total)
+        if phase in self._lines:
+            self._progress.update(self._lines[phase], completed=completed, total=total)
 
     def __enter__(self) -> RichProgress:
-        self._progress.start()
         return self
 
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        self._progress.stop()
+        if self._started:
+            self._progress.stop()
 
 
 __all__ = [
