@@ -226,7 +226,7 @@ def config_from_url(url: str, **overrides: object) -> PlanflowConfig:
             raise ConfigError(f"malformed URL {redact_url(url)!r}; accepted: {ACCEPTED_URLS}")
         ours = {k: v for k, v in params.items() if k in _SETTING_TYPES or k.startswith("retry_")}
         theirs = {k: v for k, v in params.items() if k not in ours}
-        clean = urlunsplit(("postgresql", split.netloc, split.path, urlencode(theirs), ""))
+        clean = urlunsplit(("postgresql", split.netloc, split.path, urlencode(theirs, quote_via=quote), ""))
         return PlanflowConfig(driver="postgres", url=clean, **_settings({**ours, **overrides}, "the URL"))  # pyright: ignore[reportArgumentType]
     if scheme in ("sqlite", "tinydb"):
         path = _file_path(rest, url)

@@ -8,6 +8,9 @@ from pathlib import Path
 import pytest
 
 from planflow import Provider, open_provider
+from tests.pg import new_postgres_url, postgres_provider, postgres_server_url, postgres_url
+
+__all__ = ["new_postgres_url", "postgres_provider", "postgres_server_url", "postgres_url"]
 
 
 @pytest.fixture

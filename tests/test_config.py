@@ -92,3 +92,8 @@ def test_password_never_appears_in_repr_or_errors() -> None:
     assert redact_url("postgresql://u:pw@h/db") == "postgresql://u:***@h/db"
     assert redact_url("host=h password='a b' user=u") == "host=h password=*** user=u"
     assert redact_url("postgresql://h/db?password=pw&x=1") == "postgresql://h/db?password=***&x=1"
+
+
+def test_postgres_options_with_spaces_reach_the_driver_intact() -> None:
+    config = resolve_config("postgresql://u@h/db?options=-csearch_path%3Dx%20-cstatement_timeout%3D5")
+    assert config.url == "postgresql://u@h/db?options=-csearch_path%3Dx%20-cstatement_timeout%3D5"

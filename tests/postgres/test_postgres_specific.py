@@ -594,16 +594,17 @@ def test_serialization_failure_retries_the_whole_unit_of_work(postgres_provider:
 
 def test_placeholders_and_literal_percent_signs_in_sql(postgres_provider: Provider) -> None:
     db = database(postgres_provider)
-    with db.connection() as conn:
-        assert conn.fetch_one("SELECT '100%' || ?, ? || '%s'", ["?", "%"]) == ("100%?", "%%s")
-        assert conn.fetch_one("SELECT '100%', '?'") == ("100%", "?")
+    assert db.fetch_one("SELECT '100%' || ?, ? || '%s'", ["?", "%"]) == ("100%?", "%%s")
+    assert db.fetch_one("SELECT '100%', '?'") == ("100%", "?")
 
 
 def test_json_loads_as_text_on_planflow_connections_only(
     postgres_provider: Provider, postgres_url: str
 ) -> None:
-    with database(postgres_provider).connection() as conn:
-        assert conn.fetch_one("SELECT '{\"a\": 1}'::jsonb, '[1]'::json") == ('{"a": 1}', "[1]")
+    assert database(postgres_provider).fetch_one("SELECT '{\"a\": 1}'::jsonb, '[1]'::json") == (
+        '{"a": 1}',
+        "[1]",
+    )
     # psycopg's global adapters are untouched: other code in the process still gets parsed JSON.
     with psycopg.connect(postgres_url) as other:
         assert other.execute("SELECT '{\"a\": 1}'::jsonb").fetchone() == ({"a": 1},)
@@ -616,10 +617,10 @@ def test_timestamps_are_utc_whatever_the_session_time_zone_in_the_url(postgres_u
         before = datetime.now(UTC)
         task = counter_task(provider)
         stored = provider.tasks.get_state(task.task_exec_id)
-        with database(provider).connection() as conn:
-            assert conn.fetch_one("SHOW TimeZone") == ("UTC",)
-            assert conn.fetch_one("SHOW search_path") == (
-                dict(parse_qsl(urlsplit(postgres_url).query))["options"][len("-csearch_path=") :],
-            )
+        db = database(provider)
+        assert db.fetch_one("SHOW TimeZone") == ("UTC",)
+        assert db.fetch_one("SHOW search_path") == (
+            dict(parse_qsl(urlsplit(postgres_url).query))["options"][len("-csearch_path=") :],
+        )
     assert stored.created_at is not None and stored.created_at.tzinfo is UTC
     assert before <= stored.created_at <= datetime.now(UTC)

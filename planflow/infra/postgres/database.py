@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 import time
+import weakref
 from collections.abc import Generator, Iterable, Mapping
 from contextlib import contextmanager
 from functools import lru_cache
@@ -27,7 +28,14 @@ from psycopg_pool import ConnectionPool, PoolClosed, PoolTimeout
 
 from planflow.config import PlanflowConfig, redact_url
 from planflow.errors import ConfigError, DuplicateError, PlanflowError, TransientError, ValidationError
-from planflow.infra.sql.database import Connection, Database, ForeignKeyViolation, Params, Row
+from planflow.infra.sql.database import (
+    Connection,
+    Database,
+    ForeignKeyViolation,
+    Params,
+    Row,
+    WaitedTooLongError,
+)
 
 RawConnection = psycopg.Connection[TupleRow]
 
@@ -160,6 +168,10 @@ def _url_password(url: str) -> str | None:
         return None
 
 
+#: Seconds after its last use during which a pooled connection is lent without a check round trip.
+CHECK_AFTER_IDLE = 1.0
+
+
 def _configure(raw: RawConnection) -> None:
     # JSON as text, like SQLite: the shared codec parses it once. Per connection, never psycopg's globals.
     raw.adapters.register_loader("json", TextLoader)
@@ -188,6 +200,7 @@ class PostgresDatabase(Database):
         self._secret = str(password) if password else self._secret
         self._conninfo = url
         self._settings = self._connection_settings(params)
+        self._returned: weakref.WeakKeyDictionary[RawConnection, float] = weakref.WeakKeyDictionary()
         deadline = time.monotonic() + config.connect_timeout
         self._probe(deadline)
         self._pool: ConnectionPool[RawConnection] = ConnectionPool(
@@ -197,7 +210,7 @@ class PostgresDatabase(Database):
             max_size=config.pool_max_size,
             open=False,
             configure=_configure,
-            check=ConnectionPool.check_connection,
+            check=self._check,
             name="planflow",
             timeout=config.pool_timeout,
             max_lifetime=config.pool_max_lifetime,
@@ -276,7 +289,7 @@ class PostgresDatabase(Database):
         except PoolClosed as exc:
             raise PlanflowError("the provider is closed") from exc
         except PoolTimeout as exc:
-            raise TransientError(
+            raise WaitedTooLongError(
                 f"no PostgreSQL connection became free within pool_timeout={self._config.pool_timeout}s "
                 f"(pool_max_size={self._config.pool_max_size})"
             ) from exc
@@ -284,7 +297,19 @@ class PostgresDatabase(Database):
             yield PostgresConnection(raw, self)
         finally:
             # The pool rolls back a connection returned inside a transaction and replaces a broken one.
+            self._returned[raw] = time.monotonic()
             self._pool.putconn(raw)
+
+    def _check(self, raw: RawConnection) -> None:
+        """Check a connection before lending it, unless it was in use a moment ago.
+
+        A round trip per checkout would cost as much as a point read; a connection returned within
+        ``CHECK_AFTER_IDLE`` seconds was just working, and should the server have gone in that moment the
+        operation fails as a TransientError and is retried on a fresh connection.
+        """
+        returned = self._returned.get(raw)
+        if returned is None or time.monotonic() - returned > CHECK_AFTER_IDLE:
+            ConnectionPool.check_connection(raw)
 
     def _begin(self, connection: Connection, *, write: bool) -> None:
         connection.execute("BEGIN" if write else "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")

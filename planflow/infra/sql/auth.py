@@ -105,8 +105,7 @@ class SqlAuthRepository:
         return self._db.run(work)
 
     def _get_user(self, where: str, value: str, missing: str) -> User:
-        with self._db.connection() as conn:
-            row = conn.fetch_one(f"{SELECT_USER} WHERE {where} = ?", [value])
+        row = self._db.fetch_one(f"{SELECT_USER} WHERE {where} = ?", [value])
         if row is None:
             raise NotFoundError(missing)
         return self._user(row)
@@ -118,8 +117,7 @@ class SqlAuthRepository:
         return self._get_user("email_key", str(email).casefold(), f"no user with email {email!r}")
 
     def list_users(self) -> list[User]:
-        with self._db.connection() as conn:
-            rows = conn.fetch_all(f"{SELECT_USER} ORDER BY created_at, id")
+        rows = self._db.fetch_all(f"{SELECT_USER} ORDER BY created_at, id")
         return [self._user(row) for row in rows]
 
     def update_user(self, user_id: str, *, email: str | None = None, role: Role | None = None) -> User:
@@ -170,8 +168,7 @@ class SqlAuthRepository:
         return CreatedAPIKey(self._db.run(work, atomic=True), plaintext)
 
     def _get_key(self, where: str, value: str, missing: str) -> APIKey:
-        with self._db.connection() as conn:
-            row = conn.fetch_one(f"{SELECT_KEY} WHERE {where} = ?", [value])
+        row = self._db.fetch_one(f"{SELECT_KEY} WHERE {where} = ?", [value])
         if row is None:
             raise NotFoundError(missing)
         return self._key(row)
@@ -189,8 +186,7 @@ class SqlAuthRepository:
         return key
 
     def list_api_keys(self, user_id: str) -> list[APIKey]:
-        with self._db.connection() as conn:
-            rows = conn.fetch_all(f"{SELECT_KEY} WHERE user_id = ? ORDER BY created_at, id", [user_id])
+        rows = self._db.fetch_all(f"{SELECT_KEY} WHERE user_id = ? ORDER BY created_at, id", [user_id])
         return [self._key(row) for row in rows]
 
     def touch_api_key(self, key_id: str, at: datetime | None = None) -> APIKey:

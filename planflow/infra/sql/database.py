@@ -32,6 +32,10 @@ class ForeignKeyViolation(ValidationError):  # noqa: N818 - a violation, raised 
     """A write referenced a missing row; the repository that knows the columns names which one."""
 
 
+class WaitedTooLongError(TransientError):
+    """A transient failure whose own wait (a pool's timeout) was the budget: raised at once, not retried."""
+
+
 class Connection(ABC):
     """One open connection inside a unit of work, as the repositories see it.
 
@@ -100,15 +104,21 @@ class Database(ABC):
         """True when this thread is inside a unit of work of this database."""
         return self._current() is not None
 
-    @contextmanager
-    def connection(self) -> Generator[Connection, None, None]:
-        """A connection for reads: this thread's transaction if there is one, else one in autocommit mode."""
+    def read(self, work: Callable[[Connection], T]) -> T:
+        """Run reads: in this thread's transaction if there is one, else in autocommit mode, retried as a
+        whole on :class:`TransientError` (a connection lost to a server restart, a busy SQLite file)."""
         tx = self._current()
         if tx is not None:
-            yield tx.connection
-            return
-        with self._connect() as connection:
-            yield connection
+            return work(tx.connection)
+        return self.retrying(lambda: self._autocommit(work))
+
+    def fetch_one(self, sql: str, params: Params = ()) -> Row | None:
+        """One row of a query run by :meth:`read`."""
+        return self.read(lambda conn: conn.fetch_one(sql, params))
+
+    def fetch_all(self, sql: str, params: Params = ()) -> list[Row]:
+        """All rows of a query run by :meth:`read`."""
+        return self.read(lambda conn: conn.fetch_all(sql, params))
 
     @contextmanager
     def transaction(self, *, write: bool = True) -> Generator[Connection, None, None]:
@@ -186,6 +196,8 @@ class Database(ABC):
         for number in range(1, settings.max_attempts + 1):
             try:
                 return attempt()
+            except WaitedTooLongError:
+                raise
             except TransientError as exc:
                 if number == settings.max_attempts:
                     raise TransientError(f"gave up after {number} attempts: {exc}") from exc

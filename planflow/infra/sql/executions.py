@@ -59,8 +59,7 @@ class SqlExecutionRepository:
         self._db.run(work, atomic=True)
 
     def _read(self, sql: str, params: list[object], decode: Callable[[dict[str, JsonValue]], M]) -> list[M]:
-        with self._db.connection() as conn:
-            rows = conn.fetch_all(sql, params)
+        rows = self._db.fetch_all(sql, params)
         return [decode(json.loads(row[0])) for row in rows]
 
     def add_task(self, task: TaskDefinition) -> None:

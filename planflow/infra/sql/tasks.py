@@ -218,8 +218,7 @@ class SqlTaskRepository:
         refuses every statement of a transaction after an error, until it is rolled back.
         """
         ids = {state.task_exec_id for state in batch}
-        with self._db.connection() as conn:
-            return self._first_missing(conn, batch, ids)
+        return self._db.read(lambda conn: self._first_missing(conn, batch, ids))
 
     def _first_missing(self, conn: Connection, batch: list[TaskState], ids: set[str]) -> ValidationError:
         for state in batch:
@@ -247,13 +246,11 @@ class SqlTaskRepository:
     # Reads ------------------------------------------------------------------------------------------------
 
     def _one(self, sql: str, params: Sequence[object]) -> TaskState | None:
-        with self._db.connection() as conn:
-            row = conn.fetch_one(sql, params)
+        row = self._db.fetch_one(sql, params)
         return None if row is None else task_from_row(row, self._d.load_ts)
 
     def _all(self, sql: str, params: Sequence[object]) -> list[TaskState]:
-        with self._db.connection() as conn:
-            rows = conn.fetch_all(sql, params)
+        rows = self._db.fetch_all(sql, params)
         load_ts = self._d.load_ts
         return [task_from_row(row, load_ts) for row in rows]
 
@@ -332,18 +329,15 @@ class SqlTaskRepository:
     def get_task_tree(self, root_state_id: str, *, max_depth: int = 100) -> list[TaskTreeNode]:
         if isinstance(max_depth, bool) or not isinstance(max_depth, int) or max_depth < 0:  # pyright: ignore[reportUnnecessaryIsInstance]
             raise ValidationError(f"max_depth must be a non-negative integer, got {max_depth!r}")
-        with self._db.connection() as conn:
-            rows = conn.fetch_all(TREE, [root_state_id, max_depth, root_state_id])
+        rows = self._db.fetch_all(TREE, [root_state_id, max_depth, root_state_id])
         load_ts = self._d.load_ts
         return [TaskTreeNode(task_from_row(row, load_ts), row[18]) for row in rows]
 
     def list_children_outputs(self, parent_state_id: str) -> dict[str, JsonObject]:
-        with self._db.connection() as conn:
-            rows = conn.fetch_all(CHILDREN_OUTPUTS, [parent_state_id])
+        rows = self._db.fetch_all(CHILDREN_OUTPUTS, [parent_state_id])
         return {row[0]: json.loads(row[1]) for row in rows}
 
     def get_progress_info(self, parent_state_id: str) -> ProgressInfo:
-        with self._db.connection() as conn:
-            rows = conn.fetch_all(PROGRESS, [parent_state_id])
+        rows = self._db.fetch_all(PROGRESS, [parent_state_id])
         counts = {TaskStatus(row[0]): int(row[1]) for row in rows}
         return ProgressInfo(total=sum(counts.values()), status_counts=counts)
