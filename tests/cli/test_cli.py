@@ -1,0 +1,764 @@
+"""End to end: the real ``planflow`` command in a subprocess, on real SQLite files, TinyDB files and Postgres.
+
+Stores are compared through the repositories, record by record with dataclass equality (every field: ids,
+versions, timestamps, JSON, usage), independently of the command's own checksums.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import pytest
+
+from planflow import (
+    ExecutionRepository,
+    ExecutionType,
+    RetryPolicy,
+    TaskDefinition,
+    TaskEvent,
+    TaskExecution,
+    TaskFilter,
+    TaskOccurrence,
+    TaskState,
+    TaskStatus,
+    UnsupportedError,
+    UsageSummary,
+    WorkflowState,
+    open_provider,
+)
+from tests.pg import new_postgres_url, postgres_server_url  # noqa: F401 - fixtures
+
+SCRIPT = Path(sys.executable).with_name("planflow")
+TERMINAL = {"SUCCESS", "FAILED", "CANCELED", "TIMED_OUT"}
+
+
+@dataclass(frozen=True)
+class Run:
+    code: int
+    out: str
+    err: str
+
+    @property
+    def both(self) -> str:
+        return self.out + self.err
+
+    def json(self) -> object:
+        assert self.code == 0, self.err
+        return json.loads(self.out)
+
+
+def planflow(*args: str, cwd: Path, script: bool = False, env: dict[str, str] | None = None) -> Run:
+    """Run the command (``python -m planflow``, or the console script) with a clean planflow environment."""
+    environ = {
+        k: v for k, v in os.environ.items() if not k.startswith(("PLANFLOW_DB_", "PLANFLOW_DATABASE_URL"))
+    }
+    environ["COLUMNS"] = "200"
+    environ.update(env or {})
+    command = [str(SCRIPT)] if script else [sys.executable, "-m", "planflow"]
+    done = subprocess.run(
+        [*command, *args], cwd=cwd, env=environ, capture_output=True, text=True, timeout=600, check=False
+    )
+    return Run(done.returncode, done.stdout, done.stderr)
+
+
+def sqlite_url(path: Path) -> str:
+    return f"sqlite:///{path}"
+
+
+def all_tasks(url: str) -> list[TaskState]:
+    """Every task state of the store, page by page."""
+    found: list[TaskState] = []
+    cursor: str | None = None
+    with open_provider({"url": url, "auto_migrate": False}) as provider:
+        while True:
+            page = provider.tasks.list_states(limit=500, cursor=cursor)
+            found += page.items
+            if page.next_cursor is None:
+                return found
+            cursor = page.next_cursor
+
+
+def snapshot(url: str) -> dict[str, object]:
+    """Every record of every repository the store serves, as the repositories return them."""
+    out: dict[str, object] = {}
+    with open_provider({"url": url, "auto_migrate": False}) as provider:
+        try:
+            out["tasks"] = sorted(all_tasks(url), key=lambda s: s.task_exec_id)
+            workflows: list[WorkflowState] = []
+            cursor: str | None = None
+            while True:
+                page = provider.workflows.list_states(limit=100, cursor=cursor)
+                workflows += page.items
+                if page.next_cursor is None:
+                    break
+                cursor = page.next_cursor
+            out["workflows"] = sorted(workflows, key=lambda w: w.workflow_exec_id)
+            users = provider.auth.list_users()
+            out["users"] = sorted(users, key=lambda u: u.id)
+            out["api_keys"] = sorted(
+                (k for u in users for k in provider.auth.list_api_keys(u.id)), key=lambda k: k.id
+            )
+        except UnsupportedError:
+            pass
+        out["exec_tasks"] = provider.executions.list_tasks()
+        out["exec_occurrences"] = provider.executions.list_occurrences()
+        out["exec_executions"] = provider.executions.list_executions()
+    return out
+
+
+def add_auth_and_addon_data(url: str) -> None:
+    """Users with API keys (one used), and the add-on's records with naive and aware datetimes."""
+    with open_provider(url) as provider:
+        admin = provider.auth.create_initial_admin("Admin@Example.com")
+        user = provider.auth.create_user("ops@example.com")
+        key = provider.auth.create_api_key(user.id)
+        provider.auth.touch_api_key(key.key.id)
+        provider.auth.create_api_key(admin.id)
+        add_addon_data(provider.executions)
+
+
+def add_addon_data(repo: ExecutionRepository) -> None:
+    with repo.batch():
+        for i in range(4):
+            repo.add_task(
+                TaskDefinition(
+                    id=f"t{i}",
+                    title=f"Take pill {i}",
+                    description="twice a day" if i % 2 else None,
+                    link=None,
+                    created_at=datetime(2024, 3, 1, 8, i),
+                    recurrence=timedelta(hours=12) if i % 2 else None,
+                    priority="high" if i else "low",
+                    preferred_slots=["morning", "evening"][: i % 3],
+                    retry_policy=RetryPolicy(max_retries=i),
+                    pinned_time=datetime(2024, 3, 2, 9, tzinfo=UTC) if i == 2 else None,
+                )
+            )
+            for j in range(3):
+                repo.add_occurrence(
+                    TaskOccurrence(
+                        f"o{i}-{j}", f"t{i}", datetime(2024, 3, 1 + j, 8), "morning" if j else None, None
+                    )
+                )
+                repo.add_execution(
+                    TaskExecution(
+                        f"o{i}-{j}",
+                        "missed" if j == 1 else "pending",
+                        2,
+                        [
+                            TaskEvent("triggered", datetime(2024, 3, 1 + j, 8)),
+                            TaskEvent("rescheduled", datetime(2024, 3, 1 + j, 9, 30, tzinfo=UTC)),
+                        ],
+                    )
+                )
+
+
+@pytest.fixture(scope="module")
+def demo_store(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, object]]:
+    """A SQLite file holding one demo run (60 tasks), users, API keys and add-on data; never written by tests."""
+    folder = tmp_path_factory.mktemp("demo")
+    path = folder / "source.db"
+    result = planflow(
+        "demo", "--db", sqlite_url(path), "--tasks", "60", "--seed", "3", "--json", cwd=folder
+    ).json()
+    assert isinstance(result, dict)
+    add_auth_and_addon_data(sqlite_url(path))
+    return path, result
+
+
+# import planflow -------------------------------------------------------------------------------------------
+
+
+def test_import_planflow_loads_neither_typer_nor_rich(tmp_path: Path) -> None:
+    code = "import sys, planflow; print(sorted(m for m in ('typer', 'rich', 'click') if m in sys.modules))"
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, check=True
+    )
+    assert done.stdout.strip() == "[]"
+
+
+# demo ------------------------------------------------------------------------------------------------------
+
+
+def test_demo_runs_on_the_embedded_default_through_the_console_script(tmp_path: Path) -> None:
+    run = planflow("demo", cwd=tmp_path, script=True)
+
+    assert run.code == 0, run.err
+    assert (tmp_path / "planflow.db").exists()
+    for shown in (
+        "order-fulfilment",
+        "enrich",
+        "collect-reports",
+        "fulfilment",
+        "notify",
+        "Progress of parent tasks",
+    ):
+        assert shown in run.out
+    assert "LLM usage" in run.out
+    assert "conflicts resolved" in run.out
+    assert "elapsed" in run.out
+    with open_provider(sqlite_url(tmp_path / "planflow.db")) as provider:
+        [workflow] = provider.workflows.list_states().items
+        assert workflow.status is TaskStatus.SUCCESS
+        tasks = all_tasks(sqlite_url(tmp_path / "planflow.db"))
+        assert len(tasks) == 500
+        assert {t.status.value for t in tasks} <= TERMINAL
+        parents = {t.parent_state_id for t in tasks}
+        leaves = [t for t in tasks if t.task_exec_id not in parents]
+        leaf_usage = UsageSummary.of(e for t in leaves if t.usage for e in t.usage.entries)
+        assert workflow.usage is not None
+        assert sorted(map(str, workflow.usage.entries)) == sorted(map(str, leaf_usage.entries))
+
+
+def test_demo_nests_a_composite_in_a_composite_and_fans_out_in_parallel(
+    demo_store: tuple[Path, dict[str, object]],
+) -> None:
+    path, result = demo_store
+    workflow_exec_id = str(result["workflow_exec_id"])
+    with open_provider(sqlite_url(path)) as provider:
+        types = {t.task_id: t for t in provider.workflows.get_state(workflow_exec_id).tasks.values()}
+        assert types["enrich"].execution_type is ExecutionType.PARALLEL
+        assert types["collect-reports"].execution_type is ExecutionType.COLLECTION
+        assert types["fulfilment"].execution_type is ExecutionType.COMPOSITE
+        notify = types["notify"]
+        assert notify.execution_type is ExecutionType.COMPOSITE
+        assert notify.parent_state_id == types["fulfilment"].task_exec_id
+        depths = [node.depth for node in provider.tasks.get_task_tree(types["fulfilment"].task_exec_id)]
+        assert max(depths) == 2
+        assert len(provider.tasks.list_children(types["enrich"].task_exec_id)) >= 10
+
+
+def test_demo_structure_and_outcome_depend_only_on_the_seed(tmp_path: Path) -> None:
+    db = sqlite_url(tmp_path / "seeded.db")
+    runs = [
+        planflow(
+            "demo",
+            "--db",
+            db,
+            "--tasks",
+            "50",
+            "--seed",
+            "7",
+            "--failure-rate",
+            "0.2",
+            "--json",
+            cwd=tmp_path,
+        )
+        for _ in range(2)
+    ]
+    first, second = (run.json() for run in runs)
+    assert isinstance(first, dict) and isinstance(second, dict)
+    assert first["workflow_exec_id"] != second["workflow_exec_id"]
+    for same in ("task_statuses", "status", "tasks"):
+        assert first[same] == second[same]
+    # Entries come in the order the workers happened to merge them.
+    assert _entries(first) == _entries(second)
+    shapes = []
+    for result in (first, second):
+        tree = planflow("tree", str(result["workflow_exec_id"]), "--db", db, "--json", cwd=tmp_path).json()
+        shapes.append(_shape(tree["tasks"]))
+    assert shapes[0] == shapes[1]
+
+
+def _entries(result: dict[str, object]) -> list[str]:
+    usage = result["usage"]
+    assert isinstance(usage, dict)
+    return sorted(json.dumps(entry, sort_keys=True) for entry in usage["entries"])
+
+
+def _shape(entries: list[dict[str, object]]) -> list[object]:
+    return [
+        (e["task"]["task_id"], e["task"]["execution_type"], e["task"]["status"], _shape(e["children"]))
+        for e in entries
+    ]
+
+
+def test_demo_cancels_the_steps_after_a_failed_one(tmp_path: Path) -> None:
+    db = sqlite_url(tmp_path / "failing.db")
+    result = planflow(
+        "demo", "--db", db, "--tasks", "30", "--failure-rate", "1", "--json", cwd=tmp_path
+    ).json()
+
+    assert isinstance(result, dict)
+    assert result["status"] == "FAILED"
+    assert result["task_statuses"]["CANCELED"] == 1
+    assert result["usage_consistent"] is True
+    summarize = planflow("show", f"{result['workflow_exec_id']}/summarize", "--db", db, cwd=tmp_path).json()
+    assert summarize["status"] == "CANCELED"
+
+
+def test_demo_counts_conflicts_of_workers_racing_for_the_same_task(tmp_path: Path) -> None:
+    db = sqlite_url(tmp_path / "race.db")
+    result = planflow("demo", "--db", db, "--tasks", "200", "--workers", "16", "--json", cwd=tmp_path).json()
+
+    assert isinstance(result, dict)
+    conflicts = result["conflicts"]
+    assert isinstance(conflicts, dict)
+    assert conflicts["total"] == conflicts["claims_lost"] + conflicts["parent_retries"]
+    assert conflicts["claims_lost"] > 0
+
+
+def test_demo_refuses_a_store_that_serves_no_tasks(tmp_path: Path) -> None:
+    pytest.importorskip("planflow.infra.tinydb.backend")
+    run = planflow("demo", "--db", f"tinydb:///{tmp_path / 'addon.json'}", cwd=tmp_path)
+
+    assert run.code == 1
+    assert "does not serve the tasks repository" in run.err
+    assert "Traceback" not in run.both
+
+
+# migrate and status ----------------------------------------------------------------------------------------
+
+
+def test_migrate_applies_every_migration_once_then_does_nothing(tmp_path: Path) -> None:
+    db = sqlite_url(tmp_path / "fresh.db")
+    first = planflow("migrate", "--db", db, "--json", cwd=tmp_path).json()
+    second = planflow("migrate", "--db", db, "--json", cwd=tmp_path).json()
+    listed = planflow("migrate", "--db", db, "--status", "--json", cwd=tmp_path).json()
+    text = planflow("migrate", "--db", db, cwd=tmp_path)
+
+    assert first == {"applied": ["0001_initial", "0002_executions"], "schema_version": 2}
+    assert second == {"applied": [], "schema_version": 2}
+    assert isinstance(listed, list) and [m["version"] for m in listed] == [1, 2]
+    assert all(m["applied_at"] for m in listed)
+    assert text.code == 0 and "up to date" in text.out
+
+
+def test_status_counts_the_demo_tasks_and_workflows_by_status(
+    demo_store: tuple[Path, dict[str, object]],
+) -> None:
+    path, result = demo_store
+    status = planflow("status", "--db", sqlite_url(path), "--json", cwd=path.parent).json()
+    text = planflow("status", "--db", sqlite_url(path), cwd=path.parent)
+
+    assert status == {
+        "driver": "sqlite",
+        "location": str(path),
+        "schema_version": 2,
+        "pending_migrations": [],
+        "counts": {
+            "workflows": 1,
+            "tasks": result["tasks"],
+            "users": 2,
+            "api_keys": 2,
+            "exec_tasks": 4,
+            "exec_occurrences": 12,
+            "exec_executions": 12,
+        },
+        "workflows_by_status": {result["status"]: 1},
+    }
+    assert text.code == 0
+    assert "schema version" in text.out and "2 (current)" in text.out
+    assert f" {result['tasks']} " in text.out
+
+
+def test_status_of_a_missing_file_fails_without_creating_it(tmp_path: Path) -> None:
+    run = planflow("status", "--db", sqlite_url(tmp_path / "absent.db"), cwd=tmp_path)
+
+    assert run.code == 1
+    assert "no sqlite store at" in run.err
+    assert not (tmp_path / "absent.db").exists()
+
+
+# workflows, tree, show -------------------------------------------------------------------------------------
+
+
+def test_tree_of_a_workflow_holds_every_task_with_its_status(
+    demo_store: tuple[Path, dict[str, object]],
+) -> None:
+    path, result = demo_store
+    db, workflow_exec_id = sqlite_url(path), str(result["workflow_exec_id"])
+    tree = planflow("tree", workflow_exec_id, "--db", db, "--json", cwd=path.parent).json()
+    text = planflow("tree", workflow_exec_id, "--db", db, cwd=path.parent)
+
+    assert isinstance(tree, dict)
+    shown: dict[str, str] = {}
+
+    def walk(entries: list[dict[str, dict[str, str]]], parent: str | None) -> None:
+        for entry in entries:
+            task = entry["task"]
+            assert task["parent_state_id"] == parent
+            shown[task["task_exec_id"]] = task["status"]
+            walk(entry["children"], task["task_exec_id"])
+
+    walk(tree["tasks"], None)
+    with open_provider(db) as provider:
+        stored = {
+            t.task_exec_id: t.status.value
+            for t in provider.tasks.list_states(
+                TaskFilter(workflow_exec_id=workflow_exec_id), limit=1000
+            ).items
+        }
+    assert shown == stored
+    assert tree["workflow"]["workflow_exec_id"] == workflow_exec_id
+    assert text.code == 0
+    for exec_id, status in stored.items():
+        assert f"{exec_id}" in text.out
+        line = next(line for line in text.out.splitlines() if line.endswith(exec_id))
+        assert status in line
+
+
+def test_tree_of_a_task_is_its_subtree(demo_store: tuple[Path, dict[str, object]]) -> None:
+    path, result = demo_store
+    notify = f"{result['workflow_exec_id']}/fulfilment/notify"
+    tree = planflow("tree", notify, "--db", sqlite_url(path), "--json", cwd=path.parent).json()
+    text = planflow("tree", notify, "--db", sqlite_url(path), "--max-children", "1", cwd=path.parent)
+
+    assert isinstance(tree, list) and len(tree) == 1
+    assert tree[0]["task"]["task_exec_id"] == notify
+    children = tree[0]["children"]
+    assert len(children) >= 2
+    assert text.out.splitlines()[0].startswith("SUCCESS notify")
+    assert f"… {len(children) - 1} more: {len(children) - 1} SUCCESS" in text.out
+
+
+def test_show_prints_one_state_as_json(demo_store: tuple[Path, dict[str, object]]) -> None:
+    path, result = demo_store
+    db, workflow_exec_id = sqlite_url(path), str(result["workflow_exec_id"])
+    workflow = planflow("show", workflow_exec_id, "--db", db, cwd=path.parent).json()
+    with_tasks = planflow("show", workflow_exec_id, "--db", db, "--tasks", cwd=path.parent).json()
+    task = planflow("show", f"{workflow_exec_id}/enrich", "--db", db, cwd=path.parent).json()
+    missing = planflow("show", "no-such-id", "--db", db, cwd=path.parent)
+
+    assert isinstance(workflow, dict) and isinstance(with_tasks, dict) and isinstance(task, dict)
+    assert workflow["workflow_exec_id"] == workflow_exec_id and "tasks" not in workflow
+    assert workflow["version"] >= 1 and workflow["created_at"]
+    assert len(with_tasks["tasks"]) == result["tasks"]
+    assert task["execution_type"] == "parallel" and task["input"]["strategy"] == "best_effort"
+    assert missing.code == 1
+    assert (
+        missing.err.strip()
+        == f"planflow: error: no workflow or task with exec id 'no-such-id' in sqlite {path}"
+    )
+
+
+def test_workflows_lists_and_filters_by_status(tmp_path: Path) -> None:
+    db = sqlite_url(tmp_path / "many.db")
+    for rate in ("0", "1"):
+        planflow("demo", "--db", db, "--tasks", "20", "--failure-rate", rate, "--json", cwd=tmp_path).json()
+    listed = planflow("workflows", "--db", db, "--json", cwd=tmp_path).json()
+    failed = planflow("workflows", "--db", db, "--status", "failed", "--json", cwd=tmp_path).json()
+    text = planflow("workflows", "--db", db, "--limit", "1", cwd=tmp_path)
+
+    assert isinstance(listed, list) and isinstance(failed, list)
+    assert [w["status"] for w in listed] == ["SUCCESS", "FAILED"]
+    assert [w["task_count"] for w in listed] == [20, 20]
+    assert [w["workflow_exec_id"] for w in failed] == [listed[1]["workflow_exec_id"]]
+    assert text.code == 0 and "SUCCESS" in text.out and "More exist" in text.out
+
+
+# copy ------------------------------------------------------------------------------------------------------
+
+
+def test_copy_between_sqlite_files_keeps_every_field(
+    demo_store: tuple[Path, dict[str, object]], tmp_path: Path
+) -> None:
+    source, _ = demo_store
+    target = tmp_path / "target.db"
+    report = planflow(
+        "copy", "--from", sqlite_url(source), "--to", sqlite_url(target), "--json", cwd=tmp_path
+    ).json()
+
+    assert isinstance(report, dict) and report["verified"] is True
+    written = {t["name"]: t["written"] for t in report["tables"]}
+    assert written == {
+        "workflows": 1, "tasks": 60, "users": 2, "api_keys": 2, "exec_tasks": 4, "exec_occurrences": 12,
+        "exec_executions": 12,
+    }  # fmt: skip
+    before, after = snapshot(sqlite_url(source)), snapshot(sqlite_url(target))
+    assert before.keys() == after.keys()
+    for table in before:
+        assert after[table] == before[table], table
+
+
+def test_copy_shows_a_progress_bar_and_a_verified_table(
+    demo_store: tuple[Path, dict[str, object]], tmp_path: Path
+) -> None:
+    source, _ = demo_store
+    run = planflow("copy", "--from", sqlite_url(source), "--to", sqlite_url(tmp_path / "t.db"), cwd=tmp_path)
+
+    assert run.code == 0, run.err
+    assert "copy tasks" in run.out and "verify tasks" in run.out
+    assert "Verified in" in run.out
+
+
+def test_copy_refuses_a_non_empty_target_without_merge(
+    demo_store: tuple[Path, dict[str, object]], tmp_path: Path
+) -> None:
+    source, _ = demo_store
+    target = sqlite_url(tmp_path / "busy.db")
+    planflow("demo", "--db", target, "--tasks", "20", "--json", cwd=tmp_path).json()
+    before = snapshot(target)
+
+    run = planflow("copy", "--from", sqlite_url(source), "--to", target, cwd=tmp_path)
+
+    assert run.code == 1
+    assert run.err.strip().startswith("planflow: error: the target ")
+    assert "is not empty (workflows, tasks hold records); pass --merge" in run.err
+    assert len(run.err.strip().splitlines()) == 1
+    assert snapshot(target) == before
+
+
+def test_a_second_copy_with_merge_changes_nothing(
+    demo_store: tuple[Path, dict[str, object]], tmp_path: Path
+) -> None:
+    source, _ = demo_store
+    target = sqlite_url(tmp_path / "again.db")
+    planflow("copy", "--from", sqlite_url(source), "--to", target, "--json", cwd=tmp_path).json()
+    before = snapshot(target)
+
+    report = planflow(
+        "copy", "--from", sqlite_url(source), "--to", target, "--merge", "--json", cwd=tmp_path
+    ).json()
+
+    assert isinstance(report, dict) and report["verified"] is True
+    assert all(t["written"] == 0 for t in report["tables"])
+    assert snapshot(target) == before
+
+
+def test_merge_replaces_changed_records_and_keeps_the_targets_own(
+    demo_store: tuple[Path, dict[str, object]], tmp_path: Path
+) -> None:
+    origin, result = demo_store
+    source, target = sqlite_url(tmp_path / "source.db"), sqlite_url(tmp_path / "target.db")
+    planflow("copy", "--from", sqlite_url(origin), "--to", source, "--json", cwd=tmp_path).json()
+    planflow("copy", "--from", source, "--to", target, "--json", cwd=tmp_path).json()
+    changed_id = f"{result['workflow_exec_id']}/summarize"
+    with open_provider(source) as provider:
+        state = provider.tasks.get_state(changed_id)
+        provider.tasks.update_state(state.evolve(output={"edited": True}), state.version)
+    with open_provider(target) as provider:
+        provider.workflows.upsert_state(WorkflowState("target-only", "local"))
+
+    report = planflow("copy", "--from", source, "--to", target, "--merge", "--json", cwd=tmp_path).json()
+
+    assert isinstance(report, dict) and report["verified"] is True
+    lines = {t["name"]: t for t in report["tables"]}
+    assert lines["tasks"]["written"] == 1 and lines["tasks"]["unchanged"] == 59
+    assert lines["workflows"]["written"] == 0 and lines["workflows"]["target"] == 2
+    with open_provider(source) as src, open_provider(target) as dst:
+        assert dst.tasks.get_state(changed_id) == src.tasks.get_state(changed_id)
+        assert dst.workflows.get_state("target-only").workflow_id == "local"
+
+
+def test_copy_from_tinydb_moves_the_addon_data_into_sqlite(tmp_path: Path) -> None:
+    pytest.importorskip("planflow.infra.tinydb.backend")
+    addon = f"tinydb:///{tmp_path / 'addon.json'}"
+    with open_provider(addon) as provider:
+        add_addon_data(provider.executions)
+    target = sqlite_url(tmp_path / "moved.db")
+
+    report = planflow("copy", "--from", addon, "--to", target, "--json", cwd=tmp_path).json()
+
+    assert isinstance(report, dict) and report["verified"] is True
+    assert [t["name"] for t in report["tables"]] == ["exec_tasks", "exec_occurrences", "exec_executions"]
+    before, after = snapshot(addon), snapshot(target)
+    for table in ("exec_tasks", "exec_occurrences", "exec_executions"):
+        assert after[table] == before[table], table
+    assert after["tasks"] == []
+
+
+def test_copy_into_tinydb_says_what_it_cannot_store(
+    demo_store: tuple[Path, dict[str, object]], tmp_path: Path
+) -> None:
+    pytest.importorskip("planflow.infra.tinydb.backend")
+    source, _ = demo_store
+    target = f"tinydb:///{tmp_path / 'back.json'}"
+
+    run = planflow("copy", "--from", sqlite_url(source), "--to", target, "--json", cwd=tmp_path)
+
+    report = run.json()
+    assert isinstance(report, dict) and report["verified"] is True
+    assert report["not_copied"] == {"workflows": 1, "tasks": 60, "users": 2, "api_keys": 2}
+    assert (
+        "planflow: warning: tasks not copied (60 records): the tinydb driver does not store them" in run.err
+    )
+    assert snapshot(target)["exec_executions"] == snapshot(sqlite_url(source))["exec_executions"]
+
+
+# errors ----------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("url", "says"),
+    [
+        ("not-a-url", "malformed URL 'not-a-url'; accepted: sqlite:///path/to.db"),
+        ("sqlite://", "malformed URL 'sqlite://'"),
+        (
+            "mysql://root:hunter2@db.example.com/app",
+            "unknown driver 'mysql' in URL 'mysql://root:***@db.example.com/app'",
+        ),
+    ],
+)
+def test_a_bad_url_exits_1_with_one_clear_line(tmp_path: Path, url: str, says: str) -> None:
+    for command in (["status"], ["demo"], ["copy", "--from", url, "--to", sqlite_url(tmp_path / "t.db")]):
+        run = planflow(*command, *([] if command[0] == "copy" else ["--db", url]), cwd=tmp_path)
+
+        assert run.code == 1, command
+        assert run.out == ""
+        assert run.err.startswith("planflow: error: ")
+        assert says in run.err
+        assert len(run.err.strip().splitlines()) == 1
+        assert "Traceback" not in run.err and "hunter2" not in run.err
+
+
+def test_the_environment_url_is_the_default_store(tmp_path: Path) -> None:
+    env = {"PLANFLOW_DATABASE_URL": "oracle://scott:tiger@db/orcl"}
+    run = planflow("status", cwd=tmp_path, env=env)
+
+    assert run.code == 1
+    assert "unknown driver 'oracle'" in run.err and "tiger" not in run.err
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["no-such-command"],
+        ["demo", "--tasks", "3"],
+        ["demo", "--workers", "0"],
+        ["demo", "--failure-rate", "2"],
+        ["copy", "--from", "sqlite:///a.db"],
+        ["workflows", "--status", "DONE"],
+        ["tree"],
+    ],
+)
+def test_bad_usage_exits_2(tmp_path: Path, args: list[str]) -> None:
+    run = planflow(*args, cwd=tmp_path)
+
+    assert run.code == 2, run.both
+    assert "Traceback" not in run.both
+
+
+def test_an_unreachable_server_fails_without_printing_the_password(tmp_path: Path) -> None:
+    url = "postgresql://planflow:s3cr3t-pw@127.0.0.1:1/db?connect_timeout=2"
+    for args in (["status", "--db", url], ["copy", "--from", sqlite_url(tmp_path / "x.db"), "--to", url]):
+        if args[0] == "copy":
+            planflow("migrate", "--db", sqlite_url(tmp_path / "x.db"), cwd=tmp_path)
+        run = planflow(*args, cwd=tmp_path)
+
+        assert run.code == 1, run.both
+        assert "s3cr3t" not in run.both
+        assert run.err.startswith("planflow: error: ")
+        assert len(run.err.strip().splitlines()) == 1
+
+
+# memory ----------------------------------------------------------------------------------------------------
+
+
+def _bulk_store(url: str, workflows: int, per_workflow: int) -> None:
+    with open_provider(url) as provider:
+        for w in range(workflows):
+            wf = f"wf-{w:04d}"
+            provider.workflows.upsert_state(WorkflowState(wf, "bulk"))
+            states: list[TaskState] = []
+            for r in range(per_workflow // 100):
+                root = f"{wf}/r{r}"
+                states.append(TaskState(root, f"r{r}", wf, "bulk", execution_type=ExecutionType.PARALLEL))
+                states += [
+                    TaskState(
+                        f"{root}/c{c}", f"c{c}", wf, "bulk", parent_state_id=root, input={"text": "x" * 200}
+                    )
+                    for c in range(99)
+                ]
+            provider.tasks.bulk_upsert(states)
+
+
+def _max_rss_kb(args: list[str], cwd: Path) -> int:
+    code = (
+        "import resource, runpy, sys\n"
+        f"sys.argv = ['planflow', *{args!r}]\n"
+        "try:\n    runpy.run_module('planflow', run_name='__main__')\n"
+        "except SystemExit as exit:\n    assert not exit.code, exit.code\n"
+        "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], cwd=cwd, capture_output=True, text=True, check=True)
+    return int(done.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.slow
+def test_copy_memory_does_not_grow_with_the_number_of_tasks(tmp_path: Path) -> None:
+    small, large = sqlite_url(tmp_path / "small.db"), sqlite_url(tmp_path / "large.db")
+    _bulk_store(small, 2, 1000)
+    _bulk_store(large, 24, 1000)
+
+    rss_small = _max_rss_kb(
+        ["copy", "--from", small, "--to", sqlite_url(tmp_path / "s.db"), "--json"], tmp_path
+    )
+    rss_large = _max_rss_kb(
+        ["copy", "--from", large, "--to", sqlite_url(tmp_path / "l.db"), "--json"], tmp_path
+    )
+
+    # Holding 22 000 more tasks would take well over 30 MB; pages of 1 000 keep the difference to noise.
+    assert rss_large - rss_small < 15_000, (rss_small, rss_large)
+
+
+# Postgres --------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.postgres
+def test_demo_on_postgres(new_postgres_url: Callable[[], str], tmp_path: Path) -> None:  # noqa: F811
+    url = new_postgres_url()
+    result = planflow("demo", "--db", url, "--tasks", "120", "--workers", "8", "--json", cwd=tmp_path).json()
+    status = planflow("status", "--db", url, "--json", cwd=tmp_path).json()
+
+    assert isinstance(result, dict) and isinstance(status, dict)
+    assert result["status"] == "SUCCESS" and result["usage_consistent"] is True
+    assert status["counts"]["tasks"] == 120
+    assert status["workflows_by_status"] == {"SUCCESS": 1}
+
+
+@pytest.mark.postgres
+def test_copy_sqlite_to_postgres_and_back_keeps_every_field(
+    demo_store: tuple[Path, dict[str, object]],
+    new_postgres_url: Callable[[], str],  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    source, back = sqlite_url(demo_store[0]), sqlite_url(tmp_path / "back.db")
+    middle = new_postgres_url()
+
+    there = planflow("copy", "--from", source, "--to", middle, "--json", cwd=tmp_path).json()
+    again = planflow("copy", "--from", source, "--to", middle, "--merge", "--json", cwd=tmp_path).json()
+    home = planflow("copy", "--from", middle, "--to", back, "--json", cwd=tmp_path).json()
+
+    for report in (there, again, home):
+        assert isinstance(report, dict) and report["verified"] is True
+    assert all(t["written"] == 0 for t in again["tables"])
+    original = snapshot(source)
+    for copy in (snapshot(middle), snapshot(back)):
+        for table in original:
+            assert copy[table] == original[table], table
+
+
+@pytest.mark.postgres
+def test_a_postgres_password_is_never_printed(
+    demo_store: tuple[Path, dict[str, object]],
+    new_postgres_url: Callable[[], str],  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    parts = urlsplit(new_postgres_url())
+    if parts.password is not None:
+        pytest.skip("the test server's URL already has a password")
+    netloc = f"{parts.username or 'postgres'}:pw-hunter2@{parts.hostname}:{parts.port or 5432}"
+    url = urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+    with open_provider(url):  # the CI server trusts local users: the password is carried, not checked
+        pass
+    runs = [
+        planflow("demo", "--db", url, "--tasks", "20", cwd=tmp_path),
+        planflow("status", "--db", url, cwd=tmp_path),
+        planflow("status", "--db", url, "--json", cwd=tmp_path),
+        planflow("copy", "--from", sqlite_url(demo_store[0]), "--to", url, cwd=tmp_path),
+        planflow("show", "missing", "--db", url, cwd=tmp_path),
+    ]
+
+    assert [run.code for run in runs] == [0, 0, 0, 1, 1]
+    for run in runs:
+        assert "hunter2" not in run.both
+    assert "postgres" in runs[1].out and ":***@" in runs[1].out
