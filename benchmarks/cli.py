@@ -178,16 +178,17 @@ def run(args: argparse.Namespace, console: Console) -> int:
     try:
         for factory in factories:
             for spec in _specs(plan, chosen):
-                reps, extra = repetitions, (None if args.repetitions else plan.extra)
+                reps, warmup, extra = repetitions, plan.warmup, (None if args.repetitions else plan.extra)
                 if spec.size >= plan.large and spec.group != "main" and args.repetitions is None:
-                    reps, extra = plan.large_repetitions, None
+                    # The largest points take longest and are warm after their first seconds anyway.
+                    reps, warmup, extra = plan.large_repetitions, 0, None
                 measurements.append(
                     run_sql_workload(
                         factory,
                         spec,
                         implementations=IMPLEMENTATIONS,
                         repetitions=reps,
-                        warmup=plan.warmup,
+                        warmup=warmup,
                         extra=extra,
                         progress=progress,
                     )
