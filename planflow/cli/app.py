@@ -322,7 +322,7 @@ def workflows(
 
 
 def _trees(provider: Provider, exec_id: str) -> tuple[Tree, list[list[TaskTreeNode]], JsonValue]:
-    """The tree of a workflow (all its top-level tasks) or of one task, with its JSON header."""
+    """The tree of a workflow (all its top-level tasks) or of one task (its own root), with the workflow's JSON."""
     try:
         workflow = provider.workflows.get_state(exec_id)
     except NotFoundError:
@@ -333,7 +333,7 @@ def _trees(provider: Provider, exec_id: str) -> tuple[Tree, list[list[TaskTreeNo
                 f"no workflow or task with exec id {exec_id!r} in {_where(provider)}"
             ) from None
         nodes = provider.tasks.get_task_tree(task.task_exec_id)
-        return Tree(Text(f"task {task.task_exec_id}", "dim")), [nodes], None
+        return Tree("", hide_root=True), [nodes], None
     roots: list[str] = []
     cursor: str | None = None
     while True:
@@ -362,13 +362,8 @@ def tree(
             tasks: list[JsonValue] = [entry for nodes in forests for entry in render.tree_json(nodes)]
             _print_json(tasks if header is None else {"workflow": header, "tasks": tasks})
             return
-        if header is None and forests[0]:
-            top = Tree(render.task_label(forests[0][0].state))
-            render.add_task_tree(top, forests[0], max_children=max_children)
-            top = top.children[0] if top.children else top
-        else:
-            for nodes in forests:
-                render.add_task_tree(top, nodes, max_children=max_children)
+        for nodes in forests:
+            render.add_task_tree(top, nodes, max_children=max_children)
         console.print(top)
 
 
