@@ -68,6 +68,10 @@ class TaskRepository(Protocol):
         """States matching every field of ``filter``, ordered by ``created_at`` then ``task_exec_id``."""
         ...
 
+    def count_states(self, filter: TaskFilter | None = None) -> int:
+        """How many states match ``filter`` (all of them without one)."""
+        ...
+
     def list_by_ids(self, task_exec_ids: Sequence[str]) -> list[TaskState]:
         """States with any of the ids (any number of them), in ``created_at`` order; missing ids are skipped."""
         ...
@@ -171,9 +175,21 @@ class WorkflowRepository(Protocol):
         ...
 
     def list_states(
-        self, filter: WorkflowFilter | None = None, *, limit: int = 100, cursor: str | None = None
+        self,
+        filter: WorkflowFilter | None = None,
+        *,
+        limit: int = 100,
+        cursor: str | None = None,
+        with_tasks: bool = True,
     ) -> Page[WorkflowState]:
-        """Workflows matching ``filter`` with their tasks, by ``created_at``; a fixed number of queries."""
+        """Workflows matching ``filter``, by ``created_at``; with their tasks in one more query (fixed count).
+
+        ``with_tasks=False`` leaves ``tasks`` empty: one query, for scans that do not need them.
+        """
+        ...
+
+    def count_states(self, filter: WorkflowFilter | None = None) -> int:
+        """How many workflows match ``filter`` (all of them without one)."""
         ...
 
     def import_states(self, states: Iterable[WorkflowState]) -> int:

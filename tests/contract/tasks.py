@@ -645,3 +645,12 @@ class TaskRepositoryContract:
             provider.tasks.import_states([base.evolve(parent_state_id="ghost-parent")])
         with pytest.raises(NotFoundError):
             provider.tasks.get_state(base.task_exec_id)
+
+    def test_count_states_counts_what_list_states_lists(self, provider: Provider) -> None:
+        wf = workflow(provider)
+        for status in (TaskStatus.RUNNING, TaskStatus.RUNNING, TaskStatus.SUCCESS):
+            task(provider, wf, status=status)
+        assert provider.tasks.count_states(TaskFilter(workflow_exec_id=wf.workflow_exec_id)) == 3
+        running = TaskFilter(workflow_exec_id=wf.workflow_exec_id, status=TaskStatus.RUNNING)
+        assert provider.tasks.count_states(running) == 2
+        assert provider.tasks.count_states() >= 3

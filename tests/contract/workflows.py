@@ -206,6 +206,37 @@ class WorkflowRepositoryContract:
         with pytest.raises(NotFoundError):
             provider.workflows.complete_workflow("ghost")
 
+    def test_import_states_keeps_versions_and_timestamps(self, provider: Provider) -> None:
+        from datetime import UTC, datetime
+
+        stamp = datetime(2023, 3, 4, 5, 6, 7, 890123, tzinfo=UTC)
+        state = WorkflowState(
+            unique("wfimp"),
+            "w",
+            status=TaskStatus.SUCCESS,
+            version=5,
+            created_at=stamp,
+            updated_at=stamp,
+            output={"ok": True},
+        )
+        assert provider.workflows.import_states([state]) == 1
+        assert provider.workflows.get_state(state.workflow_exec_id) == state
+        with pytest.raises(ValidationError, match="version"):
+            provider.workflows.import_states([state.evolve(version=0)])
+
+    def test_list_without_tasks_is_one_query_and_count_matches(self, provider: Provider) -> None:
+        name = unique("bare")
+        for _ in range(3):
+            task(provider, workflow(provider, workflow_id=name))
+        before = statements(provider)
+        page = provider.workflows.list_states(WorkflowFilter(workflow_id=name), with_tasks=False)
+        assert statements(provider) - before == 1
+        assert len(page.items) == 3 and all(not w.tasks for w in page.items)
+        assert provider.workflows.count_states(WorkflowFilter(workflow_id=name)) == 3
+        assert (
+            provider.workflows.count_states(WorkflowFilter(workflow_id=name, status=TaskStatus.SUCCESS)) == 0
+        )
+
 
 class TransactionContract:
     """Units of work across repositories."""
@@ -257,21 +288,3 @@ class TransactionContract:
             return state.version
 
         assert provider.run_in_transaction(work) == 1
-
-    def test_import_states_keeps_versions_and_timestamps(self, provider: Provider) -> None:
-        from datetime import UTC, datetime
-
-        stamp = datetime(2023, 3, 4, 5, 6, 7, 890123, tzinfo=UTC)
-        state = WorkflowState(
-            unique("wfimp"),
-            "w",
-            status=TaskStatus.SUCCESS,
-            version=5,
-            created_at=stamp,
-            updated_at=stamp,
-            output={"ok": True},
-        )
-        assert provider.workflows.import_states([state]) == 1
-        assert provider.workflows.get_state(state.workflow_exec_id) == state
-        with pytest.raises(ValidationError, match="version"):
-            provider.workflows.import_states([state.evolve(version=0)])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import dataclasses
 import json
 import re
 from collections.abc import Callable, Sequence
@@ -18,11 +19,13 @@ from planflow.models import (
     JsonObject,
     JsonValue,
     Role,
+    TaskFilter,
     TaskState,
     TaskStatus,
     UsageEntry,
     UsageSummary,
     User,
+    WorkflowFilter,
     WorkflowState,
 )
 
@@ -282,6 +285,32 @@ def decode_cursor(cursor: str) -> tuple[datetime, str]:
     except (ValueError, TypeError, binascii.Error, UnicodeError) as exc:
         raise ValidationError(f"invalid page cursor {cursor!r}") from exc
     return moment, key
+
+
+def filter_where(
+    filter: TaskFilter | WorkflowFilter | None,
+    key: str,
+    cursor: str | None,
+    ts_param: Callable[[datetime], object],
+) -> tuple[str, list[object]]:
+    """The WHERE clause (``''`` or starting with a space) and parameters of a listing.
+
+    Every non-``None`` field of ``filter`` is an equality on the column of the same name (the filter classes'
+    field names are the only column names that get here), ANDed with the keyset ``(created_at, key) > cursor``.
+    """
+    conditions: list[str] = []
+    params: list[object] = []
+    if filter is not None:
+        for field in dataclasses.fields(filter):
+            value = getattr(filter, field.name)
+            if value is not None:
+                conditions.append(f"{field.name} = ?")
+                params.append(str(value))
+    if cursor is not None:
+        created, last_key = decode_cursor(cursor)
+        conditions.append(f"(created_at, {key}) > (?, ?)")
+        params += [ts_param(created), last_key]
+    return (f" WHERE {' AND '.join(conditions)}" if conditions else ""), params
 
 
 def check_limit(limit: int) -> int:

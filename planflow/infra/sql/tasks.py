@@ -15,8 +15,8 @@ from planflow.errors import (
 from planflow.infra.sql.codec import (
     TASK_COLUMNS,
     check_limit,
-    decode_cursor,
     encode_cursor,
+    filter_where,
     now,
     stored_meta,
     task_from_row,
@@ -36,8 +36,6 @@ from planflow.models import (
     UsageSummary,
 )
 
-#: Columns a TaskFilter may constrain (its field names); the filter builder never takes a name from elsewhere.
-FILTER_COLUMNS = tuple(TaskFilter.__dataclass_fields__)
 ORDER = "ORDER BY created_at, task_exec_id"
 BULK_BATCH = 1000
 
@@ -272,19 +270,7 @@ class SqlTaskRepository:
         self, filter: TaskFilter | None = None, *, limit: int = 100, cursor: str | None = None
     ) -> Page[TaskState]:
         check_limit(limit)
-        conditions: list[str] = []
-        params: list[object] = []
-        if filter is not None:
-            for column in FILTER_COLUMNS:
-                value = getattr(filter, column)
-                if value is not None:
-                    conditions.append(f"{column} = ?")
-                    params.append(str(value))
-        if cursor is not None:
-            created, key = decode_cursor(cursor)
-            conditions.append("(created_at, task_exec_id) > (?, ?)")
-            params += [self._d.ts_param(created), key]
-        where = f" WHERE {' AND '.join(conditions)}" if conditions else ""
+        where, params = filter_where(filter, "task_exec_id", cursor, self._d.ts_param)
         items = self._all(f"{SELECT}{where} {ORDER} LIMIT ?", [*params, limit + 1])
         if len(items) <= limit:
             return Page(items)
@@ -292,6 +278,12 @@ class SqlTaskRepository:
         last = items[-1]
         assert last.created_at is not None
         return Page(items, encode_cursor(last.created_at, last.task_exec_id))
+
+    def count_states(self, filter: TaskFilter | None = None) -> int:
+        where, params = filter_where(filter, "task_exec_id", None, self._d.ts_param)
+        row = self._db.fetch_one(f"SELECT COUNT(*) FROM task_states{where}", params)
+        assert row is not None
+        return int(row[0])
 
     def list_by_ids(self, task_exec_ids: Sequence[str]) -> list[TaskState]:
         if isinstance(task_exec_ids, str):

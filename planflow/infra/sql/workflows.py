@@ -10,9 +10,9 @@ from planflow.infra.sql.codec import (
     TASK_COLUMNS,
     WORKFLOW_COLUMNS,
     check_limit,
-    decode_cursor,
     dump_json,
     encode_cursor,
+    filter_where,
     now,
     require_id,
     stored_meta,
@@ -266,22 +266,15 @@ class SqlWorkflowRepository:
         return self._by_task_column("tool_id", workflow_id, tool_id)
 
     def list_states(
-        self, filter: WorkflowFilter | None = None, *, limit: int = 100, cursor: str | None = None
+        self,
+        filter: WorkflowFilter | None = None,
+        *,
+        limit: int = 100,
+        cursor: str | None = None,
+        with_tasks: bool = True,
     ) -> Page[WorkflowState]:
         check_limit(limit)
-        conditions: list[str] = []
-        params: list[object] = []
-        if filter is not None and filter.status is not None:
-            conditions.append("status = ?")
-            params.append(TaskStatus(filter.status).value)
-        if filter is not None and filter.workflow_id is not None:
-            conditions.append("workflow_id = ?")
-            params.append(filter.workflow_id)
-        if cursor is not None:
-            created, key = decode_cursor(cursor)
-            conditions.append("(created_at, workflow_exec_id) > (?, ?)")
-            params += [self._d.ts_param(created), key]
-        where = f" WHERE {' AND '.join(conditions)}" if conditions else ""
+        where, params = filter_where(filter, "workflow_exec_id", cursor, self._d.ts_param)
         sql = f"{SELECT}{where} {ORDER} LIMIT ?"
 
         def work(conn: Connection) -> Page[WorkflowState]:
@@ -289,7 +282,7 @@ class SqlWorkflowRepository:
             more = len(rows) > limit
             rows = rows[:limit]
             tasks: dict[str, dict[str, TaskState]] = {row[0]: {} for row in rows}
-            if rows:
+            if rows and with_tasks:
                 load_ts = self._d.load_ts
                 for task_row in conn.fetch_all(self._tasks_of_many, [self._d.ids_param(list(tasks))]):
                     state = task_from_row(task_row, load_ts)
@@ -301,4 +294,11 @@ class SqlWorkflowRepository:
             assert last.created_at is not None
             return Page(items, encode_cursor(last.created_at, last.workflow_exec_id))
 
-        return self._db.run(work, write=False)
+        # With tasks: two queries that must see one snapshot. Without: one query, no transaction needed.
+        return self._db.run(work, write=False) if with_tasks else self._db.read(work)
+
+    def count_states(self, filter: WorkflowFilter | None = None) -> int:
+        where, params = filter_where(filter, "workflow_exec_id", None, self._d.ts_param)
+        row = self._db.fetch_one(f"SELECT COUNT(*) FROM workflow_states{where}", params)
+        assert row is not None
+        return int(row[0])
