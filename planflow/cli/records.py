@@ -27,12 +27,19 @@ from planflow.executions import (
     task_to_doc,
 )
 from planflow.infra.provider import Repositories
-from planflow.models import APIKey, JsonObject, JsonValue, TaskState, TaskStatus, User, WorkflowState
+from planflow.models import (
+    APIKey,
+    JsonObject,
+    JsonValue,
+    TaskState,
+    TaskStatus,
+    User,
+    WorkflowFilter,
+    WorkflowState,
+)
 
 R = TypeVar("R")
 
-#: Workflow pages carry every task of every workflow on them, so they are kept short.
-WORKFLOW_PAGE = 10
 #: Page size of a plain count.
 COUNT_PAGE = 1000
 
@@ -182,8 +189,8 @@ class WorkflowsTable(Table[WorkflowState]):
     def pages(self, repos: Repositories, size: int) -> Generator[list[WorkflowState], None, None]:
         cursor: str | None = None
         while True:
-            page = repos.workflows.list_states(limit=min(size, WORKFLOW_PAGE), cursor=cursor)
-            yield [state.evolve(tasks={}) for state in page.items]
+            page = repos.workflows.list_states(limit=size, cursor=cursor, with_tasks=False)
+            yield page.items
             if page.next_cursor is None:
                 return
             cursor = page.next_cursor
@@ -206,13 +213,15 @@ class WorkflowsTable(Table[WorkflowState]):
     def write(self, repos: Repositories, records: list[WorkflowState]) -> None:
         repos.workflows.import_states(records)
 
+    def count(self, repos: Repositories) -> int:
+        return repos.workflows.count_states()
+
     def count_by_status(self, repos: Repositories) -> dict[TaskStatus, int]:
         """How many workflows ``repos`` holds in each status (statuses with none are left out)."""
-        counts: dict[TaskStatus, int] = {}
-        for page in self.pages(repos, WORKFLOW_PAGE):
-            for state in page:
-                counts[state.status] = counts.get(state.status, 0) + 1
-        return counts
+        counts = {
+            status: repos.workflows.count_states(WorkflowFilter(status=status)) for status in TaskStatus
+        }
+        return {status: n for status, n in counts.items() if n}
 
 
 class TasksTable(Table[TaskState]):
@@ -244,6 +253,9 @@ class TasksTable(Table[TaskState]):
 
     def write(self, repos: Repositories, records: list[TaskState]) -> None:
         repos.tasks.import_states(records)
+
+    def count(self, repos: Repositories) -> int:
+        return repos.tasks.count_states()
 
 
 class UsersTable(Table[User]):
