@@ -215,6 +215,7 @@ class WorkflowFilter:
 
     status: TaskStatus | None = None
     workflow_id: str | None = None
+    workflow_exec_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -204,10 +204,8 @@ class WorkflowsTable(Table[WorkflowState]):
     def lookup(self, repos: Repositories, keys: Sequence[str]) -> dict[str, WorkflowState]:
         found: dict[str, WorkflowState] = {}
         for key in keys:
-            try:
-                found[key] = repos.workflows.get_state(key).evolve(tasks={})
-            except NotFoundError:
-                continue
+            page = repos.workflows.list_states(WorkflowFilter(workflow_exec_id=key), limit=1, with_tasks=False)
+            found.update((state.workflow_exec_id, state) for state in page.items)
         return found
 
     def write(self, repos: Repositories, records: list[WorkflowState]) -> None:
