@@ -236,6 +236,9 @@ class WorkflowRepositoryContract:
         assert (
             provider.workflows.count_states(WorkflowFilter(workflow_id=name, status=TaskStatus.SUCCESS)) == 0
         )
+        one = page.items[1].workflow_exec_id
+        by_id = provider.workflows.list_states(WorkflowFilter(workflow_exec_id=one), with_tasks=False)
+        assert [w.workflow_exec_id for w in by_id.items] == [one]
 
 
 class TransactionContract:
