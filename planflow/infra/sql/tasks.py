@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from itertools import islice
 
 from planflow.errors import (
@@ -157,21 +157,7 @@ class SqlTaskRepository:
         return self._d.load_ts(param)
 
     def bulk_upsert(self, states: Iterable[TaskState]) -> int:
-        written = 0
-        for batch in _batches(states, BULK_BATCH):
-            rows = [self._write_params(state) for state in batch]
-
-            def work(
-                conn: Connection, rows: list[list[object]] = rows, batch: list[TaskState] = batch
-            ) -> None:
-                conn.execute_many(UPSERT, rows)
-
-            try:
-                self._db.run(work)
-            except ForeignKeyViolation as exc:
-                raise self._missing_reference(batch) from exc
-            written += len(rows)
-        return written
+        return self._write_batches(states, self._write_params, UPSERT, defer_foreign_keys=False)
 
     def import_states(self, states: Iterable[TaskState]) -> int:
         """Write states verbatim (version and timestamps as given), upserting by ``task_exec_id``.
@@ -185,22 +171,32 @@ class SqlTaskRepository:
         Raises:
             ValidationError: bad fields, a version below 1, naive or missing timestamps, unknown references.
         """
-        written = 0
-        ts = self._d.ts_param
-        for batch in _batches(states, BULK_BATCH):
-            rows: list[list[object]] = []
-            for state in batch:
-                version, created, updated = stored_meta(
-                    state.version, state.created_at, state.updated_at, f"task {state.task_exec_id!r}"
-                )
-                rows.append([*task_params(state, self._d.json_param), version, ts(created), ts(updated)])
+        return self._write_batches(states, self._verbatim_params, IMPORT, defer_foreign_keys=True)
 
-            def work(
-                conn: Connection, rows: list[list[object]] = rows, batch: list[TaskState] = batch
-            ) -> None:
-                if self._d.defer_foreign_keys:
+    def _verbatim_params(self, state: TaskState) -> list[object]:
+        version, created, updated = stored_meta(
+            state.version, state.created_at, state.updated_at, f"task {state.task_exec_id!r}"
+        )
+        ts = self._d.ts_param
+        return [*task_params(state, self._d.json_param), version, ts(created), ts(updated)]
+
+    def _write_batches(
+        self,
+        states: Iterable[TaskState],
+        to_params: Callable[[TaskState], list[object]],
+        sql: str,
+        *,
+        defer_foreign_keys: bool,
+    ) -> int:
+        """Write ``states`` with ``sql``, one transaction and one ``execute_many`` per batch."""
+        written = 0
+        for batch in _batches(states, BULK_BATCH):
+            rows = [to_params(state) for state in batch]
+
+            def work(conn: Connection, rows: list[list[object]] = rows) -> None:
+                if defer_foreign_keys and self._d.defer_foreign_keys:
                     conn.execute(self._d.defer_foreign_keys)
-                conn.execute_many(IMPORT, rows)
+                conn.execute_many(sql, rows)
 
             try:
                 self._db.run(work)
