@@ -172,6 +172,10 @@ class Database(ABC):
                 explain its outcome); outside a transaction it then runs in autocommit mode, saving the
                 BEGIN and COMMIT round trips.
 
+        A connection lost after the server committed but before the reply arrived looks like a failure: the
+        retry then applies the unit a second time (a version bumped twice, usage merged twice). The window is a
+        network round trip wide; callers who cannot tolerate it use ``expected_version`` on their writes.
+
         Raises:
             TransientError: the failure outlasted ``retry.max_attempts``.
         """
