@@ -204,7 +204,9 @@ class WorkflowsTable(Table[WorkflowState]):
     def lookup(self, repos: Repositories, keys: Sequence[str]) -> dict[str, WorkflowState]:
         found: dict[str, WorkflowState] = {}
         for key in keys:
-            page = repos.workflows.list_states(WorkflowFilter(workflow_exec_id=key), limit=1, with_tasks=False)
+            page = repos.workflows.list_states(
+                WorkflowFilter(workflow_exec_id=key), limit=1, with_tasks=False
+            )
             found.update((state.workflow_exec_id, state) for state in page.items)
         return found
 
