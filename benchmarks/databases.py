@@ -13,10 +13,14 @@ import tempfile
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import quote
 
 from benchmarks.stores.base import PLANFLOW, RAW, SQLALCHEMY, TaskStore
 from planflow import Provider, open_provider
+
+if TYPE_CHECKING:
+    from sqlalchemy import Engine
 
 DEFAULT_POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432/test"
 _counter = itertools.count()
@@ -32,8 +36,26 @@ class BenchDatabase(ABC):
         """A planflow provider on this database (its first opening creates the schema)."""
 
     @abstractmethod
+    def _raw_store(self) -> TaskStore:
+        """The hand-written driver code's store on this database."""
+
+    @abstractmethod
+    def _engine(self) -> Engine:
+        """A SQLAlchemy engine on this database."""
+
     def open_store(self, implementation: str) -> TaskStore:
         """An implementation's store on this database."""
+        if implementation == PLANFLOW:
+            from benchmarks.stores.planflow_store import PlanflowStore
+
+            return PlanflowStore(self.open_provider())
+        if implementation == RAW:
+            return self._raw_store()
+        if implementation == SQLALCHEMY:
+            from benchmarks.stores.orm import OrmStore
+
+            return OrmStore(self._engine())
+        raise ValueError(f"unknown implementation {implementation!r}")
 
     @abstractmethod
     def execute(self, sql: str, params: Sequence[object] = ()) -> None:
@@ -74,20 +96,15 @@ class SqliteDatabase(BenchDatabase):
     def open_provider(self) -> Provider:
         return open_provider(self.url)
 
-    def open_store(self, implementation: str) -> TaskStore:
-        if implementation == PLANFLOW:
-            from benchmarks.stores.planflow_store import PlanflowStore
+    def _raw_store(self) -> TaskStore:
+        from benchmarks.stores.raw_sqlite import RawSqliteStore
 
-            return PlanflowStore(self.open_provider())
-        if implementation == RAW:
-            from benchmarks.stores.raw_sqlite import RawSqliteStore
+        return RawSqliteStore(str(self.path))
 
-            return RawSqliteStore(str(self.path))
-        if implementation == SQLALCHEMY:
-            from benchmarks.stores.orm import OrmStore, sqlite_engine
+    def _engine(self) -> Engine:
+        from benchmarks.stores.orm import sqlite_engine
 
-            return OrmStore(sqlite_engine(str(self.path)))
-        raise ValueError(f"unknown implementation {implementation!r}")
+        return sqlite_engine(str(self.path))
 
     def execute(self, sql: str, params: Sequence[object] = ()) -> None:
         import sqlite3
@@ -145,20 +162,15 @@ class PostgresDatabase(BenchDatabase):
     def open_provider(self) -> Provider:
         return open_provider(self.url)
 
-    def open_store(self, implementation: str) -> TaskStore:
-        if implementation == PLANFLOW:
-            from benchmarks.stores.planflow_store import PlanflowStore
+    def _raw_store(self) -> TaskStore:
+        from benchmarks.stores.raw_postgres import RawPostgresStore
 
-            return PlanflowStore(self.open_provider())
-        if implementation == RAW:
-            from benchmarks.stores.raw_postgres import RawPostgresStore
+        return RawPostgresStore(self.base_url, self.schema)
 
-            return RawPostgresStore(self.base_url, self.schema)
-        if implementation == SQLALCHEMY:
-            from benchmarks.stores.orm import OrmStore, postgres_engine
+    def _engine(self) -> Engine:
+        from benchmarks.stores.orm import postgres_engine
 
-            return OrmStore(postgres_engine(self.base_url, self.schema))
-        raise ValueError(f"unknown implementation {implementation!r}")
+        return postgres_engine(self.base_url, self.schema)
 
     def execute(self, sql: str, params: Sequence[object] = ()) -> None:
         import psycopg

@@ -37,6 +37,7 @@ from sqlalchemy.orm.exc import StaleDataError
 
 from benchmarks.data import chunks
 from benchmarks.stores.base import BULK_BATCH, MAX_DEPTH, SQLALCHEMY
+from benchmarks.stores.rawcodec import page, usage_from_items, usage_items
 from planflow import (
     ComponentType,
     ConflictError,
@@ -45,8 +46,6 @@ from planflow import (
     TaskState,
     TaskStatus,
     TaskTreeNode,
-    UsageEntry,
-    UsageSummary,
 )
 
 E = TypeVar("E", bound=StrEnum)
@@ -154,7 +153,7 @@ class TaskRow(Base):
             input=self.input,
             output=self.output,
             error=self.error,
-            usage=None if self.usage is None else UsageSummary(tuple(UsageEntry(**e) for e in self.usage)),
+            usage=usage_from_items(self.usage),
             version=self.version,
             created_at=self.created_at,
             updated_at=self.updated_at,
@@ -175,7 +174,7 @@ class TaskRow(Base):
         self.input = state.input
         self.output = state.output
         self.error = state.error
-        self.usage = _usage_items(state.usage)
+        self.usage = usage_items(state.usage)
 
     @classmethod
     def of(cls, state: TaskState) -> TaskRow:
@@ -183,22 +182,6 @@ class TaskRow(Base):
         row = cls(task_exec_id=state.task_exec_id)
         row.assign(state)
         return row
-
-
-def _usage_items(usage: UsageSummary | None) -> list[dict[str, Any]] | None:
-    if usage is None:
-        return None
-    return [
-        {
-            "provider": e.provider,
-            "model": e.model,
-            "source": e.source,
-            "prompt_tokens": e.prompt_tokens,
-            "completion_tokens": e.completion_tokens,
-            "total_tokens": e.total_tokens,
-        }
-        for e in usage.entries
-    ]
 
 
 def sqlite_engine(path: str) -> Engine:
@@ -286,11 +269,7 @@ class OrmStore:
         stmt = stmt.order_by(TaskRow.created_at, TaskRow.task_exec_id).limit(limit + 1)
         with self._sessions() as session:
             items = [row.to_state() for row in session.scalars(stmt)]
-        if len(items) <= limit:
-            return items, None
-        items.pop()
-        last = items[-1]
-        return items, (last.created_at, last.task_exec_id)
+        return page(items, limit)
 
     def update_state(self, state: TaskState, expected_version: int) -> TaskState:
         with self._sessions.begin() as session:

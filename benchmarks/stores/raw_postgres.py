@@ -18,8 +18,19 @@ from psycopg.types.json import Json
 
 from benchmarks.data import chunks
 from benchmarks.stores.base import BULK_BATCH, MAX_DEPTH, RAW
-from benchmarks.stores.rawcodec import COMPONENT, EXECUTION_TYPE, STATUS, dumps, now, usage_from_items
-from planflow import ConflictError, NotFoundError, TaskState, TaskTreeNode
+from benchmarks.stores.rawcodec import (
+    COMPONENT,
+    EXECUTION_TYPE,
+    STATUS,
+    dumps,
+    now,
+    page,
+    usage_from_items,
+    usage_items,
+    values,
+    write_failure,
+)
+from planflow import NotFoundError, TaskState, TaskTreeNode, UsageSummary
 from planflow.infra.sql.tasks import GET, GET_VERSION, ORDER, SELECT, TREE, UPDATE_VERSIONED, UPSERT
 from planflow.models import JsonObject
 
@@ -68,43 +79,12 @@ def _json(value: JsonObject | list[dict[str, Any]] | None) -> Json | None:
     return None if value is None else Json(value, dumps=dumps)
 
 
-def _usage(state: TaskState) -> Json | None:
-    if state.usage is None:
-        return None
-    return _json(
-        [
-            {
-                "provider": e.provider,
-                "model": e.model,
-                "source": e.source,
-                "prompt_tokens": e.prompt_tokens,
-                "completion_tokens": e.completion_tokens,
-                "total_tokens": e.total_tokens,
-            }
-            for e in state.usage.entries
-        ]
-    )
+def _usage(usage: UsageSummary | None) -> Json | None:
+    return _json(usage_items(usage))
 
 
 def _values(s: TaskState) -> list[object]:
-    """The 15 written columns of a state, in planflow's order."""
-    return [
-        s.task_exec_id,
-        s.task_id,
-        s.workflow_exec_id,
-        s.workflow_id,
-        s.component.value,
-        s.status.value,
-        s.execution_type.value,
-        s.parent_state_id,
-        s.agent_id,
-        s.action_id,
-        s.tool_id,
-        _json(s.input),
-        _json(s.output),
-        _json(s.error),
-        _usage(s),
-    ]
+    return values(s, _json, _usage)
 
 
 class RawPostgresStore:
@@ -159,12 +139,7 @@ class RawPostgresStore:
         else:
             created, key = cursor  # type: ignore[misc]
             rows = self._conn().execute(PAGE_NEXT, (workflow_exec_id, created, key, limit + 1)).fetchall()
-        items = [state_from_row(r) for r in rows]
-        if len(items) <= limit:
-            return items, None
-        items.pop()
-        last = items[-1]
-        return items, (last.created_at, last.task_exec_id)
+        return page([state_from_row(r) for r in rows], limit)
 
     def update_state(self, state: TaskState, expected_version: int) -> TaskState:
         moment = now()
@@ -173,13 +148,7 @@ class RawPostgresStore:
         row = conn.execute(UPDATE_PG, [*values[1:], moment, values[0], expected_version]).fetchone()
         if row is None:
             found = conn.execute(GET_VERSION_PG, (state.task_exec_id,)).fetchone()
-            if found is None:
-                raise NotFoundError(f"task state {state.task_exec_id!r} not found")
-            raise ConflictError(
-                f"task state {state.task_exec_id!r} is at version {found[0]}, expected {expected_version}",
-                expected=expected_version,
-                actual=found[0],
-            )
+            raise write_failure(state.task_exec_id, found, expected_version)
         version, created = row
         return state.evolve(version=version, created_at=created.astimezone(UTC), updated_at=moment)
 

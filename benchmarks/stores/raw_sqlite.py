@@ -23,10 +23,13 @@ from benchmarks.stores.rawcodec import (
     json_text,
     loads,
     now,
+    page,
     usage_from_items,
     usage_text,
+    values,
+    write_failure,
 )
-from planflow import ConflictError, NotFoundError, TaskState, TaskTreeNode
+from planflow import NotFoundError, TaskState, TaskTreeNode
 from planflow.infra.sql.tasks import GET, GET_VERSION, ORDER, SELECT, TREE, UPDATE_VERSIONED, UPSERT
 
 BY_IDS = f"{SELECT} WHERE task_exec_id IN (SELECT value FROM json_each(?)) {ORDER}"
@@ -62,24 +65,7 @@ def state_from_row(r: Row) -> TaskState:
 
 
 def _values(s: TaskState) -> list[object]:
-    """The 15 written columns of a state, in planflow's order."""
-    return [
-        s.task_exec_id,
-        s.task_id,
-        s.workflow_exec_id,
-        s.workflow_id,
-        s.component.value,
-        s.status.value,
-        s.execution_type.value,
-        s.parent_state_id,
-        s.agent_id,
-        s.action_id,
-        s.tool_id,
-        json_text(s.input),
-        json_text(s.output),
-        json_text(s.error),
-        usage_text(s.usage),
-    ]
+    return values(s, json_text, usage_text)
 
 
 class RawSqliteStore:
@@ -146,12 +132,7 @@ class RawSqliteStore:
             rows = (
                 self._conn().execute(PAGE_NEXT, (workflow_exec_id, iso(created), key, limit + 1)).fetchall()
             )
-        items = [state_from_row(r) for r in rows]
-        if len(items) <= limit:
-            return items, None
-        items.pop()
-        last = items[-1]
-        return items, (last.created_at, last.task_exec_id)
+        return page([state_from_row(r) for r in rows], limit)
 
     def update_state(self, state: TaskState, expected_version: int) -> TaskState:
         moment = now()
@@ -163,13 +144,7 @@ class RawSqliteStore:
         ).fetchall()
         if not rows:
             found = conn.execute(GET_VERSION, (state.task_exec_id,)).fetchone()
-            if found is None:
-                raise NotFoundError(f"task state {state.task_exec_id!r} not found")
-            raise ConflictError(
-                f"task state {state.task_exec_id!r} is at version {found[0]}, expected {expected_version}",
-                expected=expected_version,
-                actual=found[0],
-            )
+            raise write_failure(state.task_exec_id, found, expected_version)
         version, created = rows[0]
         return state.evolve(version=version, created_at=_fromiso(created), updated_at=moment)
 

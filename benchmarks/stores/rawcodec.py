@@ -1,17 +1,29 @@
-"""Hand-written conversions of the raw variants: the code a careful user writes around a bare driver.
+"""Hand-written conversions of the variants that are not planflow: the code a careful user writes.
 
-They produce exactly what planflow stores and returns (the same JSON text, the same ``TaskState`` objects)
-but skip planflow's input validation, which is part of what planflow is measured to cost.
+They produce exactly what planflow stores and returns (the same JSON, the same ``TaskState`` objects) but
+skip planflow's input validation, which is part of what planflow is measured to cost. The raw variants use
+all of it; the SQLAlchemy variant the usage and paging helpers.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from functools import partial
 from typing import Any
 
-from planflow import ComponentType, ExecutionType, TaskStatus, UsageEntry, UsageSummary
+from planflow import (
+    ComponentType,
+    ConflictError,
+    ExecutionType,
+    NotFoundError,
+    PlanflowError,
+    TaskState,
+    TaskStatus,
+    UsageEntry,
+    UsageSummary,
+)
 from planflow.models import JsonObject
 
 dumps = partial(json.dumps, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
@@ -37,23 +49,26 @@ def json_text(value: JsonObject | None) -> str | None:
     return None if value is None else dumps(value)
 
 
-def usage_text(usage: UsageSummary | None) -> str | None:
-    """A usage summary as planflow stores it: a JSON list of entry objects."""
+def usage_items(usage: UsageSummary | None) -> list[dict[str, Any]] | None:
+    """A usage summary as planflow stores it: a list of entry objects (``None`` stays NULL)."""
     if usage is None:
         return None
-    return dumps(
-        [
-            {
-                "provider": e.provider,
-                "model": e.model,
-                "source": e.source,
-                "prompt_tokens": e.prompt_tokens,
-                "completion_tokens": e.completion_tokens,
-                "total_tokens": e.total_tokens,
-            }
-            for e in usage.entries
-        ]
-    )
+    return [
+        {
+            "provider": e.provider,
+            "model": e.model,
+            "source": e.source,
+            "prompt_tokens": e.prompt_tokens,
+            "completion_tokens": e.completion_tokens,
+            "total_tokens": e.total_tokens,
+        }
+        for e in usage.entries
+    ]
+
+
+def usage_text(usage: UsageSummary | None) -> str | None:
+    """A usage summary as JSON text."""
+    return None if usage is None else dumps(usage_items(usage))
 
 
 def usage_from_items(items: list[dict[str, Any]] | None) -> UsageSummary | None:
@@ -61,3 +76,49 @@ def usage_from_items(items: list[dict[str, Any]] | None) -> UsageSummary | None:
     if items is None:
         return None
     return UsageSummary(tuple(UsageEntry(**item) for item in items))
+
+
+def values(
+    s: TaskState,
+    json_value: Callable[[JsonObject | None], object],
+    usage_value: Callable[[UsageSummary | None], object],
+) -> list[object]:
+    """The 15 written columns of a state in planflow's order, JSON columns through the driver's adapters."""
+    return [
+        s.task_exec_id,
+        s.task_id,
+        s.workflow_exec_id,
+        s.workflow_id,
+        s.component.value,
+        s.status.value,
+        s.execution_type.value,
+        s.parent_state_id,
+        s.agent_id,
+        s.action_id,
+        s.tool_id,
+        json_value(s.input),
+        json_value(s.output),
+        json_value(s.error),
+        usage_value(s.usage),
+    ]
+
+
+def write_failure(task_exec_id: str, found: Sequence[Any] | None, expected_version: int) -> PlanflowError:
+    """What a versioned update that changed nothing means: the state is missing, or at another version."""
+    if found is None:
+        return NotFoundError(f"task state {task_exec_id!r} not found")
+    return ConflictError(
+        f"task state {task_exec_id!r} is at version {found[0]}, expected {expected_version}",
+        expected=expected_version,
+        actual=found[0],
+    )
+
+
+def page(items: list[TaskState], limit: int) -> tuple[list[TaskState], tuple[datetime, str] | None]:
+    """A keyset page from ``limit + 1`` fetched states: the first ``limit`` and the cursor after them."""
+    if len(items) <= limit:
+        return items, None
+    items.pop()
+    last = items[-1]
+    assert last.created_at is not None
+    return items, (last.created_at, last.task_exec_id)
