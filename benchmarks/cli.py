@@ -166,7 +166,7 @@ def run(args: argparse.Namespace, console: Console) -> int:
         from benchmarks.profiling import profile_workload
 
         return profile_workload(args, plan, console)
-    started = time.perf_counter()
+    started, commit = time.perf_counter(), _git_commit()
     progress_console = Console(stderr=True)
 
     def progress(line: str) -> None:
@@ -217,7 +217,7 @@ def run(args: argparse.Namespace, console: Console) -> int:
         "cpus": os.cpu_count(),
         "sqlite": sqlite3.sqlite_version,
         "packages": {p: _version(p) for p in ("planflow", "sqlalchemy", "psycopg", "psycopg-pool", "tinydb")},
-        "git_commit": _git_commit(),
+        "git_commit": commit,
     }
     if any(f.driver == "postgres" for f in factories):
         meta["postgres"] = _postgres_version(args.postgres_url)
