@@ -24,7 +24,7 @@ from benchmarks.databases import (
     SqliteFactory,
     postgres_problem,
 )
-from benchmarks.harness import Extra, Measurement, run_sql_workload
+from benchmarks.harness import Extra, Measurement, Schedule, run_sql_group
 from benchmarks.report import draw_scaling_chart, print_report, write_json
 from benchmarks.stores.base import IMPLEMENTATIONS
 from benchmarks.tinydb_bench import run_tinydb_workload
@@ -147,15 +147,27 @@ def _factories(args: argparse.Namespace, console: Console) -> list[DatabaseFacto
     return factories
 
 
-def _specs(plan: Plan, chosen: set[int]) -> list[WorkloadSpec]:
-    specs = [
-        s
-        for s in main_workloads(plan.size, plan.paging_size, plan.threads, plan.per_thread, plan.page)
-        if s.number in chosen
+def _groups(
+    plan: Plan, chosen: set[int], args: argparse.Namespace
+) -> list[list[tuple[WorkloadSpec, Schedule]]]:
+    """Workloads to run together: each of 1-7 alone; the sizes of each scaled workload interleaved."""
+    repetitions = args.repetitions or plan.repetitions
+    extra = None if args.repetitions else plan.extra
+    usual = Schedule(repetitions, plan.warmup, extra)
+    # The largest scaling points take longest, and are warm after their first seconds anyway.
+    largest = usual if args.repetitions else Schedule(plan.large_repetitions, 0, None)
+    groups: list[list[tuple[WorkloadSpec, Schedule]]] = [
+        [(spec, usual)]
+        for spec in main_workloads(plan.size, plan.paging_size, plan.threads, plan.per_thread, plan.page)
+        if spec.number in chosen
     ]
     if 8 in chosen:
-        specs += scaling_workloads(list(plan.scaling_sizes), plan.page)
-    return specs
+        scaled: dict[str, list[tuple[WorkloadSpec, Schedule]]] = {}
+        for spec in scaling_workloads(list(plan.scaling_sizes), plan.page):
+            schedule = largest if spec.size >= plan.large else usual
+            scaled.setdefault(spec.group, []).append((spec, schedule))
+        groups += scaled.values()
+    return groups
 
 
 def run(args: argparse.Namespace, console: Console) -> int:
@@ -174,24 +186,11 @@ def run(args: argparse.Namespace, console: Console) -> int:
 
     factories = _factories(args, console)
     measurements: list[Measurement] = []
-    repetitions = args.repetitions or plan.repetitions
     try:
         for factory in factories:
-            for spec in _specs(plan, chosen):
-                reps, warmup, extra = repetitions, plan.warmup, (None if args.repetitions else plan.extra)
-                if spec.size >= plan.large and spec.group != "main" and args.repetitions is None:
-                    # The largest points take longest and are warm after their first seconds anyway.
-                    reps, warmup, extra = plan.large_repetitions, 0, None
-                measurements.append(
-                    run_sql_workload(
-                        factory,
-                        spec,
-                        implementations=IMPLEMENTATIONS,
-                        repetitions=reps,
-                        warmup=warmup,
-                        extra=extra,
-                        progress=progress,
-                    )
+            for group in _groups(plan, chosen, args):
+                measurements += run_sql_group(
+                    factory, group, implementations=IMPLEMENTATIONS, progress=progress
                 )
         if 9 in chosen:
             reps = args.repetitions or plan.tinydb_repetitions

@@ -12,10 +12,14 @@ import statistics
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
+from typing import TypeVar
 
 from benchmarks.databases import BenchDatabase, DatabaseFactory
 from benchmarks.stores.base import TaskStore
 from benchmarks.workloads import Workload, WorkloadSpec
+
+T = TypeVar("T")
 
 Progress = Callable[[str], None]
 
@@ -69,19 +73,20 @@ def rotated(items: Sequence[str], turn: int) -> list[str]:
     return [*items[shift:], *items[:shift]]
 
 
-def timed(call: Callable[[], object]) -> float:
-    """Seconds ``call`` took, after a full collection so garbage of earlier runs is not billed to it."""
+def timed(call: Callable[[], T]) -> tuple[T, float]:
+    """What ``call`` returned and the seconds it took, after a full collection so that garbage of earlier
+    runs is not billed to it."""
     gc.collect()
     start = time.perf_counter()
-    call()
-    return time.perf_counter() - start
+    result = call()
+    return result, time.perf_counter() - start
 
 
 @dataclass(frozen=True, slots=True)
 class Extra:
     """More rounds for cheap workloads: medians of more samples resist a noisy machine better.
 
-    Rounds continue past the minimum while the timed rounds so far took less than ``budget`` seconds, up to
+    Rounds continue past the minimum while the timed runs so far took less than ``budget`` seconds, up to
     ``most`` rounds in all.
     """
 
@@ -89,11 +94,109 @@ class Extra:
     budget: float
 
 
-def _another_round(done: int, warmup: int, least: int, extra: Extra | None, spent: float) -> bool:
-    timed_rounds = done - warmup
-    if timed_rounds < least:
-        return True
-    return extra is not None and timed_rounds < extra.most and spent < extra.budget
+@dataclass(frozen=True, slots=True)
+class Schedule:
+    """How many rounds one workload gets: ``warmup`` untimed, at least ``repetitions`` timed, maybe ``extra``."""
+
+    repetitions: int
+    warmup: int = 1
+    extra: Extra | None = None
+
+
+@dataclass(slots=True)
+class _Cell:
+    """One workload at one size for one implementation, on its own database."""
+
+    database: BenchDatabase
+    workload: Workload
+    store: TaskStore | None = None
+
+
+@dataclass(slots=True)
+class _Entry:
+    spec: WorkloadSpec
+    schedule: Schedule
+    measurement: Measurement
+    cells: dict[str, _Cell] = field(default_factory=dict[str, _Cell])
+    rounds: int = 0
+    spent: float = 0.0
+
+    def wants_round(self) -> bool:
+        timed_rounds = self.rounds - self.schedule.warmup
+        if timed_rounds < self.schedule.repetitions:
+            return True
+        extra = self.schedule.extra
+        return extra is not None and timed_rounds < extra.most and self.spent < extra.budget
+
+
+def run_sql_group(
+    factory: DatabaseFactory,
+    specs: Sequence[tuple[WorkloadSpec, Schedule]],
+    *,
+    implementations: Sequence[str],
+    progress: Progress | None = None,
+) -> list[Measurement]:
+    """Time every spec for each implementation, each on its own fresh database, all interleaved.
+
+    A round runs every spec that still wants one, each for every implementation in an order rotated by the
+    round, so the sizes of a scaling run are measured side by side too and their growth factors are not
+    skewed by the machine getting busier between them.
+    """
+    entries = [
+        _Entry(
+            spec,
+            schedule,
+            Measurement(spec.number, spec.key, spec.title, factory.driver, spec.size, spec.group),
+        )
+        for spec, schedule in specs
+    ]
+    try:
+        for entry in entries:
+            for implementation in implementations:
+                database = factory.create(f"w{entry.spec.number}-{implementation}")
+                cell = entry.cells[implementation] = _Cell(database, entry.spec.make())
+                with database.open_provider() as provider:
+                    cell.workload.seed(provider)
+                database.maintain()
+                cell.store = database.open_store(implementation)
+                entry.measurement.samples[implementation] = []
+                entry.measurement.counts[implementation] = {}
+        turn = 0
+        while any(entry.wants_round() for entry in entries):
+            for entry in entries:
+                if entry.wants_round():
+                    _round(entry, rotated(implementations, turn))
+                    if progress is not None:
+                        warm = entry.rounds <= entry.schedule.warmup
+                        label = "warm-up" if warm else f"rep {entry.rounds - entry.schedule.warmup}"
+                        progress(f"{factory.driver} w{entry.spec.number} {entry.spec.title}: {label}")
+            turn += 1
+    finally:
+        for entry in entries:
+            for cell in entry.cells.values():
+                if cell.store is not None:
+                    cell.store.close()
+                cell.workload.close()
+                cell.database.drop()
+    return [entry.measurement for entry in entries]
+
+
+def _round(entry: _Entry, order: Sequence[str]) -> None:
+    counted = entry.rounds >= entry.schedule.warmup
+    measurement = entry.measurement
+    for implementation in order:
+        cell = entry.cells[implementation]
+        store = cell.store
+        assert store is not None
+        cell.workload.before(cell.database)
+        outcome, seconds = timed(partial(cell.workload.run, store))
+        if counted:
+            entry.spent += seconds
+            measurement.samples[implementation].append(seconds)
+            measurement.operations[implementation] = outcome.operations
+            for name, value in outcome.counts.items():
+                measurement.counts[implementation].setdefault(name, []).append(value)
+    entry.rounds += 1
 
 
 def run_sql_workload(
@@ -106,53 +209,6 @@ def run_sql_workload(
     extra: Extra | None = None,
     progress: Progress | None = None,
 ) -> Measurement:
-    """Time ``spec`` for each implementation, each on its own fresh database, interleaved.
-
-    At least ``repetitions`` timed rounds run; ``extra`` adds rounds while the workload is cheap.
-    """
-    measurement = Measurement(spec.number, spec.key, spec.title, factory.driver, spec.size, spec.group)
-    databases: dict[str, BenchDatabase] = {}
-    stores: dict[str, TaskStore] = {}
-    workloads: dict[str, Workload] = {}
-    try:
-        for implementation in implementations:
-            database = databases[implementation] = factory.create(f"w{spec.number}-{implementation}")
-            workload = workloads[implementation] = spec.make()
-            with database.open_provider() as provider:
-                workload.seed(provider)
-            database.maintain()
-            stores[implementation] = database.open_store(implementation)
-            measurement.samples[implementation] = []
-            measurement.counts[implementation] = {}
-        repetition, timed_since = 0, time.perf_counter()
-        while _another_round(repetition, warmup, repetitions, extra, time.perf_counter() - timed_since):
-            if repetition == warmup:
-                timed_since = time.perf_counter()
-            for implementation in rotated(implementations, repetition):
-                workload, store = workloads[implementation], stores[implementation]
-                workload.before(databases[implementation])
-                outcome = None
-
-                def once(workload: Workload = workload, store: TaskStore = store) -> None:
-                    nonlocal outcome
-                    outcome = workload.run(store)
-
-                seconds = timed(once)
-                assert outcome is not None
-                if repetition >= warmup:
-                    measurement.samples[implementation].append(seconds)
-                    measurement.operations[implementation] = outcome.operations
-                    for name, value in outcome.counts.items():
-                        measurement.counts[implementation].setdefault(name, []).append(value)
-            if progress is not None:
-                label = "warm-up" if repetition < warmup else f"rep {repetition - warmup + 1}"
-                progress(f"{factory.driver} w{spec.number} {spec.title}: {label}")
-            repetition += 1
-    finally:
-        for store in stores.values():
-            store.close()
-        for workload in workloads.values():
-            workload.close()
-        for database in databases.values():
-            database.drop()
-    return measurement
+    """Time one spec for each implementation, interleaved (see :func:`run_sql_group`)."""
+    schedule = Schedule(repetitions, warmup, extra)
+    return run_sql_group(factory, [(spec, schedule)], implementations=implementations, progress=progress)[0]

@@ -95,7 +95,7 @@ def run_tinydb_workload(
                 path = folder / f"{variant}-{repetition}.json"
                 run, db = PREPARE[variant](path, records)
                 try:
-                    seconds = timed(run)
+                    _, seconds = timed(run)
                 finally:
                     db.close()
                 stored = TinyDB(path).table("executions")
