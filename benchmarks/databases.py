@@ -151,12 +151,13 @@ class PostgresDatabase(BenchDatabase):
 
     def __init__(self, base_url: str, schema: str) -> None:
         import psycopg
+        from psycopg.sql import SQL, Identifier
 
         self.base_url = base_url
         self.schema = schema
         self.url = with_search_path(base_url, schema)
         with psycopg.connect(base_url, autocommit=True) as conn:
-            conn.execute(f'CREATE SCHEMA "{schema}"')
+            conn.execute(SQL("CREATE SCHEMA {}").format(Identifier(schema)))
         open_provider(self.url).close()
 
     def open_provider(self) -> Provider:
@@ -176,16 +177,17 @@ class PostgresDatabase(BenchDatabase):
         import psycopg
 
         with psycopg.connect(self.base_url, autocommit=True, options=f"-csearch_path={self.schema}") as conn:
-            conn.execute(sql.replace("?", "%s"), params)  # pyright: ignore[reportArgumentType]
+            conn.execute(sql.replace("?", "%s").encode(), params)
 
     def maintain(self) -> None:
         self.execute("VACUUM ANALYZE task_states")
 
     def drop(self) -> None:
         import psycopg
+        from psycopg.sql import SQL, Identifier
 
         with psycopg.connect(self.base_url, autocommit=True) as conn:
-            conn.execute(f'DROP SCHEMA IF EXISTS "{self.schema}" CASCADE')
+            conn.execute(SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(Identifier(self.schema)))
 
 
 class PostgresFactory(DatabaseFactory):

@@ -38,8 +38,9 @@ from planflow.infra.sql.tasks import GET, GET_VERSION, ORDER, SELECT, TREE, UPDA
 from planflow.models import JsonObject
 
 
-def _pg(sql: str) -> str:
-    return sql.replace("?", "%s")
+def _pg(sql: str) -> bytes:
+    # Bytes: psycopg takes them as they are (its typing wants literal strings or bytes).
+    return sql.replace("?", "%s").encode()
 
 
 UPSERT_PG = _pg(UPSERT)
@@ -47,9 +48,11 @@ GET_PG = _pg(GET)
 GET_VERSION_PG = _pg(GET_VERSION)
 UPDATE_PG = _pg(UPDATE_VERSIONED)
 TREE_PG = _pg(TREE)
-BY_IDS = f"{SELECT} WHERE task_exec_id = ANY(%s) {ORDER}"
-PAGE_FIRST = f"{SELECT} WHERE workflow_exec_id = %s {ORDER} LIMIT %s"
-PAGE_NEXT = f"{SELECT} WHERE workflow_exec_id = %s AND (created_at, task_exec_id) > (%s, %s) {ORDER} LIMIT %s"
+BY_IDS = _pg(f"{SELECT} WHERE task_exec_id = ANY(?) {ORDER}")
+PAGE_FIRST = _pg(f"{SELECT} WHERE workflow_exec_id = ? {ORDER} LIMIT ?")
+PAGE_NEXT = _pg(
+    f"{SELECT} WHERE workflow_exec_id = ? AND (created_at, task_exec_id) > (?, ?) {ORDER} LIMIT ?"
+)
 
 Row = Sequence[Any]
 
