@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Sequence
-from datetime import UTC
+from datetime import UTC, datetime
 from typing import Any
 
 import psycopg
@@ -21,14 +21,10 @@ from psycopg.types.string import TextLoader
 from benchmarks.data import chunks
 from benchmarks.stores.base import BULK_BATCH, MAX_DEPTH, RAW
 from benchmarks.stores.rawcodec import (
-    COMPONENT,
-    EXECUTION_TYPE,
-    STATUS,
     dumps,
-    loads,
     now,
     page,
-    usage_from_items,
+    state_from_row,
     usage_items,
     values,
     write_failure,
@@ -54,31 +50,9 @@ PAGE_NEXT = _pg(
     f"{SELECT} WHERE workflow_exec_id = ? AND (created_at, task_exec_id) > (?, ?) {ORDER} LIMIT ?"
 )
 
-Row = Sequence[Any]
 
-
-def state_from_row(r: Row) -> TaskState:
-    """A TaskState from a row selected in planflow's column order (JSON columns as text)."""
-    return TaskState(
-        r[0],
-        r[1],
-        r[2],
-        r[3],
-        COMPONENT[r[4]],
-        STATUS[r[5]],
-        EXECUTION_TYPE[r[6]],
-        r[7],
-        r[8],
-        r[9],
-        r[10],
-        None if r[11] is None else loads(r[11]),
-        None if r[12] is None else loads(r[12]),
-        None if r[13] is None else loads(r[13]),
-        None if r[14] is None else usage_from_items(loads(r[14])),
-        r[15],
-        r[16].astimezone(UTC),
-        r[17].astimezone(UTC),
-    )
+def _utc(moment: datetime) -> datetime:
+    return moment.astimezone(UTC)
 
 
 def _json(value: JsonObject | list[dict[str, Any]] | None) -> Json | None:
@@ -129,15 +103,15 @@ class RawPostgresStore:
         row = self._conn().execute(GET_PG, (task_exec_id,)).fetchone()
         if row is None:
             raise NotFoundError(f"task state {task_exec_id!r} not found")
-        return state_from_row(row)
+        return state_from_row(row, _utc)
 
     def list_by_ids(self, task_exec_ids: Sequence[str]) -> list[TaskState]:
         rows = self._conn().execute(BY_IDS, (list(task_exec_ids),)).fetchall()
-        return [state_from_row(r) for r in rows]
+        return [state_from_row(r, _utc) for r in rows]
 
     def get_task_tree(self, root_state_id: str) -> list[TaskTreeNode]:
         rows = self._conn().execute(TREE_PG, (root_state_id, MAX_DEPTH, root_state_id)).fetchall()
-        return [TaskTreeNode(state_from_row(r), r[18]) for r in rows]
+        return [TaskTreeNode(state_from_row(r, _utc), r[18]) for r in rows]
 
     def list_page(
         self, workflow_exec_id: str, limit: int, cursor: object | None
@@ -147,7 +121,7 @@ class RawPostgresStore:
         else:
             created, key = cursor  # type: ignore[misc]
             rows = self._conn().execute(PAGE_NEXT, (workflow_exec_id, created, key, limit + 1)).fetchall()
-        return page([state_from_row(r) for r in rows], limit)
+        return page([state_from_row(r, _utc) for r in rows], limit)
 
     def update_state(self, state: TaskState, expected_version: int) -> TaskState:
         moment = now()

@@ -10,21 +10,16 @@ import sqlite3
 import threading
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Any
 
 from benchmarks.data import chunks
 from benchmarks.stores.base import BULK_BATCH, MAX_DEPTH, RAW
 from benchmarks.stores.rawcodec import (
-    COMPONENT,
-    EXECUTION_TYPE,
-    STATUS,
     dumps,
     iso,
     json_text,
-    loads,
     now,
     page,
-    usage_from_items,
+    state_from_row,
     usage_text,
     values,
     write_failure,
@@ -36,32 +31,7 @@ BY_IDS = f"{SELECT} WHERE task_exec_id IN (SELECT value FROM json_each(?)) {ORDE
 PAGE_FIRST = f"{SELECT} WHERE workflow_exec_id = ? {ORDER} LIMIT ?"
 PAGE_NEXT = f"{SELECT} WHERE workflow_exec_id = ? AND (created_at, task_exec_id) > (?, ?) {ORDER} LIMIT ?"
 
-Row = Sequence[Any]
 _fromiso = datetime.fromisoformat
-
-
-def state_from_row(r: Row) -> TaskState:
-    """A TaskState from a row selected in planflow's column order."""
-    return TaskState(
-        r[0],
-        r[1],
-        r[2],
-        r[3],
-        COMPONENT[r[4]],
-        STATUS[r[5]],
-        EXECUTION_TYPE[r[6]],
-        r[7],
-        r[8],
-        r[9],
-        r[10],
-        None if r[11] is None else loads(r[11]),
-        None if r[12] is None else loads(r[12]),
-        None if r[13] is None else loads(r[13]),
-        None if r[14] is None else usage_from_items(loads(r[14])),
-        r[15],
-        _fromiso(r[16]),
-        _fromiso(r[17]),
-    )
 
 
 def _values(s: TaskState) -> list[object]:
@@ -112,15 +82,15 @@ class RawSqliteStore:
         row = self._conn().execute(GET, (task_exec_id,)).fetchone()
         if row is None:
             raise NotFoundError(f"task state {task_exec_id!r} not found")
-        return state_from_row(row)
+        return state_from_row(row, _fromiso)
 
     def list_by_ids(self, task_exec_ids: Sequence[str]) -> list[TaskState]:
         rows = self._conn().execute(BY_IDS, (dumps(list(task_exec_ids)),)).fetchall()
-        return [state_from_row(r) for r in rows]
+        return [state_from_row(r, _fromiso) for r in rows]
 
     def get_task_tree(self, root_state_id: str) -> list[TaskTreeNode]:
         rows = self._conn().execute(TREE, (root_state_id, MAX_DEPTH, root_state_id)).fetchall()
-        return [TaskTreeNode(state_from_row(r), r[18]) for r in rows]
+        return [TaskTreeNode(state_from_row(r, _fromiso), r[18]) for r in rows]
 
     def list_page(
         self, workflow_exec_id: str, limit: int, cursor: object | None
@@ -132,7 +102,7 @@ class RawSqliteStore:
             rows = (
                 self._conn().execute(PAGE_NEXT, (workflow_exec_id, iso(created), key, limit + 1)).fetchall()
             )
-        return page([state_from_row(r) for r in rows], limit)
+        return page([state_from_row(r, _fromiso) for r in rows], limit)
 
     def update_state(self, state: TaskState, expected_version: int) -> TaskState:
         moment = now()

@@ -78,6 +78,30 @@ def usage_from_items(items: list[dict[str, Any]] | None) -> UsageSummary | None:
     return UsageSummary(tuple(UsageEntry(**item) for item in items))
 
 
+def state_from_row(r: Sequence[Any], load_ts: Callable[[Any], datetime]) -> TaskState:
+    """A TaskState from a row selected in planflow's column order, JSON columns as text."""
+    return TaskState(
+        r[0],
+        r[1],
+        r[2],
+        r[3],
+        COMPONENT[r[4]],
+        STATUS[r[5]],
+        EXECUTION_TYPE[r[6]],
+        r[7],
+        r[8],
+        r[9],
+        r[10],
+        None if r[11] is None else loads(r[11]),
+        None if r[12] is None else loads(r[12]),
+        None if r[13] is None else loads(r[13]),
+        None if r[14] is None else usage_from_items(loads(r[14])),
+        r[15],
+        load_ts(r[16]),
+        load_ts(r[17]),
+    )
+
+
 def values(
     s: TaskState,
     json_value: Callable[[JsonObject | None], object],
