@@ -15,13 +15,12 @@ from __future__ import annotations
 
 import threading
 import weakref
-from collections.abc import Callable, Generator, Mapping, MutableMapping
+from collections.abc import Generator, Mapping
 from contextlib import contextmanager
 from typing import cast
 
 from tinydb import TinyDB
 from tinydb.storages import Storage
-from tinydb.table import Document, Table
 
 from planflow.executions import (
     TaskDefinition,
@@ -35,7 +34,7 @@ from planflow.executions import (
     task_from_doc,
     task_to_doc,
 )
-from planflow.infra.tinydb.storage import StoreData
+from planflow.infra.tinydb.storage import CrashSafeJSONStorage, StoreData
 from planflow.models import JsonValue
 
 TASKS = "tasks"
@@ -44,23 +43,64 @@ EXECUTIONS = "executions"
 
 
 class _BatchStorage(Storage):
-    """The database as the running batch sees it: read from the real storage once, written back once."""
+    """The database as the running batch sees it: read from the real storage once, written back once.
+
+    Records are kept by key (``id``, or ``occurrence_id`` for executions) in per-table indexes built once per
+    read, so an add inside a batch costs the same whatever the size of the table.
+    """
 
     def __init__(self, inner: Storage) -> None:
         super().__init__()
         self._inner = inner
+        # A crash-safe storage parses a fresh copy on every read; any other (MemoryStorage) may hand out the
+        # live dicts, which a batch that raises must not have touched.
+        self._fresh = isinstance(inner, CrashSafeJSONStorage)
         self._data: StoreData = {}
         self._loaded = False
         self._dirty = False
+        self._indexes: dict[str, dict[object, str]] = {}
+        self._next_ids: dict[str, int] = {}
 
     def read(self) -> StoreData:
         if not self._loaded:
-            self._data = _detached(cast("StoreData | None", self._inner.read()))
+            data = cast("StoreData | None", self._inner.read())
+            self._data = (data or {}) if self._fresh else _detached(data)
             self._loaded = True
         return self._data
 
     def write(self, data: StoreData) -> None:
         self._data = data
+        self._forget_indexes()
+        self._dirty = True
+
+    def _forget_indexes(self) -> None:
+        self._indexes.clear()
+        self._next_ids.clear()
+
+    def rows(self, table: str) -> dict[str, object]:
+        """The table's documents by TinyDB document id (as a string), created empty when missing."""
+        return self.read().setdefault(table, {})
+
+    def index(self, table: str, key: str) -> dict[object, str]:
+        """``record key -> document id`` of ``table``."""
+        index = self._indexes.get(table)
+        if index is None:
+            rows = self.rows(table)
+            index = self._indexes[table] = {
+                cast("Mapping[str, object]", doc).get(key): doc_id for doc_id, doc in rows.items()
+            }
+        return index
+
+    def new_id(self, table: str) -> str:
+        """A fresh document id for ``table``: one more than the largest, as TinyDB itself hands them out."""
+        next_id = self._next_ids.get(table)
+        if next_id is None:
+            next_id = max(map(int, self.rows(table)), default=0) + 1
+        self._next_ids[table] = next_id + 1
+        return str(next_id)
+
+    def changed(self) -> None:
+        """Record that the data was changed in place."""
         self._dirty = True
 
     @contextmanager
@@ -71,6 +111,7 @@ class _BatchStorage(Storage):
             yield
         except BaseException:
             self._loaded, self._dirty, self._data = saved
+            self._forget_indexes()
             raise
 
     def commit(self) -> None:
@@ -83,6 +124,7 @@ class _BatchStorage(Storage):
         self._data = {}
         self._loaded = False
         self._dirty = False
+        self._forget_indexes()
 
 
 class _Shared:
@@ -126,11 +168,7 @@ class TinyDbExecutionRepository:
             TypeError: ``db`` is not a ``TinyDB``.
         """
         self._shared = _shared_for(require(db, TinyDB, "TinyDbExecutionRepository(db)"))
-        # Tables of our own on the batch storage: db.table() tables would read and write the real storage.
-        storage = self._shared.storage
-        self._tasks = Table(storage, TASKS)
-        self._occurrences = Table(storage, OCCURRENCES)
-        self._executions = Table(storage, EXECUTIONS)
+        self._store = self._shared.storage
 
     @contextmanager
     def batch(self) -> Generator[None, None, None]:
@@ -177,19 +215,19 @@ class TinyDbExecutionRepository:
         """
         doc = task_to_doc(require(task, TaskDefinition, "add_task(task)"))
         with self._session():
-            _upsert(self._tasks, "id", doc)
+            _upsert(self._store, TASKS, "id", doc)
 
     def get_task(self, task_id: str) -> TaskDefinition | None:
         """Return the task with id ``task_id``, or ``None`` when it is not stored."""
         require(task_id, str, "get_task(task_id)")
         with self._session():
-            found = _find(self._tasks, "id", task_id)
-        return None if found is None else task_from_doc(found[1])
+            found = _find(self._store, TASKS, "id", task_id)
+        return None if found is None else task_from_doc(found)
 
     def list_tasks(self) -> list[TaskDefinition]:
         """Return every stored task, in the order the tasks were first added."""
         with self._session():
-            docs = _documents(self._tasks)
+            docs = _documents(self._store, TASKS)
         return [task_from_doc(doc) for _, doc in docs]
 
     def add_occurrence(self, occ: TaskOccurrence) -> None:
@@ -201,21 +239,21 @@ class TinyDbExecutionRepository:
         """
         doc = occurrence_to_doc(require(occ, TaskOccurrence, "add_occurrence(occ)"))
         with self._session():
-            _upsert(self._occurrences, "id", doc)
+            _upsert(self._store, OCCURRENCES, "id", doc)
 
     def get_occurrence(self, occurrence_id: str) -> TaskOccurrence | None:
         """Return the occurrence with id ``occurrence_id``, or ``None`` when it is not stored."""
         require(occurrence_id, str, "get_occurrence(occurrence_id)")
         with self._session():
-            found = _find(self._occurrences, "id", occurrence_id)
-        return None if found is None else occurrence_from_doc(found[1])
+            found = _find(self._store, OCCURRENCES, "id", occurrence_id)
+        return None if found is None else occurrence_from_doc(found)
 
     def list_occurrences(self, task_id: str | None = None) -> list[TaskOccurrence]:
         """Return the stored occurrences (only those of ``task_id`` when given), in the order first added."""
         if task_id is not None:
             require(task_id, str, "list_occurrences(task_id)")
         with self._session():
-            docs = _documents(self._occurrences)
+            docs = _documents(self._store, OCCURRENCES)
         return [
             occurrence_from_doc(doc) for _, doc in docs if task_id is None or doc.get("task_id") == task_id
         ]
@@ -229,19 +267,19 @@ class TinyDbExecutionRepository:
         """
         doc = execution_to_doc(require(execution, TaskExecution, "add_execution(execution)"))
         with self._session():
-            _upsert(self._executions, "occurrence_id", doc)
+            _upsert(self._store, EXECUTIONS, "occurrence_id", doc)
 
     def get_execution(self, occurrence_id: str) -> TaskExecution | None:
         """Return the execution of occurrence ``occurrence_id``, or ``None`` when it is not stored."""
         require(occurrence_id, str, "get_execution(occurrence_id)")
         with self._session():
-            found = _find(self._executions, "occurrence_id", occurrence_id)
-        return None if found is None else execution_from_doc(found[1])
+            found = _find(self._store, EXECUTIONS, "occurrence_id", occurrence_id)
+        return None if found is None else execution_from_doc(found)
 
     def list_executions(self) -> list[TaskExecution]:
         """Return every stored execution, in the order the executions were first added."""
         with self._session():
-            docs = _documents(self._executions)
+            docs = _documents(self._store, EXECUTIONS)
         return [execution_from_doc(doc) for _, doc in docs]
 
     def delete_task_and_related(self, task_id: str) -> None:
@@ -254,21 +292,24 @@ class TinyDbExecutionRepository:
         with self._session():
             occurrences = [
                 (doc_id, doc)
-                for doc_id, doc in _documents(self._occurrences)
+                for doc_id, doc in _documents(self._store, OCCURRENCES)
                 if doc.get("task_id") == task_id
             ]
             occurrence_ids = {doc.get("id") for _, doc in occurrences}
             _remove(
-                self._executions,
+                self._store,
+                EXECUTIONS,
                 [
                     doc_id
-                    for doc_id, doc in _documents(self._executions)
+                    for doc_id, doc in _documents(self._store, EXECUTIONS)
                     if doc.get("occurrence_id") in occurrence_ids
                 ],
             )
-            _remove(self._occurrences, [doc_id for doc_id, _ in occurrences])
+            _remove(self._store, OCCURRENCES, [doc_id for doc_id, _ in occurrences])
             _remove(
-                self._tasks, [doc_id for doc_id, doc in _documents(self._tasks) if doc.get("id") == task_id]
+                self._store,
+                TASKS,
+                [doc_id for doc_id, doc in _documents(self._store, TASKS) if doc.get("id") == task_id],
             )
 
 
@@ -281,41 +322,36 @@ def _detached(data: StoreData | None) -> StoreData:
     }
 
 
-def _documents(table: Table) -> list[tuple[int, Mapping[str, object]]]:
-    """The table's documents with their TinyDB ids, in storage order (the order they were first added)."""
-    return [(doc.doc_id, cast("Mapping[str, object]", doc)) for doc in table]
+def _documents(store: _BatchStorage, table: str) -> list[tuple[str, Mapping[str, object]]]:
+    """The table's documents with their TinyDB ids, in the order they were first added (ascending ids)."""
+    rows = store.rows(table)
+    return [(doc_id, cast("Mapping[str, object]", rows[doc_id])) for doc_id in sorted(rows, key=int)]
 
 
-def _find(table: Table, key: str, value: str) -> tuple[int, Mapping[str, object]] | None:
-    # A scan, not table.search(): TinyDB's query cache is per Table object and would miss a rolled-back batch.
-    return next(((doc_id, doc) for doc_id, doc in _documents(table) if doc.get(key) == value), None)
+def _find(store: _BatchStorage, table: str, key: str, value: str) -> Mapping[str, object] | None:
+    doc_id = store.index(table, key).get(value)
+    return None if doc_id is None else cast("Mapping[str, object]", store.rows(table)[doc_id])
 
 
-def _upsert(table: Table, key: str, doc: dict[str, JsonValue]) -> None:
-    docs = _documents(table)
-    existing = next((doc_id for doc_id, stored in docs if stored.get(key) == doc[key]), None)
-    if existing is None:
-        # An explicit id (max + 1) keeps first-added order and avoids the table's own cached next id, which
-        # does not know about a batch that was discarded.
-        next_id = max((doc_id for doc_id, _ in docs), default=0) + 1
-        table.insert(Document(doc, doc_id=next_id))  # pyright: ignore[reportUnknownMemberType]
-    else:
-        table.update(_replace_with(doc), doc_ids=[existing])  # pyright: ignore[reportUnknownMemberType]
+def _upsert(store: _BatchStorage, table: str, key: str, doc: dict[str, JsonValue]) -> None:
+    # An upsert keeps the record's document id, so it keeps its place; a new record takes the next id, so
+    # lists come back in the order records were first added.
+    rows = store.rows(table)
+    index = store.index(table, key)
+    doc_id = index.get(doc[key])
+    if doc_id is None:
+        doc_id = index[doc[key]] = store.new_id(table)
+    rows[doc_id] = dict(doc)
+    store.changed()
 
 
-def _replace_with(doc: Mapping[str, JsonValue]) -> Callable[[MutableMapping[str, object]], None]:
-    # table.update(mapping) merges fields; an upsert must overwrite the whole record.
-    def replace(stored: MutableMapping[str, object]) -> None:
-        stored.clear()
-        stored.update(doc)
-
-    return replace
-
-
-def _remove(table: Table, doc_ids: list[int]) -> None:
-    # table.remove(doc_ids=[]) would still write the whole database.
+def _remove(store: _BatchStorage, table: str, doc_ids: list[str]) -> None:
+    # Nothing to remove writes nothing.
     if doc_ids:
-        table.remove(doc_ids=doc_ids)
+        rows = store.rows(table)
+        for doc_id in doc_ids:
+            del rows[doc_id]
+        store.write(store.read())
 
 
 __all__ = ["EXECUTIONS", "OCCURRENCES", "TASKS", "TinyDbExecutionRepository"]
