@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import binascii
 import dataclasses
+import gc
 import json
 import re
 from collections.abc import Callable, Sequence
@@ -30,6 +31,7 @@ from planflow.models import (
 )
 
 E = TypeVar("E", TaskStatus, ExecutionType, ComponentType, Role)
+R = TypeVar("R")
 
 TASK_COLUMNS = (
     "task_exec_id, task_id, workflow_exec_id, workflow_id, component, status, execution_type, "
@@ -188,6 +190,26 @@ def stored_meta(
             raise ValidationError(f"{owner} must have a timezone-aware {name} to be imported, got {stamp!r}")
     assert isinstance(created_at, datetime) and isinstance(updated_at, datetime)
     return version, created_at, updated_at
+
+
+#: Result sets at least this long are mapped with the cyclic garbage collector paused (see map_rows).
+GC_PAUSE_ROWS = 2000
+
+
+def map_rows(rows: Sequence[Sequence[Any]], build: Callable[[Sequence[Any]], R]) -> list[R]:
+    """``[build(row) for row in rows]``, pausing the cyclic garbage collector for large result sets.
+
+    Mapping creates many container objects (dicts of JSON, dataclasses) and no reference cycles; the
+    collections those allocations trigger find nothing to free but traverse every live object, which makes
+    large reads grow faster than their size (measured: a 100 000-task tree 28% slower with it running).
+    """
+    if len(rows) < GC_PAUSE_ROWS or not gc.isenabled():
+        return [build(row) for row in rows]
+    gc.disable()
+    try:
+        return [build(row) for row in rows]
+    finally:
+        gc.enable()
 
 
 def task_from_row(row: Sequence[Any], load_ts: Callable[[object], datetime]) -> TaskState:

@@ -17,6 +17,7 @@ from planflow.infra.sql.codec import (
     check_limit,
     encode_cursor,
     filter_where,
+    map_rows,
     now,
     stored_meta,
     task_from_row,
@@ -246,7 +247,7 @@ class SqlTaskRepository:
     def _all(self, sql: str, params: Sequence[object]) -> list[TaskState]:
         rows = self._db.fetch_all(sql, params)
         load_ts = self._d.load_ts
-        return [task_from_row(row, load_ts) for row in rows]
+        return map_rows(rows, lambda row: task_from_row(row, load_ts))
 
     def get_state(self, task_exec_id: str) -> TaskState:
         state = self._one(GET, [task_exec_id])
@@ -319,7 +320,7 @@ class SqlTaskRepository:
             raise ValidationError(f"max_depth must be a non-negative integer, got {max_depth!r}")
         rows = self._db.fetch_all(TREE, [root_state_id, max_depth, root_state_id])
         load_ts = self._d.load_ts
-        return [TaskTreeNode(task_from_row(row, load_ts), row[18]) for row in rows]
+        return map_rows(rows, lambda row: TaskTreeNode(task_from_row(row, load_ts), row[18]))
 
     def list_children_outputs(self, parent_state_id: str) -> dict[str, JsonObject]:
         rows = self._db.fetch_all(CHILDREN_OUTPUTS, [parent_state_id])

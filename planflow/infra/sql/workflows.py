@@ -13,6 +13,7 @@ from planflow.infra.sql.codec import (
     dump_json,
     encode_cursor,
     filter_where,
+    map_rows,
     now,
     require_id,
     stored_meta,
@@ -91,7 +92,8 @@ class SqlWorkflowRepository:
     def _tasks(self, conn: Connection, workflow_exec_id: str, sql: str = TASKS) -> dict[str, TaskState]:
         load_ts = self._d.load_ts
         return {
-            s.task_id: s for s in (task_from_row(r, load_ts) for r in conn.fetch_all(sql, [workflow_exec_id]))
+            s.task_id: s
+            for s in map_rows(conn.fetch_all(sql, [workflow_exec_id]), lambda r: task_from_row(r, load_ts))
         }
 
     # Writes -----------------------------------------------------------------------------------------------
