@@ -75,7 +75,21 @@ def usage_from_items(items: list[dict[str, Any]] | None) -> UsageSummary | None:
     """A usage summary from the parsed JSON list."""
     if items is None:
         return None
-    return UsageSummary(tuple(UsageEntry(**item) for item in items))
+    return UsageSummary(
+        tuple(
+            [
+                UsageEntry(
+                    item["provider"],
+                    item["model"],
+                    item["source"],
+                    item["prompt_tokens"],
+                    item["completion_tokens"],
+                    item["total_tokens"],
+                )
+                for item in items
+            ]
+        )
+    )
 
 
 def state_from_row(r: Sequence[Any], load_ts: Callable[[Any], datetime]) -> TaskState:

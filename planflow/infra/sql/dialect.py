@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,7 +37,7 @@ class Dialect:
     ids_param: Callable[[Sequence[str]], object]
     json_param: Callable[[str], object]
     ts_param: Callable[[datetime], object]
-    load_ts: Callable[[object], datetime]
+    load_ts: Callable[[Any], datetime]
     for_update: str
     bootstrap_lock: str
     defer_foreign_keys: str = ""
