@@ -121,13 +121,7 @@ class SqlTaskRepository:
             assert row is not None
             return row
 
-        try:
-            version, created = self._db.run(work, atomic=True)
-        except ForeignKeyViolation as exc:
-            raise self._missing_reference([state]) from exc
-        return state.evolve(
-            version=version, created_at=self._d.load_ts(created), updated_at=self._ts(params[-1])
-        )
+        return self._write_one(state, work, params)
 
     def update_state(self, state: TaskState, expected_version: int) -> TaskState:
         params = self._write_params(state)
@@ -146,16 +140,18 @@ class SqlTaskRepository:
                 )
             return row
 
+        return self._write_one(state, work, params)
+
+    def _write_one(
+        self, state: TaskState, work: Callable[[Connection], Row], params: list[object]
+    ) -> TaskState:
+        """Run a single-state write returning ``(version, created_at)``; ``state`` as stored afterwards."""
         try:
             version, created = self._db.run(work, atomic=True)
         except ForeignKeyViolation as exc:
             raise self._missing_reference([state]) from exc
-        return state.evolve(
-            version=version, created_at=self._d.load_ts(created), updated_at=self._ts(params[-1])
-        )
-
-    def _ts(self, param: object) -> object:
-        return self._d.load_ts(param)
+        load_ts = self._d.load_ts
+        return state.evolve(version=version, created_at=load_ts(created), updated_at=load_ts(params[-1]))
 
     def bulk_upsert(self, states: Iterable[TaskState]) -> int:
         return self._write_batches(states, self._write_params, UPSERT, defer_foreign_keys=False)
