@@ -30,7 +30,18 @@ from benchmarks.stores.rawcodec import (
     write_failure,
 )
 from planflow import NotFoundError, TaskState, TaskTreeNode, UsageSummary
-from planflow.infra.sql.tasks import GET, GET_VERSION, ORDER, SELECT, TREE, UPDATE_VERSIONED, UPSERT
+from planflow.infra.postgres.dialect import POSTGRES
+from planflow.infra.sql.tasks import (
+    GET,
+    GET_VERSION,
+    ORDER,
+    SELECT,
+    TREE,
+    UPDATE_VERSIONED,
+    UPSERT,
+    in_place_params,
+    update_in_place_sql,
+)
 from planflow.models import JsonObject
 
 
@@ -43,6 +54,7 @@ UPSERT_PG = _pg(UPSERT)
 GET_PG = _pg(GET)
 GET_VERSION_PG = _pg(GET_VERSION)
 UPDATE_PG = _pg(UPDATE_VERSIONED)
+UPDATE_IN_PLACE_PG = _pg(update_in_place_sql(POSTGRES))
 TREE_PG = _pg(TREE)
 BY_IDS = _pg(f"{SELECT} WHERE task_exec_id = ANY(?) {ORDER}")
 PAGE_FIRST = _pg(f"{SELECT} WHERE workflow_exec_id = ? {ORDER} LIMIT ?")
@@ -127,7 +139,9 @@ class RawPostgresStore:
         moment = now()
         values = _values(state)
         conn = self._conn()
-        row = conn.execute(UPDATE_PG, [*values[1:], moment, values[0], expected_version]).fetchone()
+        row = conn.execute(UPDATE_IN_PLACE_PG, in_place_params(values, moment, expected_version)).fetchone()
+        if row is None:
+            row = conn.execute(UPDATE_PG, [*values[1:], moment, values[0], expected_version]).fetchone()
         if row is None:
             found = conn.execute(GET_VERSION_PG, (state.task_exec_id,)).fetchone()
             raise write_failure(state.task_exec_id, found, expected_version)

@@ -25,10 +25,22 @@ from benchmarks.stores.rawcodec import (
     write_failure,
 )
 from planflow import NotFoundError, TaskState, TaskTreeNode
-from planflow.infra.sql.tasks import GET, GET_VERSION, ORDER, SELECT, TREE, UPDATE_VERSIONED, UPSERT
+from planflow.infra.sql.tasks import (
+    GET,
+    GET_VERSION,
+    ORDER,
+    SELECT,
+    TREE,
+    UPDATE_VERSIONED,
+    UPSERT,
+    in_place_params,
+    update_in_place_sql,
+)
+from planflow.infra.sqlite.dialect import SQLITE
 
 BY_IDS = f"{SELECT} WHERE task_exec_id IN (SELECT value FROM json_each(?)) {ORDER}"
 PAGE_FIRST = f"{SELECT} WHERE workflow_exec_id = ? {ORDER} LIMIT ?"
+UPDATE_IN_PLACE = update_in_place_sql(SQLITE)
 PAGE_NEXT = f"{SELECT} WHERE workflow_exec_id = ? AND (created_at, task_exec_id) > (?, ?) {ORDER} LIMIT ?"
 
 _fromiso = datetime.fromisoformat
@@ -106,12 +118,15 @@ class RawSqliteStore:
 
     def update_state(self, state: TaskState, expected_version: int) -> TaskState:
         moment = now()
+        stamp = iso(moment)
         values = _values(state)
         conn = self._conn()
         # fetchall: the RETURNING statement must finish before autocommit can commit it.
-        rows = conn.execute(
-            UPDATE_VERSIONED, [*values[1:], iso(moment), values[0], expected_version]
-        ).fetchall()
+        rows = conn.execute(UPDATE_IN_PLACE, in_place_params(values, stamp, expected_version)).fetchall()
+        if not rows:
+            rows = conn.execute(
+                UPDATE_VERSIONED, [*values[1:], stamp, values[0], expected_version]
+            ).fetchall()
         if not rows:
             found = conn.execute(GET_VERSION, (state.task_exec_id,)).fetchone()
             raise write_failure(state.task_exec_id, found, expected_version)

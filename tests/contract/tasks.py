@@ -183,6 +183,36 @@ class TaskRepositoryContract:
         assert (info.value.expected, info.value.actual) == (1, 2)
         assert provider.tasks.get_state(stored.task_exec_id).status is TaskStatus.RUNNING
 
+    @pytest.mark.parametrize(
+        "column", ["task_id", "workflow_exec_id", "workflow_id", "parent_state_id", "agent_id", "tool_id"]
+    )
+    def test_update_changing_an_indexed_identity_column_stores_every_field_once(
+        self, provider: Provider, column: str
+    ) -> None:
+        # These columns are matched, not set, by the first statement of an optimistic update (SQLite rewrites
+        # the index entries of every column it sets); changing one of them must still store the whole state.
+        wf, other = workflow(provider), workflow(provider, workflow_id="wf-other")
+        parent, other_parent = task(provider, wf), task(provider, wf)
+        stored = task(provider, wf, parent=parent, agent_id="agent-a", tool_id=None)
+        changes: dict[str, object] = {
+            "task_id": "renamed",
+            "workflow_exec_id": other.workflow_exec_id,
+            "workflow_id": "wf-other",
+            "parent_state_id": other_parent.task_exec_id,
+            "agent_id": None,
+            "tool_id": "tool-b",
+        }
+        wanted = stored.evolve(status=TaskStatus.RUNNING, output={"n": 1}, **{column: changes[column]})
+
+        updated = provider.tasks.update_state(wanted, expected_version=stored.version)
+
+        assert updated.version == stored.version + 1
+        assert provider.tasks.get_state(stored.task_exec_id) == updated
+        assert getattr(updated, column) == changes[column]
+        assert (updated.status, updated.output) == (TaskStatus.RUNNING, {"n": 1})
+        with pytest.raises(ConflictError, match=rf"version {updated.version}, expected {stored.version}"):
+            provider.tasks.update_state(wanted.evolve(status=TaskStatus.FAILED), stored.version)
+
     def test_update_of_missing_state_raises_not_found(self, provider: Provider) -> None:
         wf = workflow(provider)
         with pytest.raises(NotFoundError):

@@ -45,6 +45,10 @@ def ts_param(moment: datetime) -> datetime:
     return moment
 
 
+def _same(column: str) -> str:
+    return f"{column} IS NOT DISTINCT FROM ?"
+
+
 def _in_ids(column: str) -> str:
     # One array parameter: any number of ids, one statement text (so it is prepared once).
     return f"{column} = ANY(?)"
@@ -52,6 +56,7 @@ def _in_ids(column: str) -> str:
 
 POSTGRES = Dialect(
     name="postgres",
+    same=_same,
     in_ids=_in_ids,
     ids_param=list,
     json_param=json_param,

@@ -168,9 +168,9 @@ class Database(ABC):
         Args:
             work: what to run on the connection.
             write: whether it writes (SQLite then takes the write lock up front).
-            atomic: ``work`` is atomic by itself (one statement, or one write followed by reads that only
-                explain its outcome); outside a transaction it then runs in autocommit mode, saving the
-                BEGIN and COMMIT round trips.
+            atomic: ``work`` is atomic by itself (of its statements at most one writes, and what follows
+                that write only explains its outcome); outside a transaction it then runs in autocommit mode,
+                saving the BEGIN and COMMIT round trips.
 
         A connection lost after the server committed but before the reply arrived looks like a failure: the
         retry then applies the unit a second time (a version bumped twice, usage merged twice). The window is a

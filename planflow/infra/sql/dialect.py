@@ -18,6 +18,8 @@ class Dialect:
 
     Attributes:
         name: The driver name.
+        same: ``same(column)`` is a condition true when ``column`` equals the value bound to its placeholder,
+            NULL equal to NULL (SQLite: ``column IS ?``; Postgres: ``column IS NOT DISTINCT FROM ?``).
         in_ids: ``in_ids(column)`` is a condition true when ``column`` is in the id list bound to its single
             placeholder (SQLite: ``IN (SELECT value FROM json_each(?))``; Postgres: ``= ANY(?)``), so any number
             of ids takes one bound variable.
@@ -33,6 +35,7 @@ class Dialect:
     """
 
     name: str
+    same: Callable[[str], str]
     in_ids: Callable[[str], str]
     ids_param: Callable[[Sequence[str]], object]
     json_param: Callable[[str], object]

@@ -24,6 +24,11 @@ def _in_ids(column: str) -> str:
     return f"{column} IN (SELECT value FROM json_each(?))"
 
 
+def _same(column: str) -> str:
+    # IS compares NULLs as equal; IS NOT DISTINCT FROM would need SQLite 3.39, newer than some Pythons bundle.
+    return f"{column} IS ?"
+
+
 def _ids_param(ids: Sequence[str]) -> str:
     return json.dumps(list(ids), ensure_ascii=False)
 
@@ -34,6 +39,7 @@ def _identity(text: str) -> str:
 
 SQLITE = Dialect(
     name="sqlite",
+    same=_same,
     in_ids=_in_ids,
     ids_param=_ids_param,
     json_param=_identity,
