@@ -30,6 +30,8 @@ class BenchDatabase(ABC):
     """One fresh database holding planflow's schema."""
 
     driver: str
+    #: The planflow URL of this database.
+    url: str
 
     @abstractmethod
     def open_provider(self) -> Provider:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks import data
+from benchmarks import copy_memory, data
 from benchmarks.cli import main
 from benchmarks.databases import BenchDatabase, DatabaseFactory, PostgresFactory, SqliteFactory
 from benchmarks.harness import run_sql_workload
@@ -157,6 +157,19 @@ def test_profile_option_writes_a_profile(tmp_path: Path, capsys: pytest.CaptureF
     assert status == 0
     assert (out / "profile-w2-sqlite-planflow.txt").read_text(encoding="utf-8")
     capsys.readouterr()
+
+
+def test_copy_memory_measures_the_real_command_at_two_sizes(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    status = copy_memory.main(["--tasks", "2000", "--workdir", str(tmp_path)])
+
+    assert status == 0
+    printed = capsys.readouterr().out
+    assert "floor: status" in printed
+    assert "copy sqlite -> sqlite" in printed
+    assert "2x the tasks: peak memory x" in printed
+    assert not list(tmp_path.glob("planflow-bench-*/*.db")), "the stores must be removed afterwards"
 
 
 _unused: Callable[[], None] | None = None
