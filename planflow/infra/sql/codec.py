@@ -10,6 +10,7 @@ import json
 import re
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
+from json.scanner import make_scanner
 from typing import Any, TypeVar
 
 from planflow.errors import ValidationError
@@ -99,11 +100,32 @@ def dump_json(value: JsonValue, field: str, *, owner: str) -> str | None:
     return text
 
 
+#: ``(text, index) -> (value, end index)``: the C scanner that ``json.loads`` runs (typeshed's stub of its
+#: constructor names the wrong argument type).
+_scan_once: Callable[[str, int], tuple[Any, int]] = make_scanner(json.JSONDecoder())  # pyright: ignore[reportArgumentType]
+
+
+def loads(text: str) -> Any:
+    """``json.loads`` of a JSON column, at about half its cost on the small documents rows hold.
+
+    Calls the C scanner that ``json.loads`` runs underneath directly: on a small object, ``json.loads``' own
+    checks and whitespace handling cost as much again as the decoding (measured: 1.4 against 2.9 µs), and a
+    row holds four such columns. Text that is not one JSON value from its first character to its last
+    (whitespace around it, say, written by another tool) goes through ``json.loads``, which also raises the
+    usual error for text that is not JSON.
+    """
+    try:
+        value, end = _scan_once(text, 0)
+    except StopIteration:
+        return json.loads(text)
+    return value if end == len(text) else json.loads(text)
+
+
 def load_json(text: object) -> JsonObject | None:
     """Parse a JSON column (``None`` for NULL)."""
     if text is None:
         return None
-    loaded: JsonObject = json.loads(text)  # pyright: ignore[reportArgumentType]
+    loaded: JsonObject = loads(text)  # pyright: ignore[reportArgumentType]
     return loaded
 
 
@@ -134,7 +156,7 @@ def load_usage(text: object) -> UsageSummary | None:
     """Parse a usage column (``None`` for NULL)."""
     if text is None:
         return None
-    items: list[dict[str, Any]] = json.loads(text)  # pyright: ignore[reportArgumentType]
+    items: list[dict[str, Any]] = loads(text)  # pyright: ignore[reportArgumentType]
     # Positional arguments: a read maps this per row, and keywords cost 15% more (dump_usage writes all six).
     return UsageSummary(
         tuple(
@@ -241,9 +263,9 @@ def task_from_row(row: Sequence[Any], load_ts: Callable[[Any], datetime]) -> Tas
         row[8],
         row[9],
         row[10],
-        None if row[11] is None else json.loads(row[11]),
-        None if row[12] is None else json.loads(row[12]),
-        None if row[13] is None else json.loads(row[13]),
+        None if row[11] is None else loads(row[11]),
+        None if row[12] is None else loads(row[12]),
+        None if row[13] is None else loads(row[13]),
         None if row[14] is None else load_usage(row[14]),
         row[15],
         load_ts(row[16]),

@@ -19,6 +19,7 @@ from planflow.executions import (
     task_from_doc,
     task_to_doc,
 )
+from planflow.infra.sql.codec import loads
 from planflow.infra.sql.database import Connection, Database
 from planflow.infra.sql.dialect import Dialect
 from planflow.models import JsonValue
@@ -60,7 +61,7 @@ class SqlExecutionRepository:
 
     def _read(self, sql: str, params: list[object], decode: Callable[[dict[str, JsonValue]], M]) -> list[M]:
         rows = self._db.fetch_all(sql, params)
-        return [decode(json.loads(row[0])) for row in rows]
+        return [decode(loads(row[0])) for row in rows]
 
     def add_task(self, task: TaskDefinition) -> None:
         """Insert or replace a task definition (keeps its place in ``list_tasks``)."""

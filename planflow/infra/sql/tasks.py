@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from itertools import islice
 
@@ -17,6 +16,7 @@ from planflow.infra.sql.codec import (
     check_limit,
     encode_cursor,
     filter_where,
+    loads,
     map_rows,
     now,
     stored_meta,
@@ -357,7 +357,7 @@ class SqlTaskRepository:
 
     def list_children_outputs(self, parent_state_id: str) -> dict[str, JsonObject]:
         rows = self._db.fetch_all(CHILDREN_OUTPUTS, [parent_state_id])
-        return {row[0]: json.loads(row[1]) for row in rows}
+        return {row[0]: loads(row[1]) for row in rows}
 
     def get_progress_info(self, parent_state_id: str) -> ProgressInfo:
         rows = self._db.fetch_all(PROGRESS, [parent_state_id])
