@@ -10,6 +10,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from types import TracebackType
 
+from rich import box
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
@@ -124,27 +125,37 @@ def tree_json(nodes: Sequence[TaskTreeNode]) -> list[JsonValue]:
 
 
 def progress_table(rows: Iterable[tuple[TaskState, ProgressInfo, ParallelStrategy]]) -> Table:
-    """The progress of each parent task: children by status, rates and the overall status under its strategy."""
-    table = Table(title="Progress of parent tasks", title_justify="left")
-    table.add_column("task")
-    table.add_column("type")
+    """The progress of each parent task: children by status, rates and the overall status under its strategy.
+
+    Only the statuses some child is in get a count, and the execution types are in the tree, so the table fits
+    an 80-column terminal.
+    """
+    table = Table(
+        title="Progress of parent tasks",
+        title_justify="left",
+        box=box.SIMPLE_HEAD,
+        pad_edge=False,
+        collapse_padding=True,
+        padding=(0, 0),
+    )
+    table.add_column("task", overflow="fold")
     table.add_column("strategy")
-    for name in ("total", "success", "failed", "canceled", "running", "pending"):
-        table.add_column(name, justify="right")
+    table.add_column("total", justify="right")
+    table.add_column("by status")
     table.add_column("done", justify="right")
-    table.add_column("failure", justify="right")
+    table.add_column("failed", justify="right")
     table.add_column("overall")
     for state, info, strategy in rows:
+        by_status = Text(", ").join(
+            Text.assemble(f"{count} ", status_text(status))
+            for status, count in sorted(info.status_counts.items(), key=lambda item: -item[1])
+            if count
+        )
         table.add_row(
             state.task_id,
-            state.execution_type.value,
             strategy.value,
             str(info.total),
-            str(info.success),
-            str(info.failed),
-            str(info.canceled),
-            str(info.running),
-            str(info.pending),
+            by_status,
             f"{info.completion_rate:.0%}",
             f"{info.failure_rate:.0%}",
             status_text(info.overall_status(strategy)),

@@ -218,6 +218,19 @@ def test_demo_runs_on_the_embedded_default_through_the_console_script(tmp_path: 
         assert sorted(map(str, workflow.usage.entries)) == sorted(map(str, leaf_usage.entries))
 
 
+def test_demo_progress_table_fits_an_80_column_terminal(tmp_path: Path) -> None:
+    run = planflow("demo", "--tasks", "200", cwd=tmp_path, env={"COLUMNS": "80"})
+
+    assert run.code == 0, run.err
+    table = run.out[run.out.index("Progress of parent tasks") : run.out.index("LLM usage")]
+    rows = [line for line in table.splitlines() if "best_effort" in line or "wait_all" in line]
+    assert len(rows) >= 4, table
+    for row in rows:
+        assert len(row) <= 80 and "…" not in row, row
+        assert row.rstrip().endswith(("SUCCESS", "FAILED")), row
+        assert "%" in row, row
+
+
 def test_demo_nests_a_composite_in_a_composite_and_fans_out_in_parallel(
     demo_store: tuple[Path, dict[str, object]],
 ) -> None:
