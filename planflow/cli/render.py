@@ -124,20 +124,34 @@ def tree_json(nodes: Sequence[TaskTreeNode]) -> list[JsonValue]:
     return roots
 
 
+def _table(title: str, *, footer: bool = False) -> Table:
+    """A table in the command's style: a rule under the header (and above a footer), no frame, one space between
+    columns, so that most tables fit an 80-column terminal. Id columns fold rather than being cut short."""
+    return Table(
+        title=title,
+        title_justify="left",
+        box=box.SIMPLE_HEAD if not footer else box.SIMPLE,
+        show_footer=footer,
+        pad_edge=False,
+        padding=(0, 0),
+        collapse_padding=True,
+        min_width=len(title),
+    )
+
+
+def _id_column(table: Table, header: str, ids: Iterable[str]) -> None:
+    """A column of ids, kept whole where the terminal allows: others shrink first, and what must break folds."""
+    longest = max(map(len, ids), default=0)
+    table.add_column(header, overflow="fold", min_width=min(max(longest, len(header)), 40))
+
+
 def progress_table(rows: Iterable[tuple[TaskState, ProgressInfo, ParallelStrategy]]) -> Table:
     """The progress of each parent task: children by status, rates and the overall status under its strategy.
 
     Only the statuses some child is in get a count, and the execution types are in the tree, so the table fits
     an 80-column terminal.
     """
-    table = Table(
-        title="Progress of parent tasks",
-        title_justify="left",
-        box=box.SIMPLE_HEAD,
-        pad_edge=False,
-        collapse_padding=True,
-        padding=(0, 0),
-    )
+    table = _table("Progress of parent tasks")
     table.add_column("task", overflow="fold")
     table.add_column("strategy")
     table.add_column("total", justify="right")
@@ -165,7 +179,7 @@ def progress_table(rows: Iterable[tuple[TaskState, ProgressInfo, ParallelStrateg
 
 def usage_table(usage: UsageSummary | None, *, title: str = "LLM usage") -> Table:
     """Token counts per provider, model and source, with a total row."""
-    table = Table(title=title, title_justify="left", show_footer=True)
+    table = _table(title, footer=True)
     entries = usage.entries if usage is not None else ()
     table.add_column("provider", footer="total")
     table.add_column("model")
@@ -187,13 +201,15 @@ def usage_table(usage: UsageSummary | None, *, title: str = "LLM usage") -> Tabl
 
 def workflows_table(states: Sequence[WorkflowState]) -> Table:
     """One row per workflow execution."""
-    table = Table(title=f"{len(states)} workflow executions", title_justify="left")
-    for name in ("workflow exec id", "workflow", "status"):
-        table.add_column(name)
+    table = _table(f"{len(states)} workflow executions (times in UTC)")
+    _id_column(table, "workflow exec id", (state.workflow_exec_id for state in states))
+    table.add_column("workflow", overflow="fold")
+    table.add_column("status")
     table.add_column("tasks", justify="right")
     table.add_column("tokens", justify="right")
-    table.add_column("created (UTC)")
-    table.add_column("updated (UTC)")
+    # A date and a time: at 10 wide they break between the two rather than inside either.
+    table.add_column("created", min_width=10)
+    table.add_column("updated", min_width=10)
     for state in states:
         table.add_row(
             state.workflow_exec_id,
@@ -213,7 +229,7 @@ def _when(moment: datetime | None) -> str:
 
 def migrations_table(statuses: Sequence[MigrationStatus]) -> Table:
     """Every known migration, applied (with when) or pending."""
-    table = Table(title="Migrations", title_justify="left")
+    table = _table("Migrations")
     table.add_column("version", justify="right")
     table.add_column("name")
     table.add_column("applied (UTC)")
@@ -225,7 +241,7 @@ def migrations_table(statuses: Sequence[MigrationStatus]) -> Table:
 
 def counts_table(counts: Mapping[str, int], *, title: str, key: str = "table") -> Table:
     """A two-column table of names and counts."""
-    table = Table(title=title, title_justify="left")
+    table = _table(title)
     table.add_column(key)
     table.add_column("records", justify="right")
     for name, count in counts.items():
@@ -235,11 +251,11 @@ def counts_table(counts: Mapping[str, int], *, title: str, key: str = "table") -
 
 def copy_table(report: CopyReport) -> Table:
     """What a copy wrote per table and what verification found."""
-    table = Table(title="Copy", title_justify="left")
-    table.add_column("table")
+    table = _table("Copy")
+    table.add_column("table", no_wrap=True)
     for name in ("source", "written", "unchanged", "target", "missing"):
         table.add_column(name, justify="right")
-    table.add_column("checksum (source = target)")
+    table.add_column("checksum")
     table.add_column("verified")
     for line in report.tables:
         same = line.source_checksum == line.target_checksum
@@ -251,9 +267,9 @@ def copy_table(report: CopyReport) -> Table:
             f"{line.target:,}",
             f"{line.missing:,}",
             Text(
-                line.source_checksum[:16]
+                line.source_checksum[:12]
                 if same
-                else f"{line.source_checksum[:16]} ≠ {line.target_checksum[:16]}",
+                else f"{line.source_checksum[:12]} ≠ {line.target_checksum[:12]}",
                 style="" if same else "red",
             ),
             Text("yes", style="green") if line.verified else Text("NO", style="bold red"),
