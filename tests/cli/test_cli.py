@@ -468,6 +468,19 @@ def test_workflows_lists_and_filters_by_status(tmp_path: Path) -> None:
     assert text.code == 0 and "SUCCESS" in text.out and "More exist" in text.out
 
 
+def test_workflows_table_shows_whole_exec_ids_in_an_80_column_terminal(tmp_path: Path) -> None:
+    db = sqlite_url(tmp_path / "ids.db")
+    planflow("demo", "--db", db, "--tasks", "20", "--json", cwd=tmp_path).json()
+    listed = planflow("workflows", "--db", db, "--json", cwd=tmp_path).json()
+    text = planflow("workflows", "--db", db, cwd=tmp_path, env={"COLUMNS": "80"})
+
+    assert isinstance(listed, list) and text.code == 0
+    for workflow in listed:
+        assert isinstance(workflow, dict)
+        assert str(workflow["workflow_exec_id"]) in text.out  # pasteable into planflow tree / show
+    assert all(len(line) <= 80 for line in text.out.splitlines())
+
+
 # copy ------------------------------------------------------------------------------------------------------
 
 
