@@ -620,6 +620,41 @@ class TaskRepositoryContract:
             provider.tasks.bulk_upsert(bad)
         assert provider.tasks.list_by_ids([s.task_exec_id for s in bad]) == []
 
+    def test_bulk_upsert_with_an_invalid_state_mid_batch_stores_nothing_of_the_batch(
+        self, provider: Provider
+    ) -> None:
+        wf = workflow(provider)
+        stored = provider.tasks.bulk_upsert(
+            [
+                TaskState(f"{wf.workflow_exec_id}/old-{i}", "t", wf.workflow_exec_id, wf.workflow_id)
+                for i in range(5)
+            ]
+        )
+        assert stored == 5
+        before = provider.tasks.list_tasks_in_workflow(wf.workflow_exec_id)
+        states = [
+            TaskState(f"{wf.workflow_exec_id}/old-{i}", "t", wf.workflow_exec_id, wf.workflow_id).evolve(
+                status=TaskStatus.SUCCESS
+            )
+            for i in range(5)
+        ]
+        states += [
+            TaskState(f"{wf.workflow_exec_id}/new-{i}", "t", wf.workflow_exec_id, wf.workflow_id)
+            for i in range(600)
+        ]
+        bad = TaskState(
+            f"{wf.workflow_exec_id}/bad", "t", wf.workflow_exec_id, wf.workflow_id, input={"when": object()}
+        )
+        states.insert(400, bad)
+
+        with pytest.raises(ValidationError, match=r"input of task '.*/bad' is not JSON-serialisable"):
+            provider.tasks.bulk_upsert(states)
+
+        assert provider.tasks.list_tasks_in_workflow(wf.workflow_exec_id) == before
+        assert provider.tasks.count_states(TaskFilter(workflow_exec_id=wf.workflow_exec_id)) == 5
+        # The failed batch left the provider usable.
+        assert provider.tasks.bulk_upsert([s for s in states if s is not bad]) == 605
+
     # Verbatim import (copy between stores) ----------------------------------------------------------------
 
     def test_import_states_keeps_versions_and_timestamps_and_takes_a_child_before_its_parent(

@@ -186,6 +186,9 @@ class PostgresDatabase(Database):
     carries the password.
     """
 
+    #: psycopg pipelines ``executemany``: rows built on demand overlap with the server's work on earlier ones.
+    streams_parameters = True
+
     def __init__(self, config: PlanflowConfig) -> None:
         super().__init__(config.retry)
         self._config = config

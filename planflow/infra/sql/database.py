@@ -73,6 +73,10 @@ class _Transaction:
 class Database(ABC):
     """A pool of connections with planflow's transaction semantics. See the module docstring."""
 
+    #: Whether ``execute_many`` is best handed parameter rows built as it asks for them: true where a server
+    #: runs the rows already sent while the client builds the next (a pipeline), false in process.
+    streams_parameters = False
+
     def __init__(self, retry: RetrySettings) -> None:
         self.retry = retry
         self._local = threading.local()
