@@ -55,7 +55,13 @@ def _start_container() -> str:
     """Start a throwaway server with testcontainers; return its URL. Skips or fails when impossible."""
     try:
         import docker  # pyright: ignore[reportMissingTypeStubs]
-        from testcontainers.postgres import PostgresContainer  # pyright: ignore[reportMissingTypeStubs]
+
+        try:  # testcontainers >= 4.15 moved the module (the old name warns)
+            from testcontainers.community.postgres import (  # pyright: ignore[reportMissingTypeStubs]
+                PostgresContainer,
+            )
+        except ImportError:
+            from testcontainers.postgres import PostgresContainer  # pyright: ignore[reportMissingTypeStubs]
     except ImportError:
         _unavailable(f"{URL_VARIABLE} is not set and testcontainers is not installed")
         raise AssertionError("unreachable") from None
