@@ -41,6 +41,7 @@ from planflow.infra.sql.tasks import (
     UPSERT,
     in_place_params,
     update_in_place_sql,
+    versioned_params,
 )
 from planflow.models import JsonObject
 
@@ -141,7 +142,7 @@ class RawPostgresStore:
         conn = self._conn()
         row = conn.execute(UPDATE_IN_PLACE_PG, in_place_params(values, moment, expected_version)).fetchone()
         if row is None:
-            row = conn.execute(UPDATE_PG, [*values[1:], moment, values[0], expected_version]).fetchone()
+            row = conn.execute(UPDATE_PG, versioned_params(values, moment, expected_version)).fetchone()
         if row is None:
             found = conn.execute(GET_VERSION_PG, (state.task_exec_id,)).fetchone()
             raise write_failure(state.task_exec_id, found, expected_version)

@@ -35,6 +35,7 @@ from planflow.infra.sql.tasks import (
     UPSERT,
     in_place_params,
     update_in_place_sql,
+    versioned_params,
 )
 from planflow.infra.sqlite.dialect import SQLITE
 
@@ -125,7 +126,7 @@ class RawSqliteStore:
         rows = conn.execute(UPDATE_IN_PLACE, in_place_params(values, stamp, expected_version)).fetchall()
         if not rows:
             rows = conn.execute(
-                UPDATE_VERSIONED, [*values[1:], stamp, values[0], expected_version]
+                UPDATE_VERSIONED, versioned_params(values, stamp, expected_version)
             ).fetchall()
         if not rows:
             found = conn.execute(GET_VERSION, (state.task_exec_id,)).fetchone()

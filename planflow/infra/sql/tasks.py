@@ -90,6 +90,11 @@ def in_place_params(values: Sequence[object], updated_at: object, expected_versi
     ]
 
 
+def versioned_params(values: Sequence[object], updated_at: object, expected_version: int) -> list[object]:
+    """The parameters of ``UPDATE_VERSIONED``, from a state's write values (``task_params`` order)."""
+    return [*values[1 : len(_WRITE_COLUMNS)], updated_at, values[0], expected_version]
+
+
 SELECT = f"SELECT {TASK_COLUMNS} FROM task_states"
 GET = f"{SELECT} WHERE task_exec_id = ?"
 GET_VERSION = "SELECT version FROM task_states WHERE task_exec_id = ?"
@@ -158,14 +163,13 @@ class SqlTaskRepository:
         params = self._write_params(state)
         stamp = params[16]
         in_place = in_place_params(params, stamp, expected_version)
-        update = [*params[1:15], stamp, params[0], expected_version]
 
         def work(conn: Connection) -> Row:
             row = conn.fetch_one(self._update_in_place, in_place)
             if row is None:
                 # A stable column changed, or the state is stale or missing: the full statement writes in the
                 # first case, and the version read below tells the others apart.
-                row = conn.fetch_one(UPDATE_VERSIONED, update)
+                row = conn.fetch_one(UPDATE_VERSIONED, versioned_params(params, stamp, expected_version))
             if row is None:
                 found = conn.fetch_one(GET_VERSION, [state.task_exec_id])
                 if found is None:
