@@ -15,6 +15,8 @@ Importing planflow imports no database driver: each is loaded when chosen.
 from planflow.config import PlanflowConfig, RetrySettings, redact_url, resolve_config
 from planflow.errors import (
     AlreadyBootstrappedError,
+    ClosedError,
+    CommitUnknownError,
     ConfigError,
     ConflictError,
     DuplicateError,
@@ -27,6 +29,7 @@ from planflow.errors import (
     UnsupportedError,
     ValidationError,
     WorkflowNotReadyError,
+    WrongTypeError,
 )
 from planflow.executions import (
     ExecutionRepository,
@@ -59,6 +62,7 @@ from planflow.models import (
     WorkflowState,
 )
 from planflow.protocols import AuthRepository, OutputTransformer, TaskRepository, WorkflowRepository
+from planflow.schema import Migration, MigrationStatus
 
 __version__ = "0.1.0"
 
@@ -66,6 +70,8 @@ __all__ = [
     "APIKey",
     "AlreadyBootstrappedError",
     "AuthRepository",
+    "ClosedError",
+    "CommitUnknownError",
     "ComponentType",
     "ConfigError",
     "ConflictError",
@@ -75,7 +81,9 @@ __all__ = [
     "ExecutionType",
     "JsonObject",
     "JsonValue",
+    "Migration",
     "MigrationError",
+    "MigrationStatus",
     "NotFoundError",
     "OutputTransformer",
     "Page",
@@ -109,6 +117,7 @@ __all__ = [
     "WorkflowNotReadyError",
     "WorkflowRepository",
     "WorkflowState",
+    "WrongTypeError",
     "__version__",
     "open_provider",
     "redact_url",

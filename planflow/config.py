@@ -3,7 +3,7 @@
 Accepted URLs::
 
     sqlite:///relative/path.db      sqlite:////absolute/path.db     sqlite://:memory:
-    postgresql://user:pw@host:5432/db   (also postgres://)
+    postgresql://user:pw@host:5432/db   (also postgres:// and SQLAlchemy's postgresql+psycopg://)
     tinydb:///relative/path.json    tinydb:////absolute/path.json   tinydb://memory
 
 Settings may ride along as query parameters (``sqlite:///x.db?busy_timeout=2``); for Postgres, parameters
@@ -17,6 +17,7 @@ that are not planflow settings (``sslmode`` ...) stay in the URL handed to psyco
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import re
 from collections.abc import Mapping
@@ -33,6 +34,12 @@ ACCEPTED_URLS = (
     "sqlite:///path/to.db, sqlite://:memory:, postgresql://user:pw@host:5432/db, "
     "tinydb:///path/to.json, tinydb://memory"
 )
+#: How the file URLs spell their paths, for the message that refuses a URL without one.
+SLASH_RULE = (
+    "a file URL has three slashes before a relative path (sqlite:///data/x.db is ./data/x.db) and four before "
+    "an absolute one (sqlite:////var/lib/x.db is /var/lib/x.db)"
+)
+POSTGRES_SCHEMES = ("postgresql", "postgres", "postgresql+psycopg", "postgresql+psycopg2", "postgres+psycopg")
 
 OnCorrupt = Literal["raise", "move_aside"]
 
@@ -65,6 +72,8 @@ class PlanflowConfig:
         pool_timeout: Postgres: seconds to wait for a free connection.
         pool_max_lifetime: Postgres: seconds after which a connection is replaced.
         pool_max_idle: Postgres: seconds an idle connection above ``pool_min_size`` is kept.
+        pgbouncer: Postgres: the URL points at PgBouncer in transaction-pooling mode (no server-side prepared
+            statements, no startup options).
         retry: Backoff for transient failures.
         tinydb_on_corrupt: ``raise`` (default) or ``move_aside`` a corrupt TinyDB file and start afresh.
     """
@@ -80,6 +89,7 @@ class PlanflowConfig:
     pool_timeout: float = 30.0
     pool_max_lifetime: float = 3600.0
     pool_max_idle: float = 600.0
+    pgbouncer: bool = False
     retry: RetrySettings = field(default_factory=RetrySettings)
     tinydb_on_corrupt: OnCorrupt = "raise"
 
@@ -93,15 +103,24 @@ class PlanflowConfig:
                 f"tinydb_on_corrupt must be 'raise' or 'move_aside', not {self.tinydb_on_corrupt!r}"
             )
         for name in ("busy_timeout", "connect_timeout", "pool_timeout", "pool_max_lifetime", "pool_max_idle"):
-            if getattr(self, name) <= 0:
-                raise ConfigError(f"{name} must be positive, got {getattr(self, name)!r}")
+            _check_seconds(name, getattr(self, name), low=0.0, allow_low=False)
+        for name in ("pool_min_size", "pool_max_size"):
+            _check_count(name, getattr(self, name))
         if not 0 <= self.pool_min_size <= self.pool_max_size or self.pool_max_size < 1:
             raise ConfigError(
                 f"pool sizes must satisfy 0 <= pool_min_size <= pool_max_size >= 1, "
                 f"got {self.pool_min_size} and {self.pool_max_size}"
             )
-        if self.retry.max_attempts < 1 or self.retry.base_delay < 0 or self.retry.max_delay < 0:
-            raise ConfigError(f"invalid retry settings: {self.retry!r}")
+        if not isinstance(self.retry, RetrySettings):  # pyright: ignore[reportUnnecessaryIsInstance]
+            raise ConfigError(f"retry must be a RetrySettings, got {type(self.retry).__name__}")
+        _check_count("retry.max_attempts", self.retry.max_attempts)
+        if self.retry.max_attempts < 1:
+            raise ConfigError(f"retry.max_attempts must be at least 1, got {self.retry.max_attempts}")
+        _check_seconds("retry.base_delay", self.retry.base_delay, low=0.0, allow_low=True)
+        _check_seconds("retry.max_delay", self.retry.max_delay, low=0.0, allow_low=True)
+        for name in ("auto_migrate", "pgbouncer"):
+            if not isinstance(getattr(self, name), bool):
+                raise ConfigError(f"{name} must be True or False, got {getattr(self, name)!r}")
 
     @property
     def is_memory(self) -> bool:
@@ -122,21 +141,52 @@ class PlanflowConfig:
         return f"PlanflowConfig({shown}, url={redact_url(self.url) if self.url else None!r})"
 
 
+def _check_seconds(name: str, value: object, *, low: float, allow_low: bool) -> None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ConfigError(f"{name} must be a number of seconds, got {type(value).__name__}")
+    if not math.isfinite(value) or value < low or (value == low and not allow_low) or value > 10**9:
+        bound = f">= {low:g}" if allow_low else f"> {low:g}"
+        raise ConfigError(f"{name} must be a finite number of seconds {bound}, got {value!r}")
+
+
+def _check_count(name: str, value: object) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 10**6:
+        raise ConfigError(f"{name} must be a whole number within 0..1000000, got {value!r}")
+
+
 ConfigSource = PlanflowConfig | Mapping[str, object] | str | None
 
-_PASSWORD_IN_URL = re.compile(r"(?P<head>[a-z][a-z0-9+.-]*://[^:/@\s]*:)[^@\s]*(?P<tail>@)", re.IGNORECASE)
 _PASSWORD_IN_CONNINFO = re.compile(r"(?P<head>password\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)", re.IGNORECASE)
+_PASSWORD_QUERY = re.compile(r"(?P<head>[?&]password=)[^&#]*", re.IGNORECASE)
+_SCHEME = re.compile(r"[a-z][a-z0-9+.-]*://", re.IGNORECASE)
 
 
 def redact_url(text: str) -> str:
-    """Return ``text`` with any password in a URL or conninfo replaced by ``***``."""
-    if "://" in text:
-        text = _PASSWORD_IN_URL.sub(r"\g<head>***\g<tail>", text)
-        return _PASSWORD_QUERY.sub(r"\g<head>***", text)
-    return _PASSWORD_IN_CONNINFO.sub(r"\g<head>***", text)
+    """Return ``text`` with any password in a URL or conninfo replaced by ``***``.
+
+    A password in a URL is everything between the first ``:`` of the user part and the last ``@`` before the
+    query, so an unencoded ``@``, space or ``/`` in it is hidden too (hiding too much is the safe mistake).
+    """
+    starts = [match.start() for match in _SCHEME.finditer(text)]
+    if not starts:
+        return _PASSWORD_IN_CONNINFO.sub(r"\g<head>***", text)
+    pieces = [_PASSWORD_IN_CONNINFO.sub(r"\g<head>***", text[: starts[0]])]
+    for begin, end in zip(starts, [*starts[1:], len(text)], strict=True):
+        pieces.append(_redact_one(text[begin:end]))
+    return "".join(pieces)
 
 
-_PASSWORD_QUERY = re.compile(r"(?P<head>[?&]password=)[^&\s]*", re.IGNORECASE)
+def _redact_one(url: str) -> str:
+    scheme_end = url.index("://") + 3
+    head, rest = url[:scheme_end], url[scheme_end:]
+    authority = re.split(r"[?#]", rest, maxsplit=1)[0]
+    at = authority.rfind("@")
+    if at >= 0:
+        colon = authority.find(":", 0, at)
+        if colon >= 0:
+            rest = f"{rest[: colon + 1]}***{rest[at:]}"
+    return head + _PASSWORD_QUERY.sub(r"\g<head>***", rest)
+
 
 _SETTING_TYPES: dict[str, type] = {
     "auto_migrate": bool,
@@ -147,6 +197,7 @@ _SETTING_TYPES: dict[str, type] = {
     "pool_timeout": float,
     "pool_max_lifetime": float,
     "pool_max_idle": float,
+    "pgbouncer": bool,
     "tinydb_on_corrupt": str,
 }
 _RETRY_TYPES: dict[str, type] = {"max_attempts": int, "base_delay": float, "max_delay": float}
@@ -159,6 +210,8 @@ def _coerce(name: str, value: object, kind: type) -> object:
         return float(value)
     if isinstance(value, str):
         text = value.strip()
+        if kind is float and text.lower() in ("nan", "inf", "-inf", "infinity", "-infinity", "+inf"):
+            raise ConfigError(f"setting {name!r} must be a finite number, got {value!r}")
         if kind is bool:
             if text.lower() in ("1", "true", "yes", "on"):
                 return True
@@ -204,7 +257,9 @@ def _file_path(rest: str, url_for_errors: str) -> str:
     if rest in (MEMORY, "memory", "/" + MEMORY, "/memory"):
         return MEMORY
     if not rest.startswith("/") or rest == "/":
-        raise ConfigError(f"malformed URL {redact_url(url_for_errors)!r}; accepted: {ACCEPTED_URLS}")
+        raise ConfigError(
+            f"malformed URL {redact_url(url_for_errors)!r}: no file path; {SLASH_RULE}; accepted: {ACCEPTED_URLS}"
+        )
     return rest[1:]
 
 
@@ -220,9 +275,17 @@ def config_from_url(url: str, **overrides: object) -> PlanflowConfig:
     scheme = scheme.lower()
     rest, _, query = rest.partition("?")
     params = dict(parse_qsl(query, keep_blank_values=True))
-    if scheme in ("postgresql", "postgres"):
-        split = urlsplit(url)
-        if not split.hostname and not split.path.strip("/") and "host" not in params:
+    if scheme in POSTGRES_SCHEMES:
+        try:
+            split = urlsplit(url)
+            hostname, _ = split.hostname, split.port
+        except ValueError as exc:
+            # The text may hold the password where the parser lost track of the parts: never echo it.
+            raise ConfigError(
+                f"malformed PostgreSQL URL ({exc}); accepted: {ACCEPTED_URLS} (percent-encode special "
+                "characters of the user and password)"
+            ) from None
+        if not hostname and not split.path.strip("/") and "host" not in params:
             raise ConfigError(f"malformed URL {redact_url(url)!r}; accepted: {ACCEPTED_URLS}")
         ours = {k: v for k, v in params.items() if k in _SETTING_TYPES or k.startswith("retry_")}
         theirs = {k: v for k, v in params.items() if k not in ours}

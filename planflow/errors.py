@@ -20,6 +20,10 @@ class ValidationError(PlanflowError):
     """Input was rejected before (or by) the database: bad value, bad reference, constraint violation."""
 
 
+class WrongTypeError(ValidationError, TypeError):
+    """A value of the wrong type: a ValidationError, and a TypeError for code that catches that."""
+
+
 class NotFoundError(PlanflowError):
     """The requested record does not exist."""
 
@@ -66,12 +70,26 @@ class TransientError(PlanflowError):
     """A transient failure (lock contention, lost connection) outlasted the retry budget."""
 
 
+class CommitUnknownError(PlanflowError):
+    """The connection was lost while a commit was in flight and its outcome could not be learned.
+
+    The unit of work may or may not have been applied; it was not retried, so it was never applied twice. Not a
+    :class:`TransientError`: running the unit again blindly could apply it a second time.
+    """
+
+
+class ClosedError(PlanflowError):
+    """The provider (or the store behind it) was closed."""
+
+
 class UnsupportedError(PlanflowError):
     """The driver does not serve the requested repository or operation."""
 
 
 __all__ = [
     "AlreadyBootstrappedError",
+    "ClosedError",
+    "CommitUnknownError",
     "ConfigError",
     "ConflictError",
     "DuplicateError",
@@ -84,4 +102,5 @@ __all__ = [
     "UnsupportedError",
     "ValidationError",
     "WorkflowNotReadyError",
+    "WrongTypeError",
 ]

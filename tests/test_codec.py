@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import gc
 import json
 
 import pytest
 
-from planflow.infra.sql.codec import GC_PAUSE_ROWS, loads, map_rows
+from planflow.infra.sql.codec import loads
 
 JSON_TEXTS = [
     '{"a":1,"b":[1,2.5,null,true,false],"c":{"d":"e"}}',
@@ -36,32 +35,3 @@ def test_loads_raises_what_json_loads_raises_on_text_that_is_not_json(text: str)
         json.loads(text)
     with pytest.raises(json.JSONDecodeError):
         loads(text)
-
-
-def test_map_rows_pauses_the_collector_for_large_results_and_restores_it() -> None:
-    seen: list[bool] = []
-    rows = [(i,) for i in range(GC_PAUSE_ROWS)]
-    assert map_rows(rows, lambda row: seen.append(gc.isenabled()) or row[0]) == list(range(GC_PAUSE_ROWS))
-    assert not any(seen)
-    assert gc.isenabled()
-    seen.clear()
-    map_rows(rows[:10], lambda row: seen.append(gc.isenabled()))
-    assert all(seen)
-
-
-def test_map_rows_reenables_the_collector_when_mapping_fails() -> None:
-    def boom(row: tuple[int]) -> int:
-        raise ValueError(f"bad row {row}")
-
-    with pytest.raises(ValueError, match="bad row"):
-        map_rows([(i,) for i in range(GC_PAUSE_ROWS)], boom)
-    assert gc.isenabled()
-
-
-def test_map_rows_leaves_a_disabled_collector_disabled() -> None:
-    gc.disable()
-    try:
-        map_rows([(i,) for i in range(GC_PAUSE_ROWS)], lambda row: row)
-        assert not gc.isenabled()
-    finally:
-        gc.enable()

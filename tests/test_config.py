@@ -72,7 +72,7 @@ def test_no_config_at_all_means_a_sqlite_file_in_the_current_directory(
         ("sqlite://relative-without-slash.db", "malformed URL"),
         ({"driver": "sqlite", "bogus": 1}, "unknown setting 'bogus'"),
         ({"driver": "sqlite", "busy_timeout": "soon"}, "busy_timeout"),
-        ({"driver": "sqlite", "busy_timeout": -1}, "busy_timeout must be positive"),
+        ({"driver": "sqlite", "busy_timeout": -1}, "busy_timeout must be a finite number of seconds > 0"),
         ({"driver": "sqlite", "pool_min_size": 5, "pool_max_size": 2}, "pool sizes"),
         ({"driver": "postgres"}, "needs a url"),
         (42, "a config must be"),

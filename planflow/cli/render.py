@@ -19,7 +19,6 @@ from rich.tree import Tree
 
 from planflow.cli.copy import CopyReport
 from planflow.cli.records import to_json
-from planflow.infra.sql.migrations import MigrationStatus
 from planflow.models import (
     JsonObject,
     JsonValue,
@@ -31,6 +30,7 @@ from planflow.models import (
     UsageSummary,
     WorkflowState,
 )
+from planflow.schema import MigrationStatus
 
 STATUS_STYLES: dict[TaskStatus, str] = {
     TaskStatus.PENDING: "dim",

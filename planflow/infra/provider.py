@@ -7,20 +7,27 @@ when that driver is asked for, with a ``ConfigError`` naming the extra to instal
 from __future__ import annotations
 
 import importlib
+import time
 from collections.abc import Callable, Generator
 from contextlib import AbstractContextManager, contextmanager
-from types import TracebackType
-from typing import TYPE_CHECKING, Protocol, TypeVar
+from types import ModuleType, TracebackType
+from typing import TYPE_CHECKING, Generic, Protocol, TypeVar
 
-from planflow.config import ConfigSource, PlanflowConfig, resolve_config
-from planflow.errors import ConfigError, PlanflowError, UnsupportedError
+from planflow.config import ConfigSource, PlanflowConfig, RetrySettings, resolve_config
+from planflow.errors import ClosedError, ConfigError, PlanflowError, UnsupportedError
+from planflow.infra.drive import drive
+from planflow.infra.sql.database import retrying
 from planflow.protocols import AuthRepository, TaskRepository, WorkflowRepository
+from planflow.schema import Migration, MigrationStatus
 
 if TYPE_CHECKING:
     from planflow.executions import ExecutionRepository
-    from planflow.infra.sql.migrations import Migration, MigrationStatus
 
 T = TypeVar("T")
+TR = TypeVar("TR")
+WR = TypeVar("WR")
+AR = TypeVar("AR")
+ER = TypeVar("ER")
 
 #: driver -> (module with ``open_backend``, pip extra, modules the driver needs)
 DRIVER_MODULES: dict[str, tuple[str, str | None, tuple[str, ...]]] = {
@@ -35,9 +42,10 @@ DRIVER_MODULES: dict[str, tuple[str, str | None, tuple[str, ...]]] = {
 
 
 class Backend(Protocol):
-    """What a driver hands the Provider. Repositories it does not serve are ``None``."""
+    """What a driver hands the synchronous Provider. Repositories it does not serve are ``None``."""
 
     driver: str
+    retry: RetrySettings
 
     @property
     def tasks(self) -> TaskRepository | None: ...
@@ -49,49 +57,61 @@ class Backend(Protocol):
     def executions(self) -> ExecutionRepository | None: ...
 
     def transaction(self) -> AbstractContextManager[object]: ...
-    def retrying(self, attempt: Callable[[], T]) -> T: ...
     def migrate(self) -> list[Migration]: ...
     def migration_status(self) -> list[MigrationStatus]: ...
     def close(self) -> None: ...
 
 
-class Repositories:
-    """The repositories of a provider; what ``provider.transaction()`` yields."""
+class Serving(Generic[TR, WR, AR, ER]):
+    """The repositories of a provider, by name; one the driver does not serve raises ``UnsupportedError``."""
 
-    def __init__(self, backend: Backend) -> None:
-        self._backend = backend
+    def __init__(
+        self, driver: str, tasks: TR | None, workflows: WR | None, auth: AR | None, executions: ER | None
+    ):
+        self._driver = driver
+        self._repositories = {"tasks": tasks, "workflows": workflows, "auth": auth, "executions": executions}
 
-    def _serve(self, repository: T | None, name: str) -> T:
+    def _serve(self, name: str) -> object:
+        repository = self._repositories[name]
         if repository is None:
-            raise UnsupportedError(f"the {self._backend.driver} driver does not serve the {name} repository")
+            raise UnsupportedError(f"the {self._driver} driver does not serve the {name} repository")
         return repository
 
     @property
-    def tasks(self) -> TaskRepository:
+    def tasks(self) -> TR:
         """Task execution states."""
-        return self._serve(self._backend.tasks, "tasks")
+        return self._serve("tasks")  # pyright: ignore[reportReturnType]
 
     @property
-    def workflows(self) -> WorkflowRepository:
+    def workflows(self) -> WR:
         """Workflow execution states."""
-        return self._serve(self._backend.workflows, "workflows")
+        return self._serve("workflows")  # pyright: ignore[reportReturnType]
 
     @property
-    def auth(self) -> AuthRepository:
+    def auth(self) -> AR:
         """Users and API keys."""
-        return self._serve(self._backend.auth, "auth")
+        return self._serve("auth")  # pyright: ignore[reportReturnType]
 
     @property
-    def executions(self) -> ExecutionRepository:
+    def executions(self) -> ER:
         """The add-on's task definitions, occurrences and executions."""
-        return self._serve(self._backend.executions, "executions")
+        return self._serve("executions")  # pyright: ignore[reportReturnType]
+
+
+class Repositories(Serving[TaskRepository, WorkflowRepository, AuthRepository, "ExecutionRepository"]):
+    """The repositories of a provider; what ``provider.transaction()`` yields."""
+
+
+async def _blocking_sleep(seconds: float) -> None:
+    time.sleep(seconds)
 
 
 class Provider(Repositories):
     """An open store: repositories, units of work, migrations. Use it as a context manager or ``close()`` it."""
 
     def __init__(self, backend: Backend, config: PlanflowConfig) -> None:
-        super().__init__(backend)
+        super().__init__(backend.driver, backend.tasks, backend.workflows, backend.auth, backend.executions)
+        self._backend = backend
         self.config = config
         self._closed = False
 
@@ -104,38 +124,50 @@ class Provider(Repositories):
     def transaction(self) -> Generator[Repositories, None, None]:
         """A unit of work across repositories: commits both or neither.
 
-        Every repository call made on this thread inside the block joins it (``tx.tasks`` and
-        ``provider.tasks`` are the same). Nested use is a savepoint: an exception leaving the inner block
-        undoes only the inner block's writes.
+        Every repository call made inside the block by the same thread (or asyncio task) joins it
+        (``tx.tasks`` and ``provider.tasks`` are the same); other threads and tasks are not in it. Nested use
+        is a savepoint: an exception leaving the inner block undoes only the inner block's writes.
 
         Raises:
             UnsupportedError: the driver has no transactions (tinydb: use ``executions.batch()``).
+            TransientError: the COMMIT failed and nothing was applied.
+            CommitUnknownError: the connection was lost during COMMIT and whether it applied is unknown.
         """
+        self._check_open()
         with self._backend.transaction():
             yield self
 
     def run_in_transaction(self, work: Callable[[Repositories], T]) -> T:
         """Run ``work`` in a transaction, running it again from the start after a transient failure.
 
-        ``work`` may run more than once: keep side effects other than the repositories' out of it.
+        ``work`` may run more than once, but its writes are applied exactly once: a unit whose COMMIT lost
+        its connection is run again only if it did not commit. Keep side effects other than the
+        repositories' out of it.
 
         Raises:
             TransientError: the failure outlasted the retry budget (``config.retry``).
+            CommitUnknownError: the outcome of a COMMIT could not be learned; the unit was not run again.
         """
 
-        def attempt() -> T:
+        async def attempt() -> T:
             with self.transaction() as tx:
                 return work(tx)
 
-        return self._backend.retrying(attempt)
+        return drive(retrying(attempt, self._backend.retry, _blocking_sleep))
 
     def migrate(self) -> list[Migration]:
         """Apply pending migrations; returns those applied."""
+        self._check_open()
         return self._backend.migrate()
 
     def migration_status(self) -> list[MigrationStatus]:
         """Every known migration with its applied time (``None``: pending)."""
+        self._check_open()
         return self._backend.migration_status()
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise ClosedError("the provider is closed")
 
     def close(self) -> None:
         """Close the store's connections; closing twice is harmless."""
@@ -155,10 +187,15 @@ class Provider(Repositories):
         return f"<Provider {self.driver} {self.config.location}>"
 
 
-def _load_driver(config: PlanflowConfig) -> Callable[[PlanflowConfig], Backend]:
+def driver_module(config: PlanflowConfig) -> ModuleType:
+    """The module of ``config.driver``, imported now.
+
+    Raises:
+        ConfigError: a module the driver needs is missing, naming the extra that installs it.
+    """
     module_name, extra, needs = DRIVER_MODULES[config.driver]
     try:
-        module = importlib.import_module(module_name)
+        return importlib.import_module(module_name)
     except ImportError as exc:
         missing = (exc.name or "").split(".")[0]
         if missing not in needs:
@@ -167,8 +204,6 @@ def _load_driver(config: PlanflowConfig) -> Callable[[PlanflowConfig], Backend]:
         raise ConfigError(
             f"the {config.driver} driver needs the {missing!r} module, which is missing; {hint}"
         ) from exc
-    opener: Callable[[PlanflowConfig], Backend] = module.open_backend
-    return opener
 
 
 def open_provider(config: ConfigSource = None) -> Provider:
@@ -179,11 +214,15 @@ def open_provider(config: ConfigSource = None) -> Provider:
             embedded default: a SQLite file ``planflow.db`` in the current directory).
 
     Raises:
-        ConfigError: bad config, unknown driver, missing driver dependency, unreachable database.
+        ConfigError: bad config, unknown driver, missing driver dependency, a refused login or a missing
+            database.
+        TransientError: the database stayed unreachable for ``connect_timeout`` seconds (nothing listening
+            on the port: about one second).
         MigrationError: a migration failed or the schema is newer than the code (``auto_migrate`` on).
     """
     resolved = resolve_config(config)
-    backend = _load_driver(resolved)(resolved)
+    opener: Callable[[PlanflowConfig], Backend] = driver_module(resolved).open_backend
+    backend = opener(resolved)
     try:
         if resolved.auto_migrate:
             backend.migrate()
@@ -193,4 +232,4 @@ def open_provider(config: ConfigSource = None) -> Provider:
     return Provider(backend, resolved)
 
 
-__all__ = ["Backend", "PlanflowError", "Provider", "Repositories", "open_provider"]
+__all__ = ["Backend", "PlanflowError", "Provider", "Repositories", "Serving", "open_provider"]

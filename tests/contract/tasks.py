@@ -31,7 +31,7 @@ HOSTILE_IDS = [
     'double "quoted"',
     "'; DROP TABLE task_states; --",
     "日本語-ñ-😀",
-    "x" * 5000,
+    "x" * 500,
     "back\\slash%_wild?",
     " leading and trailing ",
 ]
@@ -647,7 +647,7 @@ class TaskRepositoryContract:
         )
         states.insert(400, bad)
 
-        with pytest.raises(ValidationError, match=r"input of task '.*/bad' is not JSON-serialisable"):
+        with pytest.raises(ValidationError, match=r"task '.*/bad': .*input must be a JSON value"):
             provider.tasks.bulk_upsert(states)
 
         assert provider.tasks.list_tasks_in_workflow(wf.workflow_exec_id) == before

@@ -24,7 +24,7 @@ from tests.contract.helpers import task, unique, workflow
 
 def statements(provider: Provider) -> int:
     """SQL statements run so far by ``provider`` (a diagnostic counter of the SQL drivers)."""
-    return provider._backend.database.statements  # type: ignore[attr-defined]
+    return provider._backend.core.database.statements  # type: ignore[attr-defined]
 
 
 class WorkflowRepositoryContract:

@@ -36,8 +36,9 @@ from planflow import (
     WorkflowState,
     open_provider,
 )
-from planflow.infra.sql.database import Connection, Database, ForeignKeyViolation
+from planflow.infra.sql.database import ForeignKeyViolation
 from planflow.infra.sql.migrations import TABLE, load_migrations
+from tests.driven import SyncConnection, database
 from tests.pg import with_query
 
 pytestmark = pytest.mark.postgres
@@ -49,12 +50,6 @@ ATTEMPTS_PER_WORKER = 25
 
 def report(message: str) -> None:
     print(f"\n[postgres] {message}")
-
-
-def database(provider: Provider) -> Database:
-    """The driver's Database behind a provider (for raw SQL in the tests of the driver itself)."""
-    db: Database = provider._backend.database  # type: ignore[attr-defined]  # pyright: ignore[reportAttributeAccessIssue, reportPrivateUsage]
-    return db
 
 
 @pytest.fixture
@@ -502,13 +497,27 @@ def test_missing_database_is_a_config_error_without_the_password(postgres_server
     assert_password_absent(error, password)
 
 
-def test_unreachable_server_is_a_transient_error_after_connect_timeout_without_the_password() -> None:
+def test_a_port_where_nothing_listens_fails_within_a_second_without_the_password() -> None:
     password = f"pw-{uuid.uuid4().hex}"
     url = f"postgresql://someone:{password}@127.0.0.1:{free_port()}/db"
-    error, elapsed = open_failing(url, connect_timeout=1.5)
+    error, elapsed = open_failing(url, connect_timeout=10)
     assert isinstance(error, TransientError), repr(error)
-    assert "connect_timeout=1.5" in str(error) and "refused" in str(error).lower()
-    assert 1.0 <= elapsed < 1.5 + 1.0, "waits for the server up to connect_timeout, and no longer"
+    assert "refused" in str(error).lower() and "nothing accepts connections" in str(error)
+    assert elapsed < 2.5, f"a refused port waited {elapsed:.1f}s (connect_timeout=10)"
+    assert_password_absent(error, password)
+
+
+def test_a_server_that_never_answers_is_waited_for_until_connect_timeout() -> None:
+    # A socket that completes the TCP handshake (the kernel's backlog) but never speaks: a hung host.
+    password = f"pw-{uuid.uuid4().hex}"
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(16)
+        url = f"postgresql://someone:{password}@127.0.0.1:{silent.getsockname()[1]}/db"
+        error, elapsed = open_failing(url, connect_timeout=2)
+    assert isinstance(error, TransientError), repr(error)
+    assert "connect_timeout=2" in str(error)
+    assert 1.5 <= elapsed < 2 + 2.5, "waits for the server up to connect_timeout, and no longer"
     assert_password_absent(error, password)
 
 
@@ -579,7 +588,7 @@ def test_serialization_failure_retries_the_whole_unit_of_work(postgres_provider:
     db = database(postgres_provider)
     attempts: list[int] = []
 
-    def work(conn: Connection) -> int:
+    def work(conn: SyncConnection) -> int:
         attempts.append(1)
         conn.execute(
             "INSERT INTO users VALUES (?, 'a@b', 'a@b', 'user', now(), now())", [f"u{len(attempts)}"]

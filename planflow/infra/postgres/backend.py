@@ -1,18 +1,28 @@
-"""Opens the PostgreSQL driver."""
+"""Opens the PostgreSQL driver, for the synchronous API (blocking psycopg) or the asynchronous one."""
 
 from __future__ import annotations
 
 from planflow.config import PlanflowConfig
+from planflow.infra.drive import drive
 from planflow.infra.postgres.database import PostgresDatabase
 from planflow.infra.postgres.dialect import MIGRATION_SQL, POSTGRES
-from planflow.infra.sql.backend import SqlBackend
+from planflow.infra.postgres.io import ASYNCIO, BLOCKING
+from planflow.infra.sql.backend import SqlBackend, SyncSqlBackend
 
 
-def open_backend(config: PlanflowConfig) -> SqlBackend:
-    """A PostgreSQL backend for ``config.url``, its pool open and its server checked.
+def open_backend(config: PlanflowConfig) -> SyncSqlBackend:
+    """A PostgreSQL backend for ``config.url`` over blocking connections, its pool open and its server checked.
 
     Raises:
         ConfigError: the URL is invalid, the login is refused or the database does not exist.
-        TransientError: the server stayed unreachable for ``config.connect_timeout`` seconds.
+        TransientError: the server stayed unreachable for ``config.connect_timeout`` seconds (a port where
+            nothing listens: about one second).
     """
-    return SqlBackend(PostgresDatabase(config), POSTGRES, MIGRATION_SQL)
+    database = drive(PostgresDatabase(config, BLOCKING).open())
+    return SyncSqlBackend(SqlBackend(database, POSTGRES, MIGRATION_SQL))
+
+
+async def open_async_backend(config: PlanflowConfig) -> SqlBackend:
+    """The same over psycopg's asyncio connections and pool, opened on the running event loop."""
+    database = await PostgresDatabase(config, ASYNCIO).open()
+    return SqlBackend(database, POSTGRES, MIGRATION_SQL)

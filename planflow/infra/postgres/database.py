@@ -1,35 +1,57 @@
-"""PostgreSQL connections: a ``psycopg_pool.ConnectionPool`` of autocommit connections in UTC.
+"""PostgreSQL connections: a psycopg_pool pool of autocommit connections, for the blocking and the async API.
 
 Units of work begin with ``BEGIN`` (READ COMMITTED: writes lock the rows they touch, and ``FOR UPDATE`` waits
-for the holder) or, for reads that must be consistent across statements (a workflow with its tasks),
-``BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY``. Serialization failures, deadlocks, lost connections and
-server shutdowns surface as :class:`TransientError`, and ``Database.run`` retries the whole unit of work.
+for the holder) and read the id the server gave the transaction in the same round trip; reads that must be
+consistent across statements (a workflow with its tasks) use ``BEGIN ISOLATION LEVEL REPEATABLE READ READ
+ONLY``. Serialization failures, deadlocks, lost connections and server shutdowns surface as
+:class:`TransientError`, and the unit of work is run again, except when the connection was lost while its
+COMMIT was in flight: then :meth:`PostgresDatabase.committed` asks the server on a new connection whether that
+transaction committed (``pg_xact_status``), so that a unit is never applied twice.
+
+A pooled connection the server has closed (restart, failover, ``idle_session_timeout``, a proxy) is found by a
+check before it is lent when it has been idle for a second or a loss was seen since it was last used; checks
+that fail are not followed by psycopg_pool's backoff (1, 2, 4 ... seconds), and while the server is away
+the pool is asked again every quarter second, so that the first call after the server answers again waits
+about a second at most, whatever the pool size.
 
 JSON columns load as text (a per-connection loader), as they do on SQLite, so the shared codec parses them
 once; timestamps load as aware datetimes. The shared SQL's ``?`` placeholders become ``%s`` (cached per
-statement text); psycopg prepares a statement on the server after its fifth execution on a connection.
+statement text). psycopg prepares a statement on the server after its fifth execution on a connection, except
+behind PgBouncer in transaction mode (``pgbouncer=true``), where a prepared statement would not survive the
+transaction.
 """
 
 from __future__ import annotations
 
+import logging
 import math
+import os
 import time
 import weakref
-from collections.abc import Generator, Iterable, Mapping
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable, Mapping
 from functools import lru_cache
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 import psycopg
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
-from psycopg.rows import TupleRow
 from psycopg.types.string import TextLoader
-from psycopg_pool import ConnectionPool, PoolClosed, PoolTimeout
+from psycopg_pool import PoolClosed, PoolTimeout
 
 from planflow.config import PlanflowConfig, redact_url
-from planflow.errors import ConfigError, DuplicateError, PlanflowError, TransientError, ValidationError
+from planflow.errors import (
+    ClosedError,
+    CommitUnknownError,
+    ConfigError,
+    DuplicateError,
+    PlanflowError,
+    TransientError,
+    ValidationError,
+)
+from planflow.infra.postgres.io import Pool, PostgresIO, Raw
 from planflow.infra.sql.database import (
     Connection,
+    ConnectionLostError,
     Database,
     ForeignKeyViolation,
     Params,
@@ -37,7 +59,8 @@ from planflow.infra.sql.database import (
     WaitedTooLongError,
 )
 
-RawConnection = psycopg.Connection[TupleRow]
+T = TypeVar("T")
+logger = logging.getLogger("planflow.postgres")
 
 #: SQLSTATEs after which running the unit of work again can succeed: serialization failure, deadlock,
 #: statement completion unknown, lock not available (lock_timeout), server shutting down or restarting,
@@ -47,7 +70,6 @@ TRANSIENT_SQLSTATES = frozenset({"40001", "40P01", "40003", "55P03", "57P01", "5
 #: Connection failures worth waiting out (until ``connect_timeout``): the server is not reachable yet, or up
 #: but not accepting connections right now. Any other failure to connect is a configuration error.
 _WAIT_AND_RETRY = (
-    "connection refused",
     "timeout expired",
     "timed out",
     "no route to host",
@@ -66,6 +88,18 @@ _WAIT_AND_RETRY = (
     "too many connections",
     "connection slots are reserved",
 )
+#: A port where nothing listens answers at once; it is waited out only this long (a server restarting).
+REFUSED_GRACE = 1.0
+#: Seconds after its last use during which a pooled connection is lent without a check round trip.
+CHECK_AFTER_IDLE = 1.0
+#: While the server seems away, the pool is asked for a connection this often (see the module docstring).
+UNHEALTHY_SLICE = 0.25
+#: How long after a loss the pool counts as unhealthy.
+UNHEALTHY_FOR = 30.0
+
+#: Connections inherited from a parent process (their sockets pointed at /dev/null) and pools abandoned
+#: in a child: kept referenced so that nothing closes them politely.
+_abandoned: list[object] = []
 
 
 @lru_cache(maxsize=2048)
@@ -90,7 +124,7 @@ def translate(exc: psycopg.Error, *, lost: bool = False) -> PlanflowError:
 
     Args:
         exc: What psycopg raised.
-        lost: The connection is no longer usable (killed, server gone): always transient.
+        lost: The connection is no longer usable (killed, server gone): always transient, and in doubt.
     """
     state = exc.sqlstate or ""
     message = _text(exc)
@@ -100,10 +134,12 @@ def translate(exc: psycopg.Error, *, lost: bool = False) -> PlanflowError:
         return ForeignKeyViolation(f"a referenced row does not exist ({message})")
     if state.startswith(("22", "23")) or (not state and isinstance(exc, psycopg.DataError)):
         return ValidationError(f"rejected by the database: {message}")
-    if lost or state in TRANSIENT_SQLSTATES or state.startswith("08"):
-        return TransientError(f"PostgreSQL failed transiently ({state or 'connection lost'}): {message}")
+    if lost or state in ("57P01", "57P02", "57P03") or state.startswith("08"):
+        return ConnectionLostError(f"PostgreSQL connection lost ({state or 'closed'}): {message}")
+    if state in TRANSIENT_SQLSTATES:
+        return TransientError(f"PostgreSQL failed transiently ({state}): {message}")
     if not state and isinstance(exc, psycopg.OperationalError):
-        return TransientError(f"PostgreSQL connection failed: {message}")
+        return ConnectionLostError(f"PostgreSQL connection failed: {message}")
     return PlanflowError(f"PostgreSQL error {state or type(exc).__name__}: {message}")
 
 
@@ -112,52 +148,40 @@ class PostgresConnection(Connection):
 
     __slots__ = ("_db", "raw")
 
-    def __init__(self, raw: RawConnection, db: PostgresDatabase) -> None:
+    def __init__(self, raw: Raw, db: PostgresDatabase) -> None:
         self.raw = raw
         self._db = db
 
-    def _cursor(self, sql: str, params: Params) -> psycopg.Cursor[TupleRow]:
+    async def _run(self, call: Callable[[bytes, Params | None], Any], sql: str, params: Params) -> Any:
         self._db.statements += 1
         try:
-            if params:
-                return self.raw.execute(to_pyformat(sql), params)
-            return self.raw.execute(_plain(sql))
+            return await call(to_pyformat(sql) if params else _plain(sql), params or None)
         except psycopg.Error as exc:
-            raise translate(exc, lost=self.raw.closed) from exc
+            raise self._db.lost(translate(exc, lost=self.raw.closed)) from exc
 
-    def execute(self, sql: str, params: Params = ()) -> int:
-        return self._cursor(sql, params).rowcount
+    async def execute(self, sql: str, params: Params = ()) -> int:
+        count: int = await self._run(self.raw.count, sql, params)
+        return count
 
-    def fetch_one(self, sql: str, params: Params = ()) -> Row | None:
-        cursor = self._cursor(sql, params)
-        try:
-            return cursor.fetchone()
-        except psycopg.Error as exc:
-            raise translate(exc, lost=self.raw.closed) from exc
+    async def fetch_one(self, sql: str, params: Params = ()) -> Row | None:
+        row: Row | None = await self._run(self.raw.one, sql, params)
+        return row
 
-    def fetch_all(self, sql: str, params: Params = ()) -> list[Row]:
-        cursor = self._cursor(sql, params)
-        try:
-            return list(cursor.fetchall())
-        except psycopg.Error as exc:
-            raise translate(exc, lost=self.raw.closed) from exc
+    async def fetch_all(self, sql: str, params: Params = ()) -> list[Row]:
+        rows: list[Row] = await self._run(self.raw.all, sql, params)
+        return rows
 
-    def execute_many(self, sql: str, rows: Iterable[Params]) -> None:
-        self._db.statements += 1
-        try:
-            # psycopg 3 pipelines executemany: one round trip for the whole batch, not one per row.
-            with self.raw.cursor() as cursor:
-                cursor.executemany(to_pyformat(sql), rows)
-        except psycopg.Error as exc:
-            raise translate(exc, lost=self.raw.closed) from exc
+    async def execute_many(self, sql: str, rows: Iterable[Params]) -> None:
+        await self._run(self.raw.many, sql, rows)  # pyright: ignore[reportArgumentType]
 
-    def execute_script(self, script: str) -> None:
-        self._db.statements += 1
-        try:
-            # No parameters: the simple query protocol, which runs several statements in one call.
-            self.raw.execute(script.encode(), prepare=False)
-        except psycopg.Error as exc:
-            raise translate(exc, lost=self.raw.closed) from exc
+    async def execute_script(self, script: str) -> None:
+        # No parameters: the simple query protocol, which runs several statements in one round trip.
+        await self._run(lambda query, _: self.raw.script(query), script, ())
+
+    async def script_row(self, script: str) -> Row | None:
+        """Run ``script`` like :meth:`execute_script`; the row of its last statement."""
+        row: Row | None = await self._run(lambda query, _: self.raw.script(query), script, ())
+        return row
 
 
 def _url_password(url: str) -> str | None:
@@ -168,30 +192,29 @@ def _url_password(url: str) -> str | None:
         return None
 
 
-#: Seconds after its last use during which a pooled connection is lent without a check round trip.
-CHECK_AFTER_IDLE = 1.0
-
-
-def _configure(raw: RawConnection) -> None:
+def _configure(conn: Any) -> None:
     # JSON as text, like SQLite: the shared codec parses it once. Per connection, never psycopg's globals.
-    raw.adapters.register_loader("json", TextLoader)
-    raw.adapters.register_loader("jsonb", TextLoader)
+    conn.adapters.register_loader("json", TextLoader)
+    conn.adapters.register_loader("jsonb", TextLoader)
 
 
 class PostgresDatabase(Database):
-    """A PostgreSQL database reached through a connection pool.
+    """A PostgreSQL database reached through a connection pool, for either API (see the module docstring).
 
-    Opening checks the server at once: a refused login or a missing database is a :class:`ConfigError`, a
-    server that stays unreachable for ``config.connect_timeout`` seconds a :class:`TransientError`. No message
-    carries the password.
+    Open it with :meth:`open`: it checks the server at once: a refused login or a missing database is a
+    :class:`ConfigError`, a server that stays unreachable for ``config.connect_timeout`` seconds a
+    :class:`TransientError`. No message carries the password.
     """
 
     #: psycopg pipelines ``executemany``: rows built on demand overlap with the server's work on earlier ones.
     streams_parameters = True
+    #: A lost reply to an autocommitted statement leaves its outcome in doubt; units run in transactions.
+    autocommit_single_statement = False
 
-    def __init__(self, config: PlanflowConfig) -> None:
+    def __init__(self, config: PlanflowConfig, io: PostgresIO) -> None:
         super().__init__(config.retry)
         self._config = config
+        self._io = io
         url = config.url or ""
         self._location = redact_url(url)
         self._secret: str | None = _url_password(url)
@@ -203,35 +226,60 @@ class PostgresDatabase(Database):
         self._secret = str(password) if password else self._secret
         self._conninfo = url
         self._settings = self._connection_settings(params)
-        self._returned: weakref.WeakKeyDictionary[RawConnection, float] = weakref.WeakKeyDictionary()
-        deadline = time.monotonic() + config.connect_timeout
-        self._probe(deadline)
-        self._pool: ConnectionPool[RawConnection] = ConnectionPool(
-            url,
+        self._returned: weakref.WeakKeyDictionary[Any, float] = weakref.WeakKeyDictionary()
+        #: Every connection the pool opened, so that a forked child can neutralise them all.
+        self._known: weakref.WeakSet[Any] = weakref.WeakSet()
+        self._pool: Pool | None = self._new_pool()
+        self._lost_at = -math.inf
+        self._closed = False
+        #: How lost COMMITs were resolved: committed, aborted, unknown (a diagnostic for the fault tests).
+        self.commit_outcomes = {"committed": 0, "aborted": 0, "unknown": 0}
+
+    async def open(self) -> PostgresDatabase:
+        """Check the server and open the pool (see the class docstring); returns ``self``."""
+        deadline = time.monotonic() + self._config.connect_timeout
+        await self._probe(deadline)
+        assert self._pool is not None
+        try:
+            await self._pool.open(timeout=max(deadline - time.monotonic(), 0.1))
+        except PoolTimeout as exc:
+            await self._pool.close()
+            raise TransientError(
+                f"PostgreSQL at {self._location} did not provide {self._config.pool_min_size} connections "
+                f"within connect_timeout={self._config.connect_timeout}s"
+            ) from exc
+        return self
+
+    def _new_pool(self) -> Pool:
+        config = self._config
+        return self._io.pool(
+            self._conninfo,
+            self._configure,
             kwargs={"autocommit": True, **self._settings},
             min_size=config.pool_min_size,
             max_size=config.pool_max_size,
-            open=False,
-            configure=_configure,
-            check=self._check,
             name="planflow",
             timeout=config.pool_timeout,
             max_lifetime=config.pool_max_lifetime,
             max_idle=config.pool_max_idle,
+            # A failed reconnection gives up after this; the next request starts a fresh attempt at once
+            # instead of waiting out psycopg_pool's growing backoff.
+            reconnect_timeout=UNHEALTHY_SLICE * 2,
         )
-        try:
-            self._pool.open(wait=True, timeout=max(deadline - time.monotonic(), 0.1))
-        except PoolTimeout as exc:
-            self._pool.close()
-            raise TransientError(
-                f"PostgreSQL at {self._location} did not provide {config.pool_min_size} connections within "
-                f"connect_timeout={config.connect_timeout}s"
-            ) from exc
 
-    def _connection_settings(self, params: Mapping[str, object]) -> dict[str, str | int]:
+    def _configure(self, conn: Any) -> None:
+        _configure(conn)
+        self._known.add(conn)
+
+    def _connection_settings(self, params: Mapping[str, object]) -> dict[str, Any]:
         """Connection parameters on top of the URL's: UTC, a connect timeout, an application name."""
-        options = f"{params.get('options') or ''} -c TimeZone=UTC".strip()
-        settings: dict[str, str | int] = {"options": options}
+        settings: dict[str, Any] = {}
+        if self._config.pgbouncer:
+            # PgBouncer in transaction mode: no statement may be prepared on a server connection it lends to
+            # another client next; and it refuses startup options it does not know.
+            settings["prepare_threshold"] = None
+        else:
+            settings["options"] = f"{params.get('options') or ''} -c TimeZone=UTC".strip()
         if "connect_timeout" not in params:
             settings["connect_timeout"] = max(2, math.ceil(self._config.connect_timeout))
         if "application_name" not in params:
@@ -253,69 +301,212 @@ class PostgresDatabase(Database):
         text = redact_url(text)
         return text.replace(self._secret, "***") if self._secret else text
 
-    def _connect_error(self, exc: psycopg.Error) -> PlanflowError:
+    def _connect_error(self, exc: psycopg.Error, *, waited: float) -> tuple[PlanflowError, bool]:
+        """The error for a failed connection attempt, and whether another attempt may succeed."""
         if not isinstance(exc, psycopg.ProgrammingError):
             lowered = str(exc).lower()
+            if "connection refused" in lowered:
+                # Nothing listens: worth a second's patience (a server restarting), not connect_timeout's.
+                refused = self._scrubbed(
+                    TransientError, f"nothing accepts connections at {self._location} (refused)", exc
+                )
+                return refused, waited < REFUSED_GRACE
             if any(reason in lowered for reason in _WAIT_AND_RETRY):
                 return self._scrubbed(
                     TransientError,
                     f"cannot reach PostgreSQL at {self._location} within "
                     f"connect_timeout={self._config.connect_timeout}s",
                     exc,
-                )
-        return self._scrubbed(ConfigError, f"cannot connect to PostgreSQL at {self._location}", exc)
+                ), True
+        return self._scrubbed(ConfigError, f"cannot connect to PostgreSQL at {self._location}", exc), False
 
-    def _probe(self, deadline: float) -> None:
-        """Connect once, retrying while the server is unreachable until ``deadline``, to fail fast and clearly."""
+    async def _probe(self, deadline: float) -> None:
+        """Connect once, retrying while the server is unreachable until ``deadline``, to fail fast and clearly.
+
+        A refused connection (nothing listens on the port) is retried for :data:`REFUSED_GRACE` seconds only.
+        """
+        started = time.monotonic()
         delay = 0.05
         while True:
             remaining = deadline - time.monotonic()
             settings = {**self._settings}
+            settings.pop("prepare_threshold", None)
             if "connect_timeout" in settings:
                 settings["connect_timeout"] = max(2, math.ceil(remaining))
             try:
-                psycopg.connect(make_conninfo(self._conninfo, **settings)).close()
+                raw = await self._io.connect(make_conninfo(self._conninfo, **settings))
             except psycopg.Error as exc:
-                error = self._connect_error(exc)
+                error, again = self._connect_error(exc, waited=time.monotonic() - started)
                 remaining = deadline - time.monotonic()
-                if isinstance(error, ConfigError) or remaining <= 0:
+                if not again or remaining <= 0:
                     raise error from exc
-                time.sleep(min(delay, remaining))
-                delay = min(delay * 2, 1.0)
+                await self._io.sleep(min(delay, remaining))
+                delay = min(delay * 2, 0.25)
             else:
+                await raw.close()
                 return
 
-    @contextmanager
-    def _connect(self) -> Generator[Connection, None, None]:
-        try:
-            raw = self._pool.getconn(timeout=self._config.pool_timeout)
-        except PoolClosed as exc:
-            raise PlanflowError("the provider is closed") from exc
-        except PoolTimeout as exc:
-            raise WaitedTooLongError(
-                f"no PostgreSQL connection became free within pool_timeout={self._config.pool_timeout}s "
-                f"(pool_max_size={self._config.pool_max_size})"
-            ) from exc
-        try:
-            yield PostgresConnection(raw, self)
-        finally:
+    # Connections ---------------------------------------------------------------------------------------
+
+    def lost(self, error: PlanflowError) -> PlanflowError:
+        """Note a lost connection (the next connections lent are checked first); return ``error``."""
+        if isinstance(error, ConnectionLostError):
+            self._lost_at = time.monotonic()
+        return error
+
+    async def acquire(self) -> Connection:
+        if self._closed:
+            raise ClosedError("the provider is closed")
+        if self._pool is None:  # forked: this process opens its own
+            self._pool = self._new_pool()
+            await self._pool.open(timeout=self._config.connect_timeout)
+        deadline = time.monotonic() + self._config.pool_timeout
+        while True:
+            raw = await self._get(deadline)
+            returned = self._returned.get(raw.conn)
+            if (
+                returned is not None
+                and time.monotonic() - returned <= CHECK_AFTER_IDLE
+                and returned > self._lost_at
+            ):
+                return PostgresConnection(raw, self)
+            try:
+                await raw.check()
+            except psycopg.Error:
+                # Dead (the server restarted or closed it): give it back to be replaced and try the next one
+                # at once, without the pool's backoff.
+                self._lost_at = time.monotonic()
+                await self._pool.put(raw)
+                continue
+            return PostgresConnection(raw, self)
+
+    async def _get(self, deadline: float) -> Raw:
+        pool = self._pool
+        assert pool is not None
+        while True:
+            remaining = deadline - time.monotonic()
+            unhealthy = time.monotonic() - self._lost_at < UNHEALTHY_FOR
+            wait = min(remaining, UNHEALTHY_SLICE) if unhealthy else remaining
+            try:
+                return await pool.get(timeout=max(wait, 0.001))
+            except PoolClosed as exc:
+                raise ClosedError("the provider is closed") from exc
+            except PoolTimeout as exc:
+                if time.monotonic() < deadline:
+                    continue  # ask again: a fresh request makes the pool try a fresh connection
+                raise WaitedTooLongError(
+                    f"no PostgreSQL connection became free within pool_timeout={self._config.pool_timeout}s "
+                    f"(pool_max_size={self._config.pool_max_size})"
+                ) from exc
+
+    async def release(self, connection: Connection) -> None:
+        assert isinstance(connection, PostgresConnection)
+        raw = connection.raw
+        self._returned[raw.conn] = time.monotonic()
+        if self._pool is not None:
             # The pool rolls back a connection returned inside a transaction and replaces a broken one.
-            self._returned[raw] = time.monotonic()
-            self._pool.putconn(raw)
+            await self._pool.put(raw)
 
-    def _check(self, raw: RawConnection) -> None:
-        """Check a connection before lending it, unless it was in use a moment ago.
+    async def begin_on(self, connection: Connection, *, write: bool) -> object | None:
+        assert isinstance(connection, PostgresConnection)
+        if not write:
+            await connection.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            return None
+        # The transaction's id, assigned now and read in the same round trip as BEGIN: should the reply to
+        # COMMIT be lost, committed() asks the server what became of it.
+        row = await connection.script_row("BEGIN; SELECT pg_current_xact_id()::text")
+        assert row is not None
+        return row[0]
 
-        A round trip per checkout would cost as much as a point read; a connection returned within
-        ``CHECK_AFTER_IDLE`` seconds was just working, and should the server have gone in that moment the
-        operation fails as a TransientError and is retried on a fresh connection.
+    async def committed(self, ticket: object, lost: ConnectionLostError) -> bool:
+        """Ask the server, on new connections, whether transaction ``ticket`` committed.
+
+        Waits while the server is away or the transaction still runs (its backend may not have noticed the
+        broken connection yet: after a second it is terminated, which settles the outcome), up to
+        ``connect_timeout``.
+
+        Raises:
+            CommitUnknownError: no answer within ``connect_timeout``, or the server no longer knows the id.
         """
-        returned = self._returned.get(raw)
-        if returned is None or time.monotonic() - returned > CHECK_AFTER_IDLE:
-            ConnectionPool.check_connection(raw)
+        started = time.monotonic()
+        deadline = started + max(self._config.connect_timeout, 2.0)
+        delay = 0.02
+        status: str | None = "unreachable"
+        while True:
+            try:
+                status = await self._xact_status(str(ticket), terminate=time.monotonic() - started > 1.0)
+            except (psycopg.Error, OSError):
+                status = "unreachable"
+            if status in ("committed", "aborted"):
+                self.commit_outcomes[status] += 1
+                logger.warning(
+                    "the connection was lost during COMMIT; transaction %s had %s",
+                    ticket,
+                    status,
+                    extra={"planflow_xid": ticket, "planflow_outcome": status},
+                )
+                return status == "committed"
+            if status is None or time.monotonic() >= deadline:
+                self.commit_outcomes["unknown"] += 1
+                raise CommitUnknownError(
+                    f"the connection to PostgreSQL at {self._location} was lost while COMMIT was in flight, and "
+                    f"whether transaction {ticket} committed could not be learned ({status or 'unknown id'}); "
+                    "it was not run again"
+                ) from lost
+            await self.sleep(delay)
+            delay = min(delay * 2, 0.25)
 
-    def _begin(self, connection: Connection, *, write: bool) -> None:
-        connection.execute("BEGIN" if write else "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+    async def _xact_status(self, xid: str, *, terminate: bool) -> str | None:
+        settings = {**self._settings, "connect_timeout": 2, "autocommit": True}
+        raw = await self._io.connect(self._conninfo, **settings)
+        try:
+            if terminate:
+                # The 32-bit id the backend still shows while it holds the transaction open.
+                await raw.one(
+                    b"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE backend_xid::text = %s",
+                    [str(int(xid) & 0xFFFFFFFF)],
+                )
+            row = await raw.one(b"SELECT pg_xact_status(%s::xid8)", [xid])
+        finally:
+            await raw.close()
+        return None if row is None else row[0]
 
-    def close(self) -> None:
-        self._pool.close()
+    async def sleep(self, seconds: float) -> None:
+        await self._io.sleep(seconds)
+
+    def pool_stats(self) -> dict[str, int]:
+        """psycopg_pool's statistics: ``pool_size``, ``pool_available``, ``requests_waiting`` and counters."""
+        return {} if self._pool is None else self._pool.stats()
+
+    async def aclose(self) -> None:
+        self._closed = True
+        if self._pool is not None:
+            await self._pool.close()
+
+    def after_fork(self) -> None:
+        # The child shares the parent's sockets. Closing a connection politely would send Terminate and end
+        # the parent's session, and using it would interleave both processes' messages; so each socket's file
+        # descriptor is pointed at /dev/null in the child (whatever libpq writes to it later goes nowhere) and
+        # the objects are kept referenced. The child opens a pool of its own on first use.
+        if os.name != "posix":  # pragma: no cover - no fork elsewhere
+            return
+        devnull = os.open(os.devnull, os.O_RDWR)
+        try:
+            for conn in list(self._known):
+                try:
+                    fd = conn.pgconn.socket
+                except psycopg.Error:
+                    continue
+                if fd >= 0:
+                    os.dup2(devnull, fd)
+                _abandoned.append(conn)
+        finally:
+            os.close(devnull)
+        _abandoned.append(self._pool)
+        self._pool = None
+        self._known = weakref.WeakSet()
+        self._returned = weakref.WeakKeyDictionary()
+        self._lost_at = -math.inf
+
+
+__all__ = ["CommitUnknownError", "PostgresConnection", "PostgresDatabase", "translate"]

@@ -1,4 +1,4 @@
-"""The auth repository (users and API keys), written once for every SQL driver."""
+"""The auth repository (users and API keys), written once for every SQL driver and both APIs."""
 
 from __future__ import annotations
 
@@ -6,23 +6,21 @@ import hashlib
 import hmac
 import secrets
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from datetime import datetime
+from typing import Any
 
-from planflow.errors import AlreadyBootstrappedError, DuplicateError, NotFoundError, ValidationError
-from planflow.infra.sql.codec import (
-    API_KEY_COLUMNS,
-    USER_COLUMNS,
-    api_key_from_row,
-    enum_value,
-    now,
-    require_id,
-    user_from_row,
-)
+from planflow.errors import AlreadyBootstrappedError, DuplicateError, NotFoundError
+from planflow.infra import inputs
+from planflow.infra.inputs import checked
+from planflow.infra.sql.codec import now
 from planflow.infra.sql.database import Connection, Database, ForeignKeyViolation
 from planflow.infra.sql.dialect import Dialect
+from planflow.infra.sql.shared import batches, delete_one
 from planflow.models import APIKey, CreatedAPIKey, Role, User
 
+USER_COLUMNS = "id, email, role, created_at, updated_at"
+API_KEY_COLUMNS = "id, user_id, fingerprint, prefix, created_at, last_used"
 KEY_PREFIX = "pf_"
 PREFIX_LENGTH = 10
 
@@ -62,207 +60,213 @@ def fingerprint(plaintext: str) -> str:
     return hashlib.sha256(plaintext.encode()).hexdigest()
 
 
-def _email(email: object) -> tuple[str, str]:
-    if not isinstance(email, str) or "@" not in email or email != email.strip() or len(email) > 320:
-        raise ValidationError(f"invalid email {email!r}")
-    return email, email.casefold()
-
-
+@checked
 class SqlAuthRepository:
     """AuthRepository over a :class:`Database` (see ``planflow.protocols.AuthRepository``)."""
 
     def __init__(self, database: Database, dialect: Dialect) -> None:
         self._db = database
-        self._d = dialect
+        self._dialect = dialect
 
-    def _user(self, row: object) -> User:
-        return user_from_row(row, self._d.load_ts)  # pyright: ignore[reportArgumentType]
+    def _user(self, row: Sequence[Any] | None) -> User:
+        assert row is not None
+        load_ts = self._dialect.load_ts
+        return User(row[0], row[1], Role(row[2]), load_ts(row[3]), load_ts(row[4]))
 
-    def _key(self, row: object) -> APIKey:
-        return api_key_from_row(row, self._d.load_ts)  # pyright: ignore[reportArgumentType]
+    def _key(self, row: Sequence[Any] | None) -> APIKey:
+        assert row is not None
+        load_ts = self._dialect.load_ts
+        return APIKey(
+            row[0], row[1], row[2], row[3], load_ts(row[4]), None if row[5] is None else load_ts(row[5])
+        )
 
-    def _insert_user(self, conn: Connection, email: str, role: Role) -> User:
-        shown, key = _email(email)
-        stamp = self._d.ts_param(now())
+    async def _insert_user(self, conn: Connection, email: str, role: Role) -> User:
+        stamp = self._dialect.ts_param(now())
         try:
-            row = conn.fetch_one(INSERT_USER, [uuid.uuid4().hex, shown, key, role.value, stamp, stamp])
+            row = await conn.fetch_one(
+                INSERT_USER, [uuid.uuid4().hex, email, email.casefold(), role.value, stamp, stamp]
+            )
         except DuplicateError as exc:
             raise DuplicateError(f"a user with email {email!r} already exists") from exc
         return self._user(row)
 
-    def create_user(self, email: str, role: Role = Role.USER) -> User:
-        checked = enum_value(Role, role, "role")
-        return self._db.run(lambda conn: self._insert_user(conn, email, checked), atomic=True)
+    async def create_user(self, email: str, role: Role = Role.USER) -> User:
+        async def work(conn: Connection) -> User:
+            return await self._insert_user(conn, email, role)
 
-    def create_initial_admin(self, email: str) -> User:
-        def work(conn: Connection) -> User:
-            if self._d.bootstrap_lock:
-                conn.execute(self._d.bootstrap_lock)
-            if conn.fetch_one(ANY_ADMIN) is not None:
+        return await self._db.run(work, single_statement=True)
+
+    async def create_initial_admin(self, email: str) -> User:
+        async def work(conn: Connection) -> User:
+            if self._dialect.bootstrap_lock:
+                await conn.execute(self._dialect.bootstrap_lock)
+            if await conn.fetch_one(ANY_ADMIN) is not None:
                 raise AlreadyBootstrappedError("an admin user already exists")
-            return self._insert_user(conn, email, Role.ADMIN)
+            return await self._insert_user(conn, email, Role.ADMIN)
 
-        return self._db.run(work)
+        return await self._db.run(work)
 
-    def _get_user(self, where: str, value: str, missing: str) -> User:
-        row = self._db.fetch_one(f"{SELECT_USER} WHERE {where} = ?", [value])
+    async def _get_user(self, where: str, value: str, missing: str) -> User:
+        row = await self._db.fetch_one(f"{SELECT_USER} WHERE {where} = ?", [value])
         if row is None:
             raise NotFoundError(missing)
         return self._user(row)
 
-    def get_user(self, user_id: str) -> User:
-        return self._get_user("id", user_id, f"user {user_id!r} not found")
+    async def get_user(self, user_id: str) -> User:
+        return await self._get_user("id", user_id, f"user {user_id!r} not found")
 
-    def get_user_by_email(self, email: str) -> User:
-        return self._get_user("email_key", str(email).casefold(), f"no user with email {email!r}")
+    async def get_user_by_email(self, email: str) -> User:
+        return await self._get_user("email_key", email.casefold(), f"no user with email {email!r}")
 
-    def list_users(self) -> list[User]:
-        rows = self._db.fetch_all(f"{SELECT_USER} ORDER BY created_at, id")
+    async def list_users(self) -> list[User]:
+        rows = await self._db.fetch_all(f"{SELECT_USER} ORDER BY created_at, id")
         return [self._user(row) for row in rows]
 
-    def update_user(self, user_id: str, *, email: str | None = None, role: Role | None = None) -> User:
-        checked = None if role is None else enum_value(Role, role, "role")
-        if email is not None:
-            _email(email)
-
-        def work(conn: Connection) -> User:
-            row = conn.fetch_one(f"{SELECT_USER} WHERE id = ?", [user_id])
+    async def update_user(self, user_id: str, *, email: str | None = None, role: Role | None = None) -> User:
+        async def work(conn: Connection) -> User:
+            row = await conn.fetch_one(f"{SELECT_USER} WHERE id = ?", [user_id])
             if row is None:
                 raise NotFoundError(f"user {user_id!r} not found")
             current = self._user(row)
-            shown, key = _email(email if email is not None else current.email)
-            new_role = checked if checked is not None else current.role
+            new_email = email if email is not None else current.email
+            new_role = role if role is not None else current.role
             try:
-                updated = conn.fetch_one(
-                    UPDATE_USER, [shown, key, new_role.value, self._d.ts_param(now()), user_id]
+                updated = await conn.fetch_one(
+                    UPDATE_USER,
+                    [new_email, new_email.casefold(), new_role.value, self._dialect.ts_param(now()), user_id],
                 )
             except DuplicateError as exc:
                 raise DuplicateError(f"a user with email {email!r} already exists") from exc
             return self._user(updated)
 
-        return self._db.run(work)
+        return await self._db.run(work)
 
-    def delete_user(self, user_id: str) -> None:
-        def work(conn: Connection) -> None:
-            if conn.execute(DELETE_USER, [user_id]) == 0:
-                raise NotFoundError(f"user {user_id!r} not found")
+    async def delete_user(self, user_id: str) -> None:
+        await delete_one(self._db, DELETE_USER, user_id, "user")
 
-        self._db.run(work, atomic=True)
-
-    def create_api_key(self, user_id: str) -> CreatedAPIKey:
+    async def create_api_key(self, user_id: str) -> CreatedAPIKey:
         plaintext = KEY_PREFIX + secrets.token_urlsafe(32)
         params = [
             uuid.uuid4().hex,
             user_id,
             fingerprint(plaintext),
             plaintext[:PREFIX_LENGTH],
-            self._d.ts_param(now()),
+            self._dialect.ts_param(now()),
         ]
 
-        def work(conn: Connection) -> APIKey:
+        async def work(conn: Connection) -> APIKey:
             try:
-                return self._key(conn.fetch_one(INSERT_KEY, params))
+                return self._key(await conn.fetch_one(INSERT_KEY, params))
             except ForeignKeyViolation as exc:
                 raise NotFoundError(f"user {user_id!r} not found") from exc
 
-        return CreatedAPIKey(self._db.run(work, atomic=True), plaintext)
+        return CreatedAPIKey(await self._db.run(work, single_statement=True), plaintext)
 
-    def _get_key(self, where: str, value: str, missing: str) -> APIKey:
-        row = self._db.fetch_one(f"{SELECT_KEY} WHERE {where} = ?", [value])
+    async def _get_key(self, where: str, value: str, missing: str) -> APIKey:
+        row = await self._db.fetch_one(f"{SELECT_KEY} WHERE {where} = ?", [value])
         if row is None:
             raise NotFoundError(missing)
         return self._key(row)
 
-    def get_api_key(self, key_id: str) -> APIKey:
-        return self._get_key("id", key_id, f"API key {key_id!r} not found")
+    async def get_api_key(self, key_id: str) -> APIKey:
+        return await self._get_key("id", key_id, f"API key {key_id!r} not found")
 
-    def get_api_key_by_fingerprint(self, fingerprint: str) -> APIKey:
-        if not isinstance(fingerprint, str) or len(fingerprint) != 64:  # pyright: ignore[reportUnnecessaryIsInstance]
+    async def get_api_key_by_fingerprint(self, fingerprint: str) -> APIKey:
+        if len(fingerprint) != 64:
             raise NotFoundError("no API key with that fingerprint")
-        key = self._get_key("fingerprint", fingerprint.lower(), "no API key with that fingerprint")
+        key = await self._get_key("fingerprint", fingerprint.lower(), "no API key with that fingerprint")
         # The index lookup finds the row; the final comparison does not leak timing on the stored value.
         if not hmac.compare_digest(key.fingerprint, fingerprint.lower()):
             raise NotFoundError("no API key with that fingerprint")
         return key
 
-    def list_api_keys(self, user_id: str) -> list[APIKey]:
-        rows = self._db.fetch_all(f"{SELECT_KEY} WHERE user_id = ? ORDER BY created_at, id", [user_id])
+    async def list_api_keys(self, user_id: str) -> list[APIKey]:
+        rows = await self._db.fetch_all(f"{SELECT_KEY} WHERE user_id = ? ORDER BY created_at, id", [user_id])
         return [self._key(row) for row in rows]
 
-    def touch_api_key(self, key_id: str, at: datetime | None = None) -> APIKey:
-        moment = now() if at is None else at
-        if moment.tzinfo is None:
-            raise ValidationError("touch_api_key needs a timezone-aware datetime")
-        stamp = self._d.ts_param(moment)
+    async def touch_api_key(self, key_id: str, at: datetime | None = None) -> APIKey:
+        stamp = self._dialect.ts_param(now() if at is None else at)
 
-        def work(conn: Connection) -> APIKey:
-            row = conn.fetch_one(TOUCH_KEY, [stamp, stamp, key_id])
+        async def work(conn: Connection) -> APIKey:
+            row = await conn.fetch_one(TOUCH_KEY, [stamp, stamp, key_id])
             if row is None:
                 raise NotFoundError(f"API key {key_id!r} not found")
             return self._key(row)
 
-        return self._db.run(work, atomic=True)
+        return await self._db.run(work, single_statement=True)
 
-    def import_users(self, users: Iterable[User]) -> int:
+    async def import_users(self, users: Iterable[User]) -> int:
         """Write users verbatim (ids and timestamps as given), upserting by id; returns how many."""
-        ts = self._d.ts_param
-        rows: list[list[object]] = []
-        for user in users:
-            shown, key = _email(user.email)
-            role = enum_value(Role, user.role, "role")
-            rows.append(
-                [
-                    require_id(user.id, "user id"),
-                    shown,
-                    key,
-                    role.value,
-                    ts(user.created_at),
-                    ts(user.updated_at),
-                ]
-            )
+        ts = self._dialect.ts_param
+        written = 0
+        for batch in batches(users):
+            rows: list[list[object]] = []
+            for given in batch:
+                user = inputs.check_instance(given, User, "an imported user")
+                email = _email(user.email)
+                role = inputs.check_enum(Role, user.role, "role")
+                rows.append(
+                    [
+                        inputs.check_id(user.id, "user id"),
+                        email,
+                        email.casefold(),
+                        role.value,
+                        ts(inputs.check_aware(user.created_at, "created_at")),
+                        ts(inputs.check_aware(user.updated_at, "updated_at")),
+                    ]
+                )
 
-        def work(conn: Connection) -> None:
-            try:
-                conn.execute_many(IMPORT_USER, rows)
-            except DuplicateError as exc:
-                raise DuplicateError(f"an imported user's email is taken by another user id: {exc}") from exc
+            async def work(conn: Connection, rows: list[list[object]] = rows) -> None:
+                try:
+                    await conn.execute_many(IMPORT_USER, rows)
+                except DuplicateError as exc:
+                    raise DuplicateError(
+                        f"an imported user's email is taken by another user id: {exc}"
+                    ) from exc
 
-        self._db.run(work)
-        return len(rows)
+            await self._db.run(work)
+            written += len(rows)
+        return written
 
-    def import_api_keys(self, keys: Iterable[APIKey]) -> int:
+    async def import_api_keys(self, keys: Iterable[APIKey]) -> int:
         """Write API keys verbatim (fingerprints, prefixes and times as given), upserting by id; returns how many.
 
         Raises:
             NotFoundError: a key's user does not exist in this store.
         """
-        ts = self._d.ts_param
-        rows = [
-            [
-                require_id(k.id, "API key id"),
-                k.user_id,
-                k.fingerprint,
-                k.prefix,
-                ts(k.created_at),
-                None if k.last_used is None else ts(k.last_used),
-            ]
-            for k in keys
-        ]
+        ts = self._dialect.ts_param
+        written = 0
+        for batch in batches(keys):
+            rows: list[list[object]] = []
+            for given in batch:
+                key = inputs.check_instance(given, APIKey, "an imported API key")
+                rows.append(
+                    [
+                        inputs.check_id(key.id, "API key id"),
+                        inputs.check_id(key.user_id, "user_id"),
+                        inputs.check_id(key.fingerprint, "fingerprint"),
+                        inputs.check_text(key.prefix, "prefix", max_length=64),
+                        ts(inputs.check_aware(key.created_at, "created_at")),
+                        None if key.last_used is None else ts(inputs.check_aware(key.last_used, "last_used")),
+                    ]
+                )
 
-        def work(conn: Connection) -> None:
-            try:
-                conn.execute_many(IMPORT_KEY, rows)
-            except ForeignKeyViolation as exc:
-                raise NotFoundError(
-                    f"an imported API key belongs to a user missing from this store: {exc}"
-                ) from exc
+            async def work(conn: Connection, rows: list[list[object]] = rows) -> None:
+                try:
+                    await conn.execute_many(IMPORT_KEY, rows)
+                except ForeignKeyViolation as exc:
+                    raise NotFoundError(
+                        f"an imported API key belongs to a user missing from this store: {exc}"
+                    ) from exc
 
-        self._db.run(work)
-        return len(rows)
+            await self._db.run(work)
+            written += len(rows)
+        return written
 
-    def delete_api_key(self, key_id: str) -> None:
-        def work(conn: Connection) -> None:
-            if conn.execute(DELETE_KEY, [key_id]) == 0:
-                raise NotFoundError(f"API key {key_id!r} not found")
+    async def delete_api_key(self, key_id: str) -> None:
+        await delete_one(self._db, DELETE_KEY, key_id, "API key")
 
-        self._db.run(work, atomic=True)
+
+def _email(value: object) -> str:
+    checked_email: str = inputs.RULES[("email", "str")](value, "email")
+    return checked_email

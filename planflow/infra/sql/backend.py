@@ -1,24 +1,29 @@
-"""A SQL driver's backend: its database, the repositories written once over it, and its migrator."""
+"""A SQL driver's backend: its database, the repositories written once over it, and its migrator.
+
+The backend is asynchronous like everything under ``planflow.infra.sql``; the asynchronous API uses it as it is
+(PostgreSQL), the synchronous API through :class:`SyncSqlBackend`, which drives it on the caller's thread.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from contextlib import AbstractContextManager
-from typing import TypeVar
+from contextlib import AbstractAsyncContextManager, AbstractContextManager
 
+from planflow.config import RetrySettings
+from planflow.executions import ExecutionRepository
+from planflow.infra.drive import SyncContext, drive, sync_facade
 from planflow.infra.sql.auth import SqlAuthRepository
 from planflow.infra.sql.database import Connection, Database
 from planflow.infra.sql.dialect import Dialect
 from planflow.infra.sql.executions import SqlExecutionRepository
-from planflow.infra.sql.migrations import Migration, MigrationSql, MigrationStatus, Migrator
+from planflow.infra.sql.migrations import MigrationSql, Migrator
 from planflow.infra.sql.tasks import SqlTaskRepository
 from planflow.infra.sql.workflows import SqlWorkflowRepository
-
-T = TypeVar("T")
+from planflow.protocols import AuthRepository, TaskRepository, WorkflowRepository
+from planflow.schema import Migration, MigrationStatus
 
 
 class SqlBackend:
-    """Everything a Provider needs from a SQL driver."""
+    """Everything a provider needs from a SQL driver, as coroutines."""
 
     def __init__(self, database: Database, dialect: Dialect, migration_sql: MigrationSql) -> None:
         self.driver = dialect.name
@@ -29,22 +34,56 @@ class SqlBackend:
         self.executions = SqlExecutionRepository(database, dialect)
         self._migrator = Migrator(database, dialect, migration_sql)
 
-    def transaction(self) -> AbstractContextManager[Connection]:
-        """A unit of work joined by every repository call on this thread; nested use is a savepoint."""
+    @property
+    def retry(self) -> RetrySettings:
+        """The backoff of transient failures."""
+        return self.database.retry
+
+    def transaction(self) -> AbstractAsyncContextManager[Connection]:
+        """A unit of work joined by every repository call of the task or thread; nested use is a savepoint."""
         return self.database.transaction()
 
-    def retrying(self, attempt: Callable[[], T]) -> T:
-        """Call ``attempt`` again while it fails transiently (bounded, jittered backoff)."""
-        return self.database.retrying(attempt)
+    async def sleep(self, seconds: float) -> None:
+        """Wait between attempts of a unit of work."""
+        await self.database.sleep(seconds)
+
+    async def migrate(self) -> list[Migration]:
+        """Apply pending migrations."""
+        return await self._migrator.migrate()
+
+    async def migration_status(self) -> list[MigrationStatus]:
+        """Known migrations with their applied time."""
+        return await self._migrator.status()
+
+    async def aclose(self) -> None:
+        """Close every connection."""
+        await self.database.aclose()
+
+
+class SyncSqlBackend:
+    """A :class:`SqlBackend` for the synchronous API: every call driven to its end on the caller's thread."""
+
+    def __init__(self, core: SqlBackend) -> None:
+        self.core = core
+        self.driver = core.driver
+        self.retry = core.retry
+        self.tasks: TaskRepository = sync_facade(core.tasks, TaskRepository)
+        self.workflows: WorkflowRepository = sync_facade(core.workflows, WorkflowRepository)
+        self.auth: AuthRepository = sync_facade(core.auth, AuthRepository)
+        self.executions: ExecutionRepository = sync_facade(core.executions, ExecutionRepository)
+
+    def transaction(self) -> AbstractContextManager[object]:
+        """See :meth:`SqlBackend.transaction`."""
+        return SyncContext(self.core.transaction())
 
     def migrate(self) -> list[Migration]:
         """Apply pending migrations."""
-        return self._migrator.migrate()
+        return drive(self.core.migrate())
 
     def migration_status(self) -> list[MigrationStatus]:
         """Known migrations with their applied time."""
-        return self._migrator.status()
+        return drive(self.core.migration_status())
 
     def close(self) -> None:
         """Close every connection."""
-        self.database.close()
+        drive(self.core.aclose())

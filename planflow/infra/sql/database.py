@@ -1,31 +1,52 @@
-"""Connection and transaction handling shared by the SQL drivers.
+"""Units of work, savepoints, retries and commit outcomes, written once for every SQL driver and both APIs.
 
-A driver subclasses :class:`Database` with how to get a connection, how to begin one kind of transaction and
-how to translate its exceptions; everything else (units of work, savepoints, the ambient transaction of a
-thread, retries with backoff) is written here once.
+The code is written as coroutines, and so are the repositories over it. The asynchronous API awaits them on
+psycopg's asynchronous connections. The synchronous API runs the very same coroutines over connections whose
+methods never suspend (sqlite3, psycopg's blocking connection): :func:`planflow.infra.drive.drive` runs each to
+its end at once, on the caller's thread. We chose this over generating the synchronous code from the
+asynchronous one (psycopg's ``tools/async_to_sync.py`` with a CI check that the output is current) because
+there is then nothing to generate, check or let drift: one function is both; and over a sans-I/O core driven
+by two runners (h11) because the repositories stay ordinary code that awaits its statements, typed end to
+end by pyright. What differs between the two APIs is only the I/O each driver plugs in.
 
-Every repository operation runs in ``Database.run``: outside an explicit ``provider.transaction()`` it is its
-own unit of work, retried as a whole on a transient failure; inside one it joins it under a savepoint, so a
-failed operation leaves the caller's transaction usable and the caller decides about the whole.
+Every repository operation runs in :meth:`Database.run` or :meth:`Database.read`: outside an explicit
+``provider.transaction()`` it is its own unit of work, retried as a whole on a :class:`TransientError`; inside
+one it joins it (writes under a savepoint, so a failed operation leaves the caller's transaction usable).
+
+Transactions belong to the context that opened them (``contextvars``) and to its owner, the asyncio task or
+else the thread: two tasks on one thread never share one, and a task (or a thread handed a copy of the
+context) started inside a transaction does not join it.
+
+A unit of work is applied once or not at all. When the connection is lost while COMMIT is in flight the
+client cannot know whether it was applied: the driver learns it where it can (PostgreSQL: from the
+transaction's id, read when the unit began) and retries only a unit that did not commit, else raises
+:class:`CommitUnknownError`. A SQLite commit happens in this process: when COMMIT returns or raises, its
+outcome is known, so a failed SQLite unit is always safe to run again.
 """
 
 from __future__ import annotations
 
+import logging
+import os
 import random
+import sys
 import threading
-import time
+import weakref
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Generator, Iterable, Sequence
-from contextlib import AbstractContextManager, contextmanager, suppress
-from dataclasses import dataclass
+from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable, Sequence
+from contextlib import asynccontextmanager, suppress
+from contextvars import ContextVar
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from planflow.config import RetrySettings
-from planflow.errors import TransientError, ValidationError
+from planflow.errors import CommitUnknownError, TransientError, ValidationError
 
 T = TypeVar("T")
 Row = Sequence[Any]
 Params = Sequence[object]
+
+retry_logger = logging.getLogger("planflow.retry")
 
 
 class ForeignKeyViolation(ValidationError):  # noqa: N818 - a violation, raised as a ValidationError
@@ -36,6 +57,10 @@ class WaitedTooLongError(TransientError):
     """A transient failure whose own wait (a pool's timeout) was the budget: raised at once, not retried."""
 
 
+class ConnectionLostError(TransientError):
+    """The connection broke (server restart, failover, a killed backend): what was in flight is in doubt."""
+
+
 class Connection(ABC):
     """One open connection inside a unit of work, as the repositories see it.
 
@@ -44,30 +69,111 @@ class Connection(ABC):
     """
 
     @abstractmethod
-    def execute(self, sql: str, params: Params = ()) -> int:
+    async def execute(self, sql: str, params: Params = ()) -> int:
         """Run one statement; return the number of rows it changed."""
 
     @abstractmethod
-    def fetch_one(self, sql: str, params: Params = ()) -> Row | None:
+    async def fetch_one(self, sql: str, params: Params = ()) -> Row | None:
         """Run a query; return its first row or ``None``."""
 
     @abstractmethod
-    def fetch_all(self, sql: str, params: Params = ()) -> list[Row]:
+    async def fetch_all(self, sql: str, params: Params = ()) -> list[Row]:
         """Run a query; return all rows."""
 
     @abstractmethod
-    def execute_many(self, sql: str, rows: Iterable[Params]) -> None:
+    async def execute_many(self, sql: str, rows: Iterable[Params]) -> None:
         """Run one statement once per parameter row, in as few round trips as the driver allows."""
 
     @abstractmethod
-    def execute_script(self, script: str) -> None:
+    async def execute_script(self, script: str) -> None:
         """Run a script of several statements without parameters (migrations)."""
 
 
-@dataclass(slots=True)
-class _Transaction:
+Work = Callable[[Connection], Awaitable[T]]
+Sleep = Callable[[float], Awaitable[None]]
+
+
+async def retrying(attempt: Callable[[], Awaitable[T]], settings: RetrySettings, sleep: Sleep) -> T:
+    """Await ``attempt()`` until it does not raise :class:`TransientError`, with jittered exponential backoff.
+
+    Attempt ``n`` (from 1) that fails sleeps a random time up to ``min(max_delay, base_delay * 2**(n-1))``.
+    A :class:`WaitedTooLongError` already waited its budget and is raised at once.
+
+    Raises:
+        TransientError: the last attempt failed; the message says how many were made.
+    """
+    for number in range(1, settings.max_attempts + 1):
+        try:
+            return await attempt()
+        except WaitedTooLongError:
+            raise
+        except TransientError as exc:
+            if number == settings.max_attempts:
+                raise TransientError(f"gave up after {number} attempts: {exc}") from exc
+            delay = random.uniform(0, min(settings.max_delay, settings.base_delay * 2 ** (number - 1)))
+            retry_logger.warning(
+                "retrying after a transient failure (attempt %d of %d, in %.3fs): %s",
+                number,
+                settings.max_attempts,
+                delay,
+                exc,
+                extra={
+                    "planflow_attempt": number,
+                    "planflow_delay": delay,
+                    "planflow_cause": type(exc).__name__,
+                },
+            )
+            await sleep(delay)
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def owner() -> object:
+    """Who is running: the current asyncio task, or else the current thread."""
+    asyncio = sys.modules.get("asyncio")
+    if asyncio is not None:
+        try:
+            task = asyncio.current_task()
+        except RuntimeError:  # no event loop runs in this thread
+            task = None
+        if task is not None:
+            return task
+    return threading.get_ident()
+
+
+@dataclass(slots=True, eq=False)
+class Transaction:
+    """An open unit of work: its connection, who owns it, and what the driver needs to learn its outcome."""
+
+    database: Database
     connection: Connection
-    depth: int = 0
+    owner: object
+    ticket: object | None
+    savepoints: int = 0
+
+
+@dataclass(slots=True, eq=False)
+class Frame:
+    """What :meth:`Database.begin` returns: the transaction, and the savepoint when it was nested."""
+
+    transaction: Transaction
+    savepoint: str | None = None
+    done: bool = field(default=False)
+
+
+#: The transactions open in this context, one per database at most (usually none).
+_ambient: ContextVar[tuple[Transaction, ...]] = ContextVar("planflow_transactions", default=())
+
+#: Every open database, told when the process forks (see ``Database.after_fork``).
+_open: weakref.WeakSet[Database] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    for database in list(_open):
+        database.after_fork()
+
+
+if hasattr(os, "register_at_fork"):  # pragma: no branch - POSIX; Windows has no fork
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 class Database(ABC):
@@ -76,139 +182,223 @@ class Database(ABC):
     #: Whether ``execute_many`` is best handed parameter rows built as it asks for them: true where a server
     #: runs the rows already sent while the client builds the next (a pipeline), false in process.
     streams_parameters = False
+    #: Whether a unit of work that writes with a single statement may run that statement in autocommit mode:
+    #: true where the outcome of an autocommitted statement is always known to the client (SQLite, in
+    #: process); false where a lost reply would leave it in doubt (a server), so that the unit runs in a
+    #: transaction whose outcome can be learned.
+    autocommit_single_statement = True
 
     def __init__(self, retry: RetrySettings) -> None:
         self.retry = retry
-        self._local = threading.local()
         #: Statements run through this database; a diagnostic the tests use to prove query counts.
         self.statements = 0
+        _open.add(self)
 
     # What a driver supplies ------------------------------------------------------------------------------
 
     @abstractmethod
-    def _connect(self) -> AbstractContextManager[Connection]:
-        """Lend a connection in autocommit mode for the duration of the block."""
+    async def acquire(self) -> Connection:
+        """Lend a connection in autocommit mode; give it back with :meth:`release`."""
 
     @abstractmethod
-    def _begin(self, connection: Connection, *, write: bool) -> None:
-        """Begin a transaction: ``write`` ones take the write lock where the engine has one (SQLite)."""
+    async def release(self, connection: Connection) -> None:
+        """Take back a connection lent by :meth:`acquire` (a broken one is discarded)."""
 
     @abstractmethod
-    def close(self) -> None:
+    async def begin_on(self, connection: Connection, *, write: bool) -> object | None:
+        """Begin a transaction on ``connection``; return what :meth:`committed` needs to learn its outcome.
+
+        ``write`` transactions take the write lock where the engine has one (SQLite).
+        """
+
+    async def committed(self, ticket: object, lost: ConnectionLostError) -> bool:
+        """Whether the transaction of ``ticket``, whose COMMIT lost its connection, was committed.
+
+        Raises:
+            CommitUnknownError: the outcome cannot be learned (the default: the driver cannot tell).
+        """
+        raise CommitUnknownError(f"the connection was lost while COMMIT was in flight: {lost}") from lost
+
+    @abstractmethod
+    async def sleep(self, seconds: float) -> None:
+        """Wait between attempts (blocking for the synchronous API, ``asyncio.sleep`` for the async one)."""
+
+    @abstractmethod
+    async def aclose(self) -> None:
         """Close every connection."""
+
+    @abstractmethod
+    def after_fork(self) -> None:
+        """In a child process after ``fork()``: forget the parent's connections without using or closing them
+        (closing them politely would end the parent's sessions); open new ones on first use."""
 
     # Shared ---------------------------------------------------------------------------------------------
 
-    def _current(self) -> _Transaction | None:
-        tx: _Transaction | None = getattr(self._local, "tx", None)
-        return tx
+    def current(self) -> Transaction | None:
+        """The transaction of this database that the running task or thread opened in this context, if any."""
+        for tx in _ambient.get():
+            if tx.database is self:
+                return tx if tx.owner == owner() else None
+        return None
 
     @property
     def in_transaction(self) -> bool:
-        """True when this thread is inside a unit of work of this database."""
-        return self._current() is not None
+        """True inside a unit of work of this database opened by the running task or thread."""
+        return self.current() is not None
 
-    def read(self, work: Callable[[Connection], T]) -> T:
-        """Run reads: in this thread's transaction if there is one, else in autocommit mode, retried as a
-        whole on :class:`TransientError` (a connection lost to a server restart, a busy SQLite file)."""
-        tx = self._current()
+    async def read(self, work: Work[T]) -> T:
+        """Run reads: in the current transaction if there is one, else in autocommit mode, retried as a whole
+        on :class:`TransientError` (a connection lost to a server restart, a busy SQLite file)."""
+        tx = self.current()
         if tx is not None:
-            return work(tx.connection)
-        return self.retrying(lambda: self._autocommit(work))
+            return await work(tx.connection)
+        return await retrying(lambda: self._autocommit(work), self.retry, self.sleep)
 
-    def fetch_one(self, sql: str, params: Params = ()) -> Row | None:
+    async def fetch_one(self, sql: str, params: Params = ()) -> Row | None:
         """One row of a query run by :meth:`read`."""
-        return self.read(lambda conn: conn.fetch_one(sql, params))
 
-    def fetch_all(self, sql: str, params: Params = ()) -> list[Row]:
+        async def work(connection: Connection) -> Row | None:
+            return await connection.fetch_one(sql, params)
+
+        return await self.read(work)
+
+    async def fetch_all(self, sql: str, params: Params = ()) -> list[Row]:
         """All rows of a query run by :meth:`read`."""
-        return self.read(lambda conn: conn.fetch_all(sql, params))
 
-    @contextmanager
-    def transaction(self, *, write: bool = True) -> Generator[Connection, None, None]:
-        """A unit of work: commits when the block ends, rolls back on an exception; nested use is a savepoint."""
-        tx = self._current()
-        if tx is not None:
-            tx.depth += 1
-            name = f"planflow_sp{tx.depth}"
-            tx.connection.execute(f"SAVEPOINT {name}")
-            try:
-                yield tx.connection
-            except BaseException:
-                tx.connection.execute(f"ROLLBACK TO SAVEPOINT {name}")
-                tx.connection.execute(f"RELEASE SAVEPOINT {name}")
-                raise
-            else:
-                tx.connection.execute(f"RELEASE SAVEPOINT {name}")
-            finally:
-                tx.depth -= 1
-            return
-        with self._connect() as connection:
-            self._begin(connection, write=write)
-            self._local.tx = _Transaction(connection)
-            try:
-                yield connection
-            except BaseException:
-                self._local.tx = None
-                self._rollback_quietly(connection)
-                raise
-            self._local.tx = None
-            try:
-                connection.execute("COMMIT")
-            except BaseException:
-                # SQLite keeps the transaction open when COMMIT fails (a deferred foreign key, say).
-                self._rollback_quietly(connection)
-                raise
+        async def work(connection: Connection) -> list[Row]:
+            return await connection.fetch_all(sql, params)
 
-    @staticmethod
-    def _rollback_quietly(connection: Connection) -> None:
-        # The original error matters more than a failed rollback (a lost connection fails both).
-        with suppress(Exception):
-            connection.execute("ROLLBACK")
+        return await self.read(work)
 
-    def run(self, work: Callable[[Connection], T], *, write: bool = True, atomic: bool = False) -> T:
+    async def run(self, work: Work[T], *, write: bool = True, single_statement: bool = False) -> T:
         """Run ``work`` as a unit of work, retried as a whole on :class:`TransientError` when outermost.
 
         Args:
             work: what to run on the connection.
-            write: whether it writes (SQLite then takes the write lock up front).
-            atomic: ``work`` is atomic by itself (of its statements at most one writes, and what follows
-                that write only explains its outcome); outside a transaction it then runs in autocommit mode,
-                saving the BEGIN and COMMIT round trips.
-
-        A connection lost after the server committed but before the reply arrived looks like a failure: the
-        retry then applies the unit a second time (a version bumped twice, usage merged twice). The window is a
-        network round trip wide; callers who cannot tolerate it use ``expected_version`` on their writes.
+            write: whether it writes (SQLite then takes the write lock up front; Postgres reads the
+                transaction's id so that a lost COMMIT can be resolved).
+            single_statement: ``work`` writes with one statement, and what follows that statement only reads
+                its outcome. Where the engine knows the outcome of an autocommitted statement
+                (``autocommit_single_statement``), it then runs without BEGIN and COMMIT.
 
         Raises:
             TransientError: the failure outlasted ``retry.max_attempts``.
+            CommitUnknownError: the connection was lost during COMMIT and the outcome could not be learned.
         """
-        if self._current() is not None:
-            with self.transaction(write=write) as connection:
-                return work(connection)
-        if atomic:
-            return self.retrying(lambda: self._autocommit(work))
-        return self.retrying(lambda: self._once(work, write))
+        tx = self.current()
+        if tx is not None:
+            return await self._in_savepoint(tx, work) if write else await work(tx.connection)
+        if single_statement and self.autocommit_single_statement:
+            return await retrying(lambda: self._autocommit(work), self.retry, self.sleep)
+        return await retrying(lambda: self._unit(work, write), self.retry, self.sleep)
 
-    def _autocommit(self, work: Callable[[Connection], T]) -> T:
-        with self._connect() as connection:
-            return work(connection)
+    async def _autocommit(self, work: Work[T]) -> T:
+        connection = await self.acquire()
+        try:
+            return await work(connection)
+        finally:
+            await self.release(connection)
 
-    def _once(self, work: Callable[[Connection], T], write: bool) -> T:
-        with self.transaction(write=write) as connection:
-            return work(connection)
+    async def _unit(self, work: Work[T], write: bool) -> T:
+        frame = await self.begin(write=write)
+        try:
+            result = await work(frame.transaction.connection)
+        except BaseException as exc:
+            await self.end(frame, exc)
+            raise
+        await self.end(frame, None)
+        return result
 
-    def retrying(self, attempt: Callable[[], T]) -> T:
-        """Call ``attempt`` until it does not raise :class:`TransientError`, with jittered exponential backoff."""
-        settings = self.retry
-        for number in range(1, settings.max_attempts + 1):
-            try:
-                return attempt()
-            except WaitedTooLongError:
+    async def _in_savepoint(self, tx: Transaction, work: Work[T]) -> T:
+        name = await self._savepoint(tx)
+        try:
+            result = await work(tx.connection)
+        except BaseException:
+            await self._undo_savepoint(tx, name)
+            raise
+        await tx.connection.execute(f"RELEASE SAVEPOINT {name}")
+        return result
+
+    async def _savepoint(self, tx: Transaction) -> str:
+        tx.savepoints += 1
+        name = f"planflow_sp{tx.savepoints}"
+        await tx.connection.execute(f"SAVEPOINT {name}")
+        return name
+
+    @staticmethod
+    async def _undo_savepoint(tx: Transaction, name: str) -> None:
+        # A connection lost meanwhile fails these too; the original error is what the caller must see, and
+        # the transaction is then doomed anyway.
+        with suppress(Exception):
+            await tx.connection.execute(f"ROLLBACK TO SAVEPOINT {name}")
+            await tx.connection.execute(f"RELEASE SAVEPOINT {name}")
+
+    async def begin(self, *, write: bool = True) -> Frame:
+        """Open a unit of work (nested in the current one as a savepoint); close it with :meth:`end`."""
+        tx = self.current()
+        if tx is not None:
+            return Frame(tx, await self._savepoint(tx))
+        connection = await self.acquire()
+        try:
+            ticket = await self.begin_on(connection, write=write)
+        except BaseException:
+            await self.release(connection)
+            raise
+        tx = Transaction(self, connection, owner(), ticket)
+        _ambient.set((*_ambient.get(), tx))
+        return Frame(tx)
+
+    async def end(self, frame: Frame, error: BaseException | None) -> None:
+        """Close what :meth:`begin` opened: commit it (or release its savepoint), or with ``error`` undo it.
+
+        Raises:
+            TransientError: the COMMIT failed and the unit was not applied (it may be run again).
+            CommitUnknownError: the COMMIT lost its connection and the outcome could not be learned.
+        """
+        if frame.done:
+            return
+        frame.done = True
+        tx = frame.transaction
+        if frame.savepoint is not None:
+            if error is None:
+                await tx.connection.execute(f"RELEASE SAVEPOINT {frame.savepoint}")
+            else:
+                await self._undo_savepoint(tx, frame.savepoint)
+            return
+        # Set, not reset with a token: the unit may have begun in a copy of this context (a worker thread).
+        _ambient.set(tuple(other for other in _ambient.get() if other is not tx))
+        try:
+            if error is None:
+                await self._commit(tx)
+            else:
+                await self._rollback_quietly(tx.connection)
+        finally:
+            await self.release(tx.connection)
+
+    async def _commit(self, tx: Transaction) -> None:
+        try:
+            await tx.connection.execute("COMMIT")
+        except ConnectionLostError as lost:
+            if tx.ticket is None or not await self.committed(tx.ticket, lost):
                 raise
-            except TransientError as exc:
-                if number == settings.max_attempts:
-                    raise TransientError(f"gave up after {number} attempts: {exc}") from exc
-                ceiling = min(settings.max_delay, settings.base_delay * 2 ** (number - 1))
-                time.sleep(random.uniform(0, ceiling))
-        raise AssertionError("unreachable")  # pragma: no cover
+        except BaseException:
+            # SQLite keeps the transaction open when COMMIT fails (a deferred foreign key, say).
+            await self._rollback_quietly(tx.connection)
+            raise
+
+    @staticmethod
+    async def _rollback_quietly(connection: Connection) -> None:
+        # The original error matters more than a failed rollback (a lost connection fails both).
+        with suppress(Exception):
+            await connection.execute("ROLLBACK")
+
+    @asynccontextmanager
+    async def transaction(self, *, write: bool = True) -> AsyncGenerator[Connection, None]:
+        """A unit of work: commits when the block ends, rolls back on an exception; nested use is a savepoint."""
+        frame = await self.begin(write=write)
+        try:
+            yield frame.transaction.connection
+        except BaseException as exc:
+            await self.end(frame, exc)
+            raise
+        await self.end(frame, None)

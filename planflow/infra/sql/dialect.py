@@ -32,6 +32,9 @@ class Dialect:
         bootstrap_lock: Statement that serialises first-admin creation ('' where writes are serialised).
         defer_foreign_keys: Statement that defers foreign-key checks to the end of the current transaction, so
             that a verbatim import may write a child before its parent within one batch.
+        split_update: Whether an optimistic update first sets only the columns that usually change (see
+            ``planflow.infra.sql.tasks.STABLE_COLUMNS``): worth it where the engine rewrites the index entries
+            of every column it sets (SQLite), a wasted round trip where it does not (PostgreSQL).
     """
 
     name: str
@@ -44,3 +47,4 @@ class Dialect:
     for_update: str
     bootstrap_lock: str
     defer_foreign_keys: str = ""
+    split_update: bool = False

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Generator
-from contextlib import contextmanager
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
 from typing import TypeVar
 
 from planflow.executions import (
@@ -15,10 +15,10 @@ from planflow.executions import (
     execution_to_doc,
     occurrence_from_doc,
     occurrence_to_doc,
-    require,
     task_from_doc,
     task_to_doc,
 )
+from planflow.infra.inputs import checked
 from planflow.infra.sql.codec import loads
 from planflow.infra.sql.database import Connection, Database
 from planflow.infra.sql.dialect import Dialect
@@ -46,86 +46,86 @@ def _text(doc: dict[str, JsonValue]) -> str:
     return json.dumps(doc, ensure_ascii=False, separators=(",", ":"))
 
 
+@checked
 class SqlExecutionRepository:
     """ExecutionRepository over a :class:`Database` (see ``planflow.executions.ExecutionRepository``)."""
 
     def __init__(self, database: Database, dialect: Dialect) -> None:
         self._db = database
-        self._d = dialect
+        self._dialect = dialect
 
-    def _write(self, sql: str, params: list[object]) -> None:
-        def work(conn: Connection) -> None:
-            conn.execute(sql, params)
+    async def _write(self, sql: str, params: list[object]) -> None:
+        async def work(conn: Connection) -> None:
+            await conn.execute(sql, params)
 
-        self._db.run(work, atomic=True)
+        await self._db.run(work, single_statement=True)
 
-    def _read(self, sql: str, params: list[object], decode: Callable[[dict[str, JsonValue]], M]) -> list[M]:
-        rows = self._db.fetch_all(sql, params)
+    async def _read(
+        self, sql: str, params: list[object], decode: Callable[[dict[str, JsonValue]], M]
+    ) -> list[M]:
+        rows = await self._db.fetch_all(sql, params)
         return [decode(loads(row[0])) for row in rows]
 
-    def add_task(self, task: TaskDefinition) -> None:
-        """Insert or replace a task definition (keeps its place in ``list_tasks``)."""
-        require(task, TaskDefinition)
-        self._write(ADD_TASK, [task.id, self._d.json_param(_text(task_to_doc(task)))])
+    def _doc(self, doc: dict[str, JsonValue]) -> object:
+        return self._dialect.json_param(_text(doc))
 
-    def get_task(self, task_id: str) -> TaskDefinition | None:
+    async def add_task(self, task: TaskDefinition) -> None:
+        """Insert or replace a task definition (keeps its place in ``list_tasks``)."""
+        await self._write(ADD_TASK, [task.id, self._doc(task_to_doc(task))])
+
+    async def get_task(self, task_id: str) -> TaskDefinition | None:
         """The task definition with ``task_id``, or ``None``."""
-        found = self._read("SELECT doc FROM exec_tasks WHERE id = ?", [task_id], task_from_doc)
+        found = await self._read("SELECT doc FROM exec_tasks WHERE id = ?", [task_id], task_from_doc)
         return found[0] if found else None
 
-    def list_tasks(self) -> list[TaskDefinition]:
+    async def list_tasks(self) -> list[TaskDefinition]:
         """All task definitions in the order they were first added."""
-        return self._read("SELECT doc FROM exec_tasks ORDER BY seq", [], task_from_doc)
+        return await self._read("SELECT doc FROM exec_tasks ORDER BY seq", [], task_from_doc)
 
-    def add_occurrence(self, occ: TaskOccurrence) -> None:
+    async def add_occurrence(self, occ: TaskOccurrence) -> None:
         """Insert or replace an occurrence (keeps its place)."""
-        require(occ, TaskOccurrence)
-        self._write(ADD_OCCURRENCE, [occ.id, occ.task_id, self._d.json_param(_text(occurrence_to_doc(occ)))])
+        await self._write(ADD_OCCURRENCE, [occ.id, occ.task_id, self._doc(occurrence_to_doc(occ))])
 
-    def get_occurrence(self, occurrence_id: str) -> TaskOccurrence | None:
+    async def get_occurrence(self, occurrence_id: str) -> TaskOccurrence | None:
         """The occurrence with ``occurrence_id``, or ``None``."""
-        found = self._read(
+        found = await self._read(
             "SELECT doc FROM exec_occurrences WHERE id = ?", [occurrence_id], occurrence_from_doc
         )
         return found[0] if found else None
 
-    def list_occurrences(self, task_id: str | None = None) -> list[TaskOccurrence]:
+    async def list_occurrences(self, task_id: str | None = None) -> list[TaskOccurrence]:
         """Occurrences (of one task when ``task_id`` is given) in the order they were first added."""
         if task_id is None:
-            return self._read("SELECT doc FROM exec_occurrences ORDER BY seq", [], occurrence_from_doc)
-        return self._read(
+            return await self._read("SELECT doc FROM exec_occurrences ORDER BY seq", [], occurrence_from_doc)
+        return await self._read(
             "SELECT doc FROM exec_occurrences WHERE task_id = ? ORDER BY seq", [task_id], occurrence_from_doc
         )
 
-    def add_execution(self, execution: TaskExecution) -> None:
+    async def add_execution(self, execution: TaskExecution) -> None:
         """Insert or replace the execution of an occurrence (keyed by ``occurrence_id``)."""
-        require(execution, TaskExecution)
-        doc = self._d.json_param(_text(execution_to_doc(execution)))
-        self._write(ADD_EXECUTION, [execution.occurrence_id, doc])
+        await self._write(ADD_EXECUTION, [execution.occurrence_id, self._doc(execution_to_doc(execution))])
 
-    def get_execution(self, occurrence_id: str) -> TaskExecution | None:
+    async def get_execution(self, occurrence_id: str) -> TaskExecution | None:
         """The execution of ``occurrence_id``, or ``None``."""
-        found = self._read(
+        found = await self._read(
             "SELECT doc FROM exec_executions WHERE occurrence_id = ?", [occurrence_id], execution_from_doc
         )
         return found[0] if found else None
 
-    def list_executions(self) -> list[TaskExecution]:
+    async def list_executions(self) -> list[TaskExecution]:
         """All executions in the order they were first added."""
-        return self._read("SELECT doc FROM exec_executions ORDER BY seq", [], execution_from_doc)
+        return await self._read("SELECT doc FROM exec_executions ORDER BY seq", [], execution_from_doc)
 
-    def delete_task_and_related(self, task_id: str) -> None:
+    async def delete_task_and_related(self, task_id: str) -> None:
         """Delete a task definition, its occurrences and their executions, in one transaction."""
 
-        def work(conn: Connection) -> None:
-            conn.execute(DELETE_EXECUTIONS_OF_TASK, [task_id])
-            conn.execute(DELETE_OCCURRENCES_OF_TASK, [task_id])
-            conn.execute(DELETE_TASK, [task_id])
+        async def work(conn: Connection) -> None:
+            await conn.execute(DELETE_EXECUTIONS_OF_TASK, [task_id])
+            await conn.execute(DELETE_OCCURRENCES_OF_TASK, [task_id])
+            await conn.execute(DELETE_TASK, [task_id])
 
-        self._db.run(work)
+        await self._db.run(work)
 
-    @contextmanager
-    def batch(self) -> Generator[None, None, None]:
+    def batch(self) -> AbstractAsyncContextManager[object]:
         """Group the writes of the block into one transaction: all of them are kept, or none."""
-        with self._db.transaction():
-            yield
+        return self._db.transaction()

@@ -7,7 +7,7 @@ pending files apply in one transaction that holds the driver's migration lock (S
 
 from __future__ import annotations
 
-import hashlib
+import logging
 import re
 from dataclasses import dataclass
 from datetime import datetime
@@ -19,32 +19,11 @@ from planflow.errors import MigrationError, SchemaTooNewError
 from planflow.infra.sql.codec import now
 from planflow.infra.sql.database import Connection, Database
 from planflow.infra.sql.dialect import Dialect
+from planflow.schema import Migration, MigrationStatus
 
 TABLE = "planflow_migrations"
+logger = logging.getLogger("planflow.migrations")
 _FILE = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
-
-
-@dataclass(frozen=True, slots=True)
-class Migration:
-    """One migration file."""
-
-    version: int
-    name: str
-    sql: str
-
-    @property
-    def checksum(self) -> str:
-        """SHA-256 of the file's text: an applied file must never change."""
-        return hashlib.sha256(self.sql.encode()).hexdigest()
-
-
-@dataclass(frozen=True, slots=True)
-class MigrationStatus:
-    """A known migration and when it was applied (``None``: pending)."""
-
-    version: int
-    name: str
-    applied_at: datetime | None
 
 
 def migrations_dir(driver: str) -> Traversable:
@@ -92,7 +71,7 @@ class Migrator:
 
     def __init__(self, database: Database, dialect: Dialect, sql: MigrationSql) -> None:
         self._db = database
-        self._d = dialect
+        self._dialect = dialect
         self._sql = sql
         self.migrations = load_migrations(dialect.name)
 
@@ -101,9 +80,11 @@ class Migrator:
         """The newest schema version this code knows."""
         return self.migrations[-1].version if self.migrations else 0
 
-    def _applied(self, conn: Connection) -> dict[int, tuple[str, str, datetime]]:
-        rows = conn.fetch_all(f"SELECT version, name, checksum, applied_at FROM {TABLE} ORDER BY version")
-        return {int(r[0]): (r[1], r[2], self._d.load_ts(r[3])) for r in rows}
+    async def _applied(self, conn: Connection) -> dict[int, tuple[str, str, datetime]]:
+        rows = await conn.fetch_all(
+            f"SELECT version, name, checksum, applied_at FROM {TABLE} ORDER BY version"
+        )
+        return {int(r[0]): (r[1], r[2], self._dialect.load_ts(r[3])) for r in rows}
 
     def _check(self, applied: dict[int, tuple[str, str, datetime]]) -> None:
         newest = max(applied, default=0)
@@ -122,53 +103,70 @@ class Migrator:
                     f"(checksum {record[1][:12]}... in the database, {migration.checksum[:12]}... on disk)"
                 )
 
-    def migrate(self) -> list[Migration]:
+    async def _read_applied(self) -> dict[int, tuple[str, str, datetime]]:
+        async def work(conn: Connection) -> dict[int, tuple[str, str, datetime]]:
+            exists = await conn.fetch_one(self._sql.table_exists)
+            return await self._applied(conn) if exists else {}
+
+        return await self._db.run(work, write=False)
+
+    async def migrate(self) -> list[Migration]:
         """Apply every pending migration in one locked transaction; return those applied (none: no-op).
+
+        The versions are read first without any lock, so that opening an up-to-date store never waits for
+        another writer; the migration lock is taken only when something is pending.
 
         Raises:
             SchemaTooNewError: the database is newer than the code (both versions named).
             MigrationError: an applied file was edited, or a migration failed (nothing of it is kept).
         """
+        applied = await self._read_applied()
+        self._check(applied)
+        if all(m.version in applied for m in self.migrations):
+            return []
 
-        def work(conn: Connection) -> list[Migration]:
+        async def work(conn: Connection) -> list[Migration]:
             if self._sql.lock:
-                conn.execute(self._sql.lock)
-            conn.execute_script(self._sql.create_table)
-            applied = self._applied(conn)
+                await conn.execute(self._sql.lock)
+            await conn.execute_script(self._sql.create_table)
+            applied = await self._applied(conn)
             self._check(applied)
             done: list[Migration] = []
             for migration in self.migrations:
                 if migration.version in applied:
                     continue
                 try:
-                    conn.execute_script(migration.sql)
+                    await conn.execute_script(migration.sql)
                 except Exception as exc:
                     raise MigrationError(
                         f"migration {migration.version:04d}_{migration.name}.sql failed: {exc}"
                     ) from exc
-                conn.execute(
+                await conn.execute(
                     f"INSERT INTO {TABLE} (version, name, checksum, applied_at) VALUES (?, ?, ?, ?)",
-                    [migration.version, migration.name, migration.checksum, self._d.ts_param(now())],
+                    [migration.version, migration.name, migration.checksum, self._dialect.ts_param(now())],
                 )
                 done.append(migration)
             return done
 
-        return self._db.run(work)
+        done = await self._db.run(work)
+        for migration in done:
+            logger.info(
+                "applied migration %04d_%s",
+                migration.version,
+                migration.name,
+                extra={"planflow_migration": migration.version, "planflow_driver": self._dialect.name},
+            )
+        return done
 
-    def status(self) -> list[MigrationStatus]:
+    async def status(self) -> list[MigrationStatus]:
         """Every known migration with its applied time, ``None`` when pending.
 
         Raises:
             SchemaTooNewError, MigrationError: as for :meth:`migrate`.
         """
-
-        def work(conn: Connection) -> list[MigrationStatus]:
-            exists = conn.fetch_one(self._sql.table_exists)
-            applied = self._applied(conn) if exists else {}
-            self._check(applied)
-            return [
-                MigrationStatus(m.version, m.name, applied[m.version][2] if m.version in applied else None)
-                for m in self.migrations
-            ]
-
-        return self._db.run(work, write=False)
+        applied = await self._read_applied()
+        self._check(applied)
+        return [
+            MigrationStatus(m.version, m.name, applied[m.version][2] if m.version in applied else None)
+            for m in self.migrations
+        ]

@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 from planflow.config import PlanflowConfig
-from planflow.infra.sql.backend import SqlBackend
+from planflow.infra.sql.backend import SqlBackend, SyncSqlBackend
 from planflow.infra.sqlite.database import SqliteDatabase
 from planflow.infra.sqlite.dialect import MIGRATION_SQL, SQLITE
 
 
-def open_backend(config: PlanflowConfig) -> SqlBackend:
-    """A SQLite backend for ``config.path`` (a file, created with mode 0600, or ``:memory:``)."""
+def open_core(config: PlanflowConfig) -> SqlBackend:
+    """The SQLite backend for ``config.path`` (a file, created with mode 0600, or ``:memory:``)."""
     return SqlBackend(SqliteDatabase(config), SQLITE, MIGRATION_SQL)
+
+
+def open_backend(config: PlanflowConfig) -> SyncSqlBackend:
+    """The SQLite backend of the synchronous API."""
+    return SyncSqlBackend(open_core(config))

@@ -4,6 +4,9 @@ Every connection runs in autocommit mode with WAL, ``foreign_keys=ON``, ``synchr
 timeout; units of work begin with ``BEGIN IMMEDIATE`` (writes) or ``BEGIN`` (consistent reads), so the write
 lock is taken up front and never upgraded mid-transaction (an upgrade cannot wait and would fail at once).
 SQLITE_BUSY left after the busy timeout surfaces as ``TransientError`` and the unit of work is retried.
+
+sqlite3 blocks; these coroutines never suspend. The synchronous API runs them on the caller's thread, the
+asynchronous API on worker threads (``planflow.infra.threaded``).
 """
 
 from __future__ import annotations
@@ -11,15 +14,26 @@ from __future__ import annotations
 import os
 import sqlite3
 import threading
-from collections.abc import Generator, Iterable
-from contextlib import contextmanager
+import time
+from collections.abc import Iterable
 from pathlib import Path
 
 from planflow.config import PlanflowConfig
-from planflow.errors import ConfigError, DuplicateError, PlanflowError, TransientError, ValidationError
-from planflow.infra.sql.database import Connection, Database, ForeignKeyViolation, Params, Row
+from planflow.errors import (
+    ClosedError,
+    ConfigError,
+    DuplicateError,
+    PlanflowError,
+    TransientError,
+    UnsupportedError,
+    ValidationError,
+)
+from planflow.infra.sql.database import Connection, Database, ForeignKeyViolation, Params, Row, owner
 
 _BUSY_CODES = frozenset({sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED})
+
+#: Connections inherited from a parent process: kept referenced and never used or closed in the child.
+_abandoned: list[object] = []
 
 
 def translate(exc: sqlite3.Error) -> PlanflowError:
@@ -48,14 +62,14 @@ class SqliteConnection(Connection):
         self.raw = raw
         self._db = db
 
-    def execute(self, sql: str, params: Params = ()) -> int:
+    async def execute(self, sql: str, params: Params = ()) -> int:
         self._db.statements += 1
         try:
             return self.raw.execute(sql, params).rowcount
         except sqlite3.Error as exc:
             raise translate(exc) from exc
 
-    def fetch_one(self, sql: str, params: Params = ()) -> Row | None:
+    async def fetch_one(self, sql: str, params: Params = ()) -> Row | None:
         self._db.statements += 1
         try:
             # fetchall: a RETURNING statement must run to completion before the transaction can commit.
@@ -64,27 +78,27 @@ class SqliteConnection(Connection):
             raise translate(exc) from exc
         return rows[0] if rows else None
 
-    def fetch_all(self, sql: str, params: Params = ()) -> list[Row]:
+    async def fetch_all(self, sql: str, params: Params = ()) -> list[Row]:
         self._db.statements += 1
         try:
             return self.raw.execute(sql, params).fetchall()
         except sqlite3.Error as exc:
             raise translate(exc) from exc
 
-    def execute_many(self, sql: str, rows: Iterable[Params]) -> None:
+    async def execute_many(self, sql: str, rows: Iterable[Params]) -> None:
         self._db.statements += 1
         try:
             self.raw.executemany(sql, rows)
         except sqlite3.Error as exc:
             raise translate(exc) from exc
 
-    def execute_script(self, script: str) -> None:
+    async def execute_script(self, script: str) -> None:
         # executescript() would COMMIT the caller's transaction first; run the statements one by one instead.
         statement = ""
         for line in script.splitlines(keepends=True):
             statement += line
             if sqlite3.complete_statement(statement):
-                self.execute(statement)
+                await self.execute(statement)
                 statement = ""
         if statement.strip() and not all(
             part.strip().startswith("--") or not part.strip() for part in statement.splitlines()
@@ -92,6 +106,40 @@ class SqliteConnection(Connection):
             raise ValidationError(
                 f"incomplete SQL statement at the end of a script: {statement.strip()[:80]!r}"
             )
+
+
+class _OwnedLock:
+    """The lock of the one ``:memory:`` connection, held by a task or thread (see ``database.owner``).
+
+    A thread's RLock would let a second asyncio task on the same thread into a transaction of the first;
+    that task is refused instead (waiting would block the thread the first task needs to finish).
+    """
+
+    def __init__(self) -> None:
+        self._condition = threading.Condition(threading.Lock())
+        self._owner: object = None
+        self._thread: int | None = None
+        self._count = 0
+
+    def acquire(self) -> None:
+        me, thread = owner(), threading.get_ident()
+        with self._condition:
+            while self._count and self._owner != me:
+                if self._thread == thread:
+                    raise UnsupportedError(
+                        "the in-memory SQLite database is inside a transaction of another asyncio task on "
+                        "this thread; use a database file (or one task at a time) for concurrent tasks"
+                    )
+                self._condition.wait()
+            self._owner, self._thread = me, thread
+            self._count += 1
+
+    def release(self) -> None:
+        with self._condition:
+            self._count -= 1
+            if not self._count:
+                self._owner = self._thread = None
+                self._condition.notify()
 
 
 class SqliteDatabase(Database):
@@ -105,13 +153,13 @@ class SqliteDatabase(Database):
         self._idle: list[sqlite3.Connection] = []
         self._pool_lock = threading.Lock()
         self._closed = False
-        self._shared_lock = threading.RLock()
+        self._shared_lock = _OwnedLock()
         self._shared: sqlite3.Connection | None = None
         if self._memory:
             self._shared = self._open()
         else:
             self._create_file()
-            self._release(self._open())
+            self._put_back(self._open())
 
     def _create_file(self) -> None:
         path = Path(self._path)
@@ -147,44 +195,61 @@ class SqliteDatabase(Database):
             raise ConfigError(f"cannot open SQLite database {self._path!r}: {exc}") from exc
         return raw
 
-    def _release(self, raw: sqlite3.Connection) -> None:
+    def _put_back(self, raw: sqlite3.Connection) -> None:
         with self._pool_lock:
             if not self._closed and len(self._idle) < self._config.pool_max_size:
                 self._idle.append(raw)
                 return
         raw.close()
 
-    @contextmanager
-    def _connect(self) -> Generator[Connection, None, None]:
+    def _check_open(self) -> None:
         if self._closed:
-            raise PlanflowError("the provider is closed")
+            raise ClosedError("the provider is closed")
+
+    async def acquire(self) -> Connection:
+        self._check_open()
         if self._shared is not None:
-            with self._shared_lock:
-                yield SqliteConnection(self._shared, self)
-            return
+            self._shared_lock.acquire()
+            return SqliteConnection(self._shared, self)
         with self._pool_lock:
             raw = self._idle.pop() if self._idle else None
-        if raw is None:
-            raw = self._open()
-        try:
-            yield SqliteConnection(raw, self)
-        except BaseException:
-            if raw.in_transaction:  # a failed rollback must not put a dirty connection back
-                raw.close()
-                raise
-            self._release(raw)
-            raise
-        self._release(raw)
+        return SqliteConnection(raw or self._open(), self)
 
-    def _begin(self, connection: Connection, *, write: bool) -> None:
-        connection.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+    async def release(self, connection: Connection) -> None:
+        assert isinstance(connection, SqliteConnection)
+        if self._shared is not None:
+            self._shared_lock.release()
+            return
+        if connection.raw.in_transaction:  # a failed rollback must not put a dirty connection back
+            connection.raw.close()
+        else:
+            self._put_back(connection.raw)
 
-    def close(self) -> None:
+    async def begin_on(self, connection: Connection, *, write: bool) -> None:
+        await connection.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+
+    async def sleep(self, seconds: float) -> None:
+        time.sleep(seconds)
+
+    async def aclose(self) -> None:
         with self._pool_lock:
             self._closed = True
             idle, self._idle = self._idle, []
         for raw in idle:
             raw.close()
         if self._shared is not None:
-            with self._shared_lock:
+            self._shared_lock.acquire()
+            try:
                 self._shared.close()
+            finally:
+                self._shared_lock.release()
+
+    def after_fork(self) -> None:
+        # SQLite forbids carrying a connection across fork(): the child's copies would believe they hold
+        # locks that stayed with the parent. They are kept referenced (so never closed by the collector) and
+        # never used; the child opens its own. The in-memory database is the child's private copy, so it
+        # keeps it, with a fresh lock (another thread may have held the old one at the fork).
+        self._pool_lock = threading.Lock()
+        self._shared_lock = _OwnedLock()
+        _abandoned.extend(self._idle)
+        self._idle = []

@@ -48,6 +48,7 @@ SQLITE = Dialect(
     for_update="",  # BEGIN IMMEDIATE already holds the database's write lock
     bootstrap_lock="",
     defer_foreign_keys="PRAGMA defer_foreign_keys = ON",
+    split_update=True,
 )
 
 MIGRATION_SQL = MigrationSql(

@@ -2,20 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from contextlib import AbstractContextManager
-from typing import TypeVar
 
 from tinydb import TinyDB
 from tinydb.storages import MemoryStorage
 
-from planflow.config import PlanflowConfig
+from planflow.config import PlanflowConfig, RetrySettings
 from planflow.errors import UnsupportedError
-from planflow.infra.sql.migrations import Migration, MigrationStatus
 from planflow.infra.tinydb.executions import TinyDbExecutionRepository
 from planflow.infra.tinydb.storage import CrashSafeJSONStorage
-
-T = TypeVar("T")
+from planflow.schema import Migration, MigrationStatus
 
 
 class TinyDbBackend:
@@ -26,8 +22,9 @@ class TinyDbBackend:
     workflows = None
     auth = None
 
-    def __init__(self, db: TinyDB) -> None:
+    def __init__(self, db: TinyDB, retry: RetrySettings | None = None) -> None:
         self._db = db
+        self.retry = retry or RetrySettings()
         self.executions = TinyDbExecutionRepository(db)
 
     def transaction(self) -> AbstractContextManager[object]:
@@ -35,10 +32,6 @@ class TinyDbBackend:
         raise UnsupportedError(
             "the tinydb driver has no transactions; group writes with provider.executions.batch()"
         )
-
-    def retrying(self, attempt: Callable[[], T]) -> T:
-        """Writes are already retried by the storage; run ``attempt`` once."""
-        return attempt()
 
     def migrate(self) -> list[Migration]:
         """A TinyDB store has no schema to migrate."""
@@ -56,6 +49,8 @@ class TinyDbBackend:
 def open_backend(config: PlanflowConfig) -> TinyDbBackend:
     """A TinyDB backend: ``tinydb://memory`` in memory, else the crash-safe JSON file ``config.path``."""
     if config.is_memory:
-        return TinyDbBackend(TinyDB(storage=MemoryStorage))
+        return TinyDbBackend(TinyDB(storage=MemoryStorage), config.retry)
     path = config.path or "planflow.json"
-    return TinyDbBackend(TinyDB(path, storage=CrashSafeJSONStorage, on_corrupt=config.tinydb_on_corrupt))
+    return TinyDbBackend(
+        TinyDB(path, storage=CrashSafeJSONStorage, on_corrupt=config.tinydb_on_corrupt), config.retry
+    )

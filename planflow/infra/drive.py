@@ -1,0 +1,124 @@
+"""The synchronous API: the asynchronous core run to its end, at once, on the caller's thread.
+
+The repositories and units of work are coroutines (see ``planflow.infra.sql.database``). Over connections
+whose methods never suspend (sqlite3, psycopg's blocking connection), such a coroutine runs from its first
+statement to its result in a single ``send``: :func:`drive` does that, with no event loop, no thread and no
+copy of the code. :func:`sync_facade` turns an object of coroutine methods into one of plain methods, method for
+method, typed as the synchronous Protocol it mirrors.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
+from contextlib import AbstractAsyncContextManager, AbstractContextManager
+from types import CoroutineType, TracebackType
+from typing import Any, TypeVar, cast
+
+T = TypeVar("T")
+P = TypeVar("P")
+
+
+def drive(coroutine: Coroutine[Any, Any, T]) -> T:
+    """Run ``coroutine`` to its end now and return its result (its exception propagates).
+
+    Raises:
+        RuntimeError: the coroutine tried to suspend, which only the asynchronous drivers may do (a bug).
+    """
+    try:
+        coroutine.send(None)
+    except StopIteration as stop:
+        result: T = stop.value
+        return result
+    coroutine.close()
+    raise RuntimeError("planflow: a synchronous call suspended; its driver is asynchronous")
+
+
+class SyncContext(AbstractContextManager[T]):
+    """A ``with`` block over an asynchronous context manager whose methods never suspend."""
+
+    __slots__ = ("_inner",)
+
+    def __init__(self, inner: AbstractAsyncContextManager[T]) -> None:
+        self._inner = inner
+
+    def __enter__(self) -> T:
+        return drive(self._inner.__aenter__())  # pyright: ignore[reportArgumentType]
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> bool | None:
+        return drive(self._inner.__aexit__(exc_type, exc, tb))  # pyright: ignore[reportArgumentType]
+
+
+def sync_iterator(items: AsyncIterator[T]) -> Iterator[T]:
+    """A plain iterator over an asynchronous one whose steps never suspend."""
+    try:
+        while True:
+            try:
+                yield drive(items.__anext__())  # pyright: ignore[reportArgumentType]
+            except StopAsyncIteration:
+                return
+    finally:
+        close = getattr(items, "aclose", None)
+        if close is not None:
+            drive(close())
+
+
+def synchronous(result: object) -> object:
+    """What a facade method returns for what the core method returned: driven, wrapped or as it is."""
+    if type(result) is CoroutineType:
+        coroutine = cast("Coroutine[object, object, object]", result)
+        return drive(coroutine)
+    if isinstance(result, AbstractAsyncContextManager):
+        return SyncContext(result)  # pyright: ignore[reportUnknownArgumentType, reportUnknownVariableType]
+    if isinstance(result, AsyncIterator):
+        return sync_iterator(result)  # pyright: ignore[reportUnknownArgumentType, reportUnknownVariableType]
+    return result
+
+
+_facade_classes: dict[tuple[type, type], type] = {}
+
+
+def _public_methods(protocol: type) -> list[str]:
+    return [
+        name
+        for name, member in vars(protocol).items()
+        if not name.startswith("_") and inspect.isfunction(member)
+    ]
+
+
+def _facade_method(name: str, doc: str | None, signature: inspect.Signature | None) -> Callable[..., object]:
+    def method(self: Any, *args: object, **kwargs: object) -> object:
+        return synchronous(getattr(self._core, name)(*args, **kwargs))
+
+    method.__name__ = method.__qualname__ = name
+    method.__doc__ = doc
+    if signature is not None:
+        method.__signature__ = signature  # pyright: ignore[reportFunctionMemberAccess]
+    return method
+
+
+def sync_facade(core: object, protocol: type[P]) -> P:
+    """``core``'s coroutine methods as the plain methods of ``protocol`` (its docstrings and signatures).
+
+    The class is made once per (core class, protocol) pair; each call costs one frame more than the core's.
+    """
+    key = (type(core), protocol)
+    cls = _facade_classes.get(key)
+    if cls is None:
+        members: dict[str, object] = {
+            "__slots__": ("_core",),
+            "__doc__": protocol.__doc__,
+            "__init__": _init,
+            "__repr__": lambda self: f"<{protocol.__name__} of {self._core!r}>",  # pyright: ignore[reportUnknownLambdaType, reportUnknownMemberType]
+        }
+        for name in _public_methods(protocol):
+            member = vars(protocol)[name]
+            members[name] = _facade_method(name, member.__doc__, inspect.signature(member))
+        cls = _facade_classes[key] = type(f"Sync{protocol.__name__}", (), members)
+    return cast(P, cls(core))
+
+
+def _init(self: Any, core: object) -> None:
+    self._core = core

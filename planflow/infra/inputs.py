@@ -1,0 +1,403 @@
+"""The input rules of DESIGN.md, in one place, the same for every driver and both APIs.
+
+A value one driver accepts, every driver accepts (so ``planflow copy`` never fails on data it read), and
+whatever is accepted reads back equal. Ids are non-empty ``str`` of at most 512 characters with no NUL and no
+lone surrogate; JSON values nest at most 256 levels, hold only JSON types (a tuple would read back as a list)
+and finite floats, and their strings carry no NUL and no lone surrogate; token counts are non-negative ints;
+limits and depths are ints within 1..2**31-1, versions within 0..2**31-1. Anything else is a
+:class:`ValidationError` (a :class:`WrongTypeError` for a value of the wrong type) naming the field, raised
+before the database is touched.
+
+Arguments reach the checks through one layer: :func:`checked` wraps every public method of a repository with
+the checks its parameters' names and annotations call for (see ``RULES``); a parameter without a rule is an
+error when the class is defined, so no argument can slip through unchecked.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import math
+import re
+from collections.abc import Callable, Iterable, Mapping
+from datetime import datetime, timedelta
+from enum import Enum
+from typing import Any, TypeVar, cast
+
+from planflow.errors import ValidationError, WrongTypeError
+
+T = TypeVar("T")
+E = TypeVar("E", bound=Enum)
+
+MAX_ID_LENGTH = 512
+MAX_JSON_DEPTH = 256
+MAX_INT32 = 2**31 - 1
+MAX_TOKENS = 2**63 - 1
+
+#: ``\u0000`` in JSON text, not preceded by an escaped backslash (which would make it the six characters).
+_ESCAPED_NUL = re.compile(r"(?<!\\)(?:\\\\)*\\u0000")
+
+
+def _unicode_problem(text: str) -> str | None:
+    """Why ``text`` cannot be stored as text by every engine, or ``None``."""
+    if "\x00" in text:
+        return "contains a NUL character"
+    if not text.isascii():
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            return f"is not valid Unicode ({exc.reason} at index {exc.start})"
+    return None
+
+
+def wrong_type(field: str, expected: str, value: object) -> WrongTypeError:
+    """The error for ``value`` given where ``expected`` was asked for."""
+    return WrongTypeError(f"{field} must be {expected}, received {type(value).__name__}")
+
+
+def check_id(value: object, field: str) -> str:
+    """An id: a non-empty str of at most 512 characters, without NUL or lone surrogates."""
+    if type(value) is str and 0 < len(value) <= MAX_ID_LENGTH and value.isascii() and "\x00" not in value:
+        return value  # the common case, decided without a function call
+    if not isinstance(value, str):
+        raise wrong_type(field, "a string", value)
+    if not value or len(value) > MAX_ID_LENGTH:
+        raise ValidationError(f"{field} must be 1 to {MAX_ID_LENGTH} characters long, got {len(value)}")
+    problem = _unicode_problem(value)
+    if problem is not None:
+        raise ValidationError(f"{field} {problem}")
+    return str(value)
+
+
+def check_optional_id(value: object, field: str) -> str | None:
+    """``None`` or an id."""
+    return None if value is None else check_id(value, field)
+
+
+def check_text(value: object, field: str, *, max_length: int | None = None) -> str:
+    """Free text (which may be empty): a str without NUL or lone surrogates."""
+    if not isinstance(value, str):
+        raise wrong_type(field, "a string", value)
+    if max_length is not None and len(value) > max_length:
+        raise ValidationError(f"{field} must be at most {max_length} characters long, got {len(value)}")
+    problem = _unicode_problem(value)
+    if problem is not None:
+        raise ValidationError(f"{field} {problem}")
+    return str(value)
+
+
+def check_int(value: object, field: str, low: int, high: int) -> int:
+    """An int (not a bool) within ``low..high``."""
+    if type(value) is not int:
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise wrong_type(field, "an integer", value)
+        value = int(value)
+    if not low <= value <= high:
+        raise ValidationError(f"{field} must be within {low}..{high}, got {value}")
+    return value
+
+
+def check_limit(value: object, field: str = "limit") -> int:
+    """A page size, batch size or depth: an int within 1..2**31-1."""
+    return check_int(value, field, 1, MAX_INT32)
+
+
+def check_version(value: object, field: str = "expected_version") -> int:
+    """A version: an int within 0..2**31-1."""
+    return check_int(value, field, 0, MAX_INT32)
+
+
+def check_tokens(value: object, field: str) -> int:
+    """A token count: a non-negative int."""
+    return check_int(value, field, 0, MAX_TOKENS)
+
+
+def check_aware(value: object, field: str) -> datetime:
+    """A timezone-aware datetime."""
+    if not isinstance(value, datetime):
+        raise wrong_type(field, "a datetime", value)
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise ValidationError(f"{field} must be timezone-aware, got the naive {value.isoformat()}")
+    return value
+
+
+def check_seconds(value: object, field: str) -> float:
+    """A positive, finite number of seconds (a ``timedelta`` or a number)."""
+    seconds = value.total_seconds() if isinstance(value, timedelta) else value
+    if isinstance(seconds, bool) or not isinstance(seconds, int | float):
+        raise wrong_type(field, "a number of seconds or a timedelta", value)
+    if not math.isfinite(seconds) or seconds <= 0:
+        raise ValidationError(f"{field} must be a positive, finite number of seconds, got {seconds!r}")
+    return float(seconds)
+
+
+def check_enum(kind: type[E], value: object, field: str) -> E:
+    """``value`` as a member of ``kind`` (a member or its value)."""
+    if isinstance(value, kind):
+        return value
+    try:
+        return kind(value)
+    except (ValueError, TypeError):
+        accepted = ", ".join(str(m.value) for m in kind)
+        raise ValidationError(f"{field} {value!r} is not one of: {accepted}") from None
+
+
+def check_instance(value: object, kind: type[T], field: str) -> T:
+    """``value`` if it is a ``kind`` (a subclass included), else a WrongTypeError naming both types."""
+    if not isinstance(value, kind):
+        raise wrong_type(field, f"a {kind.__name__}", value)
+    return value
+
+
+def dump_json(value: object, field: str) -> str:
+    """JSON text of a value that every driver stores and reads back equal.
+
+    Raises:
+        ValidationError: something JSON cannot hold the same way on every engine, named in the message.
+    """
+    _check_json_tree(value, field)
+    try:
+        text = json.dumps(
+            value, ensure_ascii=False, allow_nan=False, separators=(",", ":"), check_circular=False
+        )
+    except ValueError as exc:  # a non-finite float, or an int too long to print
+        raise ValidationError(f"{field} is not storable as JSON: {exc}") from None
+    if "\\u0000" in text and _ESCAPED_NUL.search(text):
+        # PostgreSQL's jsonb cannot hold NUL; refusing it everywhere keeps every store copyable to every other.
+        raise ValidationError(f"{field} contains a NUL character (\\u0000), which cannot be stored")
+    if not text.isascii():
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise ValidationError(f"{field} holds text that is not valid Unicode ({exc.reason})") from None
+    return text
+
+
+def _check_json_tree(value: object, field: str) -> None:
+    # An explicit stack: a value nested deeper than Python's recursion limit must be refused, not crash us.
+    stack: list[tuple[Iterable[object], int]] = []
+    _push_json(stack, value, 0, field)
+    while stack:
+        children, depth = stack.pop()
+        for child in children:
+            _push_json(stack, child, depth, field)
+
+
+def _push_json(stack: list[tuple[Iterable[object], int]], node: object, depth: int, field: str) -> None:
+    """Check one node; a container's children go on ``stack`` one level deeper."""
+    if node is None or isinstance(node, str | int | float):
+        return
+    if isinstance(node, dict):
+        mapping = cast("dict[object, object]", node)
+        for key in mapping:
+            if not isinstance(key, str):
+                raise wrong_type(f"a key in {field}", "a string", key)
+        children: Iterable[object] = mapping.values()
+    elif isinstance(node, list):
+        children = cast("list[object]", node)
+    else:
+        raise wrong_type(f"a value in {field}" if depth else field, "a JSON value", node)
+    if depth >= MAX_JSON_DEPTH:
+        raise ValidationError(f"{field} nests deeper than {MAX_JSON_DEPTH} levels")
+    stack.append((children, depth + 1))
+
+
+def dump_json_object(value: object, field: str) -> str | None:
+    """JSON text of a JSON object field (``None`` stays NULL)."""
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise wrong_type(field, "a JSON object (dict) or None", value)
+    return dump_json(cast("dict[str, object]", value), field)
+
+
+# The argument layer ------------------------------------------------------------------------------------------
+
+Checker = Callable[[Any, str], Any]
+
+
+def _optional(check: Checker) -> Checker:
+    def optional(value: object, field: str) -> object:
+        return None if value is None else check(value, field)
+
+    return optional
+
+
+def _ids(value: object, field: str) -> object:
+    if isinstance(value, str | bytes) or not isinstance(value, Iterable):
+        raise wrong_type(field, "a sequence of ids", value)
+    ids = list(cast("Iterable[object]", value))
+    for item in ids:
+        check_id(item, f"an id in {field}")
+    return ids
+
+
+def _iterable(value: object, field: str) -> object:
+    # The items are checked one by one as they are written: an iterable may be a generator of millions.
+    if isinstance(value, str | bytes | Mapping) or not isinstance(value, Iterable):
+        raise wrong_type(field, "an iterable", cast(object, value))
+    return cast("Iterable[object]", value)
+
+
+def _callable(value: object, field: str) -> object:
+    if not callable(value):
+        raise wrong_type(field, "a callable", value)
+    return value
+
+
+def _order(value: object, field: str) -> object:
+    if value not in ("asc", "desc"):
+        raise ValidationError(f"{field} must be 'asc' or 'desc', got {value!r}")
+    return value
+
+
+def _cursor(value: object, field: str) -> object:
+    # Its content is checked where it is decoded; here only that it can be one.
+    if not isinstance(value, str):
+        raise wrong_type(field, "a cursor string from a previous page", value)
+    return value
+
+
+def _email(value: object, field: str) -> object:
+    text = check_text(value, field, max_length=320)
+    if "@" not in text or text != text.strip():
+        raise ValidationError(f"{field} {text!r} is not an email address")
+    return text
+
+
+def _instance(kind: str) -> Checker:
+    # Resolved lazily by name: models import this module's checks, so this module cannot import the models.
+    def check(value: object, field: str) -> object:
+        if type(value).__name__ != kind and kind not in (c.__name__ for c in type(value).__mro__):
+            raise wrong_type(field, f"a {kind}", value)
+        return value
+
+    return check
+
+
+def _exact(kind: str) -> Checker:
+    # Filters must be the filter type of their repository, not any look-alike whose field names reach SQL.
+    def check(value: object, field: str) -> object:
+        if type(value).__name__ != kind:
+            raise wrong_type(field, f"a {kind}", value)
+        return value
+
+    return check
+
+
+def _enum_named(kind: str) -> Checker:
+    def check(value: object, field: str) -> object:
+        from planflow import models
+
+        enum: type[Enum] = getattr(models, kind)
+        return check_enum(enum, value, field)
+
+    return check
+
+
+def _aware(value: object, field: str) -> object:
+    return check_aware(value, field)
+
+
+#: (parameter name or ``*``, annotation) -> check. A name-specific rule wins over the ``*`` rule.
+RULES: dict[tuple[str, str], Checker] = {
+    ("*", "str"): check_id,
+    ("*", "str | None"): check_optional_id,
+    ("email", "str"): _email,
+    ("email", "str | None"): _optional(_email),
+    ("cursor", "str | None"): _optional(_cursor),
+    ("fingerprint", "str"): check_id,
+    ("limit", "int"): check_limit,
+    ("batch_size", "int"): check_limit,
+    ("max_depth", "int"): check_limit,
+    ("expected_version", "int"): check_version,
+    ("expected_version", "int | None"): _optional(check_version),
+    ("*", "Sequence[str]"): _ids,
+    ("*", "Iterable[TaskState]"): _iterable,
+    ("*", "Iterable[WorkflowState]"): _iterable,
+    ("*", "Iterable[User]"): _iterable,
+    ("*", "Iterable[APIKey]"): _iterable,
+    ("*", "TaskState"): _instance("TaskState"),
+    ("*", "WorkflowState"): _instance("WorkflowState"),
+    ("*", "UsageSummary"): _instance("UsageSummary"),
+    ("*", "TaskDefinition"): _instance("TaskDefinition"),
+    ("*", "TaskOccurrence"): _instance("TaskOccurrence"),
+    ("*", "TaskExecution"): _instance("TaskExecution"),
+    ("*", "TaskFilter | None"): _optional(_exact("TaskFilter")),
+    ("*", "TaskFilter"): _exact("TaskFilter"),
+    ("*", "WorkflowFilter | None"): _optional(_exact("WorkflowFilter")),
+    ("*", "TaskStatus"): _enum_named("TaskStatus"),
+    ("*", "Role"): _enum_named("Role"),
+    ("*", "Role | None"): _optional(_enum_named("Role")),
+    ("*", "datetime | None"): _optional(_aware),
+    ("*", "datetime"): _aware,
+    ("*", "OutputTransformer | None"): _optional(_callable),
+    ("order", "Order"): _order,
+    ("*", "bool"): lambda value, field: value if isinstance(value, bool) else _raise_bool(field, value),
+}
+
+
+def _raise_bool(field: str, value: object) -> object:
+    raise wrong_type(field, "True or False", value)
+
+
+def rule(name: str, annotation: str) -> Checker:
+    """The check of a parameter called ``name`` annotated ``annotation``.
+
+    Raises:
+        LookupError: no rule covers it (a programming error, caught when the class is defined).
+    """
+    found = RULES.get((name, annotation)) or RULES.get(("*", annotation))
+    if found is None:
+        raise LookupError(f"no input rule for parameter {name}: {annotation}")
+    return found
+
+
+def checked(cls: type[T]) -> type[T]:
+    """Class decorator: every public coroutine method checks its arguments before it runs.
+
+    The checks come from ``RULES`` by each parameter's name and annotation. The original method stays
+    reachable as ``method.__wrapped__``.
+    """
+    for name, method in list(vars(cls).items()):
+        if name.startswith("_") or not inspect.iscoroutinefunction(method):
+            continue
+        setattr(cls, name, _checking(method))
+    return cls
+
+
+def _checking(method: Callable[..., Any]) -> Callable[..., Any]:
+    """``method`` behind a coroutine of the same signature that first checks every argument.
+
+    Generated source, as ``dataclasses`` generates ``__init__``: straight-line checks cost a few hundred
+    nanoseconds a call, where binding the arguments generically costs microseconds on every call.
+    """
+    signature = inspect.signature(method)
+    params = list(signature.parameters.values())[1:]  # without self
+    namespace: dict[str, object] = {"__impl": method}
+    declared: list[str] = ["self"]
+    passed: list[str] = []
+    keyword_only = False
+    for index, param in enumerate(params):
+        namespace[f"__check{index}"] = rule(param.name, str(param.annotation))
+        if param.kind is inspect.Parameter.KEYWORD_ONLY and not keyword_only:
+            declared.append("*")
+            keyword_only = True
+        if param.default is inspect.Parameter.empty:
+            declared.append(param.name)
+        else:
+            namespace[f"__default{index}"] = param.default
+            declared.append(f"{param.name}=__default{index}")
+        value = f"__check{index}({param.name}, {param.name!r})"
+        passed.append(f"{param.name}={value}" if keyword_only else value)
+    source = (
+        f"async def {method.__name__}({', '.join(declared)}):\n"
+        f"    return await __impl(self, {', '.join(passed)})\n"
+    )
+    exec(compile(source, f"<checked {method.__qualname__}>", "exec"), namespace)
+    wrapper: Callable[..., Any] = namespace[method.__name__]  # pyright: ignore[reportAssignmentType]
+    wrapper.__qualname__ = method.__qualname__
+    wrapper.__doc__ = method.__doc__
+    wrapper.__module__ = method.__module__
+    wrapper.__wrapped__ = method  # pyright: ignore[reportFunctionMemberAccess]
+    return wrapper

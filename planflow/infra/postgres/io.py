@@ -1,0 +1,265 @@
+"""The psycopg calls of the PostgreSQL driver, blocking or asyncio: the only code that differs between the two.
+
+:class:`PostgresDatabase` is written once, as coroutines, against :class:`Raw`, :class:`Pool` and
+:class:`PostgresIO`. :data:`BLOCKING` implements them over ``psycopg.Connection`` and ``ConnectionPool``, with
+coroutines that never suspend (the synchronous API drives them to their end at once); :data:`ASYNCIO` over
+``psycopg.AsyncConnection`` and ``AsyncConnectionPool``, awaited on the event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+import psycopg
+from psycopg.rows import TupleRow
+from psycopg_pool import AsyncConnectionPool, ConnectionPool
+
+Query = bytes
+Params = Sequence[object] | None
+Row = tuple[Any, ...]
+BlockingConnection = psycopg.Connection[TupleRow]
+AsyncConnection = psycopg.AsyncConnection[TupleRow]
+
+
+class Raw(ABC):
+    """One psycopg connection, blocking or asyncio, with the few calls the driver makes."""
+
+    __slots__ = ("conn",)
+
+    conn: BlockingConnection | AsyncConnection
+
+    @property
+    def closed(self) -> bool:
+        """Whether the connection is closed or broken."""
+        return self.conn.closed
+
+    @property
+    def socket(self) -> int:
+        """The file descriptor of its socket (-1 once closed)."""
+        try:
+            return self.conn.pgconn.socket
+        except psycopg.OperationalError:
+            return -1
+
+    @abstractmethod
+    async def one(self, query: Query, params: Params) -> Row | None:
+        """Run a statement; its first row."""
+
+    @abstractmethod
+    async def all(self, query: Query, params: Params) -> list[Row]:
+        """Run a statement; all its rows."""
+
+    @abstractmethod
+    async def count(self, query: Query, params: Params) -> int:
+        """Run a statement; the rows it changed."""
+
+    @abstractmethod
+    async def many(self, query: Query, rows: Iterable[Sequence[object]]) -> None:
+        """Run a statement once per row of parameters, pipelined (one round trip for the batch)."""
+
+    @abstractmethod
+    async def script(self, script: Query) -> Row | None:
+        """Run statements without parameters in one round trip (simple query protocol); the last one's row."""
+
+    @abstractmethod
+    async def check(self) -> None:
+        """A round trip that fails if the connection is broken."""
+
+    @abstractmethod
+    async def close(self) -> None:
+        """Close the connection."""
+
+
+class Pool(ABC):
+    """A psycopg_pool pool, blocking or asyncio."""
+
+    @abstractmethod
+    async def open(self, timeout: float) -> None:
+        """Open the pool, waiting up to ``timeout`` for its minimum connections (``PoolTimeout`` after)."""
+
+    @abstractmethod
+    async def get(self, timeout: float) -> Raw:
+        """A connection, waiting up to ``timeout`` (``PoolTimeout`` after)."""
+
+    @abstractmethod
+    async def put(self, raw: Raw) -> None:
+        """Give a connection back (the pool rolls back a dirty one and replaces a broken one)."""
+
+    @abstractmethod
+    async def close(self) -> None:
+        """Close every connection and stop the pool's workers."""
+
+    @abstractmethod
+    def stats(self) -> dict[str, int]:
+        """psycopg_pool's ``get_stats()``: pool size, available and waiting connections, counters."""
+
+
+class PostgresIO(ABC):
+    """How to make pools and connections and how to wait, for one of the two APIs."""
+
+    @abstractmethod
+    def pool(self, conninfo: str, configure: Callable[[Any], None], **options: Any) -> Pool:
+        """A closed pool; ``configure`` runs on every connection it opens."""
+
+    @abstractmethod
+    async def connect(self, conninfo: str, **options: Any) -> Raw:
+        """A new connection outside the pool (probing the server, learning a commit's outcome)."""
+
+    @abstractmethod
+    async def sleep(self, seconds: float) -> None:
+        """Wait."""
+
+
+# Blocking ----------------------------------------------------------------------------------------------------
+
+
+class _BlockingRaw(Raw):
+    __slots__ = ()
+
+    def __init__(self, conn: BlockingConnection) -> None:
+        self.conn = conn
+
+    @property
+    def _conn(self) -> BlockingConnection:
+        return self.conn  # pyright: ignore[reportReturnType]
+
+    async def one(self, query: Query, params: Params) -> Row | None:
+        return self._conn.execute(query, params).fetchone()
+
+    async def all(self, query: Query, params: Params) -> list[Row]:
+        return self._conn.execute(query, params).fetchall()
+
+    async def count(self, query: Query, params: Params) -> int:
+        return self._conn.execute(query, params).rowcount
+
+    async def many(self, query: Query, rows: Iterable[Sequence[object]]) -> None:
+        with self._conn.cursor() as cursor:
+            cursor.executemany(query, rows)
+
+    async def script(self, script: Query) -> Row | None:
+        cursor = self._conn.execute(script, prepare=False)
+        while cursor.nextset():
+            pass
+        return cursor.fetchone() if cursor.description else None
+
+    async def check(self) -> None:
+        ConnectionPool.check_connection(self._conn)
+
+    async def close(self) -> None:
+        self._conn.close()
+
+
+class _BlockingPool(Pool):
+    def __init__(self, pool: ConnectionPool[BlockingConnection]) -> None:
+        self._pool = pool
+
+    async def open(self, timeout: float) -> None:
+        self._pool.open(wait=True, timeout=timeout)
+
+    async def get(self, timeout: float) -> Raw:
+        return _BlockingRaw(self._pool.getconn(timeout=timeout))
+
+    async def put(self, raw: Raw) -> None:
+        self._pool.putconn(raw.conn)  # pyright: ignore[reportArgumentType]
+
+    async def close(self) -> None:
+        self._pool.close()
+
+    def stats(self) -> dict[str, int]:
+        return self._pool.get_stats()
+
+
+class _BlockingIO(PostgresIO):
+    def pool(self, conninfo: str, configure: Callable[[Any], None], **options: Any) -> Pool:
+        return _BlockingPool(ConnectionPool(conninfo, open=False, configure=configure, **options))
+
+    async def connect(self, conninfo: str, **options: Any) -> Raw:
+        return _BlockingRaw(psycopg.Connection.connect(conninfo, **options))
+
+    async def sleep(self, seconds: float) -> None:
+        time.sleep(seconds)
+
+
+# Asyncio -----------------------------------------------------------------------------------------------------
+
+
+class _AsyncRaw(Raw):
+    __slots__ = ()
+
+    def __init__(self, conn: AsyncConnection) -> None:
+        self.conn = conn
+
+    @property
+    def _conn(self) -> AsyncConnection:
+        return self.conn  # pyright: ignore[reportReturnType]
+
+    async def one(self, query: Query, params: Params) -> Row | None:
+        cursor = await self._conn.execute(query, params)
+        return await cursor.fetchone()
+
+    async def all(self, query: Query, params: Params) -> list[Row]:
+        cursor = await self._conn.execute(query, params)
+        return await cursor.fetchall()
+
+    async def count(self, query: Query, params: Params) -> int:
+        return (await self._conn.execute(query, params)).rowcount
+
+    async def many(self, query: Query, rows: Iterable[Sequence[object]]) -> None:
+        async with self._conn.cursor() as cursor:
+            await cursor.executemany(query, rows)
+
+    async def script(self, script: Query) -> Row | None:
+        cursor = await self._conn.execute(script, prepare=False)
+        while cursor.nextset():
+            pass
+        return await cursor.fetchone() if cursor.description else None
+
+    async def check(self) -> None:
+        await AsyncConnectionPool.check_connection(self._conn)
+
+    async def close(self) -> None:
+        await self._conn.close()
+
+
+class _AsyncPool(Pool):
+    def __init__(self, pool: AsyncConnectionPool[AsyncConnection]) -> None:
+        self._pool = pool
+
+    async def open(self, timeout: float) -> None:
+        await self._pool.open(wait=True, timeout=timeout)
+
+    async def get(self, timeout: float) -> Raw:
+        return _AsyncRaw(await self._pool.getconn(timeout=timeout))
+
+    async def put(self, raw: Raw) -> None:
+        await self._pool.putconn(raw.conn)  # pyright: ignore[reportArgumentType]
+
+    async def close(self) -> None:
+        await self._pool.close()
+
+    def stats(self) -> dict[str, int]:
+        return self._pool.get_stats()
+
+
+class _AsyncIO(PostgresIO):
+    def pool(self, conninfo: str, configure: Callable[[Any], None], **options: Any) -> Pool:
+        async def configure_async(conn: AsyncConnection) -> None:
+            configure(conn)
+
+        return _AsyncPool(
+            AsyncConnectionPool(conninfo, open=False, configure=configure_async, **options)  # pyright: ignore[reportArgumentType]
+        )
+
+    async def connect(self, conninfo: str, **options: Any) -> Raw:
+        return _AsyncRaw(await psycopg.AsyncConnection.connect(conninfo, **options))
+
+    async def sleep(self, seconds: float) -> None:
+        await asyncio.sleep(seconds)
+
+
+BLOCKING: PostgresIO = _BlockingIO()
+ASYNCIO: PostgresIO = _AsyncIO()

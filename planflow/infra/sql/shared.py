@@ -1,0 +1,89 @@
+"""Patterns the SQL repositories share: batches, versioned writes, deletes, keyset pages."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Iterable, Iterator
+from datetime import datetime
+from itertools import islice
+from typing import Any, TypeVar
+
+from planflow.errors import ConflictError, NotFoundError
+from planflow.infra.sql.codec import decode_cursor, encode_cursor
+from planflow.infra.sql.database import Connection, Database
+from planflow.infra.sql.tables import Table
+from planflow.models import Page
+
+T = TypeVar("T")
+M = TypeVar("M")
+
+#: Rows per statement and per transaction of a bulk write or import: large enough that the round trip and the
+#: commit are paid rarely, small enough that one batch holds SQLite's write lock for tens of milliseconds.
+BATCH_SIZE = 1000
+
+
+def batches(items: Iterable[T], size: int = BATCH_SIZE) -> Iterator[list[T]]:
+    """``items`` in lists of ``size`` (the last one shorter)."""
+    iterator = iter(items)
+    while batch := list(islice(iterator, size)):
+        yield batch
+
+
+async def missing_or_conflict(
+    conn: Connection, table: Table[Any], key: str, expected: int | None, what: str
+) -> Exception:
+    """Why a versioned write matched no row: the row is missing, or at another version (both named)."""
+    found = await conn.fetch_one(f"SELECT version FROM {table.name} WHERE {table.key} = ?", [key])
+    if found is None:
+        return NotFoundError(f"{what} {key!r} not found")
+    return ConflictError(
+        f"{what} {key!r} is at version {found[0]}, expected {expected}", expected=expected, actual=found[0]
+    )
+
+
+async def delete_one(database: Database, sql: str, key: str, what: str) -> None:
+    """Run a DELETE of one row by ``key``; ``NotFoundError`` naming ``what`` if it matched none."""
+
+    async def work(conn: Connection) -> None:
+        if await conn.execute(sql, [key]) == 0:
+            raise NotFoundError(f"{what} {key!r} not found")
+
+    await database.run(work, single_statement=True)
+
+
+def where_clause(
+    table: Table[Any], filter: object | None, cursor: str | None, ts_param: Callable[[datetime], object]
+) -> tuple[str, list[object]]:
+    """The WHERE clause (``''`` or starting with a space) and parameters of a listing.
+
+    Every non-``None`` field of ``filter`` is an equality on the table's column of that name, its value checked
+    by the column's kind (the argument layer has made sure ``filter`` is the repository's own filter type),
+    ANDed with the keyset ``(created_at, key) > cursor``.
+    """
+    conditions: list[str] = []
+    params: list[object] = []
+    if filter is not None:
+        for field in dataclasses.fields(filter):  # pyright: ignore[reportArgumentType]
+            value = getattr(filter, field.name)
+            if value is not None:
+                table.column(field.name)
+                conditions.append(f"{field.name} = ?")
+                params.append(table.check_value(field.name, value))
+    if cursor is not None:
+        created, last_key = decode_cursor(cursor)
+        conditions.append(f"(created_at, {table.key}) > (?, ?)")
+        params += [ts_param(created), last_key]
+    return (f" WHERE {' AND '.join(conditions)}" if conditions else ""), params
+
+
+def page(
+    items: list[M], limit: int, created_at: Callable[[M], datetime | None], key: Callable[[M], str]
+) -> Page[M]:
+    """A page of ``items`` fetched with ``LIMIT limit + 1``: the extra row only says that more follow."""
+    if len(items) <= limit:
+        return Page(items)
+    del items[limit:]
+    last = items[-1]
+    stamp = created_at(last)
+    assert stamp is not None
+    return Page(items, encode_cursor(stamp, key(last)))

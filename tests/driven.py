@@ -1,0 +1,66 @@
+"""The driver's Database behind a provider, with its coroutines driven: raw SQL for the tests of the drivers."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any, TypeVar
+
+from planflow import Provider
+from planflow.infra.drive import drive
+from planflow.infra.sql.database import Connection, Database, Params, Row
+
+T = TypeVar("T")
+
+
+class SyncConnection:
+    """A connection of a unit of work whose statements run at once."""
+
+    def __init__(self, inner: Connection) -> None:
+        self.inner = inner
+
+    def execute(self, sql: str, params: Params = ()) -> int:
+        return drive(self.inner.execute(sql, params))
+
+    def fetch_one(self, sql: str, params: Params = ()) -> Row | None:
+        return drive(self.inner.fetch_one(sql, params))
+
+    def fetch_all(self, sql: str, params: Params = ()) -> list[Row]:
+        return drive(self.inner.fetch_all(sql, params))
+
+
+class SyncDatabase:
+    """A :class:`Database` of the synchronous API, for tests that run their own SQL."""
+
+    def __init__(self, inner: Database) -> None:
+        self.inner = inner
+
+    @property
+    def statements(self) -> int:
+        return self.inner.statements
+
+    @contextmanager
+    def transaction(self) -> Iterator[SyncConnection]:
+        with_block = self.inner.transaction()
+        connection = drive(with_block.__aenter__())
+        try:
+            yield SyncConnection(connection)
+        except BaseException as exc:
+            drive(with_block.__aexit__(type(exc), exc, exc.__traceback__))
+            raise
+        drive(with_block.__aexit__(None, None, None))
+
+    def run(self, work: Callable[[SyncConnection], T]) -> T:
+        async def unit(connection: Connection) -> T:
+            return work(SyncConnection(connection))
+
+        return drive(self.inner.run(unit))
+
+    def fetch_one(self, sql: str, params: Params = ()) -> Row | None:
+        return drive(self.inner.fetch_one(sql, params))
+
+
+def database(provider: Provider) -> SyncDatabase:
+    """The SQL database behind ``provider``."""
+    inner: Any = provider._backend.core.database  # type: ignore[attr-defined]  # pyright: ignore[reportPrivateUsage]
+    return SyncDatabase(inner)
