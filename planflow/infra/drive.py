@@ -12,7 +12,7 @@ from __future__ import annotations
 import inspect
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from contextlib import AbstractAsyncContextManager, AbstractContextManager
-from types import CoroutineType, TracebackType
+from types import TracebackType
 from typing import Any, TypeVar, cast
 
 T = TypeVar("T")
@@ -65,18 +65,6 @@ def sync_iterator(items: AsyncIterator[T]) -> Iterator[T]:
             drive(close())
 
 
-def synchronous(result: object) -> object:
-    """What a facade method returns for what the core method returned: driven, wrapped or as it is."""
-    if type(result) is CoroutineType:
-        coroutine = cast("Coroutine[object, object, object]", result)
-        return drive(coroutine)
-    if isinstance(result, AbstractAsyncContextManager):
-        return SyncContext(result)  # pyright: ignore[reportUnknownArgumentType, reportUnknownVariableType]
-    if isinstance(result, AsyncIterator):
-        return sync_iterator(result)  # pyright: ignore[reportUnknownArgumentType, reportUnknownVariableType]
-    return result
-
-
 _facade_classes: dict[tuple[type, type], type] = {}
 
 
@@ -88,14 +76,35 @@ def _public_methods(protocol: type) -> list[str]:
     ]
 
 
-def _facade_method(name: str, doc: str | None, signature: inspect.Signature | None) -> Callable[..., object]:
-    def method(self: Any, *args: object, **kwargs: object) -> object:
-        return synchronous(getattr(self._core, name)(*args, **kwargs))
+def _facade_method(
+    impl: Callable[..., Any], name: str, protocol_member: Callable[..., Any]
+) -> Callable[..., Any]:
+    """A plain method calling ``impl`` (a core method) and returning what the synchronous API returns."""
+    if inspect.iscoroutinefunction(impl):
+
+        def method(self: Any, *args: object, **kwargs: object) -> object:
+            # drive(), inlined: this runs for every call of the synchronous API.
+            coroutine = impl(self._core, *args, **kwargs)
+            try:
+                coroutine.send(None)
+            except StopIteration as stop:
+                return stop.value
+            coroutine.close()
+            raise RuntimeError("planflow: a synchronous call suspended; its driver is asynchronous")
+
+    elif inspect.isasyncgenfunction(impl):
+
+        def method(self: Any, *args: object, **kwargs: object) -> object:
+            return sync_iterator(impl(self._core, *args, **kwargs))
+
+    else:  # an asynchronous context manager (a batch, a transaction)
+
+        def method(self: Any, *args: object, **kwargs: object) -> object:
+            return SyncContext(impl(self._core, *args, **kwargs))
 
     method.__name__ = method.__qualname__ = name
-    method.__doc__ = doc
-    if signature is not None:
-        method.__signature__ = signature  # pyright: ignore[reportFunctionMemberAccess]
+    method.__doc__ = protocol_member.__doc__
+    method.__signature__ = inspect.signature(protocol_member)  # pyright: ignore[reportFunctionMemberAccess]
     return method
 
 
@@ -114,8 +123,7 @@ def sync_facade(core: object, protocol: type[P]) -> P:
             "__repr__": lambda self: f"<{protocol.__name__} of {self._core!r}>",  # pyright: ignore[reportUnknownLambdaType, reportUnknownMemberType]
         }
         for name in _public_methods(protocol):
-            member = vars(protocol)[name]
-            members[name] = _facade_method(name, member.__doc__, inspect.signature(member))
+            members[name] = _facade_method(getattr(type(core), name), name, vars(protocol)[name])
         cls = _facade_classes[key] = type(f"Sync{protocol.__name__}", (), members)
     return cast(P, cls(core))
 

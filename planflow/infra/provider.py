@@ -67,35 +67,40 @@ class Serving(Generic[TR, WR, AR, ER]):
 
     def __init__(
         self, driver: str, tasks: TR | None, workflows: WR | None, auth: AR | None, executions: ER | None
-    ):
+    ) -> None:
         self._driver = driver
-        self._repositories = {"tasks": tasks, "workflows": workflows, "auth": auth, "executions": executions}
+        self._tasks, self._workflows, self._auth, self._executions = tasks, workflows, auth, executions
 
-    def _serve(self, name: str) -> object:
-        repository = self._repositories[name]
-        if repository is None:
-            raise UnsupportedError(f"the {self._driver} driver does not serve the {name} repository")
-        return repository
+    def _unserved(self, name: str) -> UnsupportedError:
+        return UnsupportedError(f"the {self._driver} driver does not serve the {name} repository")
 
     @property
     def tasks(self) -> TR:
         """Task execution states."""
-        return self._serve("tasks")  # pyright: ignore[reportReturnType]
+        if self._tasks is None:
+            raise self._unserved("tasks")
+        return self._tasks
 
     @property
     def workflows(self) -> WR:
         """Workflow execution states."""
-        return self._serve("workflows")  # pyright: ignore[reportReturnType]
+        if self._workflows is None:
+            raise self._unserved("workflows")
+        return self._workflows
 
     @property
     def auth(self) -> AR:
         """Users and API keys."""
-        return self._serve("auth")  # pyright: ignore[reportReturnType]
+        if self._auth is None:
+            raise self._unserved("auth")
+        return self._auth
 
     @property
     def executions(self) -> ER:
         """The add-on's task definitions, occurrences and executions."""
-        return self._serve("executions")  # pyright: ignore[reportReturnType]
+        if self._executions is None:
+            raise self._unserved("executions")
+        return self._executions
 
 
 class Repositories(Serving[TaskRepository, WorkflowRepository, AuthRepository, "ExecutionRepository"]):

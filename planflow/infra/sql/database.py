@@ -255,12 +255,27 @@ class Database(ABC):
         return await retrying(lambda: self._autocommit(work), self.retry, self.sleep)
 
     async def fetch_one(self, sql: str, params: Params = ()) -> Row | None:
-        """One row of a query run by :meth:`read`."""
-
-        async def work(connection: Connection) -> Row | None:
+        """One row of a query run like :meth:`read`."""
+        tx = self.current()
+        if tx is not None:
+            return await tx.connection.fetch_one(sql, params)
+        # The first attempt without the machinery of retrying(): a point read is the most frequent call.
+        connection = await self.acquire()
+        try:
             return await connection.fetch_one(sql, params)
+        except TransientError as exc:
+            if isinstance(exc, WaitedTooLongError):
+                raise
+        finally:
+            await self.release(connection)
+        return await retrying(lambda: self._fetch_one_once(sql, params), self.retry, self.sleep)
 
-        return await self.read(work)
+    async def _fetch_one_once(self, sql: str, params: Params) -> Row | None:
+        connection = await self.acquire()
+        try:
+            return await connection.fetch_one(sql, params)
+        finally:
+            await self.release(connection)
 
     async def fetch_all(self, sql: str, params: Params = ()) -> list[Row]:
         """All rows of a query run by :meth:`read`."""

@@ -15,7 +15,9 @@ import os
 import sqlite3
 import threading
 import time
+from collections import deque
 from collections.abc import Iterable
+from contextlib import suppress
 from pathlib import Path
 
 from planflow.config import PlanflowConfig
@@ -150,16 +152,16 @@ class SqliteDatabase(Database):
         self._config = config
         self._memory = config.is_memory
         self._path = config.path or "planflow.db"
-        self._idle: list[sqlite3.Connection] = []
-        self._pool_lock = threading.Lock()
+        # Idle connections, already wrapped: deque.pop and .append are atomic, so lending one takes no lock.
+        self._idle: deque[SqliteConnection] = deque()
         self._closed = False
         self._shared_lock = _OwnedLock()
-        self._shared: sqlite3.Connection | None = None
+        self._shared: SqliteConnection | None = None
         if self._memory:
-            self._shared = self._open()
+            self._shared = SqliteConnection(self._open(), self)
         else:
             self._create_file()
-            self._put_back(self._open())
+            self._put_back(SqliteConnection(self._open(), self))
 
     def _create_file(self) -> None:
         path = Path(self._path)
@@ -195,35 +197,36 @@ class SqliteDatabase(Database):
             raise ConfigError(f"cannot open SQLite database {self._path!r}: {exc}") from exc
         return raw
 
-    def _put_back(self, raw: sqlite3.Connection) -> None:
-        with self._pool_lock:
-            if not self._closed and len(self._idle) < self._config.pool_max_size:
-                self._idle.append(raw)
+    def _put_back(self, connection: SqliteConnection) -> None:
+        if not self._closed and len(self._idle) < self._config.pool_max_size:
+            self._idle.append(connection)
+            if not self._closed:
                 return
-        raw.close()
-
-    def _check_open(self) -> None:
-        if self._closed:
-            raise ClosedError("the provider is closed")
+            # close() ran meanwhile: it may have missed this one.
+            with suppress(IndexError, ValueError):
+                self._idle.remove(connection)
+        connection.raw.close()
 
     async def acquire(self) -> Connection:
-        self._check_open()
+        if self._closed:
+            raise ClosedError("the provider is closed")
         if self._shared is not None:
             self._shared_lock.acquire()
-            return SqliteConnection(self._shared, self)
-        with self._pool_lock:
-            raw = self._idle.pop() if self._idle else None
-        return SqliteConnection(raw or self._open(), self)
+            return self._shared
+        try:
+            return self._idle.pop()
+        except IndexError:
+            return SqliteConnection(self._open(), self)
 
     async def release(self, connection: Connection) -> None:
-        assert isinstance(connection, SqliteConnection)
         if self._shared is not None:
             self._shared_lock.release()
             return
+        assert isinstance(connection, SqliteConnection)
         if connection.raw.in_transaction:  # a failed rollback must not put a dirty connection back
             connection.raw.close()
         else:
-            self._put_back(connection.raw)
+            self._put_back(connection)
 
     async def begin_on(self, connection: Connection, *, write: bool) -> None:
         await connection.execute("BEGIN IMMEDIATE" if write else "BEGIN")
@@ -232,15 +235,14 @@ class SqliteDatabase(Database):
         time.sleep(seconds)
 
     async def aclose(self) -> None:
-        with self._pool_lock:
-            self._closed = True
-            idle, self._idle = self._idle, []
-        for raw in idle:
-            raw.close()
+        self._closed = True
+        while self._idle:
+            with suppress(IndexError):
+                self._idle.pop().raw.close()
         if self._shared is not None:
             self._shared_lock.acquire()
             try:
-                self._shared.close()
+                self._shared.raw.close()
             finally:
                 self._shared_lock.release()
 
@@ -249,7 +251,6 @@ class SqliteDatabase(Database):
         # locks that stayed with the parent. They are kept referenced (so never closed by the collector) and
         # never used; the child opens its own. The in-memory database is the child's private copy, so it
         # keeps it, with a fresh lock (another thread may have held the old one at the fork).
-        self._pool_lock = threading.Lock()
         self._shared_lock = _OwnedLock()
         _abandoned.extend(self._idle)
-        self._idle = []
+        self._idle = deque()
