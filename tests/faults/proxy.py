@@ -15,6 +15,7 @@ a type and a length.
 
 from __future__ import annotations
 
+import contextlib
 import random
 import socket
 import struct
@@ -57,10 +58,8 @@ class _Link:
         if not self.closed.is_set():
             self.closed.set()
             for sock in (self.client, self.server):
-                try:
+                with contextlib.suppress(OSError):
                     sock.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
                 sock.close()
 
     def _pump(self, source: socket.socket, target: socket.socket, from_client: bool) -> None:
