@@ -167,6 +167,11 @@ class CommitProxy:
                 self._links.append(link)
             link.start()
 
+    def open_links(self) -> int:
+        """How many connections pass through the proxy right now."""
+        with self._lock:
+            return sum(not link.closed.is_set() for link in self._links)
+
     def cut_all(self) -> int:
         """Cut every open connection; return how many."""
         with self._lock:

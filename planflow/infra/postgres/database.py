@@ -1,12 +1,14 @@
 """PostgreSQL connections: a psycopg_pool pool of autocommit connections, for the blocking and the async API.
 
 Units of work begin with ``BEGIN`` (READ COMMITTED: writes lock the rows they touch, and ``FOR UPDATE`` waits
-for the holder) and read the id the server gave the transaction in the same round trip; reads that must be
+for the holder) and record a commit token in the same round trip; reads that must be
 consistent across statements (a workflow with its tasks) use ``BEGIN ISOLATION LEVEL REPEATABLE READ READ
 ONLY``. Serialization failures, deadlocks, lost connections and server shutdowns surface as
 :class:`TransientError`, and the unit of work is run again, except when the connection was lost while its
-COMMIT was in flight: then :meth:`PostgresDatabase.committed` asks the server on a new connection whether that
-transaction committed (``pg_xact_status``), so that a unit is never applied twice.
+COMMIT was in flight: then :meth:`PostgresDatabase.committed` asks the server on a new connection whether the
+unit's commit token (a row the unit inserted) was committed, so that a unit is never applied twice. (The
+transaction's id would not do: after a crash the server may give an id that never reached the WAL to a new
+transaction, and report that one's outcome.)
 
 A pooled connection the server has closed (restart, failover, ``idle_session_timeout``, a proxy) is found by a
 check before it is lent when it has been idle for a second or a loss was seen since it was last used; checks
@@ -29,6 +31,7 @@ import os
 import time
 import weakref
 from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
@@ -97,6 +100,13 @@ UNHEALTHY_SLICE = 0.25
 #: How long after a loss the pool counts as unhealthy.
 UNHEALTHY_FOR = 30.0
 
+#: Every this many write units, a unit first deletes the commit tokens older than an hour.
+TOKEN_CLEANUP_EVERY = 1000
+INSERT_TOKEN = "INSERT INTO planflow_commits DEFAULT VALUES RETURNING token::text"
+DELETE_OLD_TOKENS = "DELETE FROM planflow_commits WHERE created_at < now() - interval '1 hour'"
+#: Inserting a token again conflicts (nothing returned) when the unit committed it.
+PROBE_TOKEN = b"INSERT INTO planflow_commits (token) VALUES (%s) ON CONFLICT (token) DO NOTHING RETURNING 1"
+
 #: Connections inherited from a parent process (their sockets pointed at /dev/null) and pools abandoned
 #: in a child: kept referenced so that nothing closes them politely.
 _abandoned: list[object] = []
@@ -141,6 +151,14 @@ def translate(exc: psycopg.Error, *, lost: bool = False) -> PlanflowError:
     if not state and isinstance(exc, psycopg.OperationalError):
         return ConnectionLostError(f"PostgreSQL connection failed: {message}")
     return PlanflowError(f"PostgreSQL error {state or type(exc).__name__}: {message}")
+
+
+@dataclass(frozen=True, slots=True)
+class CommitTicket:
+    """What a write unit needs to learn its outcome: its commit token and the backend that ran it."""
+
+    token: str
+    backend_pid: int | None
 
 
 class PostgresConnection(Connection):
@@ -234,6 +252,7 @@ class PostgresDatabase(Database):
         self._closed = False
         #: How lost COMMITs were resolved: committed, aborted, unknown (a diagnostic for the fault tests).
         self.commit_outcomes = {"committed": 0, "aborted": 0, "unknown": 0}
+        self._units = 0
 
     async def open(self) -> PostgresDatabase:
         """Check the server and open the pool (see the class docstring); returns ``self``."""
@@ -407,69 +426,87 @@ class PostgresDatabase(Database):
             # The pool rolls back a connection returned inside a transaction and replaces a broken one.
             await self._pool.put(raw)
 
-    async def begin_on(self, connection: Connection, *, write: bool) -> object | None:
+    async def begin_on(self, connection: Connection, *, write: bool, resolvable: bool) -> object | None:
         assert isinstance(connection, PostgresConnection)
         if not write:
             await connection.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
             return None
-        # The transaction's id, assigned now and read in the same round trip as BEGIN: should the reply to
-        # COMMIT be lost, committed() asks the server what became of it.
-        row = await connection.script_row("BEGIN; SELECT pg_current_xact_id()::text")
+        if not resolvable:
+            await connection.execute("BEGIN")
+            return None
+        self._units += 1
+        if self._units % TOKEN_CLEANUP_EVERY == 0:
+            await connection.execute(DELETE_OLD_TOKENS)
+        # The unit's commit token, written in the same round trip as BEGIN: should the reply to COMMIT be lost,
+        # committed() learns from it whether the unit committed.
+        row = await connection.script_row(f"BEGIN; {INSERT_TOKEN}")
         assert row is not None
-        return row[0]
+        return CommitTicket(str(row[0]), connection.raw.backend_pid)
 
     async def committed(self, ticket: object, lost: ConnectionLostError) -> bool:
-        """Ask the server, on new connections, whether transaction ``ticket`` committed.
+        """Whether the unit of ``ticket`` (a :class:`CommitTicket`), whose COMMIT lost its connection, committed.
 
-        Waits while the server is away or the transaction still runs (its backend may not have noticed the
-        broken connection yet: after a second it is terminated, which settles the outcome), up to
-        ``connect_timeout``.
+        On a new connection, inserts the unit's token again (then rolls that back): the insert conflicts with
+        the token if the unit committed, succeeds if it did not, and waits while the unit's transaction still
+        runs on its old backend (which may not have noticed its client is gone: after a second that backend is
+        terminated, which settles it). A server that is away is waited for, up to ``connect_timeout``.
 
         Raises:
-            CommitUnknownError: no answer within ``connect_timeout``, or the server no longer knows the id.
+            CommitUnknownError: no answer within ``connect_timeout``.
         """
+        assert isinstance(ticket, CommitTicket)
         started = time.monotonic()
         deadline = started + max(self._config.connect_timeout, 2.0)
         delay = 0.02
-        status: str | None = "unreachable"
+        why = "the server did not answer"
         while True:
             try:
-                status = await self._xact_status(str(ticket), terminate=time.monotonic() - started > 1.0)
-            except (psycopg.Error, OSError):
-                status = "unreachable"
-            if status in ("committed", "aborted"):
-                self.commit_outcomes[status] += 1
-                logger.warning(
-                    "the connection was lost during COMMIT; transaction %s had %s",
-                    ticket,
-                    status,
-                    extra={"planflow_xid": ticket, "planflow_outcome": status},
-                )
-                return status == "committed"
-            if status is None or time.monotonic() >= deadline:
+                committed = await self._probe_token(ticket, terminate=time.monotonic() - started > 1.0)
+            except (psycopg.Error, OSError) as exc:
+                why = _text(exc)
+            else:
+                if committed is not None:
+                    outcome = "committed" if committed else "aborted"
+                    self.commit_outcomes[outcome] += 1
+                    logger.warning(
+                        "the connection was lost during COMMIT; the unit of work had %s",
+                        outcome,
+                        extra={"planflow_commit_token": ticket.token, "planflow_outcome": outcome},
+                    )
+                    return committed
+                why = "its transaction was still running"
+            if time.monotonic() >= deadline:
                 self.commit_outcomes["unknown"] += 1
                 raise CommitUnknownError(
                     f"the connection to PostgreSQL at {self._location} was lost while COMMIT was in flight, and "
-                    f"whether transaction {ticket} committed could not be learned ({status or 'unknown id'}); "
-                    "it was not run again"
+                    f"whether the unit of work committed could not be learned ({why}); it was not run again"
                 ) from lost
             await self.sleep(delay)
             delay = min(delay * 2, 0.25)
 
-    async def _xact_status(self, xid: str, *, terminate: bool) -> str | None:
+    async def _probe_token(self, ticket: CommitTicket, *, terminate: bool) -> bool | None:
+        """True: the unit committed; False: it did not; None: its transaction still holds the token."""
         settings = {**self._settings, "connect_timeout": 2, "autocommit": True}
+        settings.pop("prepare_threshold", None)
         raw = await self._io.connect(self._conninfo, **settings)
         try:
-            if terminate:
-                # The 32-bit id the backend still shows while it holds the transaction open.
+            if terminate and ticket.backend_pid and not self._config.pgbouncer:
+                # The unit's old backend, still inside its transaction: its client is gone for good.
                 await raw.one(
-                    b"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE backend_xid::text = %s",
-                    [str(int(xid) & 0xFFFFFFFF)],
+                    b"SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                    b"WHERE pid = %s AND state LIKE 'idle in transaction%%'",
+                    [ticket.backend_pid],
                 )
-            row = await raw.one(b"SELECT pg_xact_status(%s::xid8)", [xid])
+            await raw.script(b"BEGIN; SET LOCAL lock_timeout = '500ms'")
+            try:
+                inserted = await raw.one(PROBE_TOKEN, [ticket.token])
+            except psycopg.errors.LockNotAvailable:
+                return None
+            finally:
+                await raw.script(b"ROLLBACK")
         finally:
             await raw.close()
-        return None if row is None else row[0]
+        return inserted is None
 
     async def sleep(self, seconds: float) -> None:
         await self._io.sleep(seconds)

@@ -38,6 +38,14 @@ class Raw(ABC):
         return self.conn.closed
 
     @property
+    def backend_pid(self) -> int | None:
+        """The server process of the connection (PgBouncer's when behind one), or None once closed."""
+        try:
+            return self.conn.info.backend_pid
+        except psycopg.OperationalError:
+            return None
+
+    @property
     def socket(self) -> int:
         """The file descriptor of its socket (-1 once closed)."""
         try:

@@ -19,7 +19,7 @@ context) started inside a transaction does not join it.
 
 A unit of work is applied once or not at all. When the connection is lost while COMMIT is in flight the
 client cannot know whether it was applied: the driver learns it where it can (PostgreSQL: from the
-transaction's id, read when the unit began) and retries only a unit that did not commit, else raises
+commit token that the unit wrote when it began) and retries only a unit that did not commit, else raises
 :class:`CommitUnknownError`. A SQLite commit happens in this process: when COMMIT returns or raises, its
 outcome is known, so a failed SQLite unit is always safe to run again.
 """
@@ -205,10 +205,11 @@ class Database(ABC):
         """Take back a connection lent by :meth:`acquire` (a broken one is discarded)."""
 
     @abstractmethod
-    async def begin_on(self, connection: Connection, *, write: bool) -> object | None:
+    async def begin_on(self, connection: Connection, *, write: bool, resolvable: bool) -> object | None:
         """Begin a transaction on ``connection``; return what :meth:`committed` needs to learn its outcome.
 
-        ``write`` transactions take the write lock where the engine has one (SQLite).
+        ``write`` transactions take the write lock where the engine has one (SQLite). ``resolvable`` ones
+        prepare for a COMMIT that could lose its reply (PostgreSQL records a commit token).
         """
 
     async def committed(self, ticket: object, lost: ConnectionLostError) -> bool:
@@ -285,16 +286,20 @@ class Database(ABC):
 
         return await self.read(work)
 
-    async def run(self, work: Work[T], *, write: bool = True, single_statement: bool = False) -> T:
+    async def run(
+        self, work: Work[T], *, write: bool = True, single_statement: bool = False, idempotent: bool = False
+    ) -> T:
         """Run ``work`` as a unit of work, retried as a whole on :class:`TransientError` when outermost.
 
         Args:
             work: what to run on the connection.
             write: whether it writes (SQLite then takes the write lock up front; Postgres reads the
-                transaction's id so that a lost COMMIT can be resolved).
+                commit token so that a lost COMMIT can be resolved).
             single_statement: ``work`` writes with one statement, and what follows that statement only reads
                 its outcome. Where the engine knows the outcome of an autocommitted statement
                 (``autocommit_single_statement``), it then runs without BEGIN and COMMIT.
+            idempotent: running ``work`` twice changes nothing more than once (it checks its own effect, as
+                the migrator does), so a COMMIT that lost its reply may simply be run again.
 
         Raises:
             TransientError: the failure outlasted ``retry.max_attempts``.
@@ -305,7 +310,7 @@ class Database(ABC):
             return await self._in_savepoint(tx, work) if write else await work(tx.connection)
         if single_statement and self.autocommit_single_statement:
             return await retrying(lambda: self._autocommit(work), self.retry, self.sleep)
-        return await retrying(lambda: self._unit(work, write), self.retry, self.sleep)
+        return await retrying(lambda: self._unit(work, write, not idempotent), self.retry, self.sleep)
 
     async def _autocommit(self, work: Work[T]) -> T:
         connection = await self.acquire()
@@ -314,8 +319,8 @@ class Database(ABC):
         finally:
             await self.release(connection)
 
-    async def _unit(self, work: Work[T], write: bool) -> T:
-        frame = await self.begin(write=write)
+    async def _unit(self, work: Work[T], write: bool, resolvable: bool) -> T:
+        frame = await self.begin(write=write, resolvable=resolvable)
         try:
             result = await work(frame.transaction.connection)
         except BaseException as exc:
@@ -348,14 +353,18 @@ class Database(ABC):
             await tx.connection.execute(f"ROLLBACK TO SAVEPOINT {name}")
             await tx.connection.execute(f"RELEASE SAVEPOINT {name}")
 
-    async def begin(self, *, write: bool = True) -> Frame:
-        """Open a unit of work (nested in the current one as a savepoint); close it with :meth:`end`."""
+    async def begin(self, *, write: bool = True, resolvable: bool = True) -> Frame:
+        """Open a unit of work (nested in the current one as a savepoint); close it with :meth:`end`.
+
+        ``resolvable``: should its COMMIT lose its reply, learn the outcome rather than raise
+        :class:`CommitUnknownError` (write units only; a read-only unit is always safe to run again).
+        """
         tx = self.current()
         if tx is not None:
             return Frame(tx, await self._savepoint(tx))
         connection = await self.acquire()
         try:
-            ticket = await self.begin_on(connection, write=write)
+            ticket = await self.begin_on(connection, write=write, resolvable=write and resolvable)
         except BaseException:
             await self.release(connection)
             raise
@@ -394,6 +403,7 @@ class Database(ABC):
         try:
             await tx.connection.execute("COMMIT")
         except ConnectionLostError as lost:
+            # A read-only unit, or one safe to run twice, has nothing to learn: it may simply run again.
             if tx.ticket is None or not await self.committed(tx.ticket, lost):
                 raise
         except BaseException:

@@ -148,7 +148,8 @@ class Migrator:
                 done.append(migration)
             return done
 
-        done = await self._db.run(work)
+        # Idempotent: a run again after a lost COMMIT reads what was applied and applies only the rest.
+        done = await self._db.run(work, idempotent=True)
         for migration in done:
             logger.info(
                 "applied migration %04d_%s",

@@ -228,7 +228,7 @@ class SqliteDatabase(Database):
         else:
             self._put_back(connection)
 
-    async def begin_on(self, connection: Connection, *, write: bool) -> None:
+    async def begin_on(self, connection: Connection, *, write: bool, resolvable: bool) -> None:
         await connection.execute("BEGIN IMMEDIATE" if write else "BEGIN")
 
     async def sleep(self, seconds: float) -> None:

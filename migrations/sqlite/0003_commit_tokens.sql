@@ -1,0 +1,4 @@
+-- planflow schema 3 (SQLite): nothing to create.
+-- PostgreSQL records a token per unit of work to learn the outcome of a COMMIT whose reply was lost. A SQLite
+-- commit happens inside the calling process: when COMMIT returns or raises, its outcome is known, so there is
+-- nothing to record. The file exists to keep both drivers' migrations numbered alike.
