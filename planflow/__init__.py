@@ -58,7 +58,13 @@ from planflow.models import (
     WorkflowFilter,
     WorkflowState,
 )
-from planflow.protocols import AuthRepository, OutputTransformer, TaskRepository, WorkflowRepository
+from planflow.protocols import (
+    AuthRepository,
+    MetadataRepository,
+    OutputTransformer,
+    TaskRepository,
+    WorkflowRepository,
+)
 
 __version__ = "0.1.0"
 
@@ -75,6 +81,7 @@ __all__ = [
     "ExecutionType",
     "JsonObject",
     "JsonValue",
+    "MetadataRepository",
     "MigrationError",
     "NotFoundError",
     "OutputTransformer",

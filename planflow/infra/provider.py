@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Protocol, TypeVar
 
 from planflow.config import ConfigSource, PlanflowConfig, resolve_config
 from planflow.errors import ConfigError, PlanflowError, UnsupportedError
-from planflow.protocols import AuthRepository, TaskRepository, WorkflowRepository
+from planflow.protocols import AuthRepository, MetadataRepository, TaskRepository, WorkflowRepository
 
 if TYPE_CHECKING:
     from planflow.executions import ExecutionRepository
@@ -47,6 +47,8 @@ class Backend(Protocol):
     def auth(self) -> AuthRepository | None: ...
     @property
     def executions(self) -> ExecutionRepository | None: ...
+    @property
+    def metadata(self) -> MetadataRepository | None: ...
 
     def transaction(self) -> AbstractContextManager[object]: ...
     def retrying(self, attempt: Callable[[], T]) -> T: ...
@@ -85,6 +87,11 @@ class Repositories:
     def executions(self) -> ExecutionRepository:
         """The add-on's task definitions, occurrences and executions."""
         return self._serve(self._backend.executions, "executions")
+
+    @property
+    def metadata(self) -> MetadataRepository:
+        """Facts about the store itself, such as an unfinished ``planflow copy`` into it."""
+        return self._serve(self._backend.metadata, "metadata")
 
 
 class Provider(Repositories):

@@ -10,6 +10,7 @@ from planflow.infra.sql.auth import SqlAuthRepository
 from planflow.infra.sql.database import Connection, Database
 from planflow.infra.sql.dialect import Dialect
 from planflow.infra.sql.executions import SqlExecutionRepository
+from planflow.infra.sql.metadata import SqlMetadataRepository
 from planflow.infra.sql.migrations import Migration, MigrationSql, MigrationStatus, Migrator
 from planflow.infra.sql.tasks import SqlTaskRepository
 from planflow.infra.sql.workflows import SqlWorkflowRepository
@@ -27,6 +28,7 @@ class SqlBackend:
         self.workflows = SqlWorkflowRepository(database, dialect)
         self.auth = SqlAuthRepository(database, dialect)
         self.executions = SqlExecutionRepository(database, dialect)
+        self.metadata = SqlMetadataRepository(database, dialect)
         self._migrator = Migrator(database, dialect, migration_sql)
 
     def transaction(self) -> AbstractContextManager[Connection]:

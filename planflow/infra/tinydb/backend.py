@@ -13,6 +13,7 @@ from planflow.config import PlanflowConfig
 from planflow.errors import UnsupportedError
 from planflow.infra.sql.migrations import Migration, MigrationStatus
 from planflow.infra.tinydb.executions import TinyDbExecutionRepository
+from planflow.infra.tinydb.metadata import TinyDbMetadataRepository
 from planflow.infra.tinydb.storage import CrashSafeJSONStorage
 
 T = TypeVar("T")
@@ -29,6 +30,7 @@ class TinyDbBackend:
     def __init__(self, db: TinyDB) -> None:
         self._db = db
         self.executions = TinyDbExecutionRepository(db)
+        self.metadata = TinyDbMetadataRepository(db, self.executions.batch)
 
     def transaction(self) -> AbstractContextManager[object]:
         """TinyDB has no transactions: group writes with ``provider.executions.batch()`` instead."""
