@@ -86,6 +86,8 @@ errors = Console(stderr=True)
 _FILE_DRIVERS = ("sqlite", "tinydb")
 #: Drivers whose stores have a schema (and so migrations).
 _SCHEMA_DRIVERS = ("sqlite", "postgres")
+#: Tasks read per round trip when a whole workflow's tasks are read.
+PAGE = 5000
 #: Exit status after Ctrl-C, as shells report a process ended by SIGINT.
 INTERRUPTED = 130
 
@@ -588,9 +590,11 @@ def _forest(states: list[TaskState]) -> list[list[TaskTreeNode]]:
 
 def _trees(provider: Provider, exec_id: str) -> tuple[Tree, list[list[TaskTreeNode]], JsonValue]:
     """The tree of a workflow (all its top-level tasks) or of one task (its own root), with the workflow's JSON."""
-    try:
-        workflow = provider.workflows.get_state(exec_id)
-    except NotFoundError:
+    # The workflow without its tasks: they are read once, below, to find the roots and build the trees.
+    found = provider.workflows.list_states(
+        WorkflowFilter(workflow_exec_id=exec_id), limit=1, with_tasks=False
+    )
+    if not found.items:
         try:
             task = provider.tasks.get_state(exec_id)
         except NotFoundError:
@@ -599,10 +603,11 @@ def _trees(provider: Provider, exec_id: str) -> tuple[Tree, list[list[TaskTreeNo
             ) from None
         nodes = provider.tasks.get_task_tree(task.task_exec_id)
         return Tree("", hide_root=True), [nodes], None
+    workflow = found.items[0]
     states: list[TaskState] = []
     cursor: str | None = None
     while True:
-        page = provider.tasks.list_states(TaskFilter(workflow_exec_id=exec_id), limit=1000, cursor=cursor)
+        page = provider.tasks.list_states(TaskFilter(workflow_exec_id=exec_id), limit=PAGE, cursor=cursor)
         states += page.items
         if page.next_cursor is None:
             break
@@ -722,9 +727,11 @@ def copy(
     selection = [word for r in only or () for word in ("--only", r.value)] + [
         word for r in skip or () for word in ("--skip", r.value)
     ]
-    resume = _command("planflow", "copy", "--from", from_url, "--to", to_url, *selection, "--merge")
     source_config = _config(from_url, auto_migrate=False, must_exist=True)
     target_config = _config(to_url, auto_migrate=True)
+    # Kept in the target's mark, so it must work from any folder: file stores by their absolute path.
+    ends = ["--from", _absolute(from_url, source_config), "--to", _absolute(to_url, target_config)]
+    resume = _command("planflow", "copy", *ends, *selection, "--merge")
     with open_provider(source_config) as source, open_provider(target_config) as target:
         pending = [m for m in source.migration_status() if m.applied_at is None]
         if pending:
@@ -776,6 +783,13 @@ def copy(
             )
 
 
+def _absolute(url: str, config: PlanflowConfig) -> str:
+    """``url`` naming a store file by its absolute path (other URLs as given)."""
+    if config.driver not in _FILE_DRIVERS or config.is_memory:
+        return url
+    return f"{config.driver}:///{Path(config.location).resolve()}"
+
+
 def _say_interrupted(target: Provider, report: CopyReport, resume: str) -> None:
     """Tell, on stderr, what an interrupted copy left in the target and the command that completes it."""
     errors.print(
@@ -785,7 +799,8 @@ def _say_interrupted(target: Provider, report: CopyReport, resume: str) -> None:
     done.add_column(no_wrap=True)
     done.add_column(justify="right", no_wrap=True)
     for line in report.tables:
-        done.add_row(f"  {line.name}", f"{line.copied:,} of {line.source:,} copied")
+        if line.source or line.copied:
+            done.add_row(f"  {line.name}", f"{line.copied:,} of {line.source:,} copied")
     errors.print(done)
     errors.print("Resume it with ('planflow status' shows the mark until then):")
     errors.print(Text(f"  {resume}"), soft_wrap=True)

@@ -182,7 +182,7 @@ def _select(
     ]
     if unstored:
         kept = [name for name in chosen if serves(target, name)]
-        lost = sorted({table.repository for table in TABLES if table.name in dict(unstored)})
+        lost = [name for name in REPOSITORIES if any(table.repository == name for table in _named(unstored))]
         hint = f"copy only what it stores with --only {' --only '.join(kept)}, or " if kept else ""
         raise CopyError(
             f"the {target.driver} target does not store "
@@ -196,6 +196,11 @@ def _select(
         if table.repository in served and table.repository not in chosen and (count := table.count(source))
     ]
     return chosen, left
+
+
+def _named(counts: list[tuple[str, int]]) -> list[Table[object]]:
+    names = {name for name, _ in counts}
+    return [table for table in TABLES if table.name in names]
 
 
 def read_mark(repos: Repositories) -> JsonObject | None:

@@ -350,12 +350,13 @@ def incomplete_copy_text(mark: JsonObject) -> Text:
         if isinstance(count, dict)
         and isinstance(count.get("copied", 0), int)
         and isinstance(count.get("source", 0), int)
+        and (count.get("copied") or count.get("source"))
     )
     text = Text("Incomplete copy: ", style="bold yellow")
     text.append(f"this store holds part of a copy from {mark.get('source', 'another store')}")
     started = mark.get("started_at")
     if isinstance(started, str):
-        text.append(f", started {started.replace('T', ' ')}")
+        text.append(f", started {started.replace('T', ' ').replace('+00:00', ' UTC')}")
     text.append(f" (copied: {copied})." if copied else ".")
     if "note" in mark:
         text.append(f" {mark['note']}")
