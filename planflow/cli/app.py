@@ -34,7 +34,6 @@ from planflow.cli.copy import (
     CopyInterruptedError,
     CopyReport,
     copy_store,
-    describe,
     read_mark,
 )
 from planflow.cli.demo import (
@@ -755,7 +754,7 @@ def copy(
                     resume=resume,
                 )
         except CopyInterruptedError as stop:
-            _say_interrupted(target, stop.report, resume)
+            _say_interrupted(stop.report, resume)
             raise typer.Exit(INTERRUPTED) from None
         if as_json:
             _print_json(
@@ -790,11 +789,10 @@ def _absolute(url: str, config: PlanflowConfig) -> str:
     return f"{config.driver}:///{Path(config.location).resolve()}"
 
 
-def _say_interrupted(target: Provider, report: CopyReport, resume: str) -> None:
+def _say_interrupted(report: CopyReport, resume: str) -> None:
     """Tell, on stderr, what an interrupted copy left in the target and the command that completes it."""
-    errors.print(
-        Text(f"planflow: interrupted: {describe(target)} holds part of the copy and is marked incomplete")
-    )
+    # The target is named in the resume command; a long location here would only wrap.
+    errors.print("planflow: interrupted: the target holds part of the copy, marked incomplete:")
     done = Table.grid(padding=(0, 2))
     done.add_column(no_wrap=True)
     done.add_column(justify="right", no_wrap=True)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import signal
 import subprocess
 import sys
@@ -25,10 +26,12 @@ from planflow import (
     TaskExecution,
     TaskOccurrence,
     TaskState,
+    TaskStatus,
     UnsupportedError,
     WorkflowState,
     open_provider,
 )
+from planflow.cli.demo import build_plan
 
 SCRIPT = Path(sys.executable).with_name("planflow")
 TERMINAL = {"SUCCESS", "FAILED", "CANCELED", "TIMED_OUT"}
@@ -207,3 +210,21 @@ def assert_fits(text: str, width: int = 80) -> None:
     for line in text.splitlines():
         assert len(line) <= width, f"{len(line)} columns: {line!r}"
         assert "…" not in line or " more (" in line or "… " in line, f"cut short: {line!r}"
+
+
+def big_workflow(url: str, tasks: int, *, seed: int = 42, failed: float = 0.05) -> str:
+    """Store one finished demo-shaped workflow of ``tasks`` tasks in one bulk write; return its exec id.
+
+    Leaves are FAILED with probability ``failed`` (else SUCCESS), so summaries have more than one status.
+    """
+    plan = build_plan(tasks, seed, run_id="big")
+    rng = random.Random(seed)
+    with open_provider(url) as provider:
+        provider.workflows.upsert_state(
+            WorkflowState(plan.workflow_exec_id, plan.workflow_id, status=TaskStatus.SUCCESS)
+        )
+        provider.tasks.bulk_upsert(
+            state.evolve(status=TaskStatus.FAILED if rng.random() < failed else TaskStatus.SUCCESS)
+            for state in plan.initial_states()
+        )
+    return plan.workflow_exec_id
