@@ -152,7 +152,7 @@ def _next(db: str | None, *commands: Sequence[str]) -> None:
 
 def _warn_if_incomplete(provider: Provider) -> None:
     """Say on stderr that the store holds an unfinished copy (reads still work; the data is partial)."""
-    mark = read_mark(provider)
+    mark = _mark_of(provider, pending=True)  # a store opened without auto_migrate may predate the mark
     if mark is not None:
         errors.print(
             Text(
@@ -527,7 +527,10 @@ def status(db: DbOption = None, as_json: JsonOption = False) -> None:
 
 
 def _mark_of(provider: Provider, *, pending: bool) -> JsonObject | None:
-    """The store's incomplete-copy mark; a store whose schema predates the metadata table has none."""
+    """The store's incomplete-copy mark; a store whose schema predates the metadata table has none.
+
+    ``pending``: the schema may be older than the code (pending migrations), so a failed read means no mark.
+    """
     if not pending:
         return read_mark(provider)
     try:

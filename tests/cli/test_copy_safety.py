@@ -29,6 +29,7 @@ from planflow import (
     TaskEvent,
     TaskExecution,
     TaskOccurrence,
+    WorkflowState,
     open_provider,
 )
 from planflow.cli.copy import INCOMPLETE_KEY
@@ -358,3 +359,21 @@ def test_an_interrupted_copy_into_postgres_is_marked_in_the_store_and_resumed(
     report = resumed.json()
     assert isinstance(report, dict) and report["verified"] is True
     assert postgres_mark() is None
+
+
+def test_a_store_whose_schema_predates_the_mark_is_still_read_and_reports_no_mark(tmp_path: Path) -> None:
+    path = tmp_path / "old.db"
+    with open_provider(sqlite_url(path)) as provider:
+        provider.workflows.upsert_state(WorkflowState("w1", "old"))
+    with sqlite3.connect(path) as conn:  # back to schema 2: as a store written before migration 0003
+        conn.execute("DROP TABLE planflow_metadata")
+        conn.execute("DELETE FROM planflow_migrations WHERE version = 3")
+
+    listing = planflow("workflows", "--db", f"sqlite:///{path}?auto_migrate=false", "--json", cwd=tmp_path)
+    status = planflow("status", "--db", sqlite_url(path), "--json", cwd=tmp_path).json()
+
+    assert listing.code == 0, listing.err
+    assert [w["workflow_exec_id"] for w in json.loads(listing.out)] == ["w1"]
+    assert listing.err == ""
+    assert isinstance(status, dict)
+    assert status["pending_migrations"][0] == "0003_store_metadata" and status["incomplete_copy"] is None
