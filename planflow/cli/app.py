@@ -221,10 +221,7 @@ def demo(
                     as_json=as_json,
                 )
         except KeyboardInterrupt:
-            errors.print(
-                f"planflow: interrupted: the demo's records in {_where(provider)} stay as they were "
-                "(an unfinished run)"
-            )
+            errors.print("planflow: interrupted: the demo's records so far stay in the store, unfinished")
             raise typer.Exit(INTERRUPTED) from None
 
 

@@ -7,6 +7,7 @@ versions, timestamps, JSON, usage), independently of the command's own checksums
 from __future__ import annotations
 
 import json
+import sqlite3
 import subprocess
 import sys
 from collections.abc import Callable
@@ -29,6 +30,7 @@ from tests.cli.helpers import (
     TERMINAL,
     add_addon_data,
     all_tasks,
+    interrupted,
     planflow,
     snapshot,
     sqlite_url,
@@ -178,6 +180,27 @@ def test_demo_counts_conflicts_of_workers_racing_for_the_same_task(tmp_path: Pat
     assert isinstance(conflicts, dict)
     assert conflicts["total"] == conflicts["claims_lost"] + conflicts["parent_retries"]
     assert conflicts["claims_lost"] > 0
+
+
+def test_ctrl_c_stops_the_demo_with_one_line_and_exit_130(tmp_path: Path) -> None:
+    path = tmp_path / "stopped.db"
+
+    def running() -> bool:
+        try:
+            with sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=1) as conn:
+                done = conn.execute("SELECT count(*) FROM task_states WHERE status = 'SUCCESS'").fetchone()
+        except sqlite3.Error:
+            return False
+        return done[0] >= 50
+
+    run = interrupted("demo", "--db", sqlite_url(path), "--tasks", "3000", cwd=tmp_path, ready=running)
+
+    assert run.code == 130, run.both
+    assert run.err == "planflow: interrupted: the demo's records so far stay in the store, unfinished\n"
+    assert "Traceback" not in run.both
+    with open_provider(sqlite_url(path)) as provider:
+        [workflow] = provider.workflows.list_states().items
+    assert workflow.status is TaskStatus.RUNNING
 
 
 # migrate and status ----------------------------------------------------------------------------------------
