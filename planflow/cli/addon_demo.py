@@ -44,13 +44,13 @@ SECONDS_PER_OCCURRENCE = 0.015
 SLOTS = {"morning": 8, "noon": 12, "afternoon": 15, "evening": 19, "night": 22}
 CHORES: tuple[tuple[str, Priority], ...] = (
     ("Morning pills", "high"),
-    ("Water the plants", "low"),
-    ("Stand and stretch", "medium"),
-    ("Check the mailbox", "low"),
-    ("Call the pharmacy", "high"),
-    ("Back up the laptop", "medium"),
+    ("Water plants", "low"),
+    ("Stretch", "medium"),
+    ("Check mailbox", "low"),
+    ("Call pharmacy", "high"),
+    ("Back up laptop", "medium"),
     ("News digest", "low"),
-    ("Charge the display", "medium"),
+    ("Charge display", "medium"),
     ("Plan tomorrow", "medium"),
     ("Evening pills", "high"),
 )
@@ -123,16 +123,17 @@ def build_addon_plan(
         title, priority = CHORES[n % len(CHORES)]
         recurrence = rng.choice((timedelta(days=1), timedelta(days=1), timedelta(days=2), None))
         slots = sorted(rng.sample(list(SLOTS), k=rng.randint(1, 2)), key=SLOTS.__getitem__)
+        # A one-off task is pinned to its time rather than placed in a slot.
         pinned = START + timedelta(hours=rng.randint(9, 40)) if recurrence is None else None
         task = TaskDefinition(
             id=f"{prefix}/task-{n:04d}",
-            title=title if n < len(CHORES) else f"{title} #{n // len(CHORES) + 1}",
+            title=title if n < len(CHORES) else f"{title} {n // len(CHORES) + 1}",
             description=None if n % 3 else "Planned by the demo of the add-on's store",
             link=None if n % 4 else "https://example.org/planflow",
             created_at=START,
             recurrence=recurrence,
             priority=priority,
-            preferred_slots=slots,
+            preferred_slots=[] if pinned else slots,
             retry_policy=RetryPolicy(max_retries=rng.randint(0, 3)),
             pinned_time=pinned,
         )

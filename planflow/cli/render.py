@@ -306,6 +306,10 @@ def _span(span: timedelta | None) -> str:
     return f"{hours / 24:g} d" if hours % 24 == 0 else f"{hours:g} h"
 
 
+def _pinned(moment: datetime | None) -> str:
+    return "-" if moment is None else moment.strftime("at %H:%M")
+
+
 def addon_tasks_table(result: AddonResult, *, limit: int = 20) -> Table:
     """The add-on demo's task definitions with what became of their occurrences (the first ``limit``)."""
     states: dict[str, Counter[str]] = {}
@@ -315,7 +319,10 @@ def addon_tasks_table(result: AddonResult, *, limit: int = 20) -> Table:
         states.setdefault(planned.occurrence.task_id, Counter())[execution.state] += 1
     shown = result.plan.tasks[:limit]
     table = _table(f"{len(result.plan.tasks)} task definitions (the add-on's)")
-    table.add_column("title", overflow="fold")
+    # Short titles stay on one line; the slots, a list, wrap between their items instead.
+    table.add_column(
+        "title", overflow="fold", no_wrap=max(map(len, (t.title for t in shown)), default=0) <= 24
+    )
     table.add_column("priority")
     table.add_column("every")
     table.add_column("slots", overflow="fold")
@@ -329,7 +336,7 @@ def addon_tasks_table(result: AddonResult, *, limit: int = 20) -> Table:
             task.title,
             task.priority,
             _span(task.recurrence),
-            ", ".join(task.preferred_slots) or "pinned",
+            ", ".join(task.preferred_slots) or _pinned(task.pinned_time),
             str(task.retry_policy.max_retries),
             str(counts["done"]),
             Text(str(counts["missed"]), style="red" if counts["missed"] else ""),
