@@ -166,7 +166,11 @@ def _warn_if_incomplete(provider: Provider) -> None:
 # demo -------------------------------------------------------------------------------------------------------
 
 
-@app.command()
+@app.command(
+    help="Run a realistic workflow execution with worker threads, then show what the store holds.\n\n"
+    "On a store that serves only the add-on's records (tinydb), run the add-on's scheduler instead: task "
+    "definitions, their occurrences, and executions written from timer threads."
+)
 def demo(
     *,
     db: DbOption = None,
@@ -174,22 +178,29 @@ def demo(
         int | None,
         typer.Option(
             min=MIN_TASKS,
+            metavar="N",
             show_default=False,
-            help=f"Number of task states in the workflow [default: {DEFAULT_TASKS}]; on a store of the add-on's "
-            f"records only (tinydb), number of task definitions [default: {DEFAULT_ADDON_TASKS}].",
+            help=f"Number of task states in the workflow (default {DEFAULT_TASKS}); on a store of the add-on's "
+            f"records only (tinydb), number of task definitions (default {DEFAULT_ADDON_TASKS}).",
         ),
     ] = None,
     workers: Annotated[
-        int, typer.Option(min=1, max=64, help="Worker threads (tinydb: timer threads).")
+        int, typer.Option(min=1, max=64, metavar="N", help="Worker threads (tinydb: timer threads).")
     ] = DEFAULT_WORKERS,
     seed: Annotated[
-        int, typer.Option(help="Seed of the structure, failures and token counts.")
+        int, typer.Option(metavar="N", help="Seed of the structure, failures and token counts.")
     ] = DEFAULT_SEED,
     failure_rate: Annotated[
-        float, typer.Option(min=0.0, max=1.0, help="Chance that an item of a best-effort fan-out fails.")
+        float,
+        typer.Option(
+            min=0.0, max=1.0, metavar="P", help="Chance that an item of a best-effort fan-out fails."
+        ),
     ] = DEFAULT_FAILURE_RATE,
     max_children: Annotated[
-        int, typer.Option(min=1, help="Children shown per task in the tree; the rest are summarised.")
+        int,
+        typer.Option(
+            min=1, metavar="N", help="Children shown per task in the tree; the rest are summarised."
+        ),
     ] = 6,
     as_json: JsonOption = False,
 ) -> None:
@@ -546,7 +557,7 @@ def workflows(
         TaskStatus | None,
         typer.Option("--status", case_sensitive=False, help="Only workflows in this status."),
     ] = None,
-    limit: Annotated[int, typer.Option(min=1, help="At most this many, oldest first.")] = 50,
+    limit: Annotated[int, typer.Option(min=1, metavar="N", help="At most this many, oldest first.")] = 50,
     as_json: JsonOption = False,
 ) -> None:
     """List workflow executions, oldest first."""
@@ -620,7 +631,9 @@ def tree(
     db: DbOption = None,
     max_children: Annotated[
         int,
-        typer.Option(min=1, help="Children shown per task; the rest are summarised by status on one line."),
+        typer.Option(
+            min=1, metavar="N", help="Children shown per task; the rest are summarised by status on one line."
+        ),
     ] = 20,
     show_all: Annotated[bool, typer.Option("--all", help="Show every child (long for large trees).")] = False,
     as_json: JsonOption = False,
@@ -675,7 +688,12 @@ class Repository(StrEnum):
 RepositoriesOption = list[Repository] | None
 
 
-@app.command()
+@app.command(
+    help="Copy every repository both stores serve, verbatim, then verify counts and checksums per table.\n\n"
+    "A target that cannot store some of the source's records (tinydb keeps only the add-on's) is refused unless "
+    "--only or --skip says what to copy. While the copy runs the target is marked incomplete ('planflow status' "
+    "shows it); Ctrl-C says what was copied and how to resume (--merge), which clears the mark."
+)
 def copy(
     *,
     from_url: Annotated[
@@ -696,6 +714,7 @@ def copy(
         RepositoriesOption,
         typer.Option(
             "--only",
+            metavar="REPOSITORY",
             case_sensitive=False,
             show_default=False,
             help="Copy only this repository (repeat for more): workflows, tasks, auth or executions.",
@@ -705,12 +724,15 @@ def copy(
         RepositoriesOption,
         typer.Option(
             "--skip",
+            metavar="REPOSITORY",
             case_sensitive=False,
             show_default=False,
             help="Leave this repository behind (repeat for more).",
         ),
     ] = None,
-    batch_size: Annotated[int, typer.Option(min=1, help="Records per read and write.")] = DEFAULT_BATCH,
+    batch_size: Annotated[
+        int, typer.Option(min=1, metavar="N", help="Records per read and write.")
+    ] = DEFAULT_BATCH,
     as_json: JsonOption = False,
 ) -> None:
     """Copy every repository both stores serve, verbatim, then verify counts and checksums per table.
