@@ -89,7 +89,9 @@ def test_help_shows_boolean_flags_without_a_value_and_fits_80_columns(
     assert_fits(run.out)
     if command == "demo":
         # Help texts are rich markup: a "[default: ...]" written in one would vanish.
-        assert "(default 500)" in run.out and "(default 20)" in run.out
+        words = " ".join(re.sub("│", " ", run.out).split())
+        assert "(default 500); on a store of the add-on's records only (tinydb)" in words
+        assert "number of task definitions (default 20)." in words
     flags = {None: ["--version", "--help"], "copy": ["--merge", "--json"], "tree": ["--all", "--json"]}
     for flag in flags.get(command, ["--help"]):
         # A flag's row goes straight from its name to its help text: no value placeholder between them.
