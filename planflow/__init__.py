@@ -61,7 +61,13 @@ from planflow.models import (
     WorkflowFilter,
     WorkflowState,
 )
-from planflow.protocols import AuthRepository, OutputTransformer, TaskRepository, WorkflowRepository
+from planflow.protocols import (
+    AuthRepository,
+    MetadataRepository,
+    OutputTransformer,
+    TaskRepository,
+    WorkflowRepository,
+)
 from planflow.schema import Migration, MigrationStatus
 
 __version__ = "0.1.0"
@@ -81,6 +87,7 @@ __all__ = [
     "ExecutionType",
     "JsonObject",
     "JsonValue",
+    "MetadataRepository",
     "Migration",
     "MigrationError",
     "MigrationStatus",

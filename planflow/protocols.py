@@ -279,3 +279,27 @@ class AuthRepository(Protocol):
     def delete_api_key(self, key_id: str) -> None:
         """Delete a key; ``NotFoundError`` if absent."""
         ...
+
+
+class MetadataRepository(Protocol):
+    """Small facts about the store itself (table ``planflow_metadata``), such as an unfinished copy into it.
+
+    Keys are non-empty ``str`` of at most 512 characters, values any ``str``; neither holds a NUL or a lone
+    surrogate. Anything else raises ``ValidationError`` before the store is touched.
+    """
+
+    def get(self, key: str) -> str | None:
+        """The value stored under ``key``, or ``None`` when there is none."""
+        ...
+
+    def set(self, key: str, value: str) -> None:
+        """Store ``value`` under ``key``, replacing any value there."""
+        ...
+
+    def delete(self, key: str) -> None:
+        """Remove ``key``; removing a key that is not stored is no error."""
+        ...
+
+    def items(self) -> dict[str, str]:
+        """Every key with its value, by key in code point order."""
+        ...

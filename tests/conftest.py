@@ -8,9 +8,21 @@ from pathlib import Path
 import pytest
 
 from planflow import Provider, open_provider
-from tests.pg import new_postgres_url, postgres_provider, postgres_server_url, postgres_url
+from tests.pg import (
+    new_postgres_url,
+    postgres_provider,
+    postgres_server_url,
+    postgres_url,
+    pytest_terminal_summary,
+)
 
-__all__ = ["new_postgres_url", "postgres_provider", "postgres_server_url", "postgres_url"]
+__all__ = [
+    "new_postgres_url",
+    "postgres_provider",
+    "postgres_server_url",
+    "postgres_url",
+    "pytest_terminal_summary",
+]
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-"""The wheel ships the migrations and the type marker."""
+"""The wheel ships the migrations, the type marker and the license."""
 
 from __future__ import annotations
 
@@ -22,3 +22,4 @@ def test_wheel_contains_migrations_of_every_sql_driver_and_py_typed(tmp_path: Pa
         for sql in (ROOT / "migrations" / driver).glob("*.sql"):
             assert f"planflow/migrations/{driver}/{sql.name}" in names
     assert "planflow/py.typed" in names
+    assert any(name.endswith(".dist-info/licenses/LICENSE") for name in names)

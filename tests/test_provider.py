@@ -62,6 +62,7 @@ def test_repositories_are_typed_as_protocols_and_hide_the_driver(tmp_path: Path)
         "WorkflowRepository",
         "AuthRepository",
         "ExecutionRepository",
+        "MetadataRepository",
     ]
     with open_provider(f"sqlite:///{tmp_path / 'p.db'}") as provider:
         assert provider.driver == "sqlite"

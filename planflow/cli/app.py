@@ -2,15 +2,20 @@
 
 Every subcommand takes ``--db URL`` (default: ``PLANFLOW_DATABASE_URL``, else the embedded SQLite file
 ``planflow.db`` in the current directory); listings take ``--json``. A planflow error prints one line to stderr
-and exits 1; bad usage exits 2. Locations are printed with any password replaced by ``***``.
+and exits 1; bad usage exits 2; Ctrl-C exits 130. Locations are printed with any password replaced by ``***``.
+Tables fit an 80-column terminal (ids fold onto a second line rather than being cut), and the commands worth
+running next are printed one a line, whole, so that they can be pasted.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import shlex
 import sys
 from collections.abc import Sequence
+from datetime import UTC, datetime
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
@@ -20,8 +25,17 @@ from rich.table import Table
 from rich.text import Text
 from rich.tree import Tree
 
+from planflow import __version__
 from planflow.cli import render
-from planflow.cli.copy import DEFAULT_BATCH, CopyError, copy_store
+from planflow.cli.addon_demo import DEFAULT_ADDON_TASKS, AddonResult, AddonRun, build_addon_plan
+from planflow.cli.copy import (
+    DEFAULT_BATCH,
+    CopyError,
+    CopyInterruptedError,
+    CopyReport,
+    copy_store,
+    read_mark,
+)
 from planflow.cli.demo import (
     DEFAULT_FAILURE_RATE,
     DEFAULT_SEED,
@@ -32,15 +46,23 @@ from planflow.cli.demo import (
     DemoRun,
     build_plan,
 )
+from planflow.cli.progress import RichProgress
 from planflow.cli.records import WorkflowsTable, served_tables, serves, to_json, workflow_json
 from planflow.config import PlanflowConfig, redact_url, resolve_config
 from planflow.errors import ConfigError, MigrationError, NotFoundError, PlanflowError
 from planflow.infra.provider import Provider, open_provider
-from planflow.models import JsonValue, TaskFilter, TaskStatus, TaskTreeNode, WorkflowFilter
+from planflow.models import (
+    JsonObject,
+    JsonValue,
+    TaskFilter,
+    TaskState,
+    TaskStatus,
+    TaskTreeNode,
+    WorkflowFilter,
+)
 
 app = typer.Typer(
     name="planflow",
-    help="Workflow and task execution state on SQLite, PostgreSQL or TinyDB: run a demo, migrate, inspect, copy.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_show_locals=False,
@@ -59,7 +81,30 @@ DbOption = Annotated[
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")]
 
 console = Console()
+errors = Console(stderr=True)
 _FILE_DRIVERS = ("sqlite", "tinydb")
+#: Drivers whose stores have a schema (and so migrations).
+_SCHEMA_DRIVERS = ("sqlite", "postgres")
+#: Tasks read per round trip when a whole workflow's tasks are read.
+PAGE = 5000
+#: Exit status after Ctrl-C, as shells report a process ended by SIGINT.
+INTERRUPTED = 130
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"planflow {__version__}")
+        raise typer.Exit
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit."),
+    ] = False,
+) -> None:
+    """Workflow and task execution state on SQLite, PostgreSQL or TinyDB: run a demo, migrate, inspect, copy."""
 
 
 def _config(db: str | None, *, auto_migrate: bool | None = None, must_exist: bool = False) -> PlanflowConfig:
@@ -69,9 +114,13 @@ def _config(db: str | None, *, auto_migrate: bool | None = None, must_exist: boo
         config = dataclasses.replace(config, auto_migrate=auto_migrate)
     local = config.driver in _FILE_DRIVERS and not config.is_memory
     if must_exist and local and not Path(config.location).exists():
+        create = (
+            "a TinyDB file is created by its first write: 'planflow demo --db URL' or 'planflow copy --to URL'"
+            if config.driver == "tinydb"
+            else "create one with 'planflow migrate' or 'planflow demo'"
+        )
         raise ConfigError(
-            f"no {config.driver} store at {config.location}; pass --db URL, set PLANFLOW_DATABASE_URL, "
-            "or create one with 'planflow migrate' or 'planflow demo'"
+            f"no {config.driver} store at {config.location}; pass --db URL, set PLANFLOW_DATABASE_URL, or {create}"
         )
     return config
 
@@ -88,61 +137,144 @@ def _where(provider: Provider) -> str:
     return f"{provider.driver} {provider.config.location}"
 
 
+def _command(*words: str) -> str:
+    """A command line safe to paste: each word quoted for the shell, passwords replaced by ``***``."""
+    return " ".join(shlex.quote(redact_url(word)) for word in words)
+
+
+def _next(db: str | None, *commands: Sequence[str]) -> None:
+    """Print the commands worth running next, one a line, each whole so that it can be pasted."""
+    store = ["--db", db] if db else []
+    console.print(Text("Next:", style="dim"))
+    for words in commands:
+        console.print(Text(f"  {_command('planflow', *words, *store)}", style="dim"), soft_wrap=True)
+
+
+def _warn_if_incomplete(provider: Provider) -> None:
+    """Say on stderr that the store holds an unfinished copy (reads still work; the data is partial)."""
+    mark = _mark_of(provider, pending=True)  # a store opened without auto_migrate may predate the mark
+    if mark is not None:
+        errors.print(
+            Text(
+                f"planflow: warning: this store holds an incomplete copy from {mark.get('source', 'another store')}; "
+                "'planflow status' says more",
+                style="yellow",
+            )
+        )
+
+
 # demo -------------------------------------------------------------------------------------------------------
 
 
-@app.command()
+@app.command(
+    help="Run a realistic workflow execution with worker threads, then show what the store holds.\n\n"
+    "On a store that serves only the add-on's records (tinydb), run the add-on's scheduler instead: task "
+    "definitions, their occurrences, and executions written from timer threads."
+)
 def demo(
     *,
     db: DbOption = None,
     tasks: Annotated[
-        int, typer.Option(min=MIN_TASKS, help="Number of task states in the workflow.")
-    ] = DEFAULT_TASKS,
-    workers: Annotated[int, typer.Option(min=1, max=64, help="Worker threads.")] = DEFAULT_WORKERS,
+        int | None,
+        typer.Option(
+            min=MIN_TASKS,
+            metavar="N",
+            show_default=False,
+            help=f"Number of task states in the workflow (default {DEFAULT_TASKS}); on a store of the add-on's "
+            f"records only (tinydb), number of task definitions (default {DEFAULT_ADDON_TASKS}).",
+        ),
+    ] = None,
+    workers: Annotated[
+        int, typer.Option(min=1, max=64, metavar="N", help="Worker threads (tinydb: timer threads).")
+    ] = DEFAULT_WORKERS,
     seed: Annotated[
-        int, typer.Option(help="Seed of the structure, failures and token counts.")
+        int, typer.Option(metavar="N", help="Seed of the structure, failures and token counts.")
     ] = DEFAULT_SEED,
     failure_rate: Annotated[
-        float, typer.Option(min=0.0, max=1.0, help="Chance that an item of a best-effort fan-out fails.")
+        float,
+        typer.Option(
+            min=0.0, max=1.0, metavar="P", help="Chance that an item of a best-effort fan-out fails."
+        ),
     ] = DEFAULT_FAILURE_RATE,
     max_children: Annotated[
-        int, typer.Option(min=1, help="Children shown per task in the tree; the rest are summarised.")
+        int,
+        typer.Option(
+            min=1, metavar="N", help="Children shown per task in the tree; the rest are summarised."
+        ),
     ] = 6,
     as_json: JsonOption = False,
 ) -> None:
-    """Run a realistic workflow execution with worker threads, then show what the store holds."""
+    """Run a realistic workflow execution with worker threads, then show what the store holds.
+
+    On a store that serves only the add-on's records (tinydb), run the add-on's scheduler instead: task
+    definitions, their occurrences, and executions written from timer threads.
+    """
     with _open(db) as provider:
-        _ = (
-            provider.tasks,
-            provider.workflows,
-        )  # a store without them fails here, before anything is written
-        plan = build_plan(tasks, seed, failure_rate=failure_rate)
-        if not as_json:
-            console.print(
-                Text.assemble(
-                    "planflow demo on ",
-                    (_where(provider), "bold"),
-                    f": {len(plan.steps)} tasks, {workers} workers, seed {seed}",
+        try:
+            if serves(provider, "tasks") and serves(provider, "workflows"):
+                _workflow_demo(
+                    provider,
+                    db,
+                    tasks=tasks or DEFAULT_TASKS,
+                    workers=workers,
+                    seed=seed,
+                    failure_rate=failure_rate,
+                    max_children=max_children,
+                    as_json=as_json,
                 )
+            else:
+                _addon_demo(
+                    provider,
+                    db,
+                    tasks=tasks or DEFAULT_ADDON_TASKS,
+                    threads=workers,
+                    seed=seed,
+                    as_json=as_json,
+                )
+        except KeyboardInterrupt:
+            errors.print("planflow: interrupted: the demo's records so far stay in the store, unfinished")
+            raise typer.Exit(INTERRUPTED) from None
+
+
+def _workflow_demo(
+    provider: Provider,
+    db: str | None,
+    *,
+    tasks: int,
+    workers: int,
+    seed: int,
+    failure_rate: float,
+    max_children: int,
+    as_json: bool,
+) -> None:
+    plan = build_plan(tasks, seed, failure_rate=failure_rate)
+    if not as_json:
+        console.print(
+            Text.assemble(
+                "planflow demo on ",
+                (_where(provider), "bold"),
+                f": {len(plan.steps)} tasks, {workers} workers, seed {seed}",
             )
-        with render.RichProgress(console, enabled=not as_json) as bar:
-            bar.start("tasks", len(plan.leaves))  # here, so that the workers only ever update it
-            result = DemoRun(
-                provider,
-                plan,
-                workers=workers,
-                on_progress=lambda done, total: bar.update("tasks", done, total),
-            ).run()
-        if not result.usage_consistent:
-            stored = result.workflow.usage.total_tokens if result.workflow.usage else 0
-            raise PlanflowError(
-                f"the workflow's merged usage ({stored} tokens) differs from the sum of its calls "
-                f"({result.merged_usage.total_tokens} tokens): a concurrent merge was lost"
-            )
-        if as_json:
-            _print_json(_demo_json(provider, result))
-        else:
-            _show_demo(provider, result, max_children)
+        )
+    with RichProgress(console, enabled=not as_json) as bar:
+        bar.start("tasks", len(plan.leaves))  # here, so that the workers only ever update it
+        result = DemoRun(
+            provider,
+            plan,
+            workers=workers,
+            on_progress=lambda done, total: bar.update("tasks", done, total),
+        ).run()
+    if not result.usage_consistent:
+        stored = result.workflow.usage.total_tokens if result.workflow.usage else 0
+        raise PlanflowError(
+            f"the workflow's merged usage ({stored} tokens) differs from the sum of its calls "
+            f"({result.merged_usage.total_tokens} tokens): a concurrent merge was lost"
+        )
+    if as_json:
+        _print_json(_demo_json(provider, result))
+        return
+    _show_demo(provider, result, max_children)
+    _next(db, ["tree", result.plan.workflow_exec_id], ["status"], ["workflows"])
 
 
 def _status_counts(result: DemoResult) -> dict[str, int]:
@@ -175,6 +307,13 @@ def _demo_json(provider: Provider, result: DemoResult) -> JsonValue:
     }
 
 
+def _summary_grid() -> Table:
+    grid = Table.grid(padding=(0, 2))
+    grid.add_column(style="bold", no_wrap=True)
+    grid.add_column()
+    return grid
+
+
 def _show_demo(provider: Provider, result: DemoResult, max_children: int) -> None:
     plan, workflow = result.plan, result.workflow
     tree = Tree(render.workflow_label(workflow))
@@ -187,16 +326,14 @@ def _show_demo(provider: Provider, result: DemoResult, max_children: int) -> Non
         for step in plan.parents
     ]
     counts = _status_counts(result)
-    summary = Table.grid(padding=(0, 2))
-    summary.add_column(style="bold")
-    summary.add_column()
+    summary = _summary_grid()
     summary.add_row(
         "workflow", Text.assemble(render.status_text(workflow.status), f"  {workflow.workflow_exec_id}")
     )
     summary.add_row("tasks", ", ".join(f"{n} {status}" for status, n in counts.items()))
     summary.add_row(
-        "conflicts resolved",
-        f"{result.stats.conflicts} ({result.stats.claims_lost} lost claims of a pending task, "
+        "conflicts",
+        f"{result.stats.conflicts} resolved ({result.stats.claims_lost} lost claims of a pending task, "
         f"{result.stats.parent_retries} parent status updates recomputed)",
     )
     tokens = workflow.usage.total_tokens if workflow.usage else 0
@@ -205,15 +342,78 @@ def _show_demo(provider: Provider, result: DemoResult, max_children: int) -> Non
     console.print(
         Group(tree, "", render.progress_table(rows), "", render.usage_table(workflow.usage), "", summary)
     )
-    console.print(
-        Text(
-            f"Explore: planflow tree {workflow.workflow_exec_id}  ·  planflow status  ·  planflow workflows",
-            "dim",
+
+
+def _addon_demo(
+    provider: Provider, db: str | None, *, tasks: int, threads: int, seed: int, as_json: bool
+) -> None:
+    plan = build_addon_plan(tasks, seed)
+    if not as_json:
+        console.print(
+            Text.assemble(
+                "planflow demo of the add-on's store on ",
+                (_where(provider), "bold"),
+                f": {len(plan.tasks)} task definitions, {len(plan.occurrences)} occurrences, "
+                f"{threads} timer threads, seed {seed}",
+            )
         )
+    with RichProgress(console, enabled=not as_json) as bar:
+        bar.start("occurrences", len(plan.occurrences))
+        result = AddonRun(
+            provider.executions,
+            plan,
+            threads=threads,
+            on_progress=lambda done, total: bar.update("occurrences", done, total),
+        ).run()
+    if not result.consistent:
+        raise PlanflowError(
+            "an execution read back differs from what the timer threads wrote: a concurrent write was lost"
+        )
+    if as_json:
+        _print_json(_addon_json(provider, result))
+        return
+    summary = _summary_grid()
+    summary.add_row("executions", ", ".join(f"{n} {state}" for state, n in result.by_state().items()))
+    summary.add_row(
+        "timer threads",
+        f"{result.stats.writes} writes from {len(result.stats.threads)} threads, "
+        f"{result.stats.fired} firings, {result.stats.rescheduled} missed and rescheduled",
     )
+    summary.add_row("history", "every execution read back equals what its thread wrote")
+    summary.add_row("elapsed", f"{result.elapsed:.2f} s")
+    console.print(Group(render.addon_tasks_table(result), "", summary))
+    _next(db, ["status"])
+
+
+def _addon_json(provider: Provider, result: AddonResult) -> JsonValue:
+    return {
+        "driver": provider.driver,
+        "location": provider.config.location,
+        "run_id": result.plan.run_id,
+        "tasks": len(result.plan.tasks),
+        "occurrences": len(result.plan.occurrences),
+        "executions_by_state": dict(result.by_state()),
+        "writes": result.stats.writes,
+        "fired": result.stats.fired,
+        "rescheduled": result.stats.rescheduled,
+        "timer_threads": len(result.stats.threads),
+        "history_consistent": result.consistent,
+        "elapsed_seconds": round(result.elapsed, 3),
+    }
 
 
 # migrate and status -----------------------------------------------------------------------------------------
+
+
+def _file_state(provider: Provider) -> JsonObject | None:
+    """The size and modification time of a file store, or ``None`` (in memory, on a server, or not yet written)."""
+    config = provider.config
+    path = Path(config.location)
+    if config.driver not in _FILE_DRIVERS or config.is_memory or not path.exists():
+        return None
+    stat = path.stat()
+    modified = datetime.fromtimestamp(stat.st_mtime, UTC).isoformat(timespec="seconds")
+    return {"bytes": stat.st_size, "modified": modified}
 
 
 @app.command()
@@ -224,8 +424,11 @@ def migrate(
     ] = False,
     as_json: JsonOption = False,
 ) -> None:
-    """Apply pending schema migrations (a no-op when the schema is current)."""
+    """Apply pending schema migrations (a no-op when the schema is current; a TinyDB store has none)."""
     with _open(db, auto_migrate=False) as provider:
+        if provider.driver not in _SCHEMA_DRIVERS:
+            _no_schema(provider, listing=status, as_json=as_json)
+            return
         if status:
             statuses = provider.migration_status()
             if as_json:
@@ -246,13 +449,35 @@ def migrate(
             console.print(f"{_where(provider)} is up to date (schema version {version}); nothing to apply.")
 
 
+def _no_schema(provider: Provider, *, listing: bool, as_json: bool) -> None:
+    """What ``migrate`` says of a store without a schema: nothing to migrate, and the state of its file."""
+    state = _file_state(provider)
+    if as_json:
+        _print_json([] if listing else {"applied": [], "schema_version": None, "file": state})
+        return
+    if provider.config.is_memory:
+        where = "it lives in memory"
+    elif state is None:
+        where = (
+            "the file does not exist yet: its first write creates it (planflow demo or planflow copy --to)"
+        )
+    else:
+        where = f"the file holds {state['bytes']:,} bytes"
+    console.print(
+        f"{_where(provider)}: a TinyDB store keeps documents without a schema, so there is nothing to "
+        f"migrate; {where}."
+    )
+
+
 @app.command()
 def status(db: DbOption = None, as_json: JsonOption = False) -> None:
     """Show the store: driver, location, schema version, records per table and workflows per status."""
     with _open(db, auto_migrate=False, must_exist=True) as provider:
+        schema = provider.driver in _SCHEMA_DRIVERS
         migrations = provider.migration_status()
         version = max((m.version for m in migrations if m.applied_at), default=0)
         pending = [m for m in migrations if m.applied_at is None]
+        mark = _mark_of(provider, pending=bool(pending))
         counts: dict[str, int] = {}
         by_status: dict[str, int] = {}
         if not pending:
@@ -267,23 +492,35 @@ def status(db: DbOption = None, as_json: JsonOption = False) -> None:
                 {
                     "driver": provider.driver,
                     "location": provider.config.location,
-                    "schema_version": version,
+                    "schema_version": version if schema else None,
                     "pending_migrations": [f"{m.version:04d}_{m.name}" for m in pending],
+                    "file": _file_state(provider),
+                    "incomplete_copy": mark,
                     "counts": dict(counts),
                     "workflows_by_status": dict(by_status),
                 }
             )
             return
-        about = Table.grid(padding=(0, 2))
-        about.add_column(style="bold")
-        about.add_column()
+        about = _summary_grid()
         about.add_row("driver", provider.driver)
-        about.add_row("location", provider.config.location)
-        if provider.driver in ("sqlite", "postgres"):
+        about.add_row("location", Text(provider.config.location, overflow="fold"))
+        if schema:
             about.add_row(
                 "schema version", f"{version} ({len(pending)} pending)" if pending else f"{version} (current)"
             )
+        else:
+            about.add_row("schema", "none: a TinyDB store keeps documents (nothing to migrate)")
+        state = _file_state(provider)
+        if state is not None:
+            modified = str(state["modified"]).replace("T", " ").replace("+00:00", " UTC")
+            about.add_row("file", f"{state['bytes']:,} bytes, modified {modified}")
         console.print(about)
+        if mark is not None:
+            console.print(render.incomplete_copy_text(mark))
+            resume = mark.get("resume")
+            if isinstance(resume, str):
+                console.print(Text("Resume it with:", style="yellow"))
+                console.print(Text(f"  {resume}", style="yellow"), soft_wrap=True)
         if pending:
             console.print(
                 Text(
@@ -297,6 +534,19 @@ def status(db: DbOption = None, as_json: JsonOption = False) -> None:
             console.print(render.counts_table(by_status, title="Workflows by status", key="status"))
 
 
+def _mark_of(provider: Provider, *, pending: bool) -> JsonObject | None:
+    """The store's incomplete-copy mark; a store whose schema predates the metadata table has none.
+
+    ``pending``: the schema may be older than the code (pending migrations), so a failed read means no mark.
+    """
+    if not pending:
+        return read_mark(provider)
+    try:
+        return read_mark(provider)
+    except PlanflowError:
+        return None
+
+
 # workflows, tree, show --------------------------------------------------------------------------------------
 
 
@@ -307,11 +557,12 @@ def workflows(
         TaskStatus | None,
         typer.Option("--status", case_sensitive=False, help="Only workflows in this status."),
     ] = None,
-    limit: Annotated[int, typer.Option(min=1, help="At most this many, oldest first.")] = 50,
+    limit: Annotated[int, typer.Option(min=1, metavar="N", help="At most this many, oldest first.")] = 50,
     as_json: JsonOption = False,
 ) -> None:
     """List workflow executions, oldest first."""
     with _open(db, must_exist=True) as provider:
+        _warn_if_incomplete(provider)
         page = provider.workflows.list_states(WorkflowFilter(status=status), limit=limit)
         if as_json:
             _print_json([{**workflow_json(s), "task_count": len(s.tasks)} for s in page.items])
@@ -321,11 +572,39 @@ def workflows(
             console.print(Text(f"More exist: raise --limit (now {limit}).", "dim"))
 
 
+def _forest(states: list[TaskState]) -> list[list[TaskTreeNode]]:
+    """The trees of a workflow's tasks, each root first then by depth and ``created_at`` (as ``get_task_tree``).
+
+    Built from one listing of the workflow's tasks rather than one recursive query per root: the listing is
+    needed anyway to find the roots. A task whose parent is not among them (a cycle in stored data) is left out.
+    """
+    children: dict[str, list[TaskState]] = {}
+    roots: list[TaskState] = []
+    for state in states:  # in created_at order, so every list of children is too
+        if state.parent_state_id is None:
+            roots.append(state)
+        else:
+            children.setdefault(state.parent_state_id, []).append(state)
+    forests: list[list[TaskTreeNode]] = []
+    for root in roots:
+        nodes = [TaskTreeNode(root, 0)]
+        level = [root]
+        depth = 0
+        while level:
+            depth += 1
+            level = [child for parent in level for child in children.get(parent.task_exec_id, ())]
+            nodes += [TaskTreeNode(state, depth) for state in level]
+        forests.append(nodes)
+    return forests
+
+
 def _trees(provider: Provider, exec_id: str) -> tuple[Tree, list[list[TaskTreeNode]], JsonValue]:
     """The tree of a workflow (all its top-level tasks) or of one task (its own root), with the workflow's JSON."""
-    try:
-        workflow = provider.workflows.get_state(exec_id)
-    except NotFoundError:
+    # The workflow without its tasks: they are read once, below, to find the roots and build the trees.
+    found = provider.workflows.list_states(
+        WorkflowFilter(workflow_exec_id=exec_id), limit=1, with_tasks=False
+    )
+    if not found.items:
         try:
             task = provider.tasks.get_state(exec_id)
         except NotFoundError:
@@ -334,16 +613,16 @@ def _trees(provider: Provider, exec_id: str) -> tuple[Tree, list[list[TaskTreeNo
             ) from None
         nodes = provider.tasks.get_task_tree(task.task_exec_id)
         return Tree("", hide_root=True), [nodes], None
-    roots: list[str] = []
+    workflow = found.items[0]
+    states: list[TaskState] = []
     cursor: str | None = None
     while True:
-        page = provider.tasks.list_states(TaskFilter(workflow_exec_id=exec_id), limit=1000, cursor=cursor)
-        roots += [state.task_exec_id for state in page.items if state.parent_state_id is None]
+        page = provider.tasks.list_states(TaskFilter(workflow_exec_id=exec_id), limit=PAGE, cursor=cursor)
+        states += page.items
         if page.next_cursor is None:
             break
         cursor = page.next_cursor
-    forests = [provider.tasks.get_task_tree(root) for root in roots]
-    return Tree(render.workflow_label(workflow)), forests, workflow_json(workflow)
+    return Tree(render.workflow_label(workflow)), _forest(states), workflow_json(workflow)
 
 
 @app.command()
@@ -351,19 +630,24 @@ def tree(
     exec_id: Annotated[str, typer.Argument(help="A workflow exec id (all its tasks) or a task exec id.")],
     db: DbOption = None,
     max_children: Annotated[
-        int | None, typer.Option(min=1, help="Children shown per task; the rest are summarised.")
-    ] = None,
+        int,
+        typer.Option(
+            min=1, metavar="N", help="Children shown per task; the rest are summarised by status on one line."
+        ),
+    ] = 20,
+    show_all: Annotated[bool, typer.Option("--all", help="Show every child (long for large trees).")] = False,
     as_json: JsonOption = False,
 ) -> None:
-    """Show a workflow's or a task's tree with statuses."""
+    """Show a workflow's or a task's tree with statuses (--json: every task)."""
     with _open(db, must_exist=True) as provider:
+        _warn_if_incomplete(provider)
         top, forests, header = _trees(provider, exec_id)
         if as_json:
             tasks: list[JsonValue] = [entry for nodes in forests for entry in render.tree_json(nodes)]
             _print_json(tasks if header is None else {"workflow": header, "tasks": tasks})
             return
         for nodes in forests:
-            render.add_task_tree(top, nodes, max_children=max_children)
+            render.add_task_tree(top, nodes, max_children=None if show_all else max_children)
         console.print(top)
 
 
@@ -375,6 +659,7 @@ def show(
 ) -> None:
     """Print one stored state, workflow or task, as JSON."""
     with _open(db, must_exist=True) as provider:
+        _warn_if_incomplete(provider)
         try:
             _print_json(workflow_json(provider.workflows.get_state(exec_id), with_tasks=with_tasks))
             return
@@ -391,8 +676,26 @@ def show(
 # copy -------------------------------------------------------------------------------------------------------
 
 
-@app.command()
+class Repository(StrEnum):
+    """A repository ``copy`` can copy or leave behind."""
+
+    WORKFLOWS = "workflows"
+    TASKS = "tasks"
+    AUTH = "auth"
+    EXECUTIONS = "executions"
+
+
+RepositoriesOption = list[Repository] | None
+
+
+@app.command(
+    help="Copy every repository both stores serve, verbatim, then verify counts and checksums per table.\n\n"
+    "A target that cannot store some of the source's records (tinydb keeps only the add-on's) is refused unless "
+    "--only or --skip says what to copy. While the copy runs the target is marked incomplete ('planflow status' "
+    "shows it); Ctrl-C says what was copied and how to resume (--merge), which clears the mark."
+)
 def copy(
+    *,
     from_url: Annotated[
         str, typer.Option("--from", metavar="URL", help="The store to copy from (never written).")
     ],
@@ -404,15 +707,52 @@ def copy(
         typer.Option(
             "--merge",
             help="Allow a non-empty target: equal records are left alone, different ones replaced by the source's, "
-            "others kept. A second run changes nothing.",
+            "others kept. A second run changes nothing; it also resumes an interrupted copy.",
         ),
     ] = False,
-    batch_size: Annotated[int, typer.Option(min=1, help="Records per read and write.")] = DEFAULT_BATCH,
+    only: Annotated[
+        RepositoriesOption,
+        typer.Option(
+            "--only",
+            metavar="REPOSITORY",
+            case_sensitive=False,
+            show_default=False,
+            help="Copy only this repository (repeat for more): workflows, tasks, auth or executions.",
+        ),
+    ] = None,
+    skip: Annotated[
+        RepositoriesOption,
+        typer.Option(
+            "--skip",
+            metavar="REPOSITORY",
+            case_sensitive=False,
+            show_default=False,
+            help="Leave this repository behind (repeat for more).",
+        ),
+    ] = None,
+    batch_size: Annotated[
+        int, typer.Option(min=1, metavar="N", help="Records per read and write.")
+    ] = DEFAULT_BATCH,
     as_json: JsonOption = False,
 ) -> None:
-    """Copy every repository both stores serve, verbatim, then verify counts and checksums per table."""
+    """Copy every repository both stores serve, verbatim, then verify counts and checksums per table.
+
+    A target that cannot store some of the source's records (tinydb keeps only the add-on's) is refused unless
+    --only or --skip says what to copy. While the copy runs the target is marked incomplete ('planflow status'
+    shows it); Ctrl-C says what was copied and how to resume (--merge), which clears the mark.
+    """
+    if only and skip:
+        raise typer.BadParameter("give --only or --skip, not both", param_hint="'--only' / '--skip'")
+    chosen = None if not only else [r.value for r in only]
+    left = [r.value for r in skip or ()]
+    selection = [word for r in only or () for word in ("--only", r.value)] + [
+        word for r in skip or () for word in ("--skip", r.value)
+    ]
     source_config = _config(from_url, auto_migrate=False, must_exist=True)
     target_config = _config(to_url, auto_migrate=True)
+    # Kept in the target's mark, so it must work from any folder: file stores by their absolute path.
+    ends = ["--from", _absolute(from_url, source_config), "--to", _absolute(to_url, target_config)]
+    resume = _command("planflow", "copy", *ends, *selection, "--merge")
     with open_provider(source_config) as source, open_provider(target_config) as target:
         pending = [m for m in source.migration_status() if m.applied_at is None]
         if pending:
@@ -422,14 +762,22 @@ def copy(
             )
         if not as_json:
             console.print(Text.assemble("copy ", (_where(source), "bold"), " → ", (_where(target), "bold")))
-        with render.RichProgress(console, enabled=not as_json) as bar:
-            report = copy_store(source, target, merge=merge, batch_size=batch_size, progress=bar)
-        for name, count in report.not_copied:
-            typer.echo(
-                f"planflow: warning: {name} not copied ({count} records): the {target.driver} driver does not "
-                "store them",
-                err=True,
-            )
+        bar = RichProgress(console, enabled=not as_json)
+        try:
+            with bar:
+                report = copy_store(
+                    source,
+                    target,
+                    merge=merge,
+                    batch_size=batch_size,
+                    progress=bar,
+                    only=chosen,
+                    skip=left,
+                    resume=resume,
+                )
+        except CopyInterruptedError as stop:
+            _say_interrupted(stop.report, resume)
+            raise typer.Exit(INTERRUPTED) from None
         if as_json:
             _print_json(
                 {
@@ -439,17 +787,43 @@ def copy(
                     "verified": report.verified,
                     "elapsed_seconds": round(report.elapsed, 3),
                     "tables": [to_json(line) for line in report.tables],
-                    "not_copied": dict(report.not_copied),
+                    "skipped": dict(report.skipped),
                 }
             )
         else:
             console.print(render.copy_table(report))
+            if report.skipped:
+                left_behind = ", ".join(f"{name} ({count:,})" for name, count in report.skipped)
+                console.print(f"Left behind as asked: {left_behind}.")
             console.print(f"{'Verified' if report.verified else 'NOT verified'} in {report.elapsed:.2f} s.")
         if not report.verified:
             failed = ", ".join(line.name for line in report.tables if not line.verified)
             raise CopyError(
-                f"verification failed for {failed}: the target does not hold the source's records"
+                f"verification failed for {failed}: the target does not hold the source's records; "
+                "it stays marked incomplete"
             )
+
+
+def _absolute(url: str, config: PlanflowConfig) -> str:
+    """``url`` naming a store file by its absolute path (other URLs as given)."""
+    if config.driver not in _FILE_DRIVERS or config.is_memory:
+        return url
+    return f"{config.driver}:///{Path(config.location).resolve()}"
+
+
+def _say_interrupted(report: CopyReport, resume: str) -> None:
+    """Tell, on stderr, what an interrupted copy left in the target and the command that completes it."""
+    # The target is named in the resume command; a long location here would only wrap.
+    errors.print("planflow: interrupted: the target holds part of the copy, marked incomplete:")
+    done = Table.grid(padding=(0, 2))
+    done.add_column(no_wrap=True)
+    done.add_column(justify="right", no_wrap=True)
+    for line in report.tables:
+        if line.source or line.copied:
+            done.add_row(f"  {line.name}", f"{line.copied:,} of {line.source:,} copied")
+    errors.print(done)
+    errors.print("Resume it with ('planflow status' shows the mark until then):")
+    errors.print(Text(f"  {resume}"), soft_wrap=True)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -460,7 +834,7 @@ def main(argv: Sequence[str] | None = None) -> None:
 
     Raises:
         SystemExit: always; 0 on success, 1 after a planflow error (one line on stderr, no traceback), 2 on
-            bad usage.
+            bad usage, 130 after Ctrl-C.
     """
     try:
         app(args=None if argv is None else list(argv), prog_name="planflow")

@@ -11,21 +11,40 @@ order-independent checksum of both sides (:class:`~planflow.cli.records.Digest`)
 
 from __future__ import annotations
 
+import json
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Collection, Sequence
+from contextlib import suppress
 from dataclasses import dataclass, field
-from typing import Protocol
+from datetime import UTC, datetime
+from typing import Protocol, cast
 
-from planflow.cli.records import TABLES, Digest, Table, served_tables, serves
+from planflow.cli.records import REPOSITORIES, TABLES, Digest, Table, serves
 from planflow.errors import PlanflowError
-from planflow.infra.provider import Provider
+from planflow.infra.provider import Provider, Repositories
+from planflow.models import JsonObject
 
 DEFAULT_BATCH = 1000
+#: The metadata key of the mark an unfinished copy leaves in its target: a JSON object with ``source``,
+#: ``started_at``, ``resume`` (the command that resumes it) and ``tables`` (``source`` and ``copied`` counts).
+INCOMPLETE_KEY = "planflow.copy.incomplete"
 
 
 class CopyError(PlanflowError):
     """A copy was refused or stopped; the message says why and what to do."""
+
+
+class CopyInterruptedError(CopyError):
+    """A ``KeyboardInterrupt`` stopped the copy; the target keeps the incomplete-copy mark.
+
+    Attributes:
+        report: What was copied until then.
+    """
+
+    def __init__(self, report: CopyReport) -> None:
+        super().__init__("the copy was interrupted; the target holds part of it")
+        self.report = report
 
 
 class CopyProgress(Protocol):
@@ -74,6 +93,11 @@ class TableReport:
     exact: bool = True
 
     @property
+    def copied(self) -> int:
+        """Source records the target holds equal so far (written, or already there)."""
+        return self.written + self.unchanged
+
+    @property
     def verified(self) -> bool:
         """Every source record is in the target, equal in every field (and nothing else is, unless merging)."""
         return (
@@ -89,13 +113,13 @@ class CopyReport:
 
     Attributes:
         tables: One report per copied table.
-        not_copied: ``(table, records)`` for each non-empty source table the target's driver does not serve.
+        skipped: ``(table, records)`` for each non-empty source table left behind as the caller asked.
         merge: Whether the copy merged into a non-empty target.
         elapsed: Seconds the copy and verification took.
     """
 
     tables: list[TableReport] = field(default_factory=list[TableReport])
-    not_copied: list[tuple[str, int]] = field(default_factory=list[tuple[str, int]])
+    skipped: list[tuple[str, int]] = field(default_factory=list[tuple[str, int]])
     merge: bool = False
     elapsed: float = 0.0
 
@@ -117,6 +141,105 @@ def _real(path: str) -> str:
     return os.path.realpath(path)
 
 
+def describe(provider: Provider) -> str:
+    """The store as one line safe to print and to keep: driver and absolute path, or URL without password."""
+    config = provider.config
+    local = config.driver != "postgres" and not config.is_memory
+    return f"{config.driver} {_real(config.location) if local else config.location}"
+
+
+def _records(count: int) -> str:
+    return f"{count:,} record{'' if count == 1 else 's'}"
+
+
+def _select(
+    source: Provider, target: Provider, only: Collection[str] | None, skip: Collection[str]
+) -> tuple[list[str], list[tuple[str, int]]]:
+    """The repositories to copy and the non-empty tables left behind as asked.
+
+    Raises:
+        CopyError: a repository named that the source does not serve, one that the target does not store
+            (named, or implied by naming nothing), or tasks without their workflows.
+    """
+    served = [name for name in REPOSITORIES if serves(source, name)]
+    for name in [*(only or ()), *skip]:
+        if name not in REPOSITORIES:
+            raise CopyError(f"unknown repository {name!r}; choose from: {', '.join(REPOSITORIES)}")
+    absent = [name for name in (only or ()) if name not in served]
+    if absent:
+        raise CopyError(
+            f"the {source.driver} source does not serve {', '.join(absent)}; it serves {', '.join(served)}"
+        )
+    chosen = [name for name in served if (only is None or name in only) and name not in skip]
+    if "tasks" in chosen and "workflows" not in chosen:
+        raise CopyError("tasks belong to their workflows: copy the workflows with them, or skip both")
+    unstored = [
+        (table.name, count)
+        for table in TABLES
+        if table.repository in chosen
+        and not serves(target, table.repository)
+        and (count := table.count(source))
+    ]
+    if unstored:
+        kept = [name for name in chosen if serves(target, name)]
+        lost = [name for name in REPOSITORIES if any(table.repository == name for table in _named(unstored))]
+        hint = f"copy only what it stores with --only {' --only '.join(kept)}, or " if kept else ""
+        raise CopyError(
+            f"the {target.driver} target does not store "
+            + ", ".join(f"{name} ({_records(count)})" for name, count in unstored)
+            + f"; nothing was copied: {hint}leave them behind with --skip {' --skip '.join(lost)}"
+        )
+    chosen = [name for name in chosen if serves(target, name)]
+    left = [
+        (table.name, count)
+        for table in TABLES
+        if table.repository in served and table.repository not in chosen and (count := table.count(source))
+    ]
+    return chosen, left
+
+
+def _named(counts: list[tuple[str, int]]) -> list[Table[object]]:
+    names = {name for name, _ in counts}
+    return [table for table in TABLES if table.name in names]
+
+
+def read_mark(repos: Repositories) -> JsonObject | None:
+    """The incomplete-copy mark of a store (see :data:`INCOMPLETE_KEY`), or ``None`` when it has none."""
+    text = repos.metadata.get(INCOMPLETE_KEY)
+    if text is None:
+        return None
+    try:
+        doc = json.loads(text)
+    except ValueError:
+        doc = None
+    # A mark some other tool wrote still says the store is incomplete; shown as it is.
+    return cast("JsonObject", doc) if isinstance(doc, dict) else {"note": text}
+
+
+class _Mark:
+    """The incomplete-copy mark this copy keeps in the target while it runs."""
+
+    def __init__(self, target: Provider, source: str, resume: str | None, report: CopyReport) -> None:
+        self._target = target
+        self._report = report
+        self._doc: JsonObject = {
+            "source": source,
+            "started_at": datetime.now(UTC).isoformat(timespec="seconds"),
+            "resume": resume,
+        }
+
+    def save(self) -> None:
+        """Write the mark with what has been copied so far."""
+        self._doc["tables"] = {
+            line.name: {"source": line.source, "copied": line.copied} for line in self._report.tables
+        }
+        self._target.metadata.set(INCOMPLETE_KEY, json.dumps(self._doc, ensure_ascii=False))
+
+    def clear(self) -> None:
+        """Remove the mark: the copy is complete."""
+        self._target.metadata.delete(INCOMPLETE_KEY)
+
+
 def copy_store(
     source: Provider,
     target: Provider,
@@ -124,8 +247,16 @@ def copy_store(
     merge: bool = False,
     batch_size: int = DEFAULT_BATCH,
     progress: CopyProgress | None = None,
+    only: Collection[str] | None = None,
+    skip: Collection[str] = (),
+    resume: str | None = None,
 ) -> CopyReport:
     """Copy every table both stores serve from ``source`` to ``target``, then verify the target.
+
+    While the copy runs the target carries a mark (metadata :data:`INCOMPLETE_KEY`: where from, since when,
+    what was copied so far, ``resume``), updated after every page and removed once the target verified; a copy
+    that stops part-way, however it stops, leaves it for ``planflow status`` to show and a copy with ``merge``
+    to resume.
 
     Args:
         source: The store read from (never written).
@@ -133,14 +264,19 @@ def copy_store(
         merge: Allow a non-empty target (see the module docstring); without it a non-empty target is refused.
         batch_size: Records read, looked up and written per round trip.
         progress: Told about each phase as it advances.
+        only: Copy only these repositories (``workflows``, ``tasks``, ``auth``, ``executions``).
+        skip: Leave these repositories behind.
+        resume: The command that resumes this copy, kept in the mark.
 
     Returns:
         What was copied, and whether each table verified (the caller decides what a failed check means).
 
     Raises:
-        CopyError: same store on both sides, no table in common, a non-empty target without ``merge``, a record
-            whose parent never appears, or a failure part-way (the target then holds a partial copy that a
-            second run with ``merge`` completes).
+        CopyError: same store on both sides, a repository of records the target cannot store that the caller
+            did not leave behind, nothing in common, a non-empty target without ``merge``, a target marked by
+            an unfinished copy from another store, a record whose parent never appears, or a failure part-way
+            (the target then holds a partial copy that a second run with ``merge`` completes).
+        CopyInterruptedError: a ``KeyboardInterrupt`` stopped the copy (the target stays marked).
     """
     if batch_size < 1:
         raise CopyError(f"the batch size must be at least 1, got {batch_size}")
@@ -148,40 +284,58 @@ def copy_store(
         raise CopyError(f"the source and the target are the same store ({source.config.location})")
     started = time.perf_counter()
     sink = progress or _Silent()
-    tables = [table for table in served_tables(source) if serves(target, table.repository)]
-    report = CopyReport(merge=merge)
-    for table in TABLES:
-        if serves(source, table.repository) and not serves(target, table.repository):
-            count = table.count(source)
-            if count:
-                report.not_copied.append((table.name, count))
+    chosen, left = _select(source, target, only, skip)
+    tables = [table for table in TABLES if table.repository in chosen]
+    report = CopyReport(merge=merge, skipped=left)
     if not tables:
         raise CopyError(
             f"the {source.driver} and {target.driver} drivers serve no repository in common; nothing to copy"
+            if only is None and not skip
+            else "no repository is left to copy"
+        )
+    origin = describe(source)
+    mark = read_mark(target)
+    if mark is not None and mark.get("source", origin) != origin:
+        raise CopyError(
+            f"the target {target.config.location} holds an incomplete copy from {mark.get('source')}; "
+            f"finish that one first: {mark.get('resume') or 'copy from that store again with --merge'}"
         )
     if not merge:
         occupied = [table.name for table in tables if not table.is_empty(target)]
         if occupied:
+            unfinished = " holds an incomplete copy from this source and" if mark is not None else ""
             raise CopyError(
-                f"the target {target.config.location} is not empty ({', '.join(occupied)} hold records); "
-                "pass --merge to merge into it"
+                f"the target {target.config.location}{unfinished} is not empty ({', '.join(occupied)} hold "
+                "records); pass --merge to merge into it"
+                + (" and complete the copy" if mark is not None else "")
             )
-    copier = _Copier(source, target, batch_size, sink, merge=merge)
     for table in tables:
         report.tables.append(TableReport(table.name, table.count(source), exact=not merge))
-        sink.start(f"copy {table.name}", report.tables[-1].source)
-    for table, line in zip(tables, report.tables, strict=True):
-        try:
-            copier.copy(table, line)
-        except CopyError:
-            raise
-        except PlanflowError as exc:
-            raise CopyError(
-                f"copying {table.name} stopped: {exc}; the target holds a partial copy: "
-                "run the same command with --merge to complete it"
-            ) from exc
-    for table, line in zip(tables, report.tables, strict=True):
-        copier.verify(table, line)
+    marker = _Mark(target, origin, resume, report)
+    try:
+        marker.save()
+        copier = _Copier(source, target, batch_size, sink, merge=merge, on_page=marker.save)
+        for line in report.tables:
+            sink.start(f"copy {line.name}", line.source)
+        for table, line in zip(tables, report.tables, strict=True):
+            try:
+                copier.copy(table, line)
+            except CopyError:
+                raise
+            except PlanflowError as exc:
+                raise CopyError(
+                    f"copying {table.name} stopped: {exc}; the target holds a partial copy: "
+                    "run the same command with --merge to complete it"
+                ) from exc
+        for table, line in zip(tables, report.tables, strict=True):
+            copier.verify(table, line)
+    except KeyboardInterrupt as exc:
+        with suppress(PlanflowError):  # the mark of the last page stays if this last write fails
+            marker.save()
+        report.elapsed = time.perf_counter() - started
+        raise CopyInterruptedError(report) from exc
+    if report.verified:
+        marker.clear()
     report.elapsed = time.perf_counter() - started
     return report
 
@@ -190,13 +344,21 @@ class _Copier:
     """Copies and verifies one table at a time between two stores."""
 
     def __init__(
-        self, source: Provider, target: Provider, batch_size: int, sink: CopyProgress, *, merge: bool
+        self,
+        source: Provider,
+        target: Provider,
+        batch_size: int,
+        sink: CopyProgress,
+        *,
+        merge: bool,
+        on_page: Callable[[], None],
     ) -> None:
         self.source = source
         self.target = target
         self.merge = merge
         self.batch_size = batch_size
         self.sink = sink
+        self.on_page = on_page
 
     def copy(self, table: Table[object], line: TableReport) -> None:
         """Write every source record of ``table`` that the target lacks or holds differently."""
@@ -204,6 +366,7 @@ class _Copier:
         phase = f"copy {table.name}"
         for page in table.pages(self.source, self.batch_size):
             self._write_changed(table, self._parents_first(table, page, waiting), line)
+            self.on_page()
             self.sink.advance(phase, len(page))
         if waiting:
             orphans = [table.key(record) for records in waiting.values() for record in records]
@@ -285,10 +448,14 @@ class _Copier:
 
 __all__ = [
     "DEFAULT_BATCH",
+    "INCOMPLETE_KEY",
     "CopyError",
+    "CopyInterruptedError",
     "CopyProgress",
     "CopyReport",
     "TableReport",
     "copy_store",
+    "describe",
+    "read_mark",
     "same_store",
 ]

@@ -40,6 +40,8 @@ from planflow.models import (
 
 R = TypeVar("R")
 
+#: The repositories a store may serve, in the order their tables are copied.
+REPOSITORIES = ("workflows", "tasks", "auth", "executions")
 #: Page size of a plain count.
 COUNT_PAGE = 1000
 
@@ -411,6 +413,7 @@ def served_tables(repos: Repositories) -> list[Table[object]]:
 
 
 __all__ = [
+    "REPOSITORIES",
     "TABLES",
     "ApiKeysTable",
     "Digest",

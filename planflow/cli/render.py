@@ -7,16 +7,14 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
-from datetime import datetime
-from types import TracebackType
+from datetime import datetime, timedelta
 
 from rich import box
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
 from rich.text import Text
 from rich.tree import Tree
 
+from planflow.cli.addon_demo import AddonResult
 from planflow.cli.copy import CopyReport
 from planflow.cli.records import to_json
 from planflow.models import (
@@ -72,6 +70,31 @@ def workflow_label(state: WorkflowState) -> Text:
     )
 
 
+#: The order of statuses in a summary of hidden children: what needs attention first.
+SUMMARY_ORDER: tuple[TaskStatus, ...] = (
+    TaskStatus.FAILED,
+    TaskStatus.TIMED_OUT,
+    TaskStatus.CANCELED,
+    TaskStatus.RUNNING,
+    TaskStatus.WAITING,
+    TaskStatus.PAUSED,
+    TaskStatus.PENDING,
+    TaskStatus.SUCCESS,
+)
+
+
+def hidden_summary(counts: Mapping[TaskStatus, int]) -> Text:
+    """The line standing for hidden children: ``… 180 more (3 FAILED, 177 SUCCESS)``, worst statuses first."""
+    summary = Text(f"… {sum(counts.values()):,} more (", style="dim")
+    shown = [status for status in SUMMARY_ORDER if counts.get(status)]
+    for index, status in enumerate(shown):
+        summary.append(", " if index else "")
+        summary.append(f"{counts[status]:,} ")
+        summary.append_text(status_text(status))
+    summary.append(")")
+    return summary
+
+
 def add_task_tree(
     root: Tree, nodes: Sequence[TaskTreeNode], *, max_children: int | None = None, exec_ids: bool = True
 ) -> None:
@@ -81,7 +104,8 @@ def add_task_tree(
         root: Where the tree's root task goes.
         nodes: The root (depth 0) and its descendants.
         max_children: Show at most this many children per task; the others are summarised by status on one
-            line (``None``: show all).
+            line (``None``: show all). Labels are built only for the tasks shown, so a tree of any size with
+            a small limit renders in the time its rows take to read.
         exec_ids: Show each task's exec id.
     """
     branches: dict[str, Tree] = {}
@@ -103,12 +127,7 @@ def add_task_tree(
             continue  # under a hidden task
         branches[state.task_exec_id] = holder.add(task_label(state, exec_id=exec_ids))
     for parent, counts in hidden.items():
-        summary = Text(f"… {sum(counts.values())} more: ", style="dim")
-        for index, (status, count) in enumerate(sorted(counts.items())):
-            summary.append(", " if index else "")
-            summary.append(f"{count} ")
-            summary.append_text(status_text(status))
-        branches[parent].add(summary)
+        branches[parent].add(hidden_summary(counts))
 
 
 def tree_json(nodes: Sequence[TaskTreeNode]) -> list[JsonValue]:
@@ -142,7 +161,10 @@ def _table(title: str, *, footer: bool = False) -> Table:
 def _id_column(table: Table, header: str, ids: Iterable[str]) -> None:
     """A column of ids, kept whole where the terminal allows: others shrink first, and what must break folds."""
     longest = max(map(len, ids), default=0)
-    table.add_column(header, overflow="fold", min_width=min(max(longest, len(header)), 40))
+    # Ids that fit are never wrapped, so the narrowing a tight terminal needs falls on the other columns.
+    table.add_column(
+        header, overflow="fold", no_wrap=longest <= 40, min_width=min(max(longest, len(header)), 40)
+    )
 
 
 def progress_table(rows: Iterable[tuple[TaskState, ProgressInfo, ParallelStrategy]]) -> Table:
@@ -203,7 +225,7 @@ def workflows_table(states: Sequence[WorkflowState]) -> Table:
     """One row per workflow execution."""
     table = _table(f"{len(states)} workflow executions (times in UTC)")
     _id_column(table, "workflow exec id", (state.workflow_exec_id for state in states))
-    table.add_column("workflow", overflow="fold")
+    _id_column(table, "workflow", (state.workflow_id for state in states))
     table.add_column("status")
     table.add_column("tasks", justify="right")
     table.add_column("tokens", justify="right")
@@ -277,60 +299,86 @@ def copy_table(report: CopyReport) -> Table:
     return table
 
 
-class RichProgress:
-    """A rich progress bar with one line per phase; a :class:`~planflow.cli.copy.CopyProgress`.
+def _span(span: timedelta | None) -> str:
+    if span is None:
+        return "once"
+    hours = span.total_seconds() / 3600
+    return f"{hours / 24:g} d" if hours % 24 == 0 else f"{hours:g} h"
 
-    Use it as a context manager. The display starts with the first line, so a command that fails before any
-    work prints nothing; phases of no records get no line; with ``enabled=False`` nothing is shown at all.
-    """
 
-    def __init__(self, console: Console, *, enabled: bool = True) -> None:
-        self._progress = Progress(
-            TextColumn("{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            console=console,
-            disable=not enabled,
+def _pinned(moment: datetime | None) -> str:
+    return "-" if moment is None else moment.strftime("at %H:%M")
+
+
+def addon_tasks_table(result: AddonResult, *, limit: int = 20) -> Table:
+    """The add-on demo's task definitions with what became of their occurrences (the first ``limit``)."""
+    states: dict[str, Counter[str]] = {}
+    executions = {execution.occurrence_id: execution for execution in result.executions}
+    for planned in result.plan.occurrences:
+        execution = executions[planned.occurrence.id]
+        states.setdefault(planned.occurrence.task_id, Counter())[execution.state] += 1
+    shown = result.plan.tasks[:limit]
+    table = _table(f"{len(result.plan.tasks)} task definitions (the add-on's)")
+    # Short titles stay on one line; the slots, a list, wrap between their items instead.
+    table.add_column(
+        "title", overflow="fold", no_wrap=max(map(len, (t.title for t in shown)), default=0) <= 24
+    )
+    table.add_column("priority")
+    table.add_column("every")
+    table.add_column("slots", overflow="fold")
+    table.add_column("retries", justify="right")
+    table.add_column("done", justify="right")
+    table.add_column("missed", justify="right")
+    table.add_column("cancelled", justify="right")
+    for task in shown:
+        counts = states.get(task.id, Counter[str]())
+        table.add_row(
+            task.title,
+            task.priority,
+            _span(task.recurrence),
+            ", ".join(task.preferred_slots) or _pinned(task.pinned_time),
+            str(task.retry_policy.max_retries),
+            str(counts["done"]),
+            Text(str(counts["missed"]), style="red" if counts["missed"] else ""),
+            str(counts["cancelled"]),
         )
-        self._lines: dict[str, TaskID] = {}
-        self._started = False
+    if len(result.plan.tasks) > limit:
+        table.caption = f"… {len(result.plan.tasks) - limit:,} more task definitions"
+        table.caption_justify = "left"
+    return table
 
-    def start(self, phase: str, total: int) -> None:
-        """Add the line of ``phase``, out of ``total`` (none when ``total`` is 0)."""
-        if total and phase not in self._lines:
-            if not self._started:
-                self._started = True
-                self._progress.start()
-            self._lines[phase] = self._progress.add_task(phase, total=total)
 
-    def advance(self, phase: str, count: int) -> None:
-        """Move the line of ``phase`` forward by ``count``."""
-        if phase in self._lines:
-            self._progress.advance(self._lines[phase], count)
-
-    def update(self, phase: str, completed: int, total: int) -> None:
-        """Set the line of ``phase`` to ``completed`` out of ``total`` (thread-safe once the line exists)."""
-        self.start(phase, total)
-        if phase in self._lines:
-            self._progress.update(self._lines[phase], completed=completed, total=total)
-
-    def __enter__(self) -> RichProgress:
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        if self._started:
-            self._progress.stop()
+def incomplete_copy_text(mark: JsonObject) -> Text:
+    """What an incomplete-copy mark says, as a paragraph (the resume command is printed on its own)."""
+    tables = mark.get("tables")
+    copied = ", ".join(
+        f"{name} {count.get('copied', 0):,} of {count.get('source', 0):,}"
+        for name, count in (tables.items() if isinstance(tables, dict) else ())
+        if isinstance(count, dict)
+        and isinstance(count.get("copied", 0), int)
+        and isinstance(count.get("source", 0), int)
+        and (count.get("copied") or count.get("source"))
+    )
+    text = Text("Incomplete copy: ", style="bold yellow")
+    text.append(f"this store holds part of a copy from {mark.get('source', 'another store')}")
+    started = mark.get("started_at")
+    if isinstance(started, str):
+        text.append(f", started {started.replace('T', ' ').replace('+00:00', ' UTC')}")
+    text.append(f" (copied: {copied})." if copied else ".")
+    if "note" in mark:
+        text.append(f" {mark['note']}")
+    return text
 
 
 __all__ = [
     "STATUS_STYLES",
-    "RichProgress",
+    "SUMMARY_ORDER",
     "add_task_tree",
+    "addon_tasks_table",
     "copy_table",
     "counts_table",
+    "hidden_summary",
+    "incomplete_copy_text",
     "migrations_table",
     "progress_table",
     "status_text",

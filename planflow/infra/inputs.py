@@ -307,6 +307,7 @@ RULES: dict[tuple[str, str], Checker] = {
     ("email", "str | None"): _optional(_email),
     ("cursor", "str | None"): _optional(_cursor),
     ("fingerprint", "str"): check_id,
+    ("value", "str"): check_text,
     ("limit", "int"): check_limit,
     ("batch_size", "int"): check_limit,
     ("max_depth", "int"): check_limit,

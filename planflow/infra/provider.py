@@ -17,7 +17,7 @@ from planflow.config import ConfigSource, PlanflowConfig, RetrySettings, resolve
 from planflow.errors import ClosedError, ConfigError, PlanflowError, UnsupportedError
 from planflow.infra.drive import drive
 from planflow.infra.sql.database import retrying
-from planflow.protocols import AuthRepository, TaskRepository, WorkflowRepository
+from planflow.protocols import AuthRepository, MetadataRepository, TaskRepository, WorkflowRepository
 from planflow.schema import Migration, MigrationStatus
 
 if TYPE_CHECKING:
@@ -28,6 +28,7 @@ TR = TypeVar("TR")
 WR = TypeVar("WR")
 AR = TypeVar("AR")
 ER = TypeVar("ER")
+MR = TypeVar("MR")
 
 #: driver -> (module with ``open_backend``, pip extra, modules the driver needs)
 DRIVER_MODULES: dict[str, tuple[str, str | None, tuple[str, ...]]] = {
@@ -55,6 +56,8 @@ class Backend(Protocol):
     def auth(self) -> AuthRepository | None: ...
     @property
     def executions(self) -> ExecutionRepository | None: ...
+    @property
+    def metadata(self) -> MetadataRepository | None: ...
 
     def transaction(self) -> AbstractContextManager[object]: ...
     def migrate(self) -> list[Migration]: ...
@@ -62,14 +65,22 @@ class Backend(Protocol):
     def close(self) -> None: ...
 
 
-class Serving(Generic[TR, WR, AR, ER]):
+class Serving(Generic[TR, WR, AR, ER, MR]):
     """The repositories of a provider, by name; one the driver does not serve raises ``UnsupportedError``."""
 
     def __init__(
-        self, driver: str, tasks: TR | None, workflows: WR | None, auth: AR | None, executions: ER | None
+        self,
+        driver: str,
+        *,
+        tasks: TR | None,
+        workflows: WR | None,
+        auth: AR | None,
+        executions: ER | None,
+        metadata: MR | None,
     ) -> None:
         self._driver = driver
         self._tasks, self._workflows, self._auth, self._executions = tasks, workflows, auth, executions
+        self._metadata = metadata
 
     def _unserved(self, name: str) -> UnsupportedError:
         return UnsupportedError(f"the {self._driver} driver does not serve the {name} repository")
@@ -102,8 +113,17 @@ class Serving(Generic[TR, WR, AR, ER]):
             raise self._unserved("executions")
         return self._executions
 
+    @property
+    def metadata(self) -> MR:
+        """Facts about the store itself, such as an unfinished ``planflow copy`` into it."""
+        if self._metadata is None:
+            raise self._unserved("metadata")
+        return self._metadata
 
-class Repositories(Serving[TaskRepository, WorkflowRepository, AuthRepository, "ExecutionRepository"]):
+
+class Repositories(
+    Serving[TaskRepository, WorkflowRepository, AuthRepository, "ExecutionRepository", MetadataRepository]
+):
     """The repositories of a provider; what ``provider.transaction()`` yields."""
 
 
@@ -115,7 +135,14 @@ class Provider(Repositories):
     """An open store: repositories, units of work, migrations. Use it as a context manager or ``close()`` it."""
 
     def __init__(self, backend: Backend, config: PlanflowConfig) -> None:
-        super().__init__(backend.driver, backend.tasks, backend.workflows, backend.auth, backend.executions)
+        super().__init__(
+            backend.driver,
+            tasks=backend.tasks,
+            workflows=backend.workflows,
+            auth=backend.auth,
+            executions=backend.executions,
+            metadata=backend.metadata,
+        )
         self._backend = backend
         self.config = config
         self._closed = False

@@ -1,178 +1,41 @@
 """End to end: the real ``planflow`` command in a subprocess, on real SQLite files, TinyDB files and Postgres.
 
 Stores are compared through the repositories, record by record with dataclass equality (every field: ids,
-versions, timestamps, JSON, usage), independently of the command's own checksums.
+versions, timestamps, JSON, usage), independently of the command's own checksums (``tests/cli/helpers.py``).
 """
 
 from __future__ import annotations
 
 import json
-import os
+import sqlite3
 import subprocess
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 
 from planflow import (
-    ExecutionRepository,
     ExecutionType,
-    RetryPolicy,
-    TaskDefinition,
-    TaskEvent,
-    TaskExecution,
     TaskFilter,
-    TaskOccurrence,
     TaskState,
     TaskStatus,
-    UnsupportedError,
     UsageSummary,
     WorkflowState,
     open_provider,
 )
+from planflow.infra.sql.migrations import load_migrations
+from tests.cli.helpers import (
+    TERMINAL,
+    add_addon_data,
+    all_tasks,
+    interrupted,
+    planflow,
+    snapshot,
+    sqlite_url,
+)
 from tests.pg import new_postgres_url, postgres_server_url  # noqa: F401 - fixtures
-
-SCRIPT = Path(sys.executable).with_name("planflow")
-TERMINAL = {"SUCCESS", "FAILED", "CANCELED", "TIMED_OUT"}
-
-
-@dataclass(frozen=True)
-class Run:
-    code: int
-    out: str
-    err: str
-
-    @property
-    def both(self) -> str:
-        return self.out + self.err
-
-    def json(self) -> object:
-        assert self.code == 0, self.err
-        return json.loads(self.out)
-
-
-def planflow(*args: str, cwd: Path, script: bool = False, env: dict[str, str] | None = None) -> Run:
-    """Run the command (``python -m planflow``, or the console script) with a clean planflow environment."""
-    environ = {
-        k: v for k, v in os.environ.items() if not k.startswith(("PLANFLOW_DB_", "PLANFLOW_DATABASE_URL"))
-    }
-    environ["COLUMNS"] = "200"
-    environ.update(env or {})
-    command = [str(SCRIPT)] if script else [sys.executable, "-m", "planflow"]
-    done = subprocess.run(
-        [*command, *args], cwd=cwd, env=environ, capture_output=True, text=True, timeout=600, check=False
-    )
-    return Run(done.returncode, done.stdout, done.stderr)
-
-
-def sqlite_url(path: Path) -> str:
-    return f"sqlite:///{path}"
-
-
-def all_tasks(url: str) -> list[TaskState]:
-    """Every task state of the store, page by page."""
-    found: list[TaskState] = []
-    cursor: str | None = None
-    with open_provider({"url": url, "auto_migrate": False}) as provider:
-        while True:
-            page = provider.tasks.list_states(limit=500, cursor=cursor)
-            found += page.items
-            if page.next_cursor is None:
-                return found
-            cursor = page.next_cursor
-
-
-def snapshot(url: str) -> dict[str, object]:
-    """Every record of every repository the store serves, as the repositories return them."""
-    out: dict[str, object] = {}
-    with open_provider({"url": url, "auto_migrate": False}) as provider:
-        try:
-            out["tasks"] = sorted(all_tasks(url), key=lambda s: s.task_exec_id)
-            workflows: list[WorkflowState] = []
-            cursor: str | None = None
-            while True:
-                page = provider.workflows.list_states(limit=100, cursor=cursor)
-                workflows += page.items
-                if page.next_cursor is None:
-                    break
-                cursor = page.next_cursor
-            out["workflows"] = sorted(workflows, key=lambda w: w.workflow_exec_id)
-            users = provider.auth.list_users()
-            out["users"] = sorted(users, key=lambda u: u.id)
-            out["api_keys"] = sorted(
-                (k for u in users for k in provider.auth.list_api_keys(u.id)), key=lambda k: k.id
-            )
-        except UnsupportedError:
-            pass
-        out["exec_tasks"] = provider.executions.list_tasks()
-        out["exec_occurrences"] = provider.executions.list_occurrences()
-        out["exec_executions"] = provider.executions.list_executions()
-    return out
-
-
-def add_auth_and_addon_data(url: str) -> None:
-    """Users with API keys (one used), and the add-on's records with naive and aware datetimes."""
-    with open_provider(url) as provider:
-        admin = provider.auth.create_initial_admin("Admin@Example.com")
-        user = provider.auth.create_user("ops@example.com")
-        key = provider.auth.create_api_key(user.id)
-        provider.auth.touch_api_key(key.key.id)
-        provider.auth.create_api_key(admin.id)
-        add_addon_data(provider.executions)
-
-
-def add_addon_data(repo: ExecutionRepository) -> None:
-    with repo.batch():
-        for i in range(4):
-            repo.add_task(
-                TaskDefinition(
-                    id=f"t{i}",
-                    title=f"Take pill {i}",
-                    description="twice a day" if i % 2 else None,
-                    link=None,
-                    created_at=datetime(2024, 3, 1, 8, i),
-                    recurrence=timedelta(hours=12) if i % 2 else None,
-                    priority="high" if i else "low",
-                    preferred_slots=["morning", "evening"][: i % 3],
-                    retry_policy=RetryPolicy(max_retries=i),
-                    pinned_time=datetime(2024, 3, 2, 9, tzinfo=UTC) if i == 2 else None,
-                )
-            )
-            for j in range(3):
-                repo.add_occurrence(
-                    TaskOccurrence(
-                        f"o{i}-{j}", f"t{i}", datetime(2024, 3, 1 + j, 8), "morning" if j else None, None
-                    )
-                )
-                repo.add_execution(
-                    TaskExecution(
-                        f"o{i}-{j}",
-                        "missed" if j == 1 else "pending",
-                        2,
-                        [
-                            TaskEvent("triggered", datetime(2024, 3, 1 + j, 8)),
-                            TaskEvent("rescheduled", datetime(2024, 3, 1 + j, 9, 30, tzinfo=UTC)),
-                        ],
-                    )
-                )
-
-
-@pytest.fixture(scope="module")
-def demo_store(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, object]]:
-    """A SQLite file holding one demo run (60 tasks), users, API keys and add-on data; never written by tests."""
-    folder = tmp_path_factory.mktemp("demo")
-    path = folder / "source.db"
-    result = planflow(
-        "demo", "--db", sqlite_url(path), "--tasks", "60", "--seed", "3", "--json", cwd=folder
-    ).json()
-    assert isinstance(result, dict)
-    add_auth_and_addon_data(sqlite_url(path))
-    return path, result
-
 
 # import planflow -------------------------------------------------------------------------------------------
 
@@ -203,7 +66,7 @@ def test_demo_runs_on_the_embedded_default_through_the_console_script(tmp_path: 
     ):
         assert shown in run.out
     assert "LLM usage" in run.out
-    assert "conflicts resolved" in run.out
+    assert "conflicts" in run.out and "resolved" in run.out
     assert "elapsed" in run.out
     with open_provider(sqlite_url(tmp_path / "planflow.db")) as provider:
         [workflow] = provider.workflows.list_states().items
@@ -319,13 +182,25 @@ def test_demo_counts_conflicts_of_workers_racing_for_the_same_task(tmp_path: Pat
     assert conflicts["claims_lost"] > 0
 
 
-def test_demo_refuses_a_store_that_serves_no_tasks(tmp_path: Path) -> None:
-    pytest.importorskip("planflow.infra.tinydb.backend")
-    run = planflow("demo", "--db", f"tinydb:///{tmp_path / 'addon.json'}", cwd=tmp_path)
+def test_ctrl_c_stops_the_demo_with_one_line_and_exit_130(tmp_path: Path) -> None:
+    path = tmp_path / "stopped.db"
 
-    assert run.code == 1
-    assert "does not serve the tasks repository" in run.err
+    def running() -> bool:
+        try:
+            with sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=1) as conn:
+                done = conn.execute("SELECT count(*) FROM task_states WHERE status = 'SUCCESS'").fetchone()
+        except sqlite3.Error:
+            return False
+        return done[0] >= 50
+
+    run = interrupted("demo", "--db", sqlite_url(path), "--tasks", "3000", cwd=tmp_path, ready=running)
+
+    assert run.code == 130, run.both
+    assert run.err == "planflow: interrupted: the demo's records so far stay in the store, unfinished\n"
     assert "Traceback" not in run.both
+    with open_provider(sqlite_url(path)) as provider:
+        [workflow] = provider.workflows.list_states().items
+    assert workflow.status is TaskStatus.RUNNING
 
 
 # migrate and status ----------------------------------------------------------------------------------------
@@ -338,9 +213,19 @@ def test_migrate_applies_every_migration_once_then_does_nothing(tmp_path: Path) 
     listed = planflow("migrate", "--db", db, "--status", "--json", cwd=tmp_path).json()
     text = planflow("migrate", "--db", db, cwd=tmp_path)
 
-    assert first == {"applied": ["0001_initial", "0002_executions"], "schema_version": 2}
-    assert second == {"applied": [], "schema_version": 2}
-    assert isinstance(listed, list) and [m["version"] for m in listed] == [1, 2]
+    known = load_migrations("sqlite")
+    assert first == {
+        "applied": [f"{m.version:04d}_{m.name}" for m in known],
+        "schema_version": known[-1].version,
+    }
+    assert first["applied"][:4] == [
+        "0001_initial",
+        "0002_executions",
+        "0003_commit_tokens",
+        "0004_store_metadata",
+    ]
+    assert second == {"applied": [], "schema_version": known[-1].version}
+    assert isinstance(listed, list) and [m["version"] for m in listed] == [m.version for m in known]
     assert all(m["applied_at"] for m in listed)
     assert text.code == 0 and "up to date" in text.out
 
@@ -352,11 +237,15 @@ def test_status_counts_the_demo_tasks_and_workflows_by_status(
     status = planflow("status", "--db", sqlite_url(path), "--json", cwd=path.parent).json()
     text = planflow("status", "--db", sqlite_url(path), cwd=path.parent)
 
+    version = load_migrations("sqlite")[-1].version
+    assert isinstance(status, dict)
+    assert status.pop("file")["bytes"] == path.stat().st_size
     assert status == {
         "driver": "sqlite",
         "location": str(path),
-        "schema_version": 2,
+        "schema_version": version,
         "pending_migrations": [],
+        "incomplete_copy": None,
         "counts": {
             "workflows": 1,
             "tasks": result["tasks"],
@@ -369,7 +258,7 @@ def test_status_counts_the_demo_tasks_and_workflows_by_status(
         "workflows_by_status": {result["status"]: 1},
     }
     assert text.code == 0
-    assert "schema version" in text.out and "2 (current)" in text.out
+    assert "schema version" in text.out and f"{version} (current)" in text.out
     assert f" {result['tasks']} " in text.out
 
 
@@ -390,7 +279,7 @@ def test_tree_of_a_workflow_holds_every_task_with_its_status(
     path, result = demo_store
     db, workflow_exec_id = sqlite_url(path), str(result["workflow_exec_id"])
     tree = planflow("tree", workflow_exec_id, "--db", db, "--json", cwd=path.parent).json()
-    text = planflow("tree", workflow_exec_id, "--db", db, cwd=path.parent)
+    text = planflow("tree", workflow_exec_id, "--db", db, "--all", cwd=path.parent)
 
     assert isinstance(tree, dict)
     shown: dict[str, str] = {}
@@ -430,7 +319,7 @@ def test_tree_of_a_task_is_its_subtree(demo_store: tuple[Path, dict[str, object]
     children = tree[0]["children"]
     assert len(children) >= 2
     assert text.out.splitlines()[0].startswith("SUCCESS notify")
-    assert f"… {len(children) - 1} more: {len(children) - 1} SUCCESS" in text.out
+    assert f"… {len(children) - 1} more ({len(children) - 1} SUCCESS)" in text.out
 
 
 def test_show_prints_one_state_as_json(demo_store: tuple[Path, dict[str, object]]) -> None:
@@ -590,24 +479,6 @@ def test_copy_from_tinydb_moves_the_addon_data_into_sqlite(tmp_path: Path) -> No
     for table in ("exec_tasks", "exec_occurrences", "exec_executions"):
         assert after[table] == before[table], table
     assert after["tasks"] == []
-
-
-def test_copy_into_tinydb_says_what_it_cannot_store(
-    demo_store: tuple[Path, dict[str, object]], tmp_path: Path
-) -> None:
-    pytest.importorskip("planflow.infra.tinydb.backend")
-    source, _ = demo_store
-    target = f"tinydb:///{tmp_path / 'back.json'}"
-
-    run = planflow("copy", "--from", sqlite_url(source), "--to", target, "--json", cwd=tmp_path)
-
-    report = run.json()
-    assert isinstance(report, dict) and report["verified"] is True
-    assert report["not_copied"] == {"workflows": 1, "tasks": 60, "users": 2, "api_keys": 2}
-    assert (
-        "planflow: warning: tasks not copied (60 records): the tinydb driver does not store them" in run.err
-    )
-    assert snapshot(target)["exec_executions"] == snapshot(sqlite_url(source))["exec_executions"]
 
 
 # errors ----------------------------------------------------------------------------------------------------

@@ -8,6 +8,7 @@ from planflow import Provider
 from planflow.executions import ExecutionRepository
 from tests.contract.auth import AuthRepositoryContract
 from tests.contract.executions import ExecutionRepositoryContract
+from tests.contract.metadata import MetadataRepositoryContract
 from tests.contract.tasks import TaskRepositoryContract
 from tests.contract.workflows import TransactionContract, WorkflowRepositoryContract
 
@@ -30,6 +31,9 @@ class TestPostgresTransactions(Postgres, TransactionContract): ...
 
 
 class TestPostgresAuth(Postgres, AuthRepositoryContract): ...
+
+
+class TestPostgresMetadata(Postgres, MetadataRepositoryContract): ...
 
 
 class TestPostgresExecutions(ExecutionRepositoryContract):

@@ -7,6 +7,7 @@ import pytest
 from planflow import ExecutionRepository, Provider
 from tests.contract.auth import AuthRepositoryContract
 from tests.contract.executions import ExecutionRepositoryContract
+from tests.contract.metadata import MetadataRepositoryContract
 from tests.contract.tasks import TaskRepositoryContract
 from tests.contract.workflows import TransactionContract, WorkflowRepositoryContract
 
@@ -35,6 +36,9 @@ class TestSqliteFileTransactions(SqliteFile, TransactionContract): ...
 class TestSqliteFileAuth(SqliteFile, AuthRepositoryContract): ...
 
 
+class TestSqliteFileMetadata(SqliteFile, MetadataRepositoryContract): ...
+
+
 class TestSqliteMemoryTasks(SqliteMemory, TaskRepositoryContract): ...
 
 
@@ -45,6 +49,9 @@ class TestSqliteMemoryTransactions(SqliteMemory, TransactionContract): ...
 
 
 class TestSqliteMemoryAuth(SqliteMemory, AuthRepositoryContract): ...
+
+
+class TestSqliteMemoryMetadata(SqliteMemory, MetadataRepositoryContract): ...
 
 
 class TestSqliteFileExecutions(ExecutionRepositoryContract):

@@ -11,7 +11,7 @@ import pytest
 from tinydb import TinyDB
 from tinydb.storages import MemoryStorage
 
-from planflow import ValidationError
+from planflow import Provider, ValidationError, open_provider
 from planflow.executions import (
     ExecutionRepository,
     TaskEvent,
@@ -29,6 +29,7 @@ from tests.contract.executions import (
     an_execution,
     an_occurrence,
 )
+from tests.contract.metadata import MetadataRepositoryContract
 
 
 class TestTinyDbMemory(ExecutionRepositoryContract):
@@ -42,6 +43,20 @@ class TestTinyDbFile(ExecutionRepositoryContract):
     def executions(self, tmp_path: Path) -> Iterator[ExecutionRepository]:
         with TinyDB(tmp_path / "planflow.json", storage=CrashSafeJSONStorage) as db:
             yield TinyDbExecutionRepository(db)
+
+
+class TestTinyDbMemoryMetadata(MetadataRepositoryContract):
+    @pytest.fixture
+    def provider(self) -> Iterator[Provider]:
+        with open_provider("tinydb://memory") as provider:
+            yield provider
+
+
+class TestTinyDbFileMetadata(MetadataRepositoryContract):
+    @pytest.fixture
+    def provider(self, tmp_path: Path) -> Iterator[Provider]:
+        with open_provider(f"tinydb:///{tmp_path / 'planflow.json'}") as provider:
+            yield provider
 
 
 @pytest.fixture

@@ -15,10 +15,11 @@ from planflow.infra.sql.auth import SqlAuthRepository
 from planflow.infra.sql.database import Connection, Database
 from planflow.infra.sql.dialect import Dialect
 from planflow.infra.sql.executions import SqlExecutionRepository
+from planflow.infra.sql.metadata import SqlMetadataRepository
 from planflow.infra.sql.migrations import MigrationSql, Migrator
 from planflow.infra.sql.tasks import SqlTaskRepository
 from planflow.infra.sql.workflows import SqlWorkflowRepository
-from planflow.protocols import AuthRepository, TaskRepository, WorkflowRepository
+from planflow.protocols import AuthRepository, MetadataRepository, TaskRepository, WorkflowRepository
 from planflow.schema import Migration, MigrationStatus
 
 
@@ -32,6 +33,7 @@ class SqlBackend:
         self.workflows = SqlWorkflowRepository(database, dialect)
         self.auth = SqlAuthRepository(database, dialect)
         self.executions = SqlExecutionRepository(database, dialect)
+        self.metadata = SqlMetadataRepository(database, dialect)
         self._migrator = Migrator(database, dialect, migration_sql)
 
     @property
@@ -71,6 +73,7 @@ class SyncSqlBackend:
         self.workflows: WorkflowRepository = sync_facade(core.workflows, WorkflowRepository)
         self.auth: AuthRepository = sync_facade(core.auth, AuthRepository)
         self.executions: ExecutionRepository = sync_facade(core.executions, ExecutionRepository)
+        self.metadata: MetadataRepository = sync_facade(core.metadata, MetadataRepository)
 
     def transaction(self) -> AbstractContextManager[object]:
         """See :meth:`SqlBackend.transaction`."""

@@ -10,6 +10,7 @@ from tinydb.storages import MemoryStorage
 from planflow.config import PlanflowConfig, RetrySettings
 from planflow.errors import UnsupportedError
 from planflow.infra.tinydb.executions import TinyDbExecutionRepository
+from planflow.infra.tinydb.metadata import TinyDbMetadataRepository
 from planflow.infra.tinydb.storage import CrashSafeJSONStorage
 from planflow.schema import Migration, MigrationStatus
 
@@ -26,6 +27,7 @@ class TinyDbBackend:
         self._db = db
         self.retry = retry or RetrySettings()
         self.executions = TinyDbExecutionRepository(db)
+        self.metadata = TinyDbMetadataRepository(db, self.executions.batch)
 
     def transaction(self) -> AbstractContextManager[object]:
         """TinyDB has no transactions: group writes with ``provider.executions.batch()`` instead."""
