@@ -165,7 +165,8 @@ def redact_url(text: str) -> str:
     """Return ``text`` with any password in a URL or conninfo replaced by ``***``.
 
     A password in a URL is everything between the first ``:`` of the user part and the last ``@`` before the
-    query, so an unencoded ``@``, space or ``/`` in it is hidden too (hiding too much is the safe mistake).
+    fragment, so an unencoded ``@``, ``?``, space or ``/`` in it is hidden too (hiding too much is the safe
+    mistake).
     """
     starts = [match.start() for match in _SCHEME.finditer(text)]
     if not starts:
@@ -179,7 +180,8 @@ def redact_url(text: str) -> str:
 def _redact_one(url: str) -> str:
     scheme_end = url.index("://") + 3
     head, rest = url[:scheme_end], url[scheme_end:]
-    authority = re.split(r"[?#]", rest, maxsplit=1)[0]
+    # To the fragment, not the query: an unencoded "?" may be part of the password.
+    authority = rest.split("#", 1)[0]
     at = authority.rfind("@")
     if at >= 0:
         colon = authority.find(":", 0, at)

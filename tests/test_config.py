@@ -97,3 +97,60 @@ def test_password_never_appears_in_repr_or_errors() -> None:
 def test_postgres_options_with_spaces_reach_the_driver_intact() -> None:
     config = resolve_config("postgresql://u@h/db?options=-csearch_path%3Dx%20-cstatement_timeout%3D5")
     assert config.url == "postgresql://u@h/db?options=-csearch_path%3Dx%20-cstatement_timeout%3D5"
+
+
+@pytest.mark.parametrize("name", ["busy_timeout", "connect_timeout", "pool_timeout"])
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), "nan", "inf", "-inf"])
+def test_non_finite_timeouts_are_config_errors(name: str, value: object) -> None:
+    with pytest.raises(ConfigError, match=name):
+        resolve_config({"driver": "sqlite", "path": "x.db", name: value})
+    with pytest.raises(ConfigError, match=name):
+        resolve_config(f"sqlite:///x.db?{name}={value}")
+
+
+@pytest.mark.parametrize(
+    ("url", "secret"),
+    [
+        ("postgresql://u:pw-7731@[::1:5432/db", "pw-7731"),
+        ("postgresql://u:s3cret@host:notaport/db", "s3cret"),
+    ],
+)
+def test_an_unparseable_postgres_url_is_a_config_error_that_does_not_echo_it(url: str, secret: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        resolve_config(url)
+    assert secret not in str(caught.value)
+    assert "postgresql://user:pw@host:5432/db" in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("url", "secret"),
+    [
+        ("postgresql://alice:my secret words@db.example/x", "my secret words"),
+        ("postgresql://alice:p@ss@word@db.example/x", "p@ss@word"),
+        ("postgresql://alice:a/b?c@db.example/x", "a/b?c"),
+        ("postgresql://alice@db.example/x?password=hunter2", "hunter2"),
+    ],
+)
+def test_passwords_with_unencoded_characters_never_show(url: str, secret: str) -> None:
+    try:
+        config = resolve_config(url)
+    except ConfigError as exc:  # unparseable as written: refused, and not echoed either
+        shown = str(exc) + redact_url(url)
+    else:
+        shown = repr(config) + redact_url(url) + config.location
+    for part in {secret, *secret.split("@"), *secret.split(" ")}:
+        if len(part) > 2:
+            assert part not in shown, shown
+
+
+@pytest.mark.parametrize("scheme", ["postgresql", "postgres", "postgresql+psycopg", "postgres+psycopg"])
+def test_postgres_urls_in_every_common_spelling_choose_the_postgres_driver(scheme: str) -> None:
+    config = resolve_config(f"{scheme}://u:pw@localhost:5433/db?sslmode=disable")
+    assert config.driver == "postgres"
+    assert config.url is not None and config.url.startswith("postgresql://u:pw@localhost:5433/db")
+
+
+def test_a_file_url_without_a_path_explains_the_slash_rule() -> None:
+    with pytest.raises(ConfigError, match="three slashes") as caught:
+        resolve_config("sqlite://")
+    assert "sqlite:///path/to.db" in str(caught.value)

@@ -8,6 +8,7 @@ from planflow import Provider
 from planflow.executions import ExecutionRepository
 from tests.contract.auth import AuthRepositoryContract
 from tests.contract.executions import ExecutionRepositoryContract
+from tests.contract.hostile import HostileInputContract
 from tests.contract.metadata import MetadataRepositoryContract
 from tests.contract.tasks import TaskRepositoryContract
 from tests.contract.workflows import TransactionContract, WorkflowRepositoryContract
@@ -40,3 +41,6 @@ class TestPostgresExecutions(ExecutionRepositoryContract):
     @pytest.fixture
     def executions(self, postgres_provider: Provider) -> ExecutionRepository:
         return postgres_provider.executions
+
+
+class TestPostgresHostile(Postgres, HostileInputContract): ...

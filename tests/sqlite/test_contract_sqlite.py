@@ -7,6 +7,7 @@ import pytest
 from planflow import ExecutionRepository, Provider
 from tests.contract.auth import AuthRepositoryContract
 from tests.contract.executions import ExecutionRepositoryContract
+from tests.contract.hostile import HostileInputContract
 from tests.contract.metadata import MetadataRepositoryContract
 from tests.contract.tasks import TaskRepositoryContract
 from tests.contract.workflows import TransactionContract, WorkflowRepositoryContract
@@ -67,3 +68,9 @@ class TestSqliteMemoryExecutions(ExecutionRepositoryContract):
     @pytest.fixture
     def executions(self, sqlite_memory_provider: Provider) -> ExecutionRepository:
         return sqlite_memory_provider.executions
+
+
+class TestSqliteFileHostile(SqliteFile, HostileInputContract): ...
+
+
+class TestSqliteMemoryHostile(SqliteMemory, HostileInputContract): ...
