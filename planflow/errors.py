@@ -82,6 +82,22 @@ class ClosedError(PlanflowError):
     """The provider (or the store behind it) was closed."""
 
 
+class DatabaseError(PlanflowError):
+    """The database failed in a way planflow does not classify further (a driver error, chained)."""
+
+
+class CorruptStoreError(PlanflowError):
+    """A store's file exists but cannot be read, or is not what planflow wrote; it was left untouched."""
+
+
+class StoreWriteError(PlanflowError):
+    """A store's file could not be written (folder gone, disk full, read-only); the old file is intact."""
+
+
+class CopyError(PlanflowError):
+    """``planflow copy`` was refused or stopped; the message says why and what to do."""
+
+
 class UnsupportedError(PlanflowError):
     """The driver does not serve the requested repository or operation."""
 
@@ -92,11 +108,15 @@ __all__ = [
     "CommitUnknownError",
     "ConfigError",
     "ConflictError",
+    "CopyError",
+    "CorruptStoreError",
+    "DatabaseError",
     "DuplicateError",
     "MigrationError",
     "NotFoundError",
     "PlanflowError",
     "SchemaTooNewError",
+    "StoreWriteError",
     "TransactionRequiredError",
     "TransientError",
     "UnsupportedError",

@@ -21,7 +21,7 @@ from datetime import UTC, datetime
 from typing import Protocol, cast
 
 from planflow.cli.records import REPOSITORIES, TABLES, Digest, Table, serves
-from planflow.errors import PlanflowError
+from planflow.errors import CopyError, PlanflowError
 from planflow.infra.provider import Provider, Repositories
 from planflow.models import JsonObject
 
@@ -29,10 +29,6 @@ DEFAULT_BATCH = 1000
 #: The metadata key of the mark an unfinished copy leaves in its target: a JSON object with ``source``,
 #: ``started_at``, ``resume`` (the command that resumes it) and ``tables`` (``source`` and ``copied`` counts).
 INCOMPLETE_KEY = "planflow.copy.incomplete"
-
-
-class CopyError(PlanflowError):
-    """A copy was refused or stopped; the message says why and what to do."""
 
 
 class CopyInterruptedError(CopyError):

@@ -543,26 +543,6 @@ def _parent_result(info: ProgressInfo, status: TaskStatus) -> dict[str, object]:
     }
 
 
-def run_demo(
-    repos: Repositories,
-    *,
-    tasks: int = DEFAULT_TASKS,
-    workers: int = DEFAULT_WORKERS,
-    seed: int = DEFAULT_SEED,
-    failure_rate: float = DEFAULT_FAILURE_RATE,
-    on_progress: Callable[[int, int], None] | None = None,
-) -> DemoResult:
-    """Build the plan for ``tasks`` and ``seed`` and run it with ``workers`` threads (see the module docstring).
-
-    Raises:
-        ValueError: bad sizes.
-        PlanflowError: a repository failed; ``UnsupportedError`` when the store serves no tasks (tinydb).
-    """
-    _ = (repos.tasks, repos.workflows)  # UnsupportedError before any write on a store without them
-    plan = build_plan(tasks, seed, failure_rate=failure_rate)
-    return DemoRun(repos, plan, workers=workers, on_progress=on_progress).run()
-
-
 __all__ = [
     "DEFAULT_FAILURE_RATE",
     "DEFAULT_SEED",
@@ -575,5 +555,4 @@ __all__ = [
     "DemoStats",
     "Step",
     "build_plan",
-    "run_demo",
 ]

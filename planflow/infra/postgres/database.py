@@ -46,6 +46,7 @@ from planflow.errors import (
     ClosedError,
     CommitUnknownError,
     ConfigError,
+    DatabaseError,
     DuplicateError,
     PlanflowError,
     TransientError,
@@ -150,7 +151,7 @@ def translate(exc: psycopg.Error, *, lost: bool = False) -> PlanflowError:
         return TransientError(f"PostgreSQL failed transiently ({state}): {message}")
     if not state and isinstance(exc, psycopg.OperationalError):
         return ConnectionLostError(f"PostgreSQL connection failed: {message}")
-    return PlanflowError(f"PostgreSQL error {state or type(exc).__name__}: {message}")
+    return DatabaseError(f"PostgreSQL error {state or type(exc).__name__}: {message}")
 
 
 @dataclass(frozen=True, slots=True)

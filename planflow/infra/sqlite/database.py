@@ -16,14 +16,16 @@ import sqlite3
 import threading
 import time
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from contextlib import suppress
 from pathlib import Path
+from typing import TypeVar
 
 from planflow.config import PlanflowConfig
 from planflow.errors import (
     ClosedError,
     ConfigError,
+    DatabaseError,
     DuplicateError,
     PlanflowError,
     TransientError,
@@ -32,6 +34,7 @@ from planflow.errors import (
 )
 from planflow.infra.sql.database import Connection, Database, ForeignKeyViolation, Params, Row, owner
 
+T = TypeVar("T")
 _BUSY_CODES = frozenset({sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED})
 
 #: Connections inherited from a parent process: kept referenced and never used or closed in the child.
@@ -52,7 +55,7 @@ def translate(exc: sqlite3.Error) -> PlanflowError:
         return TransientError(f"SQLite database is busy: {message}")
     if "malformed JSON" in message:
         return ValidationError(f"rejected by the database: {message}")
-    return PlanflowError(f"SQLite error: {message}")
+    return DatabaseError(f"SQLite error: {message}")
 
 
 class SqliteConnection(Connection):
@@ -64,35 +67,26 @@ class SqliteConnection(Connection):
         self.raw = raw
         self._db = db
 
-    async def execute(self, sql: str, params: Params = ()) -> int:
+    def _run(self, call: Callable[[], T]) -> T:
         self._db.statements += 1
         try:
-            return self.raw.execute(sql, params).rowcount
+            return call()
         except sqlite3.Error as exc:
             raise translate(exc) from exc
 
+    async def execute(self, sql: str, params: Params = ()) -> int:
+        return self._run(lambda: self.raw.execute(sql, params).rowcount)
+
     async def fetch_one(self, sql: str, params: Params = ()) -> Row | None:
-        self._db.statements += 1
-        try:
-            # fetchall: a RETURNING statement must run to completion before the transaction can commit.
-            rows = self.raw.execute(sql, params).fetchall()
-        except sqlite3.Error as exc:
-            raise translate(exc) from exc
+        # fetchall: a RETURNING statement must run to completion before the transaction can commit.
+        rows = self._run(lambda: self.raw.execute(sql, params).fetchall())
         return rows[0] if rows else None
 
     async def fetch_all(self, sql: str, params: Params = ()) -> list[Row]:
-        self._db.statements += 1
-        try:
-            return self.raw.execute(sql, params).fetchall()
-        except sqlite3.Error as exc:
-            raise translate(exc) from exc
+        return self._run(lambda: self.raw.execute(sql, params).fetchall())
 
     async def execute_many(self, sql: str, rows: Iterable[Params]) -> None:
-        self._db.statements += 1
-        try:
-            self.raw.executemany(sql, rows)
-        except sqlite3.Error as exc:
-            raise translate(exc) from exc
+        self._run(lambda: self.raw.executemany(sql, rows))
 
     async def execute_script(self, script: str) -> None:
         # executescript() would COMMIT the caller's transaction first; run the statements one by one instead.
@@ -236,6 +230,11 @@ class SqliteDatabase(Database):
 
     async def aclose(self) -> None:
         self._closed = True
+        if self._idle and not self._memory:
+            # What SQLite recommends before a connection closes: refresh the statistics the planner uses, where
+            # the connection's queries showed them stale (cheap when nothing changed).
+            with suppress(sqlite3.Error):
+                self._idle[0].raw.execute("PRAGMA optimize")
         while self._idle:
             with suppress(IndexError):
                 self._idle.pop().raw.close()

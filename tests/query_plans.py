@@ -1,0 +1,133 @@
+"""Every query the repositories run, with representative parameters, for the query-plan tests of both drivers.
+
+A plan may sort the rows a query found when no index can give them in the order asked (an id list, a tree by
+depth, the newest state per task id ordered by time): those are named in ``SORTS_ITS_RESULT``. It may read a
+whole table only where the query asks for the whole table (``WHOLE_TABLE``). Anything else must be served by an
+index, in index order.
+"""
+
+from __future__ import annotations
+
+from planflow.infra.sql import auth as auth_sql
+from planflow.infra.sql import executions as executions_sql
+from planflow.infra.sql import tasks as tasks_sql
+from planflow.infra.sql import workflows as workflows_sql
+from planflow.infra.sql.codec import encode_cursor, now
+from planflow.infra.sql.dialect import Dialect
+from planflow.infra.sql.shared import where_clause
+from planflow.models import ExecutionType, TaskFilter, TaskStatus, WorkflowFilter
+
+SORTS_ITS_RESULT = {"tasks.list_by_ids", "tasks.get_task_tree", "workflow tasks", "tasks of many workflows"}
+WHOLE_TABLE = {
+    "auth.list_users",
+    "executions.list_tasks",
+    "executions.list_occurrences",
+    "executions.list_executions",
+}
+
+TASK_FILTERS = {
+    "status": TaskFilter(status=TaskStatus.RUNNING),
+    "workflow_id": TaskFilter(workflow_id="w"),
+    "workflow_exec_id": TaskFilter(workflow_exec_id="wx"),
+    "task_id": TaskFilter(task_id="t"),
+    "task_exec_id": TaskFilter(task_exec_id="tx"),
+    "parent_state_id": TaskFilter(parent_state_id="p"),
+    "agent_id": TaskFilter(agent_id="a"),
+    "action_id": TaskFilter(action_id="a"),
+    "tool_id": TaskFilter(tool_id="t"),
+    "execution_type": TaskFilter(execution_type=ExecutionType.PARALLEL),
+}
+WORKFLOW_FILTERS = {
+    "status": WorkflowFilter(status=TaskStatus.RUNNING),
+    "workflow_id": WorkflowFilter(workflow_id="w"),
+    "workflow_exec_id": WorkflowFilter(workflow_exec_id="wx"),
+}
+
+
+def statements(dialect: Dialect) -> list[tuple[str, str, list[object]]]:
+    """(name, SQL with ``?`` placeholders, parameters) of every read the repositories run."""
+    ts = dialect.ts_param
+    cursor = encode_cursor(now(), "k")
+    found: list[tuple[str, str, list[object]]] = [
+        ("tasks.get_state", tasks_sql.GET, ["tx"]),
+        ("tasks.list_states", f"{tasks_sql.SELECT} {tasks_sql.ORDER} LIMIT ?", [101]),
+        (
+            "tasks.list_by_ids",
+            f"{tasks_sql.SELECT} WHERE {dialect.in_ids('task_exec_id')} {tasks_sql.ORDER}",
+            [dialect.ids_param(["a"])],
+        ),
+        ("workflow tasks", workflows_sql.TASKS, ["wx"]),
+        ("tasks.list_children", tasks_sql.CHILDREN, ["p"]),
+        ("tasks.get_child_by_task_id", tasks_sql.CHILD_BY_TASK, ["p", "t"]),
+        ("tasks.list_children_outputs", tasks_sql.CHILDREN_OUTPUTS, ["p"]),
+        ("tasks.get_progress_info", tasks_sql.PROGRESS, ["p"]),
+        ("tasks.get_task_tree", tasks_sql.TREE, ["r", 100, "r"]),
+        ("tasks.version after a write", tasks_sql.GET_VERSION, ["tx"]),
+        ("workflows.get_state", workflows_sql.GET, ["wx"]),
+        (
+            "workflows.get_state_by_workflow_id",
+            f"{workflows_sql.SELECT} WHERE workflow_id = ? {workflows_sql.NEWEST}",
+            ["w"],
+        ),
+        ("workflows.list_states", f"{workflows_sql.SELECT} {workflows_sql.ORDER} LIMIT ?", [101]),
+        ("workflow top-level tasks", workflows_sql.TOP_LEVEL, ["wx"]),
+        (
+            "tasks of many workflows",
+            workflows_sql.latest_tasks(dialect.in_ids("workflow_exec_id"), "workflow_exec_id, task_id"),
+            [dialect.ids_param(["a", "b"])],
+        ),
+        ("auth.get_user", f"{auth_sql.SELECT_USER} WHERE id = ?", ["u"]),
+        ("auth.get_user_by_email", f"{auth_sql.SELECT_USER} WHERE email_key = ?", ["a@b"]),
+        ("auth.list_users", f"{auth_sql.SELECT_USER} ORDER BY created_at, id", []),
+        ("auth.get_api_key_by_fingerprint", f"{auth_sql.SELECT_KEY} WHERE fingerprint = ?", ["f" * 64]),
+        ("auth.list_api_keys", f"{auth_sql.SELECT_KEY} WHERE user_id = ? ORDER BY created_at, id", ["u"]),
+        ("executions.get_task", "SELECT doc FROM exec_tasks WHERE id = ?", ["t"]),
+        ("executions.list_tasks", "SELECT doc FROM exec_tasks ORDER BY seq", []),
+        ("executions.list_occurrences", "SELECT doc FROM exec_occurrences ORDER BY seq", []),
+        (
+            "executions.list_occurrences of a task",
+            "SELECT doc FROM exec_occurrences WHERE task_id = ? ORDER BY seq",
+            ["t"],
+        ),
+        ("executions.get_execution", "SELECT doc FROM exec_executions WHERE occurrence_id = ?", ["o"]),
+        ("executions.list_executions", "SELECT doc FROM exec_executions ORDER BY seq", []),
+        (
+            "executions.delete of a task",
+            executions_sql.DELETE_EXECUTIONS_OF_TASK.replace("DELETE", "SELECT 1"),
+            ["t"],
+        ),
+    ]
+    for column in ("status", "agent_id", "tool_id"):
+        found.append(
+            (
+                f"tasks.list_tasks_by_{column.removesuffix('_id')}",
+                f"{tasks_sql.SELECT} WHERE workflow_exec_id = ? AND {column} = ? {tasks_sql.ORDER}",
+                ["wx", "RUNNING" if column == "status" else "x"],
+            )
+        )
+    for column in workflows_sql.TASK_LOOKUPS:
+        found.append(
+            (
+                f"workflows.get_state_by_{column}",
+                f"{workflows_sql.SELECT} w WHERE w.workflow_id = ? AND EXISTS (SELECT 1 FROM task_states t "
+                f"WHERE t.workflow_exec_id = w.workflow_exec_id AND t.{column} = ?) {workflows_sql.NEWEST}",
+                ["w", "x"],
+            )
+        )
+    for name, task_filter in TASK_FILTERS.items():
+        for with_cursor in (False, True):
+            where, params = where_clause(tasks_sql.TABLE, task_filter, cursor if with_cursor else None, ts)
+            label = f"tasks.list_states by {name}{' after a cursor' if with_cursor else ''}"
+            found.append((label, f"{tasks_sql.SELECT}{where} {tasks_sql.ORDER} LIMIT ?", [*params, 101]))
+        where, params = where_clause(tasks_sql.TABLE, task_filter, None, ts)
+        found.append((f"tasks.count_states by {name}", f"SELECT COUNT(*) FROM task_states{where}", params))
+    for name, workflow_filter in WORKFLOW_FILTERS.items():
+        where, params = where_clause(workflows_sql.TABLE, workflow_filter, cursor, ts)
+        found.append(
+            (
+                f"workflows.list_states by {name}",
+                f"{workflows_sql.SELECT}{where} {workflows_sql.ORDER} LIMIT ?",
+                [*params, 101],
+            )
+        )
+    return found
