@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import datetime
 from typing import Protocol
 
@@ -68,6 +68,15 @@ class TaskRepository(Protocol):
         """States matching every field of ``filter``, ordered by ``created_at`` then ``task_exec_id``."""
         ...
 
+    def iter_states(self, filter: TaskFilter | None = None, *, batch_size: int = 1000) -> Iterator[TaskState]:
+        """Every state matching ``filter`` in ``list_states`` order, read ``batch_size`` at a time.
+
+        Memory stays at one batch whatever the number of states; each batch is a short read of its own (no
+        transaction is held between them), and every state that existed when the iteration began is yielded
+        exactly once.
+        """
+        ...
+
     def count_states(self, filter: TaskFilter | None = None) -> int:
         """How many states match ``filter`` (all of them without one)."""
         ...
@@ -104,6 +113,14 @@ class TaskRepository(Protocol):
         """The root (depth 0) and its descendants down to ``max_depth``, by depth then ``created_at``.
 
         One recursive query; stops on a parent cycle in stored data; an unknown root gives ``[]``.
+        """
+        ...
+
+    def iter_task_tree(self, root_state_id: str, *, max_depth: int = 100) -> Iterator[TaskTreeNode]:
+        """``get_task_tree``'s nodes, in its order, streamed from one snapshot: memory stays flat.
+
+        The query's connection (and, outside a transaction, a read-only transaction of its own) is held until
+        the iteration ends: consume it, or close it, promptly.
         """
         ...
 
@@ -185,6 +202,16 @@ class WorkflowRepository(Protocol):
         """Workflows matching ``filter``, by ``created_at``; with their tasks in one more query (fixed count).
 
         ``with_tasks=False`` leaves ``tasks`` empty: one query, for scans that do not need them.
+        """
+        ...
+
+    def iter_states(
+        self, filter: WorkflowFilter | None = None, *, batch_size: int = 1000
+    ) -> Iterator[WorkflowState]:
+        """Every workflow matching ``filter`` in ``list_states`` order, without tasks, ``batch_size`` at a time.
+
+        Memory stays at one batch; each batch is a short read of its own, and every workflow that existed when
+        the iteration began is yielded exactly once.
         """
         ...
 

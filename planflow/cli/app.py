@@ -611,17 +611,10 @@ def _trees(provider: Provider, exec_id: str) -> tuple[Tree, list[list[TaskTreeNo
             raise NotFoundError(
                 f"no workflow or task with exec id {exec_id!r} in {_where(provider)}"
             ) from None
-        nodes = provider.tasks.get_task_tree(task.task_exec_id)
+        nodes = list(provider.tasks.iter_task_tree(task.task_exec_id))
         return Tree("", hide_root=True), [nodes], None
     workflow = found.items[0]
-    states: list[TaskState] = []
-    cursor: str | None = None
-    while True:
-        page = provider.tasks.list_states(TaskFilter(workflow_exec_id=exec_id), limit=PAGE, cursor=cursor)
-        states += page.items
-        if page.next_cursor is None:
-            break
-        cursor = page.next_cursor
+    states = list(provider.tasks.iter_states(TaskFilter(workflow_exec_id=exec_id), batch_size=PAGE))
     return Tree(render.workflow_label(workflow)), _forest(states), workflow_json(workflow)
 
 

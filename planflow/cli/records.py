@@ -189,13 +189,7 @@ class WorkflowsTable(Table[WorkflowState]):
     repository = "workflows"
 
     def pages(self, repos: Repositories, size: int) -> Generator[list[WorkflowState], None, None]:
-        cursor: str | None = None
-        while True:
-            page = repos.workflows.list_states(limit=size, cursor=cursor, with_tasks=False)
-            yield page.items
-            if page.next_cursor is None:
-                return
-            cursor = page.next_cursor
+        yield from _chunks(repos.workflows.iter_states(batch_size=size), size)
 
     def key(self, record: WorkflowState) -> str:
         return record.workflow_exec_id
@@ -233,13 +227,7 @@ class TasksTable(Table[TaskState]):
     repository = "tasks"
 
     def pages(self, repos: Repositories, size: int) -> Generator[list[TaskState], None, None]:
-        cursor: str | None = None
-        while True:
-            page = repos.tasks.list_states(limit=size, cursor=cursor)
-            yield page.items
-            if page.next_cursor is None:
-                return
-            cursor = page.next_cursor
+        yield from _chunks(repos.tasks.iter_states(batch_size=size), size)
 
     def key(self, record: TaskState) -> str:
         return record.task_exec_id

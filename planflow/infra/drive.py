@@ -92,7 +92,7 @@ def _facade_method(
             coroutine.close()
             raise RuntimeError("planflow: a synchronous call suspended; its driver is asynchronous")
 
-    elif inspect.isasyncgenfunction(impl):
+    elif inspect.isasyncgenfunction(impl) or getattr(impl, "__planflow_iterator__", False):
 
         def method(self: Any, *args: object, **kwargs: object) -> object:
             return sync_iterator(impl(self._core, *args, **kwargs))

@@ -361,13 +361,16 @@ def checked(cls: type[T]) -> type[T]:
     reachable as ``method.__wrapped__``.
     """
     for name, method in list(vars(cls).items()):
-        if name.startswith("_") or not inspect.iscoroutinefunction(method):
+        if name.startswith("_"):
             continue
-        setattr(cls, name, _checking(method))
+        if inspect.iscoroutinefunction(method):
+            setattr(cls, name, _checking(method))
+        elif inspect.isasyncgenfunction(method):
+            setattr(cls, name, _checking(method, iterator=True))
     return cls
 
 
-def _checking(method: Callable[..., Any]) -> Callable[..., Any]:
+def _checking(method: Callable[..., Any], *, iterator: bool = False) -> Callable[..., Any]:
     """``method`` behind a coroutine of the same signature that first checks every argument.
 
     Generated source, as ``dataclasses`` generates ``__init__``: straight-line checks cost a few hundred
@@ -391,14 +394,22 @@ def _checking(method: Callable[..., Any]) -> Callable[..., Any]:
             declared.append(f"{param.name}=__default{index}")
         value = f"__check{index}({param.name}, {param.name!r})"
         passed.append(f"{param.name}={value}" if keyword_only else value)
-    source = (
-        f"async def {method.__name__}({', '.join(declared)}):\n"
-        f"    return await __impl(self, {', '.join(passed)})\n"
-    )
+    if iterator:
+        # A plain function returning the generator: its arguments are checked when it is called, before any
+        # row is read (a generator's own code runs only at the first step).
+        source = (
+            f"def {method.__name__}({', '.join(declared)}):\n    return __impl(self, {', '.join(passed)})\n"
+        )
+    else:
+        source = (
+            f"async def {method.__name__}({', '.join(declared)}):\n"
+            f"    return await __impl(self, {', '.join(passed)})\n"
+        )
     exec(compile(source, f"<checked {method.__qualname__}>", "exec"), namespace)
     wrapper: Callable[..., Any] = namespace[method.__name__]  # pyright: ignore[reportAssignmentType]
     wrapper.__qualname__ = method.__qualname__
     wrapper.__doc__ = method.__doc__
     wrapper.__module__ = method.__module__
     wrapper.__wrapped__ = method  # pyright: ignore[reportFunctionMemberAccess]
+    wrapper.__planflow_iterator__ = iterator  # pyright: ignore[reportFunctionMemberAccess]
     return wrapper

@@ -25,6 +25,7 @@ from planflow import (
 from tests.contract.auth import AuthRepositoryContract
 from tests.contract.executions import ExecutionRepositoryContract
 from tests.contract.metadata import MetadataRepositoryContract
+from tests.contract.streams import StreamContract
 from tests.contract.tasks import TaskRepositoryContract
 from tests.contract.workflows import TransactionContract, WorkflowRepositoryContract
 from tests.faults.cluster import Bouncer, Cluster
@@ -58,6 +59,9 @@ class TestBouncerAuth(ThroughBouncer, AuthRepositoryContract): ...
 
 
 class TestBouncerMetadata(ThroughBouncer, MetadataRepositoryContract): ...
+
+
+class TestBouncerStreams(ThroughBouncer, StreamContract): ...
 
 
 class TestBouncerExecutions(ExecutionRepositoryContract):

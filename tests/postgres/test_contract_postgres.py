@@ -10,6 +10,7 @@ from tests.contract.auth import AuthRepositoryContract
 from tests.contract.executions import ExecutionRepositoryContract
 from tests.contract.hostile import HostileInputContract
 from tests.contract.metadata import MetadataRepositoryContract
+from tests.contract.streams import StreamContract
 from tests.contract.tasks import TaskRepositoryContract
 from tests.contract.workflows import TransactionContract, WorkflowRepositoryContract
 
@@ -44,3 +45,6 @@ class TestPostgresExecutions(ExecutionRepositoryContract):
 
 
 class TestPostgresHostile(Postgres, HostileInputContract): ...
+
+
+class TestPostgresStreams(Postgres, StreamContract): ...

@@ -9,6 +9,7 @@ from tests.contract.auth import AuthRepositoryContract
 from tests.contract.executions import ExecutionRepositoryContract
 from tests.contract.hostile import HostileInputContract
 from tests.contract.metadata import MetadataRepositoryContract
+from tests.contract.streams import StreamContract
 from tests.contract.tasks import TaskRepositoryContract
 from tests.contract.workflows import TransactionContract, WorkflowRepositoryContract
 
@@ -74,3 +75,9 @@ class TestSqliteFileHostile(SqliteFile, HostileInputContract): ...
 
 
 class TestSqliteMemoryHostile(SqliteMemory, HostileInputContract): ...
+
+
+class TestSqliteFileStreams(SqliteFile, StreamContract): ...
+
+
+class TestSqliteMemoryStreams(SqliteMemory, StreamContract): ...

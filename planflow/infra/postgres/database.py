@@ -30,7 +30,7 @@ import math
 import os
 import time
 import weakref
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, TypeVar
@@ -192,6 +192,19 @@ class PostgresConnection(Connection):
 
     async def execute_many(self, sql: str, rows: Iterable[Params]) -> None:
         await self._run(self.raw.many, sql, rows)  # pyright: ignore[reportArgumentType]
+
+    async def iterate(self, sql: str, params: Params = (), *, batch: int = 1000) -> AsyncIterator[list[Row]]:
+        self._db.statements += 1
+        query = to_pyformat(sql) if params else _plain(sql)
+        rows = self.raw.stream(query, params or None, batch)
+        while True:
+            try:
+                chunk = await anext(rows)
+            except StopAsyncIteration:
+                return
+            except psycopg.Error as exc:
+                raise self._db.lost(translate(exc, lost=self.raw.closed)) from exc
+            yield list(chunk)
 
     async def execute_script(self, script: str) -> None:
         # No parameters: the simple query protocol, which runs several statements in one round trip.

@@ -9,9 +9,10 @@ coroutines that never suspend (the synchronous API drives them to their end at o
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from typing import Any
 
 import psycopg
@@ -64,6 +65,10 @@ class Raw(ABC):
     @abstractmethod
     async def count(self, query: Query, params: Params) -> int:
         """Run a statement; the rows it changed."""
+
+    @abstractmethod
+    def stream(self, query: Query, params: Params, batch: int) -> AsyncIterator[list[Row]]:
+        """Run a statement with a server-side cursor (inside a transaction); its rows ``batch`` at a time."""
 
     @abstractmethod
     async def many(self, query: Query, rows: Iterable[Sequence[object]]) -> None:
@@ -122,6 +127,13 @@ class PostgresIO(ABC):
         """Wait."""
 
 
+def _cursor_name() -> str:
+    return f"planflow_{next(_cursor_numbers)}"
+
+
+_cursor_numbers = itertools.count()
+
+
 # Blocking ----------------------------------------------------------------------------------------------------
 
 
@@ -143,6 +155,12 @@ class _BlockingRaw(Raw):
 
     async def count(self, query: Query, params: Params) -> int:
         return self._conn.execute(query, params).rowcount
+
+    async def stream(self, query: Query, params: Params, batch: int) -> AsyncIterator[list[Row]]:
+        with self._conn.cursor(name=_cursor_name()) as cursor:
+            cursor.execute(query, params)
+            while rows := cursor.fetchmany(batch):
+                yield rows
 
     async def many(self, query: Query, rows: Iterable[Sequence[object]]) -> None:
         with self._conn.cursor() as cursor:
@@ -215,6 +233,12 @@ class _AsyncRaw(Raw):
 
     async def count(self, query: Query, params: Params) -> int:
         return (await self._conn.execute(query, params)).rowcount
+
+    async def stream(self, query: Query, params: Params, batch: int) -> AsyncIterator[list[Row]]:
+        async with self._conn.cursor(name=_cursor_name()) as cursor:
+            await cursor.execute(query, params)
+            while rows := await cursor.fetchmany(batch):
+                yield rows
 
     async def many(self, query: Query, rows: Iterable[Sequence[object]]) -> None:
         async with self._conn.cursor() as cursor:

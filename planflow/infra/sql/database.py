@@ -33,7 +33,7 @@ import sys
 import threading
 import weakref
 from abc import ABC, abstractmethod
-from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager, suppress
 from contextvars import ContextVar
 from dataclasses import dataclass, field
@@ -79,6 +79,13 @@ class Connection(ABC):
     @abstractmethod
     async def fetch_all(self, sql: str, params: Params = ()) -> list[Row]:
         """Run a query; return all rows."""
+
+    @abstractmethod
+    def iterate(self, sql: str, params: Params = (), *, batch: int = 1000) -> AsyncIterator[list[Row]]:
+        """Run a query; its rows in lists of at most ``batch``, fetched as they are asked for.
+
+        Inside a unit of work only: the rows stream through the unit's connection while it lasts.
+        """
 
     @abstractmethod
     async def execute_many(self, sql: str, rows: Iterable[Params]) -> None:
@@ -187,6 +194,9 @@ class Database(ABC):
     #: process); false where a lost reply would leave it in doubt (a server), so that the unit runs in a
     #: transaction whose outcome can be learned.
     autocommit_single_statement = True
+    #: Whether :meth:`stream` may hold a read transaction on a connection of its own while rows are consumed:
+    #: false where the store is one shared connection (SQLite ``:memory:``), which then reads all rows at once.
+    streams_in_transaction = True
 
     def __init__(self, retry: RetrySettings) -> None:
         self.retry = retry
@@ -285,6 +295,34 @@ class Database(ABC):
             return await connection.fetch_all(sql, params)
 
         return await self.read(work)
+
+    async def stream(self, sql: str, params: Params = (), *, batch: int = 1000) -> AsyncIterator[list[Row]]:
+        """The rows of one query in lists of ``batch``, fetched as they are asked for, from one snapshot.
+
+        Outside a transaction the query runs in a read-only one of its own, on a connection held while the
+        rows are consumed (and not made the caller's transaction: the caller's writes meanwhile are units of
+        their own). A failure after rows were handed out is raised, not retried.
+        """
+        tx = self.current()
+        if tx is not None or not self.streams_in_transaction:
+            rows = (
+                await tx.connection.fetch_all(sql, params)
+                if tx is not None
+                else await self.fetch_all(sql, params)
+            )
+            for start in range(0, len(rows), batch):
+                yield rows[start : start + batch]
+            return
+        connection = await self.acquire()
+        try:
+            await self.begin_on(connection, write=False, resolvable=False)
+            try:
+                async for rows in connection.iterate(sql, params, batch=batch):
+                    yield rows
+            finally:
+                await self._rollback_quietly(connection)
+        finally:
+            await self.release(connection)
 
     async def run(
         self, work: Work[T], *, write: bool = True, single_statement: bool = False, idempotent: bool = False

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 
 from planflow.errors import NotFoundError, TransactionRequiredError, ValidationError
 from planflow.infra.inputs import checked
@@ -318,9 +318,26 @@ class SqlTaskRepository:
     async def list_states(
         self, filter: TaskFilter | None = None, *, limit: int = 100, cursor: str | None = None
     ) -> Page[TaskState]:
+        return await self._page(filter, limit, cursor)
+
+    async def _page(self, filter: TaskFilter | None, limit: int, cursor: str | None) -> Page[TaskState]:
         where, params = where_clause(TABLE, filter, cursor, self._dialect.ts_param)
         items = await self._all(f"{SELECT}{where} {ORDER} LIMIT ?", [*params, limit + 1])
         return page(items, limit, lambda s: s.created_at, lambda s: s.task_exec_id)
+
+    async def iter_states(
+        self, filter: TaskFilter | None = None, *, batch_size: int = 1000
+    ) -> AsyncIterator[TaskState]:
+        # Keyset pages, each a short read of its own: memory stays at one page, no transaction is held while
+        # the caller works, and every state that existed at the start is seen exactly once.
+        cursor: str | None = None
+        while True:
+            page = await self._page(filter, batch_size, cursor)
+            for state in page.items:
+                yield state
+            if page.next_cursor is None:
+                return
+            cursor = page.next_cursor
 
     async def count_states(self, filter: TaskFilter | None = None) -> int:
         where, params = where_clause(TABLE, filter, None, self._dialect.ts_param)
@@ -363,6 +380,15 @@ class SqlTaskRepository:
         rows = await self._db.fetch_all(TREE, [root_state_id, max_depth, root_state_id])
         from_row, load_ts = TABLE.from_row, self._dialect.load_ts
         return [TaskTreeNode(from_row(row, load_ts), row[_DEPTH_AT]) for row in rows]
+
+    async def iter_task_tree(
+        self, root_state_id: str, *, max_depth: int = 100
+    ) -> AsyncIterator[TaskTreeNode]:
+        # The recursive query of get_task_tree, its rows streamed from one snapshot: memory stays at a batch.
+        from_row, load_ts = TABLE.from_row, self._dialect.load_ts
+        async for rows in self._db.stream(TREE, [root_state_id, max_depth, root_state_id]):
+            for row in rows:
+                yield TaskTreeNode(from_row(row, load_ts), row[_DEPTH_AT])
 
     async def list_children_outputs(self, parent_state_id: str) -> dict[str, JsonObject]:
         rows = await self._db.fetch_all(CHILDREN_OUTPUTS, [parent_state_id])

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import AsyncIterator, Iterable, Sequence
 
 from planflow.errors import NotFoundError, WorkflowNotReadyError
 from planflow.infra.inputs import checked, dump_json_object
@@ -273,6 +273,11 @@ class SqlWorkflowRepository:
         cursor: str | None = None,
         with_tasks: bool = True,
     ) -> Page[WorkflowState]:
+        return await self._page(filter, limit, cursor, with_tasks)
+
+    async def _page(
+        self, filter: WorkflowFilter | None, limit: int, cursor: str | None, with_tasks: bool
+    ) -> Page[WorkflowState]:
         where, params = where_clause(TABLE, filter, cursor, self._dialect.ts_param)
         sql = f"{SELECT}{where} {ORDER} LIMIT ?"
 
@@ -290,6 +295,19 @@ class SqlWorkflowRepository:
 
         # With tasks: two queries that must see one snapshot. Without: one query, no transaction needed.
         return await (self._db.run(work, write=False) if with_tasks else self._db.read(work))
+
+    async def iter_states(
+        self, filter: WorkflowFilter | None = None, *, batch_size: int = 1000
+    ) -> AsyncIterator[WorkflowState]:
+        # Keyset pages without tasks, each a short read of its own (see the task repository's iter_states).
+        cursor: str | None = None
+        while True:
+            page = await self._page(filter, batch_size, cursor, with_tasks=False)
+            for state in page.items:
+                yield state
+            if page.next_cursor is None:
+                return
+            cursor = page.next_cursor
 
     async def count_states(self, filter: WorkflowFilter | None = None) -> int:
         where, params = where_clause(TABLE, filter, None, self._dialect.ts_param)

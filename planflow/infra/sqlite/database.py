@@ -16,7 +16,7 @@ import sqlite3
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import suppress
 from pathlib import Path
 from typing import TypeVar
@@ -88,6 +88,14 @@ class SqliteConnection(Connection):
     async def execute_many(self, sql: str, rows: Iterable[Params]) -> None:
         self._run(lambda: self.raw.executemany(sql, rows))
 
+    async def iterate(self, sql: str, params: Params = (), *, batch: int = 1000) -> AsyncIterator[list[Row]]:
+        cursor = self._run(lambda: self.raw.execute(sql, params))
+        try:
+            while rows := self._run(lambda: cursor.fetchmany(batch)):
+                yield rows
+        finally:
+            cursor.close()
+
     async def execute_script(self, script: str) -> None:
         # executescript() would COMMIT the caller's transaction first; run the statements one by one instead.
         statement = ""
@@ -145,6 +153,7 @@ class SqliteDatabase(Database):
         super().__init__(config.retry)
         self._config = config
         self._memory = config.is_memory
+        self.streams_in_transaction = not self._memory
         self._path = config.path or "planflow.db"
         # Idle connections, already wrapped: deque.pop and .append are atomic, so lending one takes no lock.
         self._idle: deque[SqliteConnection] = deque()
