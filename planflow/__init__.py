@@ -17,19 +17,22 @@ from planflow.errors import (
     AlreadyBootstrappedError,
     ConfigError,
     ConflictError,
+    CorruptStoreError,
     DuplicateError,
     MigrationError,
     NotFoundError,
     PlanflowError,
     SchemaTooNewError,
+    StoreLockedError,
+    StoreWriteError,
     TransactionRequiredError,
     TransientError,
     UnsupportedError,
     ValidationError,
     WorkflowNotReadyError,
+    WrongTypeError,
 )
 from planflow.executions import (
-    ExecutionRepository,
     RetryPolicy,
     TaskDefinition,
     TaskEvent,
@@ -58,7 +61,13 @@ from planflow.models import (
     WorkflowFilter,
     WorkflowState,
 )
-from planflow.protocols import AuthRepository, OutputTransformer, TaskRepository, WorkflowRepository
+from planflow.protocols import (
+    AuthRepository,
+    ExecutionRepository,
+    OutputTransformer,
+    TaskRepository,
+    WorkflowRepository,
+)
 
 __version__ = "0.1.0"
 
@@ -69,6 +78,7 @@ __all__ = [
     "ComponentType",
     "ConfigError",
     "ConflictError",
+    "CorruptStoreError",
     "CreatedAPIKey",
     "DuplicateError",
     "ExecutionRepository",
@@ -89,6 +99,8 @@ __all__ = [
     "RetrySettings",
     "Role",
     "SchemaTooNewError",
+    "StoreLockedError",
+    "StoreWriteError",
     "TaskDefinition",
     "TaskEvent",
     "TaskExecution",
@@ -109,6 +121,7 @@ __all__ = [
     "WorkflowNotReadyError",
     "WorkflowRepository",
     "WorkflowState",
+    "WrongTypeError",
     "__version__",
     "open_provider",
     "redact_url",

@@ -20,6 +20,10 @@ class ValidationError(PlanflowError):
     """Input was rejected before (or by) the database: bad value, bad reference, constraint violation."""
 
 
+class WrongTypeError(ValidationError, TypeError):
+    """A value of the wrong type: a ValidationError, and a TypeError for code that catches that."""
+
+
 class NotFoundError(PlanflowError):
     """The requested record does not exist."""
 
@@ -70,18 +74,34 @@ class UnsupportedError(PlanflowError):
     """The driver does not serve the requested repository or operation."""
 
 
+class CorruptStoreError(PlanflowError):
+    """A TinyDB store file exists but cannot be read or is not a TinyDB database; it was left untouched."""
+
+
+class StoreWriteError(PlanflowError):
+    """A TinyDB store file could not be written (folder gone, disk full, read-only); the old file is intact."""
+
+
+class StoreLockedError(PlanflowError):
+    """A TinyDB store is already open for writing, in this process or another; it was not opened again."""
+
+
 __all__ = [
     "AlreadyBootstrappedError",
     "ConfigError",
     "ConflictError",
+    "CorruptStoreError",
     "DuplicateError",
     "MigrationError",
     "NotFoundError",
     "PlanflowError",
     "SchemaTooNewError",
+    "StoreLockedError",
+    "StoreWriteError",
     "TransactionRequiredError",
     "TransientError",
     "UnsupportedError",
     "ValidationError",
     "WorkflowNotReadyError",
+    "WrongTypeError",
 ]

@@ -17,8 +17,8 @@ from planflow.errors import ConfigError, PlanflowError, UnsupportedError
 from planflow.protocols import AuthRepository, TaskRepository, WorkflowRepository
 
 if TYPE_CHECKING:
-    from planflow.executions import ExecutionRepository
     from planflow.infra.sql.migrations import Migration, MigrationStatus
+    from planflow.protocols import ExecutionRepository
 
 T = TypeVar("T")
 

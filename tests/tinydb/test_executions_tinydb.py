@@ -12,9 +12,8 @@ from tinydb import TinyDB
 from tinydb.storages import MemoryStorage
 
 from planflow import ValidationError
-from planflow.executions import (
-    ExecutionRepository,
-    TaskEvent,
+from planflow.executions import TaskEvent
+from planflow.infra.execution_codec import (
     execution_to_doc,
     occurrence_to_doc,
     task_from_doc,
@@ -22,6 +21,7 @@ from planflow.executions import (
 )
 from planflow.infra.tinydb import CrashSafeJSONStorage, TinyDbExecutionRepository
 from planflow.models import JsonValue
+from planflow.protocols import ExecutionRepository
 from tests.contract.executions import (
     NAIVE,
     ExecutionRepositoryContract,

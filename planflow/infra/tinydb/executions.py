@@ -22,10 +22,8 @@ from typing import cast
 from tinydb import TinyDB
 from tinydb.storages import Storage
 
-from planflow.executions import (
-    TaskDefinition,
-    TaskExecution,
-    TaskOccurrence,
+from planflow.executions import TaskDefinition, TaskExecution, TaskOccurrence
+from planflow.infra.execution_codec import (
     execution_from_doc,
     execution_to_doc,
     occurrence_from_doc,

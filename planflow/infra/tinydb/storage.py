@@ -30,20 +30,12 @@ from typing import cast
 from tinydb.storages import Storage
 
 from planflow.config import OnCorrupt
-from planflow.errors import ConfigError, PlanflowError, TransientError, ValidationError
+from planflow.errors import ConfigError, CorruptStoreError, StoreWriteError, TransientError, ValidationError
 
 logger = logging.getLogger("planflow.tinydb")
 
 #: What TinyDB hands a storage: table name -> document id -> document.
 StoreData = dict[str, dict[str, object]]
-
-
-class CorruptStoreError(PlanflowError):
-    """The store file exists but cannot be read or is not a TinyDB database; it was left untouched."""
-
-
-class StoreWriteError(PlanflowError):
-    """The store file could not be written (folder gone, disk full, read-only); the old file is intact."""
 
 
 class CrashSafeJSONStorage(Storage):
