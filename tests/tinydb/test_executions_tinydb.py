@@ -19,7 +19,7 @@ from planflow.infra.execution_codec import (
     task_from_doc,
     task_to_doc,
 )
-from planflow.infra.tinydb import CrashSafeJSONStorage, TinyDbExecutionRepository
+from planflow.infra.tinydb import CrashSafeJSONStorage, JournaledStorage, TinyDbExecutionRepository
 from planflow.models import JsonValue
 from planflow.protocols import ExecutionRepository
 from tests.contract.executions import (
@@ -41,6 +41,22 @@ class TestTinyDbFile(ExecutionRepositoryContract):
     @pytest.fixture
     def executions(self, tmp_path: Path) -> Iterator[ExecutionRepository]:
         with TinyDB(tmp_path / "planflow.json", storage=CrashSafeJSONStorage) as db:
+            yield TinyDbExecutionRepository(db)
+
+
+class TestTinyDbJournaled(ExecutionRepositoryContract):
+    @pytest.fixture
+    def executions(self, tmp_path: Path) -> Iterator[ExecutionRepository]:
+        with TinyDB(tmp_path / "planflow.json", storage=JournaledStorage) as db:
+            yield TinyDbExecutionRepository(db)
+
+
+class TestTinyDbJournaledCompactingOften(ExecutionRepositoryContract):
+    """No size floor: a write compacts whenever the journal has grown as large as the file."""
+
+    @pytest.fixture
+    def executions(self, tmp_path: Path) -> Iterator[ExecutionRepository]:
+        with TinyDB(tmp_path / "planflow.json", storage=JournaledStorage, compact_after=0) as db:
             yield TinyDbExecutionRepository(db)
 
 
