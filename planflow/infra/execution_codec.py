@@ -26,6 +26,9 @@ from planflow.executions import (
     EVENT_KINDS,
     EXECUTION_STATES,
     PRIORITIES,
+    EventKind,
+    ExecutionStateName,
+    Priority,
     RetryPolicy,
     TaskDefinition,
     TaskEvent,
@@ -112,6 +115,9 @@ def task_from_doc(doc: Mapping[str, object]) -> TaskDefinition:
         ValidationError: ``doc`` does not have the shape :func:`task_to_doc` produces; the message names the
             record and the field.
     """
+    fast = _task_fast(doc)
+    if fast is not None:
+        return fast
     read = _Reader.record(doc, "task", "id")
     return TaskDefinition(
         id=read.text("id"),
@@ -151,6 +157,9 @@ def occurrence_from_doc(doc: Mapping[str, object]) -> TaskOccurrence:
     Raises:
         ValidationError: ``doc`` does not have the expected shape; the message names the record and the field.
     """
+    fast = _occurrence_fast(doc)
+    if fast is not None:
+        return fast
     read = _Reader.record(doc, "occurrence", "id")
     return TaskOccurrence(
         id=read.text("id"),
@@ -195,6 +204,9 @@ def execution_from_doc(doc: Mapping[str, object]) -> TaskExecution:
     Raises:
         ValidationError: ``doc`` does not have the expected shape; the message names the record and the field.
     """
+    fast = _execution_fast(doc)
+    if fast is not None:
+        return fast
     read = _Reader.record(doc, "execution of occurrence", "occurrence_id")
     history = [
         TaskEvent(event=item.choice("event", EVENT_KINDS), timestamp=item.moment("timestamp"))
@@ -206,6 +218,120 @@ def execution_from_doc(doc: Mapping[str, object]) -> TaskExecution:
         retries_remaining=read.integer("retries_remaining"),
         history=history,
     )
+
+
+# --- fast decoding ---
+#
+# Reading a store decodes every document, so the common case is decoded without the field-by-field readers:
+# plain dicts, lists and exact types only. Anything unusual (a subclass, a missing field, a wrong value)
+# returns None, and the checked reader then decides, raising the error that names the record and field. A
+# fast result is always the one the checked reader would return.
+
+_PRIORITY: dict[str, Priority] = {option: option for option in PRIORITIES}
+_EVENT_KIND: dict[str, EventKind] = {option: option for option in EVENT_KINDS}
+_STATE: dict[str, ExecutionStateName] = {option: option for option in EXECUTION_STATES}
+
+
+def _plain(value: object) -> bool:
+    return type(value) is str and (value.isascii() or _encodable(value))
+
+
+def _plain_or_none(value: object) -> bool:
+    return value is None or _plain(value)
+
+
+def _moment(value: object) -> datetime | None:
+    if type(value) is not str or not value.isascii():
+        return None
+    try:
+        return datetime.fromisoformat(value)
+    except ValueError:
+        return None
+
+
+def _task_fast(doc: object) -> TaskDefinition | None:
+    if type(doc) is not dict:
+        return None
+    get = cast("dict[str, object]", doc).get
+    task_id, title, description, link = get("id"), get("title"), get("description"), get("link")
+    slots, policy, recurrence = get("preferred_slots"), get("retry_policy"), get("recurrence")
+    priority = _PRIORITY.get(cast("str", get("priority"))) if type(get("priority")) is str else None
+    created, pinned = _moment(get("created_at")), get("pinned_time")
+    if (
+        not (_plain(task_id) and _plain(title) and _plain_or_none(description) and _plain_or_none(link))
+        or priority is None
+        or created is None
+        or type(slots) is not list
+        or not all(map(_plain, cast("list[object]", slots)))
+        or type(policy) is not dict
+    ):
+        return None
+    retries = cast("dict[str, object]", policy).get("max_retries")
+    if type(retries) is not int:
+        return None
+    if pinned is not None:
+        pinned = _moment(pinned)
+        if pinned is None:
+            return None
+    span: timedelta | None = None
+    if recurrence is not None:
+        if type(recurrence) not in (int, float) or not math.isfinite(cast("float", recurrence)):
+            return None
+        try:
+            span = timedelta(seconds=cast("float", recurrence))
+        except OverflowError:
+            return None
+    return TaskDefinition(
+        cast("str", task_id),
+        cast("str", title),
+        cast("str | None", description),
+        cast("str | None", link),
+        created,
+        span,
+        priority,
+        list(cast("list[str]", slots)),
+        RetryPolicy(retries),
+        pinned,
+    )
+
+
+def _occurrence_fast(doc: object) -> TaskOccurrence | None:
+    if type(doc) is not dict:
+        return None
+    get = cast("dict[str, object]", doc).get
+    occurrence_id, task_id, slot, pinned = get("id"), get("task_id"), get("slot_name"), get("pinned_time")
+    scheduled = _moment(get("scheduled_for"))
+    if not (_plain(occurrence_id) and _plain(task_id) and _plain_or_none(slot)) or scheduled is None:
+        return None
+    if pinned is not None:
+        pinned = _moment(pinned)
+        if pinned is None:
+            return None
+    return TaskOccurrence(
+        cast("str", occurrence_id), cast("str", task_id), scheduled, cast("str | None", slot), pinned
+    )
+
+
+def _execution_fast(doc: object) -> TaskExecution | None:
+    if type(doc) is not dict:
+        return None
+    get = cast("dict[str, object]", doc).get
+    occurrence_id, retries, history = get("occurrence_id"), get("retries_remaining"), get("history", [])
+    state = _STATE.get(cast("str", get("state"))) if type(get("state")) is str else None
+    if not _plain(occurrence_id) or state is None or type(retries) is not int or type(history) is not list:
+        return None
+    events: list[TaskEvent] = []
+    for item in cast("list[object]", history):
+        if type(item) is not dict:
+            return None
+        fields = cast("dict[str, object]", item)
+        name = fields.get("event")
+        kind = _EVENT_KIND.get(name) if type(name) is str else None
+        moment = _moment(fields.get("timestamp"))
+        if kind is None or moment is None:
+            return None
+        events.append(TaskEvent(kind, moment))
+    return TaskExecution(cast("str", occurrence_id), state, retries, events)
 
 
 # --- field checks, shared by encoding (model values) and decoding (document values) ---
@@ -230,6 +356,14 @@ class _Where:
 
 def _invalid(where: str, expected: str, value: object) -> ValidationError:
     return ValidationError(f"{where} must be {expected}, found {type(value).__name__} {reprlib.repr(value)}")
+
+
+def _encodable(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _str(value: object, where: str) -> str:

@@ -10,8 +10,8 @@ stores what changed in one write (a ``batch()`` is one unit). The work a unit co
 
 - :class:`~planflow.infra.tinydb.journal.JournaledStorage` (the add-on's default) keeps the data in memory,
   and so does the repository: its view of each table (an index by record key, the occurrences of each task,
-  every document's decoded model, or the error decoding it raised) is built once when the store is loaded
-  and then kept current. A read is a lookup; a write appends one journal record with just the documents it
+  and each document's decoded model, or the error decoding it raised, from its first read or its write on)
+  is built once when the store is loaded and then kept current. A read is a lookup; a write appends one journal record with just the documents it
   changed. A write made through TinyDB's own API on the same storage is noticed, and the view rebuilt.
 - Any other storage (``MemoryStorage``, ``CrashSafeJSONStorage``) is read once per unit and, if anything
   changed, written back whole once, as TinyDB itself does.
@@ -94,11 +94,6 @@ class _Table(Generic[M]):
         if isinstance(found, ValidationError):
             raise ValidationError(*found.args)
         return found
-
-    def warm(self) -> None:
-        """Decode every document now: a store is validated once, when loaded; errors wait for their read."""
-        for doc_id in self.rows:
-            self._decoded(doc_id)
 
     def _decoded(self, doc_id: str) -> M | ValidationError:
         found = self.models.get(doc_id)
@@ -210,9 +205,9 @@ class _Shared:
             self.data = self._read()
             self.tables = _Tables(self.data)
         elif self.tables is None or journaled.changes != self.seen:
+            # Documents are decoded (and validated) when first read, then kept: opening a large store does
+            # not wait for records nobody reads, and no record is validated twice.
             self.tables = _Tables(journaled.view())
-            for table in self.tables.all:
-                table.warm()
             self.seen = journaled.changes
         self.start = self.mark()
         return self.tables
