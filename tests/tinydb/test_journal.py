@@ -15,6 +15,7 @@ from tinydb.storages import JSONStorage
 
 from planflow import ConfigError, CorruptStoreError, StoreWriteError, TransientError, ValidationError
 from planflow.infra.tinydb import CrashSafeJSONStorage, JournaledStorage, TinyDbExecutionRepository
+from planflow.infra.tinydb import journal as journal_module
 from planflow.infra.tinydb.files import StoreData
 from tests.contract.executions import UNICODE_TITLE, a_task, an_execution, an_occurrence
 
@@ -269,10 +270,12 @@ def test_a_flipped_byte_in_a_middle_record_is_reported_and_the_files_left_untouc
         TinyDB(path, storage=JournaledStorage)
 
 
-def test_a_record_with_a_good_checksum_but_no_operations_is_damage(path: Path) -> None:
+@pytest.mark.parametrize(
+    "text", [b'{"not": "a list of operations"}', b"[not json"], ids=["object", "not-json"]
+)
+def test_a_record_with_a_good_checksum_but_no_operations_is_damage(path: Path, text: bytes) -> None:
     fill(path)
     lines = journal_lines(path)
-    text = b'{"not": "a list of operations"}'
     forged = b"%08x %s\n" % (zlib.crc32(text), text)
     journal_of(path).write_bytes(b"".join([*lines[:2], forged, *lines[2:]]))
     with pytest.raises(CorruptStoreError, match="record 3"):
@@ -281,8 +284,17 @@ def test_a_record_with_a_good_checksum_but_no_operations_is_damage(path: Path) -
 
 @pytest.mark.parametrize(
     "op",
-    [[], ["p", "t"], ["x", "t", "1"], ["d", "t", 1], ["p", "t", "1", [1]], ["t", "t", "extra"], [1, "t"]],
-    ids=["empty", "short-put", "unknown", "int-id", "list-doc", "long-create", "int-kind"],
+    [
+        "op",
+        [],
+        ["p", "t"],
+        ["x", "t", "1"],
+        ["d", "t", 1],
+        ["p", "t", "1", [1]],
+        ["t", "t", "extra"],
+        [1, "t"],
+    ],
+    ids=["not-a-list", "empty", "short-put", "unknown", "int-id", "list-doc", "long-create", "int-kind"],
 )
 def test_malformed_operations_are_damage(path: Path, op: list[object]) -> None:
     fill(path)
@@ -348,19 +360,135 @@ def test_an_unreadable_file_raises_naming_it(path: Path) -> None:
 # Compaction ----------------------------------------------------------------------------------------------
 
 
-def test_a_journal_past_the_threshold_is_folded_into_the_file(path: Path) -> None:
+def settle(db: TinyDB) -> None:
+    """Wait for a compaction running in the background (the test reaches into the storage for its thread)."""
+    thread = storage_of(db)._background  # pyright: ignore[reportPrivateUsage]
+    if thread is not None:
+        thread.join(timeout=60)
+
+
+def test_a_journal_past_the_threshold_is_folded_into_the_file_in_the_background(path: Path) -> None:
     with TinyDB(path, storage=JournaledStorage, compact_after=2000) as db:
         repo = TinyDbExecutionRepository(db)
         sizes: list[int] = []
         for n in range(60):
             main = path.stat().st_size if path.exists() else 0
             repo.add_execution(an_execution(f"o{n}"))
+            settle(db)
             sizes.append(journal_of(path).stat().st_size)
             # Never more than one record past the threshold: max(compact_after, the file's size).
             assert sizes[-1] < max(2000, main) + 400
         assert sizes.count(0) >= 3  # folded several times
         assert len(json.loads(path.read_bytes())["executions"]) >= 40
     assert stored_ids(path) == [f"o{n}" for n in range(60)]
+
+
+def test_writes_made_while_a_compaction_runs_stay_in_the_journal(
+    path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    db = TinyDB(path, storage=JournaledStorage)
+    repo = TinyDbExecutionRepository(db)
+    for n in range(3):
+        repo.add_execution(an_execution(f"before{n}"))
+    real_write = journal_module.write_atomically
+    files: list[str] = []
+
+    def write_during(store: Path, payload: bytes, **options: object) -> None:
+        files.append(store.name)
+        if len(files) == 1:  # the data was copied; another thread's writes go on meanwhile
+            repo.add_execution(an_execution("during"))
+        real_write(store, payload, **options)  # pyright: ignore[reportArgumentType]
+
+    monkeypatch.setattr(journal_module, "write_atomically", write_during)
+    storage_of(db).compact()
+    monkeypatch.undo()
+    assert files == ["store.json", "store.json.journal"]
+    assert "during" not in path.read_text(encoding="utf-8")
+    [line] = journal_lines(path)
+    assert b'"during"' in line
+    repo.add_execution(an_execution("after"))
+    path_copy, journal_copy = path.read_bytes(), journal_of(path).read_bytes()
+    db.close()
+    path.write_bytes(path_copy)  # as a crash would leave them
+    journal_of(path).write_bytes(journal_copy)
+    assert stored_ids(path) == ["before0", "before1", "before2", "during", "after"]
+
+
+def test_a_journal_that_cannot_be_replaced_after_compaction_keeps_every_record(
+    path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    db = TinyDB(path, storage=JournaledStorage)
+    repo = TinyDbExecutionRepository(db)
+    repo.add_execution(an_execution("before"))
+    real_write = journal_module.write_atomically
+
+    def refuse_the_journal(store: Path, payload: bytes, **options: object) -> None:
+        if store.name.endswith(".journal"):
+            raise StoreWriteError("disk full")
+        repo.add_execution(an_execution("during"))
+        real_write(store, payload, **options)  # pyright: ignore[reportArgumentType]
+
+    monkeypatch.setattr(journal_module, "write_atomically", refuse_the_journal)
+    with pytest.raises(StoreWriteError, match="disk full"):
+        storage_of(db).compact()
+    monkeypatch.undo()
+    assert len(journal_lines(path)) == 2  # the journal kept both records; the file holds the first
+    repo.add_execution(an_execution("after"))
+    db.close()
+    assert stored_ids(path) == ["before", "during", "after"]
+
+
+def test_a_failed_background_compaction_is_logged_and_not_retried_at_once(
+    path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    db = TinyDB(path, storage=JournaledStorage, compact_after=1000, replace_attempts=1)
+    repo = TinyDbExecutionRepository(db)
+    attempts: list[str] = []
+    real_write = journal_module.write_atomically
+
+    def refuse(store: Path, payload: bytes, **options: object) -> None:
+        attempts.append(store.name)
+        raise StoreWriteError("disk full")
+
+    monkeypatch.setattr(journal_module, "write_atomically", refuse)
+    with caplog.at_level(logging.WARNING, logger="planflow.tinydb"):
+        for n in range(4):
+            repo.add_execution(an_execution(f"o{n}"))
+            settle(db)
+    assert attempts == ["store.json"]  # the next try waits for another threshold's worth of journal
+    assert any("could not compact" in r.getMessage() for r in caplog.records)
+    monkeypatch.setattr(journal_module, "write_atomically", real_write)
+    for n in range(4, 8):
+        repo.add_execution(an_execution(f"o{n}"))
+        settle(db)
+    assert path.exists()
+    storage_of(db).compact(background=True)
+    settle(db)
+    db.close()
+    assert stored_ids(path) == [f"o{n}" for n in range(8)]
+
+
+def test_closing_waits_for_a_background_compaction(path: Path) -> None:
+    db = TinyDB(path, storage=JournaledStorage)
+    repo = TinyDbExecutionRepository(db)
+    with repo.batch():
+        for n in range(2000):
+            repo.add_execution(an_execution(f"o{n}"))
+    storage_of(db).compact(background=True)
+    db.close()
+    assert journal_of(path).read_bytes() == b""
+    assert len(json.loads(path.read_bytes())["executions"]) == 2000
+
+
+def test_the_compacted_file_is_the_json_text_one_dump_would_write(path: Path) -> None:
+    with TinyDB(path, storage=JournaledStorage) as db:
+        repo = TinyDbExecutionRepository(db)
+        with repo.batch():
+            for n in range(2500):
+                repo.add_execution(an_execution(f"o{n}"))
+        db.table("empty").truncate()
+        data = storage_of(db).read()
+    assert path.read_bytes() == json.dumps(data, ensure_ascii=False, separators=(",", ":")).encode()
 
 
 def test_the_threshold_grows_with_the_file(path: Path) -> None:

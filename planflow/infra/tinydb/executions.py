@@ -22,7 +22,7 @@ from __future__ import annotations
 import threading
 import weakref
 from collections.abc import Callable, Generator, Mapping
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from typing import Generic, TypeVar, cast
 
 from tinydb import TinyDB
@@ -41,7 +41,7 @@ from planflow.infra.execution_codec import (
     task_to_doc,
 )
 from planflow.infra.tinydb.files import StoreData
-from planflow.infra.tinydb.journal import DELETE, PUT, JournaledStorage, Op
+from planflow.infra.tinydb.journal import DELETE, PUT, JournaledStorage, Op, collector_paused
 from planflow.infra.tinydb.storage import CrashSafeJSONStorage
 from planflow.models import JsonValue
 
@@ -59,7 +59,7 @@ class _Table(Generic[M]):
     repository then journals the same change at commit.
     """
 
-    __slots__ = ("by_key", "by_task", "decode", "key", "models", "name", "next_id", "rows")
+    __slots__ = ("by_key", "by_task", "decode", "errors", "key", "models", "name", "next_id", "rows")
 
     def __init__(
         self,
@@ -77,8 +77,9 @@ class _Table(Generic[M]):
         self.by_key: dict[str, str] = {}
         #: For occurrences: task_id -> the document ids of its occurrences (an ordered set).
         self.by_task: dict[str, dict[str, None]] | None = {} if grouped else None
-        #: Document id -> its model, or the ValidationError decoding it raised; filled as documents are read.
-        self.models: dict[str, M | ValidationError] = {}
+        #: Document id -> its model, kept until the document changes; or the error decoding it raised.
+        self.models: dict[str, M] = {}
+        self.errors: dict[str, ValidationError] = {}
         _sort_by_document_id(rows)
         for doc_id, doc in rows.items():
             self._index(doc_id, doc)
@@ -90,20 +91,36 @@ class _Table(Generic[M]):
         Raises:
             ValidationError: The stored document is malformed (the message names the record and field).
         """
-        found = self._decoded(doc_id)
-        if isinstance(found, ValidationError):
-            raise ValidationError(*found.args)
-        return found
-
-    def _decoded(self, doc_id: str) -> M | ValidationError:
         found = self.models.get(doc_id)
-        if found is None:
+        return found if found is not None else self._decode(doc_id)
+
+    def all_models(self) -> list[M]:
+        """Every document's model, in the order first added.
+
+        Raises:
+            ValidationError: A stored document is malformed.
+        """
+        models, model = self.models, self.model
+        return [models.get(doc_id) or model(doc_id) for doc_id in self.rows]
+
+    def decode_all(self) -> None:
+        """Decode every document now; a malformed one is reported when it is read."""
+        for doc_id in self.rows:
+            if doc_id not in self.models and doc_id not in self.errors:
+                with suppress(ValidationError):
+                    self._decode(doc_id)
+
+    def _decode(self, doc_id: str) -> M:
+        error = self.errors.get(doc_id)
+        if error is None:
             try:
                 found = self.decode(cast("Mapping[str, object]", self.rows[doc_id]))
             except ValidationError as exc:
-                found = exc
-            self.models[doc_id] = found
-        return found
+                error = self.errors[doc_id] = exc
+            else:
+                self.models[doc_id] = found
+                return found
+        raise ValidationError(*error.args)
 
     def set(self, doc_id: str, doc: object | None, model: M | None = None) -> None:
         """Store ``doc`` under ``doc_id`` (remove it when ``None``), keeping the indexes current."""
@@ -111,6 +128,7 @@ class _Table(Generic[M]):
         if old is not None:
             self._unindex(doc_id, old)
         self.models.pop(doc_id, None)
+        self.errors.pop(doc_id, None)
         if doc is None:
             self.rows.pop(doc_id, None)
             return
@@ -132,8 +150,7 @@ class _Table(Generic[M]):
                 self.by_task.setdefault(task_id, {})[doc_id] = None
 
     def _unindex(self, doc_id: str, doc: object) -> None:
-        if not isinstance(doc, dict):
-            return
+        # Only documents the repository put or indexed are ever replaced, and those are dicts.
         fields = cast("dict[str, object]", doc)
         key = fields.get(self.key)
         if isinstance(key, str) and self.by_key.get(key) == doc_id:
@@ -205,9 +222,12 @@ class _Shared:
             self.data = self._read()
             self.tables = _Tables(self.data)
         elif self.tables is None or journaled.changes != self.seen:
-            # Documents are decoded (and validated) when first read, then kept: opening a large store does
-            # not wait for records nobody reads, and no record is validated twice.
-            self.tables = _Tables(journaled.view())
+            # The store is validated once, as it is loaded: every document decoded now, its model kept
+            # until the document changes, so no read decodes or validates anything again.
+            with collector_paused():
+                self.tables = _Tables(journaled.view())
+                for table in self.tables.all:
+                    table.decode_all()
             self.seen = journaled.changes
         self.start = self.mark()
         return self.tables
@@ -256,9 +276,7 @@ class _Shared:
             table, doc_id, doc, model = self.undo.pop()
             if doc is not None and doc_id not in table.rows:
                 reinserted.add(table.name)
-            table.set(doc_id, doc)
-            if model is not None:
-                table.models[doc_id] = model  # pyright: ignore[reportArgumentType]
+            table.set(doc_id, doc, model)  # pyright: ignore[reportArgumentType]
         del self.ops[ops_at:]
         tables = self.tables
         assert tables is not None
@@ -418,7 +436,7 @@ class TinyDbExecutionRepository:
     def list_tasks(self) -> list[TaskDefinition]:
         """Return every stored task, in the order the tasks were first added."""
         with self._unit() as tables:
-            return [_fresh_task(tables.tasks.model(doc_id)) for doc_id in tables.tasks.rows]
+            return [_fresh_task(task) for task in tables.tasks.all_models()]
 
     def add_occurrence(self, occ: TaskOccurrence) -> None:
         """Store ``occ``, overwriting a stored occurrence with the same id in its place.
@@ -454,6 +472,8 @@ class TinyDbExecutionRepository:
             require_id(task_id, "list_occurrences(task_id)")
         with self._unit() as tables:
             table = tables.occurrences
+            if task_id is None:
+                return table.all_models()
             return [table.model(doc_id) for doc_id in _occurrence_ids(table, task_id)]
 
     def add_execution(self, execution: TaskExecution) -> None:
@@ -484,7 +504,11 @@ class TinyDbExecutionRepository:
     def list_executions(self) -> list[TaskExecution]:
         """Return every stored execution, in the order the executions were first added."""
         with self._unit() as tables:
-            return [_fresh_execution(tables.executions.model(doc_id)) for doc_id in tables.executions.rows]
+            # The copy inline: this loop is the add-on's largest read.
+            return [
+                TaskExecution(e.occurrence_id, e.state, e.retries_remaining, list(e.history))
+                for e in tables.executions.all_models()
+            ]
 
     def delete_task_and_related(self, task_id: str) -> None:
         """Remove a task, its occurrences and their executions, in one write; other records stay.

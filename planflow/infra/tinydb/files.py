@@ -8,6 +8,7 @@ search indexer) briefly holds the target; that ``PermissionError`` is retried a 
 
 from __future__ import annotations
 
+import glob
 import json
 import logging
 import os
@@ -82,8 +83,13 @@ def replace_retrying(source: str | Path, target: Path, *, store: Path, attempts:
     ) from last_error
 
 
-def write_atomically(store: Path, payload: bytes, *, attempts: int, delay: float) -> None:
+def write_atomically(
+    store: Path, payload: bytes, *, attempts: int, delay: float, sync_every: int = 0
+) -> None:
     """Replace ``store`` with ``payload``: a reader or a crash sees the old file or the new one, never a mix.
+
+    ``sync_every`` (bytes) fsyncs the temporary file as it grows, so that a large write never leaves much
+    unwritten data for another file's fsync to wait behind (ext4 flushes it all in order); 0 fsyncs once.
 
     Raises:
         TransientError: ``os.replace`` was refused past the retry budget; the old file is intact.
@@ -95,7 +101,13 @@ def write_atomically(store: Path, payload: bytes, *, attempts: int, delay: float
         raise StoreWriteError(f"cannot write the TinyDB store {store}: {exc}") from exc
     try:
         with open(fd, "wb") as handle:
-            handle.write(payload)
+            view = memoryview(payload)
+            step = sync_every or len(view) or 1
+            for start in range(0, len(view), step):
+                handle.write(view[start : start + step])
+                if sync_every:
+                    handle.flush()
+                    os.fsync(handle.fileno())
             handle.flush()
             os.fsync(handle.fileno())
         replace_retrying(temp, store, store=store, attempts=attempts, delay=delay)
@@ -116,22 +128,15 @@ def remove_stale_temps(store: Path) -> list[Path]:
     Only the process holding the store's lock may call this: another writer's temporary file in flight would
     look the same. A file that cannot be deleted now (Windows: a scanner holds it) is left for the next open.
     """
-    prefix = temp_prefix(store)
     removed: list[Path] = []
-    try:
-        names = os.listdir(store.parent)
-    except OSError as exc:
-        logger.warning("cannot list %s to remove stale temporary files: %s", store.parent, exc)
-        return removed
-    for name in names:
-        if name.startswith(prefix) and name.endswith(TEMP_SUFFIX):
-            stale = store.parent / name
-            try:
-                os.unlink(stale)
-            except OSError as exc:
-                logger.warning("cannot remove the stale temporary file %s: %s", stale, exc)
-            else:
-                removed.append(stale)
+    # glob, unlike listdir, skips a folder it cannot read instead of raising: then nothing is removed.
+    for stale in store.parent.glob(glob.escape(temp_prefix(store)) + "*" + TEMP_SUFFIX):
+        try:
+            os.unlink(stale)
+        except OSError as exc:
+            logger.warning("cannot remove the stale temporary file %s: %s", stale, exc)
+        else:
+            removed.append(stale)
     if removed:
         logger.info("removed %d stale temporary file(s) of the TinyDB store %s", len(removed), store)
     return removed

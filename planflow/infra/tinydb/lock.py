@@ -73,11 +73,6 @@ class StoreLock:
             lock = _held[key] = cls(key, lock_path, fd)
         return lock
 
-    @property
-    def held(self) -> bool:
-        """True until :meth:`release`."""
-        return self._fd is not None
-
     def release(self) -> None:
         """Give the lock back; releasing twice is harmless."""
         with _held_guard:
