@@ -712,3 +712,44 @@ def test_the_storage_names_its_files(path: Path) -> None:
     assert storage.path == path.absolute()
     assert storage.journal_path == journal_of(path).absolute()
     storage.close()
+
+
+def forged(*ops: list[object]) -> bytes:
+    text = json.dumps(list(ops)).encode()
+    return b"%08x %s\n" % (zlib.crc32(text), text)
+
+
+def test_a_torn_tail_that_looks_like_records_is_still_only_a_torn_tail(path: Path) -> None:
+    fill(path)
+    raw = journal_of(path).read_bytes()
+    journal_of(path).write_bytes(raw + b"0000000a [1]\n0000000b [2]\n12345678 [3")
+    assert stored_ids(path) == [f"o{n}" for n in range(10)]
+
+
+def test_deleting_from_a_table_that_is_not_there_replays_as_nothing(path: Path) -> None:
+    fill(path)
+    with journal_of(path).open("ab") as journal:
+        journal.write(forged(["d", "absent", "1"], ["t", "made"], ["T", "made"]))
+    assert stored_ids(path) == [f"o{n}" for n in range(10)]
+
+
+def test_loading_leaves_a_collector_the_caller_paused_paused(path: Path) -> None:
+    import gc
+
+    fill(path)
+    gc.disable()
+    try:
+        assert stored_ids(path) == [f"o{n}" for n in range(10)]
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
+
+
+def test_a_background_compaction_that_starts_after_close_does_nothing(path: Path) -> None:
+    db = TinyDB(path, storage=JournaledStorage)
+    TinyDbExecutionRepository(db).add_task(a_task("t1"))
+    storage = storage_of(db)
+    db.close()
+    before = path.read_bytes()
+    storage._fold_in_background("a test")  # pyright: ignore[reportPrivateUsage]
+    assert path.read_bytes() == before

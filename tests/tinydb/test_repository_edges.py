@@ -193,3 +193,32 @@ def test_a_write_through_tinydb_that_changes_nothing_journals_nothing(path: Path
         assert data is not None
         storage.write(data)
         assert (os.path.getsize(storage.journal_path), storage.changes) == (size, changes)
+
+
+def occurrence_doc(occurrence_id: str, **changes: object) -> dict[str, object]:
+    from planflow.infra.execution_codec import occurrence_to_doc
+
+    return {**occurrence_to_doc(an_occurrence(occurrence_id)), **changes}
+
+
+def test_a_stored_occurrence_with_a_bad_task_id_is_reported_and_repaired_by_adding_it_again(
+    path: Path,
+) -> None:
+    path.write_text(json.dumps({"occurrences": {"1": occurrence_doc("o1", task_id=5)}}), encoding="utf-8")
+    with TinyDB(path, storage=JournaledStorage) as db:
+        repo = TinyDbExecutionRepository(db)
+        with pytest.raises(ValidationError, match="'task_id' must be a string"):
+            repo.get_occurrence("o1")
+        assert repo.list_occurrences("task-1") == []
+        repo.add_occurrence(an_occurrence("o1"))
+        assert repo.list_occurrences("task-1") == [an_occurrence("o1")]
+
+
+def test_records_stored_twice_under_one_id_are_both_deleted_with_their_task(path: Path) -> None:
+    twice = {"1": occurrence_doc("o1"), "2": occurrence_doc("o1"), "3": occurrence_doc("o2")}
+    path.write_text(json.dumps({"occurrences": twice}), encoding="utf-8")
+    with TinyDB(path, storage=JournaledStorage) as db:
+        repo = TinyDbExecutionRepository(db)
+        assert [o.id for o in repo.list_occurrences("task-1")] == ["o1", "o1", "o2"]
+        repo.delete_task_and_related("task-1")
+        assert repo.list_occurrences() == []

@@ -104,11 +104,10 @@ class _Table(Generic[M]):
         return [models.get(doc_id) or model(doc_id) for doc_id in self.rows]
 
     def decode_all(self) -> None:
-        """Decode every document now; a malformed one is reported when it is read."""
+        """Decode every document now (the table is new); a malformed one is reported when it is read."""
         for doc_id in self.rows:
-            if doc_id not in self.models and doc_id not in self.errors:
-                with suppress(ValidationError):
-                    self._decode(doc_id)
+            with suppress(ValidationError):
+                self._decode(doc_id)
 
     def _decode(self, doc_id: str) -> M:
         error = self.errors.get(doc_id)
@@ -535,10 +534,8 @@ class TinyDbExecutionRepository:
                 shared.delete(tables.tasks, found)
 
 
-def _occurrence_ids(table: _Table[TaskOccurrence], task_id: str | None) -> list[str]:
-    """Document ids of the occurrences (of ``task_id`` when given), in the order first added."""
-    if task_id is None:
-        return list(table.rows)
+def _occurrence_ids(table: _Table[TaskOccurrence], task_id: str) -> list[str]:
+    """Document ids of the occurrences of ``task_id``, in the order first added."""
     assert table.by_task is not None
     return sorted(table.by_task.get(task_id, ()), key=_document_number)
 
