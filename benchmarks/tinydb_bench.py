@@ -153,6 +153,9 @@ class ScalePoint:
     list_seconds: list[float] = field(default_factory=list[float])
     open_seconds: list[float] = field(default_factory=list[float])
     close_seconds: float = 0.0
+    #: Single adds timed while a compaction of the whole store ran in the background.
+    during_compaction: list[float] = field(default_factory=list[float])
+    compaction_seconds: float = 0.0
     journaled_file_bytes: int = 0
     raw_file_bytes: int = 0
 
@@ -172,6 +175,9 @@ class ScalePoint:
             "list_executions_median_ms": statistics.median(self.list_seconds) * 1e3,
             "open_median_s": statistics.median(self.open_seconds),
             "close_s": self.close_seconds,
+            "add_during_compaction_p50_ms": _quantile(self.during_compaction, 0.5) * 1e3,
+            "add_during_compaction_max_ms": max(self.during_compaction) * 1e3,
+            "compaction_s": self.compaction_seconds,
             "journaled_file_bytes": self.journaled_file_bytes,
             "raw_file_bytes": self.raw_file_bytes,
         }
@@ -264,6 +270,23 @@ def _journaled_reads(path: Path, size: int, point: ScalePoint, rng: random.Rando
         db.close()
 
 
+def _adds_during_compaction(path: Path, records: Sequence[TaskExecution], point: ScalePoint) -> None:
+    with TinyDB(path, storage=JournaledStorage) as db:
+        repo = TinyDbExecutionRepository(db)
+        storage = db.storage
+        assert isinstance(storage, JournaledStorage)
+        repo.get_execution("occ-000000")
+        gc.collect()
+        start = time.perf_counter()
+        storage.compact(background=True)
+        for record in records:
+            begun = time.perf_counter()
+            repo.add_execution(record)
+            point.during_compaction.append(time.perf_counter() - begun)
+        storage.compact()  # waits for the background one, then folds what was written meanwhile
+        point.compaction_seconds = time.perf_counter() - start
+
+
 def run_tinydb_scale(
     sizes: Sequence[int] = SCALE_SIZES,
     *,
@@ -303,6 +326,7 @@ def run_tinydb_scale(
                     progress(f"tinydb scale {size:,}: {variant} ({count} adds)")
             journaled = folder / f"{JOURNALED}.json"
             _journaled_reads(journaled, size, point, rng)
+            _adds_during_compaction(journaled, records[size : size + adds], point)
             with TinyDB(journaled, storage=JournaledStorage) as db:
                 TinyDbExecutionRepository(db).add_execution(records[-1])
                 start = time.perf_counter()
@@ -327,8 +351,9 @@ def scale_table(points: Sequence[ScalePoint]) -> str:
     lines = [
         "| records | journaled p50 / p99 | crash-safe p50 / p99 | raw TinyDB p50 / p99 | append+fsync p50 / p99 "
         "| raw/journaled (p50) "
-        "| get_execution | list_executions first / next | open | close | file / raw file |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| get_execution | list_executions first / next | open | close | adds during a compaction p50 / max "
+        "| file / raw file |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for p in points:
         cells = [f"{p.size:,}"]
@@ -342,6 +367,10 @@ def scale_table(points: Sequence[ScalePoint]) -> str:
         cells.append(f"{p.first_list_seconds * 1e3:.0f} / {statistics.median(p.list_seconds) * 1e3:.1f} ms")
         cells.append(f"{statistics.median(p.open_seconds):.3f} s")
         cells.append(f"{p.close_seconds:.3f} s")
+        cells.append(
+            f"{_quantile(p.during_compaction, 0.5) * 1e3:.2f} / {max(p.during_compaction) * 1e3:.1f} ms "
+            f"(n={len(p.during_compaction)}, {p.compaction_seconds:.2f} s)"
+        )
         cells.append(f"{p.journaled_file_bytes:,} / {p.raw_file_bytes:,} B")
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
