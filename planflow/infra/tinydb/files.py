@@ -19,7 +19,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import cast
 
-from planflow.errors import StoreWriteError, TransientError
+from planflow.errors import ConfigError, StoreWriteError, TransientError
 
 logger = logging.getLogger("planflow.tinydb")
 
@@ -27,6 +27,24 @@ logger = logging.getLogger("planflow.tinydb")
 StoreData = dict[str, dict[str, object]]
 
 TEMP_SUFFIX = ".tmp"
+
+
+def store_path(path: str | os.PathLike[str], on_corrupt: str, attempts: int, delay: float) -> Path:
+    """The absolute path of a store, once the options every storage takes are checked.
+
+    Raises:
+        ConfigError: The folder does not exist, or an option is out of range.
+    """
+    store = Path(path).absolute()
+    if not store.parent.is_dir():
+        raise ConfigError(f"the folder of the TinyDB store {store} does not exist")
+    if on_corrupt not in ("raise", "move_aside"):
+        raise ConfigError(f"on_corrupt must be 'raise' or 'move_aside', not {on_corrupt!r}")
+    if attempts < 1 or delay < 0:
+        raise ConfigError(
+            f"replace_attempts must be >= 1 and replace_delay >= 0, got {attempts!r} and {delay!r}"
+        )
+    return store
 
 
 def decode_store(raw: bytes) -> StoreData | None:
@@ -172,6 +190,7 @@ __all__ = [
     "fsync_folder",
     "remove_stale_temps",
     "replace_retrying",
+    "store_path",
     "temp_prefix",
     "write_atomically",
 ]

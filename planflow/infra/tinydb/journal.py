@@ -54,6 +54,7 @@ from planflow.infra.tinydb.files import (
     fsync_folder,
     remove_stale_temps,
     replace_retrying,
+    store_path,
     write_atomically,
 )
 from planflow.infra.tinydb.lock import StoreLock
@@ -115,16 +116,9 @@ class JournaledStorage(Storage):
             TransientError: Moving a corrupt store aside was refused past the retry budget.
         """
         super().__init__()
-        self._path = Path(path).absolute()
-        if not self._path.parent.is_dir():
-            raise ConfigError(f"the folder of the TinyDB store {self._path} does not exist")
-        if on_corrupt not in ("raise", "move_aside"):
-            raise ConfigError(f"on_corrupt must be 'raise' or 'move_aside', not {on_corrupt!r}")
-        if replace_attempts < 1 or replace_delay < 0 or compact_after < 0:
-            raise ConfigError(
-                f"replace_attempts must be >= 1, replace_delay and compact_after >= 0, got "
-                f"{replace_attempts!r}, {replace_delay!r} and {compact_after!r}"
-            )
+        self._path = store_path(path, on_corrupt, replace_attempts, replace_delay)
+        if compact_after < 0:
+            raise ConfigError(f"compact_after must be >= 0, got {compact_after!r}")
         self._journal_path = self._path.with_name(self._path.name + JOURNAL_SUFFIX)
         self._on_corrupt: OnCorrupt = on_corrupt
         self._compact_after = compact_after

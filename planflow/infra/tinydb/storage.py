@@ -27,12 +27,13 @@ from pathlib import Path
 from tinydb.storages import Storage
 
 from planflow.config import OnCorrupt
-from planflow.errors import ConfigError, CorruptStoreError, ValidationError
+from planflow.errors import CorruptStoreError, ValidationError
 from planflow.infra.tinydb.files import (
     StoreData,
     aside_name,
     decode_store,
     replace_retrying,
+    store_path,
     write_atomically,
 )
 
@@ -66,16 +67,7 @@ class CrashSafeJSONStorage(Storage):
             ConfigError: The folder does not exist, or an option is out of range.
         """
         super().__init__()
-        self._path = Path(path).absolute()
-        if not self._path.parent.is_dir():
-            raise ConfigError(f"the folder of the TinyDB store {self._path} does not exist")
-        if on_corrupt not in ("raise", "move_aside"):
-            raise ConfigError(f"on_corrupt must be 'raise' or 'move_aside', not {on_corrupt!r}")
-        if replace_attempts < 1 or replace_delay < 0:
-            raise ConfigError(
-                f"replace_attempts must be >= 1 and replace_delay >= 0, "
-                f"got {replace_attempts!r} and {replace_delay!r}"
-            )
+        self._path = store_path(path, on_corrupt, replace_attempts, replace_delay)
         self._on_corrupt: OnCorrupt = on_corrupt
         self._replace_attempts = replace_attempts
         self._replace_delay = replace_delay
