@@ -27,6 +27,7 @@ from planflow.errors import (
     NotFoundError,
     PlanflowError,
     SchemaTooNewError,
+    StoreLockedError,
     StoreWriteError,
     TransactionRequiredError,
     TransientError,
@@ -36,7 +37,6 @@ from planflow.errors import (
     WrongTypeError,
 )
 from planflow.executions import (
-    ExecutionRepository,
     RetryPolicy,
     TaskDefinition,
     TaskEvent,
@@ -67,6 +67,7 @@ from planflow.models import (
 )
 from planflow.protocols import (
     AuthRepository,
+    ExecutionRepository,
     MetadataRepository,
     OutputTransformer,
     TaskRepository,
@@ -111,6 +112,7 @@ __all__ = [
     "RetrySettings",
     "Role",
     "SchemaTooNewError",
+    "StoreLockedError",
     "StoreWriteError",
     "TaskDefinition",
     "TaskEvent",

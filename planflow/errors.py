@@ -102,6 +102,10 @@ class UnsupportedError(PlanflowError):
     """The driver does not serve the requested repository or operation."""
 
 
+class StoreLockedError(PlanflowError):
+    """A TinyDB store is already open for writing, in this process or another; it was not opened again."""
+
+
 __all__ = [
     "AlreadyBootstrappedError",
     "ClosedError",
@@ -116,6 +120,7 @@ __all__ = [
     "NotFoundError",
     "PlanflowError",
     "SchemaTooNewError",
+    "StoreLockedError",
     "StoreWriteError",
     "TransactionRequiredError",
     "TransientError",

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import AbstractContextManager
 from datetime import datetime
 from typing import Protocol
 
+from planflow.executions import TaskDefinition, TaskExecution, TaskOccurrence
 from planflow.models import (
     APIKey,
     CreatedAPIKey,
@@ -329,4 +331,99 @@ class MetadataRepository(Protocol):
 
     def items(self) -> dict[str, str]:
         """Every key with its value, by key in code point order."""
+        ...
+
+
+class ExecutionRepository(Protocol):
+    """Storage of the add-on's task definitions, occurrences and executions.
+
+    Adds are idempotent upserts by id (executions by ``occurrence_id``): adding a record whose id is stored
+    overwrites it and keeps its place; lists return records in the order they were first added. Every field
+    round-trips exactly. Only the typed models are accepted: anything else raises :class:`WrongTypeError` (a
+    ``ValidationError`` that is also a ``TypeError``). Implementations are safe to call from several threads.
+    """
+
+    def add_task(self, task: TaskDefinition) -> None:
+        """Store ``task``, overwriting a stored task with the same id.
+
+        Args:
+            task: The task definition to store.
+
+        Raises:
+            WrongTypeError: ``task`` is not a :class:`TaskDefinition`; nothing is stored.
+            ValidationError: A field breaks the input rules (wrong type, an id empty, longer than 512
+                characters or holding NUL, text with NUL or a lone surrogate); nothing is stored.
+        """
+        ...
+
+    def get_task(self, task_id: str) -> TaskDefinition | None:
+        """Return the task with id ``task_id``, or ``None`` when it is not stored."""
+        ...
+
+    def list_tasks(self) -> list[TaskDefinition]:
+        """Return every stored task, in the order the tasks were first added."""
+        ...
+
+    def add_occurrence(self, occ: TaskOccurrence) -> None:
+        """Store ``occ``, overwriting a stored occurrence with the same id.
+
+        Args:
+            occ: The occurrence to store. Its task need not be stored: the repository holds no logic.
+
+        Raises:
+            WrongTypeError: ``occ`` is not a :class:`TaskOccurrence`; nothing is stored.
+            ValidationError: A field breaks the input rules (wrong type, an id empty, longer than 512
+                characters or holding NUL, text with NUL or a lone surrogate); nothing is stored.
+        """
+        ...
+
+    def get_occurrence(self, occurrence_id: str) -> TaskOccurrence | None:
+        """Return the occurrence with id ``occurrence_id``, or ``None`` when it is not stored."""
+        ...
+
+    def list_occurrences(self, task_id: str | None = None) -> list[TaskOccurrence]:
+        """Return the stored occurrences, in the order they were first added.
+
+        Args:
+            task_id: When given, only the occurrences of this task.
+        """
+        ...
+
+    def add_execution(self, execution: TaskExecution) -> None:
+        """Store ``execution``, overwriting a stored execution of the same ``occurrence_id``.
+
+        Args:
+            execution: The execution to store, with its whole history.
+
+        Raises:
+            WrongTypeError: ``execution`` is not a :class:`TaskExecution` (or its history holds something
+                other than :class:`TaskEvent` values); nothing is stored.
+            ValidationError: A field breaks the input rules (wrong type, an id empty, longer than 512
+                characters or holding NUL, text with NUL or a lone surrogate); nothing is stored.
+        """
+        ...
+
+    def get_execution(self, occurrence_id: str) -> TaskExecution | None:
+        """Return the execution of occurrence ``occurrence_id``, or ``None`` when it is not stored."""
+        ...
+
+    def list_executions(self) -> list[TaskExecution]:
+        """Return every stored execution, in the order the executions were first added."""
+        ...
+
+    def delete_task_and_related(self, task_id: str) -> None:
+        """Remove a task, its occurrences and their executions, in one durable write.
+
+        Records of other tasks are not touched. Deleting a task that is not stored removes whatever
+        occurrences (and their executions) still name it, and is otherwise a no-op.
+        """
+        ...
+
+    def batch(self) -> AbstractContextManager[None]:
+        """Group the writes made inside the ``with`` block into one durable write.
+
+        On SQL drivers the block is one transaction. Reads inside the block see its writes. When the block
+        raises, none of its writes are stored. A batch entered inside another is a savepoint: its writes are
+        stored with the outer batch's, and when it raises only its own writes are undone.
+        """
         ...

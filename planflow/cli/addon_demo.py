@@ -26,7 +26,6 @@ from datetime import UTC, datetime, timedelta
 
 from planflow.errors import PlanflowError
 from planflow.executions import (
-    ExecutionRepository,
     ExecutionStateName,
     Priority,
     RetryPolicy,
@@ -35,6 +34,7 @@ from planflow.executions import (
     TaskExecution,
     TaskOccurrence,
 )
+from planflow.protocols import ExecutionRepository
 
 DEFAULT_ADDON_TASKS = 20
 #: The simulated span of the plan.

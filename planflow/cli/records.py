@@ -18,10 +18,8 @@ from itertools import islice
 from typing import ClassVar, Generic, TypeVar, cast
 
 from planflow.errors import NotFoundError, UnsupportedError
-from planflow.executions import (
-    TaskDefinition,
-    TaskExecution,
-    TaskOccurrence,
+from planflow.executions import TaskDefinition, TaskExecution, TaskOccurrence
+from planflow.infra.execution_codec import (
     execution_to_doc,
     occurrence_to_doc,
     task_to_doc,

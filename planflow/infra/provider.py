@@ -21,7 +21,7 @@ from planflow.protocols import AuthRepository, MetadataRepository, TaskRepositor
 from planflow.schema import Migration, MigrationStatus
 
 if TYPE_CHECKING:
-    from planflow.executions import ExecutionRepository
+    from planflow.protocols import ExecutionRepository
 
 T = TypeVar("T")
 TR = TypeVar("TR")

@@ -13,12 +13,12 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks import copy_memory, data
+from benchmarks import copy_memory, data, tinydb_bench
 from benchmarks.cli import main
 from benchmarks.databases import BenchDatabase, DatabaseFactory, PostgresFactory, SqliteFactory
 from benchmarks.harness import run_sql_workload
 from benchmarks.stores.base import IMPLEMENTATIONS, PLANFLOW, TaskStore
-from benchmarks.tinydb_bench import VARIANTS, run_tinydb_workload
+from benchmarks.tinydb_bench import SCALE_VARIANTS, VARIANTS, run_tinydb_scale, run_tinydb_workload
 from benchmarks.workloads import WorkloadSpec, main_workloads, scaling_workloads
 from planflow import ConflictError, Provider, TaskState
 
@@ -63,6 +63,32 @@ def test_tinydb_workload_produces_a_result_row_for_each_variant(tmp_path: Path) 
 
     assert set(measurement.samples) == set(VARIANTS)
     assert all(len(samples) == 1 for samples in measurement.samples.values())
+
+
+def test_tinydb_scale_run_measures_every_variant_and_the_journaled_reads(tmp_path: Path) -> None:
+    points = run_tinydb_scale((5, 30), adds=6, baseline_budget=1.0, workdir=str(tmp_path))
+
+    assert [p.size for p in points] == [5, 30]
+    for point in points:
+        assert set(point.adds) == set(SCALE_VARIANTS)
+        assert all(len(samples) == 6 for samples in point.adds.values())
+        assert point.percentile(SCALE_VARIANTS[0], 0.99) >= point.percentile(SCALE_VARIANTS[0], 0.5) > 0
+        assert len(point.get_seconds) > 0 and len(point.list_seconds) > 0 and point.open_seconds
+        assert 0 < point.journaled_file_bytes <= point.raw_file_bytes
+        assert point.summary()["size"] == point.size
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_tinydb_scale_command_prints_a_table_and_writes_json(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "scale.json"
+    assert (
+        tinydb_bench.main(["--sizes", "8", "--adds", "3", "--baseline-budget", "1", "--json", str(out)]) == 0
+    )
+
+    assert "| 8 |" in capsys.readouterr().out
+    assert out.exists()
 
 
 def _seed(provider: Provider) -> None:

@@ -89,6 +89,8 @@ def snapshot(url: str) -> dict[str, object]:
     out: dict[str, object] = {}
     with open_provider({"url": url, "auto_migrate": False}) as provider:
         try:
+            # Raises UnsupportedError on tinydb before all_tasks opens a second provider (refused on one file).
+            provider.tasks.list_states(limit=1)
             out["tasks"] = sorted(all_tasks(url), key=lambda s: s.task_exec_id)
             workflows: list[WorkflowState] = []
             cursor: str | None = None

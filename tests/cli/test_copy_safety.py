@@ -33,6 +33,7 @@ from planflow import (
     open_provider,
 )
 from planflow.cli.copy import INCOMPLETE_KEY
+from planflow.infra.tinydb import read_store
 from tests.cli.helpers import (
     add_addon_data,
     assert_fits,
@@ -289,10 +290,8 @@ def test_an_interrupted_copy_into_tinydb_is_marked_in_the_file_and_resumed(tmp_p
     target = tmp_path / "addon.json"
 
     def tinydb_mark() -> dict[str, object] | None:
-        try:
-            entries = json.loads(target.read_text())["planflow_metadata"].values()
-        except (OSError, ValueError, KeyError):
-            return None
+        # The copy holds the store open (and locked): read what its files hold, journal included.
+        entries = read_store(target).get("planflow_metadata", {}).values()
         return next((json.loads(e["value"]) for e in entries if e["key"] == INCOMPLETE_KEY), None)
 
     run = interrupted(

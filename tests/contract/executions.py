@@ -15,13 +15,13 @@ import pytest
 
 from planflow import ValidationError
 from planflow.executions import (
-    ExecutionRepository,
     RetryPolicy,
     TaskDefinition,
     TaskEvent,
     TaskExecution,
     TaskOccurrence,
 )
+from planflow.protocols import ExecutionRepository
 
 AWARE = datetime(2025, 3, 30, 1, 59, 59, 999999, tzinfo=UTC)
 AWARE_INDIA = datetime(2025, 7, 1, 9, 30, tzinfo=timezone(timedelta(hours=5, minutes=30)))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from planflow import Provider
-from planflow.executions import ExecutionRepository
+from planflow.protocols import ExecutionRepository
 from tests.contract.auth import AuthRepositoryContract
 from tests.contract.executions import ExecutionRepositoryContract
 from tests.contract.hostile import HostileInputContract

@@ -12,16 +12,16 @@ from tinydb import TinyDB
 from tinydb.storages import MemoryStorage
 
 from planflow import Provider, ValidationError, open_provider
-from planflow.executions import (
-    ExecutionRepository,
-    TaskEvent,
+from planflow.executions import TaskEvent
+from planflow.infra.execution_codec import (
     execution_to_doc,
     occurrence_to_doc,
     task_from_doc,
     task_to_doc,
 )
-from planflow.infra.tinydb import CrashSafeJSONStorage, TinyDbExecutionRepository
+from planflow.infra.tinydb import CrashSafeJSONStorage, JournaledStorage, TinyDbExecutionRepository
 from planflow.models import JsonValue
+from planflow.protocols import ExecutionRepository
 from tests.contract.executions import (
     NAIVE,
     ExecutionRepositoryContract,
@@ -57,6 +57,22 @@ class TestTinyDbFileMetadata(MetadataRepositoryContract):
     def provider(self, tmp_path: Path) -> Iterator[Provider]:
         with open_provider(f"tinydb:///{tmp_path / 'planflow.json'}") as provider:
             yield provider
+
+
+class TestTinyDbJournaled(ExecutionRepositoryContract):
+    @pytest.fixture
+    def executions(self, tmp_path: Path) -> Iterator[ExecutionRepository]:
+        with TinyDB(tmp_path / "planflow.json", storage=JournaledStorage) as db:
+            yield TinyDbExecutionRepository(db)
+
+
+class TestTinyDbJournaledCompactingOften(ExecutionRepositoryContract):
+    """No size floor: a write compacts whenever the journal has grown as large as the file."""
+
+    @pytest.fixture
+    def executions(self, tmp_path: Path) -> Iterator[ExecutionRepository]:
+        with TinyDB(tmp_path / "planflow.json", storage=JournaledStorage, compact_after=0) as db:
+            yield TinyDbExecutionRepository(db)
 
 
 @pytest.fixture

@@ -4,8 +4,9 @@ The PlanFlow add-on ships planflow's source and TinyDB's beside its own code and
 Python 3.11 (older releases) or 3.13 (from 2026) that has no compiled packages and, very likely, no ``sqlite3``.
 Each case copies the two packages into a folder, starts an isolated interpreter (``-I``: no site-packages,
 no PYTHON* variables) with warnings as errors, blocks ``sqlite3``, ``psycopg`` and the command line's libraries,
-and drives the add-on's store through a file (a file left open shows as a ResourceWarning on stderr): every model and field, batches, reopening, the cascade delete,
-the type checks, a corrupt file and the provider factory.
+and drives the add-on's store through a journaled file (a file left open shows as a ResourceWarning on stderr): every model and
+field, batches, a second writer refused, closing to a plain TinyDB file, a store of the older crash-safe storage,
+reopening, the cascade delete, the type checks, a corrupt file and the provider factory.
 
 It runs on this interpreter and on every Python 3.13 it can find (``python3.13`` on PATH, pyenv's versions,
 or the paths in ``PLANFLOW_TEST_PYTHONS``); with no 3.13 here that case is skipped saying how to enable it.
@@ -50,9 +51,12 @@ ADDON_SCRIPT = textwrap.dedent(
 
     import planflow
     from planflow import (
-        RetryPolicy, TaskDefinition, TaskEvent, TaskExecution, TaskOccurrence, UnsupportedError, open_provider,
+        RetryPolicy, StoreLockedError, TaskDefinition, TaskEvent, TaskExecution, TaskOccurrence, UnsupportedError,
+        open_provider,
     )
-    from planflow.infra.tinydb import CorruptStoreError, CrashSafeJSONStorage, TinyDbExecutionRepository
+    from planflow.infra.tinydb import (
+        CorruptStoreError, CrashSafeJSONStorage, JournaledStorage, TinyDbExecutionRepository,
+    )
 
     assert planflow.__file__.startswith(vendor), planflow.__file__
     path = os.path.join(workdir, "planflow.json")
@@ -71,7 +75,8 @@ ADDON_SCRIPT = textwrap.dedent(
     executions = [TaskExecution(o.id, "missed" if i % 2 else "pending", 2, history if i % 2 else [])
                   for i, o in enumerate(occurrences)]
 
-    repo = TinyDbExecutionRepository(TinyDB(path, storage=CrashSafeJSONStorage))
+    db = TinyDB(path, storage=JournaledStorage)
+    repo = TinyDbExecutionRepository(db)
     for task in tasks:
         repo.add_task(task)
     with repo.batch():
@@ -86,8 +91,24 @@ ADDON_SCRIPT = textwrap.dedent(
             pass
         else:
             raise AssertionError(f"add_task accepted {wrong!r}")
+    try:
+        TinyDB(path, storage=JournaledStorage)
+    except StoreLockedError:
+        pass
+    else:
+        raise AssertionError("a second writer opened the store")
+    db.close()
+    import json
+    with open(path, encoding="utf-8") as plain:
+        assert len(json.load(plain)["executions"]) == len(executions), "the file is not a plain TinyDB document"
 
-    reopened = TinyDbExecutionRepository(TinyDB(path, storage=CrashSafeJSONStorage))
+    old_store = os.path.join(workdir, "old.json")
+    TinyDbExecutionRepository(TinyDB(old_store, storage=CrashSafeJSONStorage)).add_task(tasks[1])
+    with TinyDB(old_store, storage=JournaledStorage) as old:
+        assert TinyDbExecutionRepository(old).list_tasks() == [tasks[1]]
+
+    db = TinyDB(path, storage=JournaledStorage)
+    reopened = TinyDbExecutionRepository(db)
     assert reopened.list_tasks() == tasks
     assert reopened.list_occurrences() == occurrences
     assert reopened.list_executions() == executions
@@ -98,6 +119,7 @@ ADDON_SCRIPT = textwrap.dedent(
     assert [t.id for t in reopened.list_tasks()] == ["t2"]
     assert {o.task_id for o in reopened.list_occurrences()} == {"t2"}
     assert [e.occurrence_id for e in reopened.list_executions()] == ["o0", "o2", "o4"]
+    db.close()
 
     with open_provider("tinydb:///" + path) as provider:
         assert provider.executions.get_task("t2") == tasks[1]
@@ -111,7 +133,7 @@ ADDON_SCRIPT = textwrap.dedent(
     with open(path, "w", encoding="utf-8") as broken:
         broken.write('{"tasks": {"1": ')
     try:
-        TinyDbExecutionRepository(TinyDB(path, storage=CrashSafeJSONStorage)).list_tasks()
+        TinyDB(path, storage=JournaledStorage)
     except CorruptStoreError as exc:
         assert "planflow.json" in str(exc), exc
     else:

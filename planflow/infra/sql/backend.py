@@ -9,7 +9,6 @@ from __future__ import annotations
 from contextlib import AbstractAsyncContextManager, AbstractContextManager
 
 from planflow.config import RetrySettings
-from planflow.executions import ExecutionRepository
 from planflow.infra.drive import SyncContext, drive, sync_facade
 from planflow.infra.sql.auth import SqlAuthRepository
 from planflow.infra.sql.database import Connection, Database
@@ -19,7 +18,13 @@ from planflow.infra.sql.metadata import SqlMetadataRepository
 from planflow.infra.sql.migrations import MigrationSql, Migrator
 from planflow.infra.sql.tasks import SqlTaskRepository
 from planflow.infra.sql.workflows import SqlWorkflowRepository
-from planflow.protocols import AuthRepository, MetadataRepository, TaskRepository, WorkflowRepository
+from planflow.protocols import (
+    AuthRepository,
+    ExecutionRepository,
+    MetadataRepository,
+    TaskRepository,
+    WorkflowRepository,
+)
 from planflow.schema import Migration, MigrationStatus
 
 

@@ -7,10 +7,8 @@ from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
 from typing import TypeVar
 
-from planflow.executions import (
-    TaskDefinition,
-    TaskExecution,
-    TaskOccurrence,
+from planflow.executions import TaskDefinition, TaskExecution, TaskOccurrence
+from planflow.infra.execution_codec import (
     execution_from_doc,
     execution_to_doc,
     occurrence_from_doc,

@@ -3,14 +3,26 @@
 Open a store the way the add-on does::
 
     from tinydb import TinyDB
-    from planflow.infra.tinydb import CrashSafeJSONStorage, TinyDbExecutionRepository
+    from planflow.infra.tinydb import JournaledStorage, TinyDbExecutionRepository
 
-    executions = TinyDbExecutionRepository(TinyDB("planflow.json", storage=CrashSafeJSONStorage))
+    with TinyDB("planflow.json", storage=JournaledStorage) as db:
+        executions = TinyDbExecutionRepository(db)
 
-and ``TinyDB(storage=MemoryStorage)`` in tests.
+(``open_provider("tinydb:///planflow.json")`` does the same), and ``TinyDB(storage=MemoryStorage)`` in tests.
+``CrashSafeJSONStorage``, which rewrites the whole file on every write, still opens the same files.
 """
 
+from planflow.errors import CorruptStoreError, StoreLockedError, StoreWriteError
 from planflow.infra.tinydb.executions import TinyDbExecutionRepository
-from planflow.infra.tinydb.storage import CorruptStoreError, CrashSafeJSONStorage, StoreWriteError
+from planflow.infra.tinydb.journal import JournaledStorage, read_store
+from planflow.infra.tinydb.storage import CrashSafeJSONStorage
 
-__all__ = ["CorruptStoreError", "CrashSafeJSONStorage", "StoreWriteError", "TinyDbExecutionRepository"]
+__all__ = [
+    "CorruptStoreError",
+    "CrashSafeJSONStorage",
+    "JournaledStorage",
+    "StoreLockedError",
+    "StoreWriteError",
+    "TinyDbExecutionRepository",
+    "read_store",
+]

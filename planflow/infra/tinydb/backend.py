@@ -1,4 +1,4 @@
-"""Opens the TinyDB driver: the add-on's ExecutionRepository on a crash-safe JSON file or in memory."""
+"""Opens the TinyDB driver: the add-on's ExecutionRepository on a journaled JSON file or in memory."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ from tinydb.storages import MemoryStorage
 from planflow.config import PlanflowConfig, RetrySettings
 from planflow.errors import UnsupportedError
 from planflow.infra.tinydb.executions import TinyDbExecutionRepository
+from planflow.infra.tinydb.journal import JournaledStorage
 from planflow.infra.tinydb.metadata import TinyDbMetadataRepository
-from planflow.infra.tinydb.storage import CrashSafeJSONStorage
 from planflow.schema import Migration, MigrationStatus
 
 
@@ -44,15 +44,20 @@ class TinyDbBackend:
         return []
 
     def close(self) -> None:
-        """Close the store (the file is never held open between operations)."""
+        """Close the store: fold its journal into the file and release its lock."""
         self._db.close()
 
 
 def open_backend(config: PlanflowConfig) -> TinyDbBackend:
-    """A TinyDB backend: ``tinydb://memory`` in memory, else the crash-safe JSON file ``config.path``."""
+    """A TinyDB backend: ``tinydb://memory`` in memory, else the journaled JSON file ``config.path``.
+
+    Raises:
+        StoreLockedError: The file is open in this process or another one.
+        CorruptStoreError: The file or its journal cannot be decoded (and ``tinydb_on_corrupt`` is ``raise``).
+    """
     if config.is_memory:
         return TinyDbBackend(TinyDB(storage=MemoryStorage), config.retry)
     path = config.path or "planflow.json"
     return TinyDbBackend(
-        TinyDB(path, storage=CrashSafeJSONStorage, on_corrupt=config.tinydb_on_corrupt), config.retry
+        TinyDB(path, storage=JournaledStorage, on_corrupt=config.tinydb_on_corrupt), config.retry
     )

@@ -11,8 +11,10 @@ the target; that ``PermissionError`` is retried a bounded number of times. A fil
 never overwritten silently: it raises :class:`CorruptStoreError`, or, with ``on_corrupt="move_aside"``, is
 renamed to ``NAME.corrupt-<UTC timestamp>`` and the store starts empty.
 
-One process per file: two processes writing the same file each replace the whole database, and the last
-write wins.
+One process per file, and no lock: two processes writing the same file each replace the whole database, and
+the last write wins. Every call re-reads and rewrites the whole file (O(size) per write); the add-on's default
+is now :class:`~planflow.infra.tinydb.journal.JournaledStorage`, which keeps the data in memory and appends
+each write to a journal. This storage stays for stores that must be replaceable between operations.
 """
 
 from __future__ import annotations
@@ -20,22 +22,22 @@ from __future__ import annotations
 import json
 import logging
 import os
-import tempfile
-import time
-from contextlib import suppress
-from datetime import UTC, datetime
 from pathlib import Path
-from typing import cast
 
 from tinydb.storages import Storage
 
 from planflow.config import OnCorrupt
-from planflow.errors import ConfigError, CorruptStoreError, StoreWriteError, TransientError, ValidationError
+from planflow.errors import CorruptStoreError, ValidationError
+from planflow.infra.tinydb.files import (
+    StoreData,
+    aside_name,
+    decode_store,
+    replace_retrying,
+    store_path,
+    write_atomically,
+)
 
 logger = logging.getLogger("planflow.tinydb")
-
-#: What TinyDB hands a storage: table name -> document id -> document.
-StoreData = dict[str, dict[str, object]]
 
 
 class CrashSafeJSONStorage(Storage):
@@ -65,16 +67,7 @@ class CrashSafeJSONStorage(Storage):
             ConfigError: The folder does not exist, or an option is out of range.
         """
         super().__init__()
-        self._path = Path(path).absolute()
-        if not self._path.parent.is_dir():
-            raise ConfigError(f"the folder of the TinyDB store {self._path} does not exist")
-        if on_corrupt not in ("raise", "move_aside"):
-            raise ConfigError(f"on_corrupt must be 'raise' or 'move_aside', not {on_corrupt!r}")
-        if replace_attempts < 1 or replace_delay < 0:
-            raise ConfigError(
-                f"replace_attempts must be >= 1 and replace_delay >= 0, "
-                f"got {replace_attempts!r} and {replace_delay!r}"
-            )
+        self._path = store_path(path, on_corrupt, replace_attempts, replace_delay)
         self._on_corrupt: OnCorrupt = on_corrupt
         self._replace_attempts = replace_attempts
         self._replace_delay = replace_delay
@@ -104,7 +97,7 @@ class CrashSafeJSONStorage(Storage):
         except OSError as exc:
             raise CorruptStoreError(f"cannot read the TinyDB store {self._path}: {exc}") from exc
         try:
-            data = _decode(raw)
+            data = decode_store(raw)
         except ValueError as exc:
             if self._on_corrupt == "raise":
                 raise CorruptStoreError(
@@ -130,51 +123,16 @@ class CrashSafeJSONStorage(Storage):
             raise ValidationError(f"cannot write to the TinyDB store {self._path}: {exc}") from exc
         if not self._checked:
             self.read()
-        try:
-            fd, temp = tempfile.mkstemp(dir=self._path.parent, prefix=f".{self._path.name}.", suffix=".tmp")
-        except OSError as exc:
-            raise StoreWriteError(f"cannot write the TinyDB store {self._path}: {exc}") from exc
-        try:
-            with open(fd, "wb") as handle:
-                handle.write(payload)
-                handle.flush()
-                os.fsync(handle.fileno())
-            self._replace(temp, self._path)
-        except OSError as exc:
-            _discard(temp)
-            raise StoreWriteError(f"cannot write the TinyDB store {self._path}: {exc}") from exc
-        except BaseException:
-            # KeyboardInterrupt and TransientError too: a failed write must not leave its temp file behind.
-            _discard(temp)
-            raise
-        if (
-            os.name == "posix"
-        ):  # pragma: no branch - Windows has no folder handle to fsync; NTFS logs the rename
-            _fsync_folder(self._path.parent)
+        write_atomically(self._path, payload, attempts=self._replace_attempts, delay=self._replace_delay)
 
     def close(self) -> None:
         """Nothing to release: the file is never held open between operations."""
 
-    def _replace(self, source: str | Path, target: Path) -> None:
-        last_error: PermissionError | None = None
-        for attempt in range(1, self._replace_attempts + 1):
-            try:
-                os.replace(source, target)
-            except PermissionError as exc:
-                last_error = exc
-                if attempt < self._replace_attempts:
-                    time.sleep(self._replace_delay)
-            else:
-                return
-        raise TransientError(
-            f"another process kept the TinyDB store {self._path} locked: renaming {source} to {target} was "
-            f"refused {self._replace_attempts} times; the store file is unchanged"
-        ) from last_error
-
     def _move_aside(self, reason: ValueError) -> None:
-        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
-        aside = self._path.with_name(f"{self._path.name}.corrupt-{stamp}")
-        self._replace(self._path, aside)
+        aside = aside_name(self._path)
+        replace_retrying(
+            self._path, aside, store=self._path, attempts=self._replace_attempts, delay=self._replace_delay
+        )
         logger.warning(
             "the TinyDB store %s was corrupt (%s); moved it to %s and started empty",
             self._path,
@@ -183,39 +141,4 @@ class CrashSafeJSONStorage(Storage):
         )
 
 
-def _decode(raw: bytes) -> StoreData | None:
-    """The database in ``raw``; ``None`` for an empty file. Raises ValueError when it is not one."""
-    # utf-8-sig: a file saved by a Windows editor may start with a byte order mark.
-    text = raw.decode("utf-8-sig")
-    if not text.strip():
-        return None
-    data: object = json.loads(text)
-    if not isinstance(data, dict):
-        raise ValueError(f"expected a JSON object of tables, found {type(data).__name__}")
-    # JSON object keys are strings; the casts only tell the checker what json.loads already guarantees.
-    tables = cast("dict[str, object]", data)
-    for name, table in tables.items():
-        if not isinstance(table, dict):
-            raise ValueError(f"table {name!r} is a {type(table).__name__}, not a JSON object of documents")
-        for doc_id, doc in cast("dict[str, object]", table).items():
-            if not isinstance(doc, dict):
-                raise ValueError(
-                    f"document {doc_id!r} of table {name!r} is a {type(doc).__name__}, not an object"
-                )
-    return cast("StoreData", tables)
-
-
-def _discard(temp: str) -> None:
-    with suppress(FileNotFoundError):
-        os.unlink(temp)
-
-
-def _fsync_folder(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-__all__ = ["CorruptStoreError", "CrashSafeJSONStorage", "StoreData", "StoreWriteError"]
+__all__ = ["CrashSafeJSONStorage", "StoreData"]
