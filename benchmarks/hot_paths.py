@@ -25,6 +25,7 @@ from contextlib import contextmanager
 from typing import Any
 
 import psycopg
+from psycopg.types.string import TextLoader
 
 from benchmarks.compare import interleave, ms, postgres_schema, sqlite_file, us
 from planflow import Provider, TaskState, TaskStatus, WorkflowState, open_provider
@@ -44,8 +45,15 @@ def store(driver: str) -> Iterator[tuple[Provider, Callable[[], Any], str]]:
         with sqlite_file() as path, open_provider(f"sqlite:///{path}") as provider:
             yield provider, lambda: sqlite3.connect(path, isolation_level=None), "?"
     else:
+
+        def connect() -> psycopg.Connection[Any]:
+            # JSON as text, as planflow reads it, so that both sides decode it the same way.
+            conn = psycopg.connect(url, autocommit=True)
+            conn.adapters.register_loader("jsonb", TextLoader)
+            return conn
+
         with postgres_schema() as url, open_provider(url) as provider:
-            yield provider, lambda: psycopg.connect(url, autocommit=True), "%s"
+            yield provider, connect, "%s"
 
 
 def q(sql: str, style: str) -> str:

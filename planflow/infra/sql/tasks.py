@@ -92,6 +92,12 @@ GET = f"{SELECT} WHERE task_exec_id = ?"
 #: What ``missing_or_conflict`` reads after a versioned write matched nothing (the raw benchmarks run it too).
 GET_VERSION = "SELECT version FROM task_states WHERE task_exec_id = ?"
 IN_WORKFLOW = f"{SELECT} WHERE workflow_exec_id = ? {ORDER}"
+#: The newest state per task id of a workflow execution, by ``created_at``.
+LATEST_IN_WORKFLOW = (
+    f"SELECT {TABLE.select_list} FROM (SELECT {TABLE.select_list}, ROW_NUMBER() OVER "
+    "(PARTITION BY task_id ORDER BY created_at DESC, task_exec_id DESC) AS planflow_rank "
+    "FROM task_states WHERE workflow_exec_id = ?) newest WHERE planflow_rank = 1 ORDER BY created_at, task_exec_id"
+)
 CHILDREN = f"{SELECT} WHERE parent_state_id = ? {ORDER}"
 CHILD_BY_TASK = (
     f"{SELECT} WHERE parent_state_id = ? AND task_id = ? ORDER BY created_at DESC, task_exec_id DESC LIMIT 1"
@@ -351,7 +357,8 @@ class SqlTaskRepository:
         return await self._all(self._by_ids, [self._dialect.ids_param(list(task_exec_ids))])
 
     async def list_tasks_in_workflow(self, workflow_exec_id: str) -> dict[str, TaskState]:
-        return {state.task_id: state for state in await self._all(IN_WORKFLOW, [workflow_exec_id])}
+        # The newest state per task id, chosen in SQL (the index orders each task id's states newest first).
+        return {state.task_id: state for state in await self._all(LATEST_IN_WORKFLOW, [workflow_exec_id])}
 
     async def _in_workflow_where(self, column: str, workflow_exec_id: str, value: str) -> list[TaskState]:
         return await self._all(

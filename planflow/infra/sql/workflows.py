@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator, Iterable, Sequence
 
 from planflow.errors import NotFoundError, WorkflowNotReadyError
-from planflow.infra.inputs import checked, dump_json_object
+from planflow.infra.inputs import MAX_JSON_DEPTH, checked, dump_json_object
+from planflow.infra.sql import tasks as tasks_sql
 from planflow.infra.sql.codec import loads, now, stored_meta
 from planflow.infra.sql.database import Connection, Database, Row
 from planflow.infra.sql.dialect import Dialect
@@ -53,7 +55,7 @@ FINISH = (
 DELETE = "DELETE FROM workflow_states WHERE workflow_exec_id = ?"
 
 
-def latest_tasks(where: str, partition: str = "task_id") -> str:
+def latest_tasks(where: str, partition: str) -> str:
     """The newest state per ``partition`` among the task states matching ``where``, by ``created_at``.
 
     Chosen in SQL: when task ids repeat (a retried task), decoding every row to keep one per task id costs
@@ -66,12 +68,36 @@ def latest_tasks(where: str, partition: str = "task_id") -> str:
     )
 
 
-TASKS = latest_tasks("workflow_exec_id = ?")
+TASKS = tasks_sql.LATEST_IN_WORKFLOW
 #: What completing a workflow decides from: its top-level tasks' ids, statuses and outputs, nothing more.
 TOP_LEVEL = (
     "SELECT task_id, status, output FROM task_states WHERE workflow_exec_id = ? AND parent_state_id IS NULL "
     "ORDER BY created_at, task_exec_id"
 )
+_STATUS = {status.value: status for status in TaskStatus}
+_JSON_TEXT = json.JSONEncoder(ensure_ascii=False).encode
+#: A JSON text shorter than this nests fewer than 255 levels (each level takes two characters at least).
+_SHALLOW = 2 * (MAX_JSON_DEPTH - 1)
+
+
+def _outputs_text(top: dict[str, tuple[TaskStatus, str | None]], workflow_exec_id: str) -> str:
+    """The default output, ``{task_id: output}`` of the top-level tasks, as JSON text.
+
+    Composed from the outputs' stored texts (checked when they were written) rather than decoded and encoded
+    again, when every one is too short to nest 255 levels, so that the whole stays within the 256 allowed.
+    """
+    if all(text is None or len(text) < _SHALLOW for _, text in top.values()):
+        return (
+            "{"
+            + ",".join(f"{json.dumps(t, ensure_ascii=False)}:{o or 'null'}" for t, (_, o) in top.items())
+            + "}"
+        )
+    decoded = {t: None if o is None else loads(o) for t, (_, o) in top.items()}
+    text = dump_json_object(decoded, f"output of workflow {workflow_exec_id!r}")
+    assert text is not None
+    return text
+
+
 #: Task columns by which a workflow can be found (``get_state_by_<column>``).
 TASK_LOOKUPS = ("task_id", "agent_id", "tool_id")
 
@@ -179,7 +205,7 @@ class SqlWorkflowRepository:
             if current.status in (TaskStatus.SUCCESS, TaskStatus.FAILED):
                 return current
             top: dict[str, tuple[TaskStatus, str | None]] = {
-                task_id: (TaskStatus(status), output)
+                task_id: (_STATUS[status], output)
                 for task_id, status, output in await conn.fetch_all(TOP_LEVEL, [workflow_exec_id])
             }
             unfinished = sorted(t for t, (s, _) in top.items() if s not in TERMINAL_STATUSES)
@@ -194,13 +220,14 @@ class SqlWorkflowRepository:
                 if failed
                 else None
             )
+            output_text: str | None
             try:
                 if transformer is None:
-                    output: object = {t: None if o is None else loads(o) for t, (_, o) in top.items()}
+                    output_text = _outputs_text(top, workflow_exec_id)
                 else:
                     tasks = await self._tasks(conn, workflow_exec_id)
                     output = transformer(current.evolve(status=status, tasks=tasks))
-                output_text = dump_json_object(output, f"output of workflow {workflow_exec_id!r}")
+                    output_text = dump_json_object(output, f"output of workflow {workflow_exec_id!r}")
             except Exception as exc:
                 status, output_text = TaskStatus.FAILED, None
                 error = {"code": "OUTPUT_TRANSFORMATION_FAILED", "message": f"{type(exc).__name__}: {exc}"}
