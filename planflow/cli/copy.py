@@ -327,6 +327,11 @@ def copy_store(
             copier.verify(table, line)
     except KeyboardInterrupt as exc:
         with suppress(PlanflowError):  # the mark of the last page stays if this last write fails
+            if not merge:
+                # The interrupt may have landed after a page was stored and before it was counted: the target,
+                # empty when the copy began, says exactly what it holds.
+                for table, line in zip(tables, report.tables, strict=False):
+                    line.written = table.count(target)
             marker.save()
         report.elapsed = time.perf_counter() - started
         raise CopyInterruptedError(report) from exc

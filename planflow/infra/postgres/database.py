@@ -29,6 +29,7 @@ import logging
 import math
 import os
 import time
+import uuid
 import weakref
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -61,6 +62,8 @@ from planflow.infra.sql.database import (
     Params,
     Row,
     WaitedTooLongError,
+    Work,
+    retrying,
 )
 
 T = TypeVar("T")
@@ -104,6 +107,7 @@ UNHEALTHY_FOR = 30.0
 #: Every this many write units, a unit first deletes the commit tokens older than an hour.
 TOKEN_CLEANUP_EVERY = 1000
 INSERT_TOKEN = "INSERT INTO planflow_commits DEFAULT VALUES RETURNING token::text"
+INSERT_GIVEN_TOKEN = "INSERT INTO planflow_commits (token) VALUES (?)"
 DELETE_OLD_TOKENS = "DELETE FROM planflow_commits WHERE created_at < now() - interval '1 hour'"
 #: Inserting a token again conflicts (nothing returned) when the unit committed it.
 PROBE_TOKEN = b"INSERT INTO planflow_commits (token) VALUES (%s) ON CONFLICT (token) DO NOTHING RETURNING 1"
@@ -209,6 +213,17 @@ class PostgresConnection(Connection):
     async def execute_script(self, script: str) -> None:
         # No parameters: the simple query protocol, which runs several statements in one round trip.
         await self._run(lambda query, _: self.raw.script(query), script, ())
+
+    async def pipelined(self, steps: list[tuple[str, Params, bool]]) -> list[Row | int | None]:
+        """Run statements in one round trip; per step its first row (``rows``) or its row count."""
+        self._db.statements += len(steps)
+        queries = [
+            (to_pyformat(sql) if params else _plain(sql), params or None, rows) for sql, params, rows in steps
+        ]
+        try:
+            return list(await self.raw.pipeline(queries))
+        except psycopg.Error as exc:
+            raise self._db.lost(translate(exc, lost=self.raw.closed)) from exc
 
     async def script_row(self, script: str) -> Row | None:
         """Run ``script`` like :meth:`execute_script`; the row of its last statement."""
@@ -456,6 +471,41 @@ class PostgresDatabase(Database):
         row = await connection.script_row(f"BEGIN; {INSERT_TOKEN}")
         assert row is not None
         return CommitTicket(str(row[0]), connection.raw.backend_pid)
+
+    async def write(self, sql: str, params: Params, *, returning: bool, reread: Work[Any]) -> Any:
+        if self.current() is not None:
+            return await super().write(sql, params, returning=returning, reread=reread)
+        return await retrying(
+            lambda: self._write_pipelined(sql, params, returning, reread), self.retry, self.sleep
+        )
+
+    async def _write_pipelined(self, sql: str, params: Params, returning: bool, reread: Work[Any]) -> Any:
+        # BEGIN, the unit's commit token, the statement and COMMIT in one round trip: the token is made here, so
+        # a reply lost at any point can be resolved without having received anything.
+        token = str(uuid.uuid4())
+        connection = await self.acquire()
+        assert isinstance(connection, PostgresConnection)
+        pid = connection.raw.backend_pid
+        try:
+            results = await connection.pipelined(
+                [
+                    ("BEGIN", (), False),
+                    (INSERT_GIVEN_TOKEN, [token], False),
+                    (sql, params, returning),
+                    ("COMMIT", (), False),
+                ]
+            )
+        except ConnectionLostError as lost:
+            await self.release(connection)
+            if not await self.committed(CommitTicket(token, pid), lost):
+                raise
+            return await self.read(reread)
+        except BaseException:
+            await self._rollback_quietly(connection)
+            await self.release(connection)
+            raise
+        await self.release(connection)
+        return results[2]
 
     async def committed(self, ticket: object, lost: ConnectionLostError) -> bool:
         """Whether the unit of ``ticket`` (a :class:`CommitTicket`), whose COMMIT lost its connection, committed.

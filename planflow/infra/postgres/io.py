@@ -75,6 +75,11 @@ class Raw(ABC):
         """Run a statement once per row of parameters, pipelined (one round trip for the batch)."""
 
     @abstractmethod
+    async def pipeline(self, steps: Sequence[tuple[Query, Params, bool]]) -> list[Row | int | None]:
+        """Run statements in one round trip (psycopg's pipeline mode); per step ``(query, params, rows)``, its
+        first row when ``rows`` else the rows it changed."""
+
+    @abstractmethod
     async def script(self, script: Query) -> Row | None:
         """Run statements without parameters in one round trip (simple query protocol); the last one's row."""
 
@@ -166,6 +171,11 @@ class _BlockingRaw(Raw):
         with self._conn.cursor() as cursor:
             cursor.executemany(query, rows)
 
+    async def pipeline(self, steps: Sequence[tuple[Query, Params, bool]]) -> list[Row | int | None]:
+        with self._conn.pipeline():
+            cursors = [(self._conn.execute(query, params), rows) for query, params, rows in steps]
+        return [cursor.fetchone() if rows else cursor.rowcount for cursor, rows in cursors]
+
     async def script(self, script: Query) -> Row | None:
         cursor = self._conn.execute(script, prepare=False)
         while cursor.nextset():
@@ -243,6 +253,11 @@ class _AsyncRaw(Raw):
     async def many(self, query: Query, rows: Iterable[Sequence[object]]) -> None:
         async with self._conn.cursor() as cursor:
             await cursor.executemany(query, rows)
+
+    async def pipeline(self, steps: Sequence[tuple[Query, Params, bool]]) -> list[Row | int | None]:
+        async with self._conn.pipeline():
+            cursors = [(await self._conn.execute(query, params), rows) for query, params, rows in steps]
+        return [await cursor.fetchone() if rows else cursor.rowcount for cursor, rows in cursors]
 
     async def script(self, script: Query) -> Row | None:
         cursor = await self._conn.execute(script, prepare=False)

@@ -14,7 +14,7 @@ from planflow.errors import AlreadyBootstrappedError, DuplicateError, NotFoundEr
 from planflow.infra import inputs
 from planflow.infra.inputs import checked
 from planflow.infra.sql.codec import now
-from planflow.infra.sql.database import Connection, Database, ForeignKeyViolation
+from planflow.infra.sql.database import Connection, Database, ForeignKeyViolation, Row
 from planflow.infra.sql.dialect import Dialect
 from planflow.infra.sql.shared import batches, delete_one
 from planflow.models import APIKey, CreatedAPIKey, Role, User
@@ -31,7 +31,6 @@ INSERT_USER = (
 SELECT_USER = f"SELECT {USER_COLUMNS} FROM users"
 ANY_ADMIN = "SELECT 1 FROM users WHERE role = 'admin' LIMIT 1"
 UPDATE_USER = f"UPDATE users SET email = ?, email_key = ?, role = ?, updated_at = ? WHERE id = ? RETURNING {USER_COLUMNS}"
-DELETE_USER = "DELETE FROM users WHERE id = ?"
 INSERT_KEY = (
     "INSERT INTO api_keys (id, user_id, fingerprint, prefix, created_at, last_used) VALUES (?, ?, ?, ?, ?, NULL) "
     f"RETURNING {API_KEY_COLUMNS}"
@@ -42,7 +41,6 @@ TOUCH_KEY = (
     "UPDATE api_keys SET last_used = CASE WHEN last_used IS NULL OR last_used < ? THEN ? ELSE last_used END "
     f"WHERE id = ? RETURNING {API_KEY_COLUMNS}"
 )
-DELETE_KEY = "DELETE FROM api_keys WHERE id = ?"
 IMPORT_USER = (
     "INSERT INTO users (id, email, email_key, role, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?) "
     "ON CONFLICT (id) DO UPDATE SET email = excluded.email, email_key = excluded.email_key, role = excluded.role, "
@@ -80,21 +78,28 @@ class SqlAuthRepository:
             row[0], row[1], row[2], row[3], load_ts(row[4]), None if row[5] is None else load_ts(row[5])
         )
 
-    async def _insert_user(self, conn: Connection, email: str, role: Role) -> User:
+    def _user_params(self, email: str, role: Role) -> list[object]:
         stamp = self._dialect.ts_param(now())
+        return [uuid.uuid4().hex, email, email.casefold(), role.value, stamp, stamp]
+
+    async def _insert_user(self, conn: Connection, email: str, role: Role) -> User:
         try:
-            row = await conn.fetch_one(
-                INSERT_USER, [uuid.uuid4().hex, email, email.casefold(), role.value, stamp, stamp]
-            )
+            row = await conn.fetch_one(INSERT_USER, self._user_params(email, role))
         except DuplicateError as exc:
             raise DuplicateError(f"a user with email {email!r} already exists") from exc
         return self._user(row)
 
     async def create_user(self, email: str, role: Role = Role.USER) -> User:
-        async def work(conn: Connection) -> User:
-            return await self._insert_user(conn, email, role)
+        params = self._user_params(email, role)
 
-        return await self._db.run(work, single_statement=True)
+        async def reread(conn: Connection) -> Row | None:
+            return await conn.fetch_one(f"{SELECT_USER} WHERE id = ?", [params[0]])
+
+        try:
+            row = await self._db.write(INSERT_USER, params, returning=True, reread=reread)
+        except DuplicateError as exc:
+            raise DuplicateError(f"a user with email {email!r} already exists") from exc
+        return self._user(row)
 
     async def create_initial_admin(self, email: str) -> User:
         async def work(conn: Connection) -> User:
@@ -142,7 +147,7 @@ class SqlAuthRepository:
         return await self._db.run(work)
 
     async def delete_user(self, user_id: str) -> None:
-        await delete_one(self._db, DELETE_USER, user_id, "user")
+        await delete_one(self._db, ("users", "id"), user_id, "user")
 
     async def create_api_key(self, user_id: str) -> CreatedAPIKey:
         plaintext = KEY_PREFIX + secrets.token_urlsafe(32)
@@ -154,13 +159,14 @@ class SqlAuthRepository:
             self._dialect.ts_param(now()),
         ]
 
-        async def work(conn: Connection) -> APIKey:
-            try:
-                return self._key(await conn.fetch_one(INSERT_KEY, params))
-            except ForeignKeyViolation as exc:
-                raise NotFoundError(f"user {user_id!r} not found") from exc
+        async def reread(conn: Connection) -> Row | None:
+            return await conn.fetch_one(f"{SELECT_KEY} WHERE id = ?", [params[0]])
 
-        return CreatedAPIKey(await self._db.run(work, single_statement=True), plaintext)
+        try:
+            row = await self._db.write(INSERT_KEY, params, returning=True, reread=reread)
+        except ForeignKeyViolation as exc:
+            raise NotFoundError(f"user {user_id!r} not found") from exc
+        return CreatedAPIKey(self._key(row), plaintext)
 
     async def _get_key(self, where: str, value: str, missing: str) -> APIKey:
         row = await self._db.fetch_one(f"{SELECT_KEY} WHERE {where} = ?", [value])
@@ -187,13 +193,13 @@ class SqlAuthRepository:
     async def touch_api_key(self, key_id: str, at: datetime | None = None) -> APIKey:
         stamp = self._dialect.ts_param(now() if at is None else at)
 
-        async def work(conn: Connection) -> APIKey:
-            row = await conn.fetch_one(TOUCH_KEY, [stamp, stamp, key_id])
-            if row is None:
-                raise NotFoundError(f"API key {key_id!r} not found")
-            return self._key(row)
+        async def reread(conn: Connection) -> Row | None:
+            return await conn.fetch_one(f"{SELECT_KEY} WHERE id = ?", [key_id])
 
-        return await self._db.run(work, single_statement=True)
+        row = await self._db.write(TOUCH_KEY, [stamp, stamp, key_id], returning=True, reread=reread)
+        if row is None:
+            raise NotFoundError(f"API key {key_id!r} not found")
+        return self._key(row)
 
     async def import_users(self, users: Iterable[User]) -> int:
         """Write users verbatim (ids and timestamps as given), upserting by id; returns how many."""
@@ -264,7 +270,7 @@ class SqlAuthRepository:
         return written
 
     async def delete_api_key(self, key_id: str) -> None:
-        await delete_one(self._db, DELETE_KEY, key_id, "API key")
+        await delete_one(self._db, ("api_keys", "id"), key_id, "API key")
 
 
 def _email(value: object) -> str:

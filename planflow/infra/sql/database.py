@@ -324,6 +324,24 @@ class Database(ABC):
         finally:
             await self.release(connection)
 
+    async def write(self, sql: str, params: Params, *, returning: bool, reread: Work[Any]) -> Any:
+        """Run one writing statement as a unit of work of its own (joining the current one, if any).
+
+        Returns the statement's first row when ``returning`` (``None`` when it matched nothing), else how many
+        rows it changed. Should the reply be lost after the statement committed, ``reread`` reads what the
+        caller would have got instead (the row as stored now, or a count).
+
+        Where the outcome of an autocommitted statement is always known (SQLite) it simply runs in autocommit
+        mode; PostgreSQL sends BEGIN, a commit token, the statement and COMMIT in one round trip.
+        """
+
+        async def work(connection: Connection) -> Any:
+            if returning:
+                return await connection.fetch_one(sql, params)
+            return await connection.execute(sql, params)
+
+        return await self.run(work, single_statement=True)
+
     async def run(
         self, work: Work[T], *, write: bool = True, single_statement: bool = False, idempotent: bool = False
     ) -> T:

@@ -53,10 +53,8 @@ class SqlExecutionRepository:
         self._dialect = dialect
 
     async def _write(self, sql: str, params: list[object]) -> None:
-        async def work(conn: Connection) -> None:
-            await conn.execute(sql, params)
-
-        await self._db.run(work, single_statement=True)
+        # An upsert or delete by key: running it again changes nothing more, so a lost reply needs no reread.
+        await self._db.write(sql, params, returning=False, reread=_done)
 
     async def _read(
         self, sql: str, params: list[object], decode: Callable[[dict[str, JsonValue]], M]
@@ -127,3 +125,7 @@ class SqlExecutionRepository:
     def batch(self) -> AbstractAsyncContextManager[object]:
         """Group the writes of the block into one transaction: all of them are kept, or none."""
         return self._db.transaction()
+
+
+async def _done(_: Connection) -> int:
+    return 1

@@ -25,10 +25,8 @@ class SqlMetadataRepository:
         self._dialect = dialect
 
     async def _write(self, sql: str, params: list[object]) -> None:
-        async def work(conn: Connection) -> None:
-            await conn.execute(sql, params)
-
-        await self._db.run(work, single_statement=True)
+        # An upsert or delete by key: running it again changes nothing more, so a lost reply needs no reread.
+        await self._db.write(sql, params, returning=False, reread=_done)
 
     async def get(self, key: str) -> str | None:
         """The value stored under ``key``, or ``None``."""
@@ -46,6 +44,10 @@ class SqlMetadataRepository:
     async def items(self) -> dict[str, str]:
         """Every key and value, by key in code point order."""
         return dict(sorted((str(key), str(value)) for key, value in await self._db.fetch_all(ITEMS)))
+
+
+async def _done(_: Connection) -> int:
+    return 1
 
 
 __all__ = ["SqlMetadataRepository"]

@@ -41,14 +41,19 @@ async def missing_or_conflict(
     )
 
 
-async def delete_one(database: Database, sql: str, key: str, what: str) -> None:
-    """Run a DELETE of one row by ``key``; ``NotFoundError`` naming ``what`` if it matched none."""
+async def delete_one(database: Database, table: Table[Any] | tuple[str, str], key: str, what: str) -> None:
+    """Delete the row ``key`` of ``table`` (a table, or its name and key column); ``NotFoundError`` if none."""
+    name, column = (table.name, table.key) if isinstance(table, Table) else table
 
-    async def work(conn: Connection) -> None:
-        if await conn.execute(sql, [key]) == 0:
-            raise NotFoundError(f"{what} {key!r} not found")
+    async def gone(conn: Connection) -> int:
+        # The reply was lost after the DELETE committed: it deleted the row if the row is gone now.
+        return int(await conn.fetch_one(f"SELECT 1 FROM {name} WHERE {column} = ?", [key]) is None)
 
-    await database.run(work, single_statement=True)
+    if (
+        await database.write(f"DELETE FROM {name} WHERE {column} = ?", [key], returning=False, reread=gone)
+        == 0
+    ):
+        raise NotFoundError(f"{what} {key!r} not found")
 
 
 def where_clause(

@@ -91,6 +91,7 @@ SELECT = TABLE.select
 GET = f"{SELECT} WHERE task_exec_id = ?"
 #: What ``missing_or_conflict`` reads after a versioned write matched nothing (the raw benchmarks run it too).
 GET_VERSION = "SELECT version FROM task_states WHERE task_exec_id = ?"
+STORED_VERSION = "SELECT version, created_at FROM task_states WHERE task_exec_id = ?"
 IN_WORKFLOW = f"{SELECT} WHERE workflow_exec_id = ? {ORDER}"
 #: The newest state per task id of a workflow execution, by ``created_at``.
 LATEST_IN_WORKFLOW = (
@@ -106,7 +107,6 @@ CHILDREN_OUTPUTS = (
     f"SELECT task_id, output FROM task_states WHERE parent_state_id = ? AND output IS NOT NULL {ORDER}"
 )
 PROGRESS = "SELECT status, COUNT(*) FROM task_states WHERE parent_state_id = ? GROUP BY status"
-DELETE = "DELETE FROM task_states WHERE task_exec_id = ?"
 WORKFLOW_EXISTS = "SELECT 1 FROM workflow_states WHERE workflow_exec_id = ?"
 TASK_EXISTS = "SELECT 1 FROM task_states WHERE task_exec_id = ?"
 # A task has one parent, so a walk down from the root can only come back to the root itself: excluding the root
@@ -153,45 +153,62 @@ class SqlTaskRepository:
     async def upsert_state(self, state: TaskState) -> TaskState:
         values = self._values(state)
         stamp = self._dialect.ts_param(now())
-
-        async def work(conn: Connection) -> Row:
-            row = await conn.fetch_one(UPSERT_RETURNING, [*values, stamp, stamp])
-            assert row is not None
-            return row
-
-        return await self._write_one(state, work, stamp)
+        try:
+            row = await self._db.write(
+                UPSERT_RETURNING, [*values, stamp, stamp], returning=True, reread=self._stored(values[0])
+            )
+        except ForeignKeyViolation as exc:
+            raise await self._missing_reference([state]) from exc
+        return self._as_stored(state, row, stamp)
 
     async def update_state(self, state: TaskState, expected_version: int) -> TaskState:
         values = self._values(state)
         stamp = self._dialect.ts_param(now())
         in_place = self._update_in_place
-
-        async def work(conn: Connection) -> Row:
-            row = None
-            if in_place is not None:
-                row = await conn.fetch_one(in_place, in_place_params(values, stamp, expected_version))
-            if row is None:
-                # A stable column changed, or the state is stale or missing: the full statement writes in the
-                # first case, and the version read after it tells the others apart.
-                row = await conn.fetch_one(
-                    UPDATE_VERSIONED, versioned_params(values, stamp, expected_version)
-                )
-            if row is None:
-                raise await missing_or_conflict(
-                    conn, TABLE, state.task_exec_id, expected_version, "task state"
-                )
-            return row
-
-        return await self._write_one(state, work, stamp)
-
-    async def _write_one(
-        self, state: TaskState, work: Callable[[Connection], Awaitable[Row]], stamp: object
-    ) -> TaskState:
-        """Run a single-state write returning ``(version, created_at)``; ``state`` as stored afterwards."""
         try:
-            version, created = await self._db.run(work, single_statement=True)
+            if in_place is None:
+                row = await self._db.write(
+                    UPDATE_VERSIONED,
+                    versioned_params(values, stamp, expected_version),
+                    returning=True,
+                    reread=self._stored(values[0]),
+                )
+            else:
+
+                async def work(conn: Connection) -> Row | None:
+                    row = await conn.fetch_one(in_place, in_place_params(values, stamp, expected_version))
+                    if row is None:
+                        # A stable column changed, or the state is stale or missing: the full statement writes in
+                        # the first case, and the version read after it tells the others apart.
+                        row = await conn.fetch_one(
+                            UPDATE_VERSIONED, versioned_params(values, stamp, expected_version)
+                        )
+                    return row
+
+                row = await self._db.run(work, single_statement=True)
         except ForeignKeyViolation as exc:
             raise await self._missing_reference([state]) from exc
+        if row is None:
+
+            async def explain(conn: Connection) -> Exception:
+                return await missing_or_conflict(
+                    conn, TABLE, state.task_exec_id, expected_version, "task state"
+                )
+
+            raise await self._db.read(explain)
+        return self._as_stored(state, row, stamp)
+
+    def _stored(self, task_exec_id: object) -> Callable[[Connection], Awaitable[Row | None]]:
+        """Reads ``(version, created_at)`` as stored: what a write returns when its reply was lost."""
+
+        async def reread(conn: Connection) -> Row | None:
+            return await conn.fetch_one(STORED_VERSION, [task_exec_id])
+
+        return reread
+
+    def _as_stored(self, state: TaskState, row: Row | None, stamp: object) -> TaskState:
+        assert row is not None
+        version, created = row
         load_ts = self._dialect.load_ts
         return state.evolve(version=version, created_at=load_ts(created), updated_at=load_ts(stamp))
 
@@ -294,7 +311,7 @@ class SqlTaskRepository:
         return await self._usage.merge(task_exec_id, usage)
 
     async def delete_state(self, task_exec_id: str) -> None:
-        await delete_one(self._db, DELETE, task_exec_id, "task state")
+        await delete_one(self._db, TABLE, task_exec_id, "task state")
 
     # Reads ------------------------------------------------------------------------------------------------
 

@@ -52,7 +52,6 @@ FINISH = (
     "UPDATE workflow_states SET status = ?, output = ?, error = ?, version = version + 1, updated_at = ? "
     f"WHERE workflow_exec_id = ?{RETURNING}"
 )
-DELETE = "DELETE FROM workflow_states WHERE workflow_exec_id = ?"
 
 
 def latest_tasks(where: str, partition: str) -> str:
@@ -128,13 +127,15 @@ class SqlWorkflowRepository:
         values = TABLE.params(state, self._dialect.json_param, self._dialect.ts_param)
         stamp = now()
         ts = self._dialect.ts_param(stamp)
+        key = values[0]
 
-        async def work(conn: Connection) -> Row:
-            row = await conn.fetch_one(UPSERT, [*values, ts, ts])
-            assert row is not None
-            return row
+        async def reread(conn: Connection) -> Row | None:
+            return await conn.fetch_one(
+                "SELECT version, created_at FROM workflow_states WHERE workflow_exec_id = ?", [key]
+            )
 
-        version, created = await self._db.run(work, single_statement=True)
+        row = await self._db.write(UPSERT, [*values, ts, ts], returning=True, reread=reread)
+        version, created = row
         return state.evolve(
             version=version, created_at=self._dialect.load_ts(created), updated_at=stamp, tasks={}
         )
@@ -147,15 +148,19 @@ class SqlWorkflowRepository:
         if expected_version is not None:
             params.append(expected_version)
 
-        async def work(conn: Connection) -> WorkflowState:
-            row = await conn.fetch_one(sql, params)
-            if row is None:
-                raise await missing_or_conflict(
+        async def reread(conn: Connection) -> Row | None:
+            return await conn.fetch_one(GET, [workflow_exec_id])
+
+        row = await self._db.write(sql, params, returning=True, reread=reread)
+        if row is None:
+
+            async def explain(conn: Connection) -> Exception:
+                return await missing_or_conflict(
                     conn, TABLE, workflow_exec_id, expected_version, "workflow state"
                 )
-            return self._workflow(row)
 
-        return await self._db.run(work, single_statement=True)
+            raise await self._db.read(explain)
+        return self._workflow(row)
 
     async def import_states(self, states: Iterable[WorkflowState]) -> int:
         """Write workflow states verbatim (version and timestamps as given; ``tasks`` ignored), upserting by id.
@@ -185,7 +190,7 @@ class SqlWorkflowRepository:
         return await self._usage.merge(workflow_exec_id, usage)
 
     async def delete(self, workflow_exec_id: str) -> None:
-        await delete_one(self._db, DELETE, workflow_exec_id, "workflow state")
+        await delete_one(self._db, TABLE, workflow_exec_id, "workflow state")
 
     async def complete_workflow(
         self, workflow_exec_id: str, transformer: OutputTransformer | None = None
