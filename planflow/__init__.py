@@ -43,7 +43,14 @@ from planflow.executions import (
     TaskExecution,
     TaskOccurrence,
 )
-from planflow.infra.provider import Provider, Repositories, open_provider
+from planflow.infra.provider import (
+    AsyncProvider,
+    AsyncRepositories,
+    Provider,
+    Repositories,
+    open_async_provider,
+    open_provider,
+)
 from planflow.models import (
     APIKey,
     ComponentType,
@@ -66,6 +73,11 @@ from planflow.models import (
     WorkflowState,
 )
 from planflow.protocols import (
+    AsyncAuthRepository,
+    AsyncExecutionRepository,
+    AsyncMetadataRepository,
+    AsyncTaskRepository,
+    AsyncWorkflowRepository,
     AuthRepository,
     ExecutionRepository,
     MetadataRepository,
@@ -80,6 +92,13 @@ __version__ = "0.1.0"
 __all__ = [
     "APIKey",
     "AlreadyBootstrappedError",
+    "AsyncAuthRepository",
+    "AsyncExecutionRepository",
+    "AsyncMetadataRepository",
+    "AsyncProvider",
+    "AsyncRepositories",
+    "AsyncTaskRepository",
+    "AsyncWorkflowRepository",
     "AuthRepository",
     "ClosedError",
     "CommitUnknownError",
@@ -136,6 +155,7 @@ __all__ = [
     "WorkflowState",
     "WrongTypeError",
     "__version__",
+    "open_async_provider",
     "open_provider",
     "redact_url",
     "resolve_config",

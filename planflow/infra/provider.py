@@ -8,16 +8,31 @@ from __future__ import annotations
 
 import importlib
 import time
-from collections.abc import Callable, Generator
-from contextlib import AbstractContextManager, contextmanager
+from collections.abc import AsyncGenerator, Awaitable, Callable, Generator
+from contextlib import (
+    AbstractAsyncContextManager,
+    AbstractContextManager,
+    asynccontextmanager,
+    contextmanager,
+)
 from types import ModuleType, TracebackType
-from typing import TYPE_CHECKING, Generic, Protocol, TypeVar
+from typing import TYPE_CHECKING, Generic, Protocol, TypeVar, cast
 
 from planflow.config import ConfigSource, PlanflowConfig, RetrySettings, resolve_config
 from planflow.errors import ClosedError, ConfigError, PlanflowError, UnsupportedError
 from planflow.infra.drive import drive
 from planflow.infra.sql.database import retrying
-from planflow.protocols import AuthRepository, MetadataRepository, TaskRepository, WorkflowRepository
+from planflow.protocols import (
+    AsyncAuthRepository,
+    AsyncExecutionRepository,
+    AsyncMetadataRepository,
+    AsyncTaskRepository,
+    AsyncWorkflowRepository,
+    AuthRepository,
+    MetadataRepository,
+    TaskRepository,
+    WorkflowRepository,
+)
 from planflow.schema import Migration, MigrationStatus
 
 if TYPE_CHECKING:
@@ -264,4 +279,171 @@ def open_provider(config: ConfigSource = None) -> Provider:
     return Provider(backend, resolved)
 
 
-__all__ = ["Backend", "PlanflowError", "Provider", "Repositories", "Serving", "open_provider"]
+class AsyncBackend(Protocol):
+    """What a driver hands the AsyncProvider: the asynchronous twin of :class:`Backend`."""
+
+    driver: str
+    retry: RetrySettings
+
+    @property
+    def tasks(self) -> AsyncTaskRepository | None: ...
+    @property
+    def workflows(self) -> AsyncWorkflowRepository | None: ...
+    @property
+    def auth(self) -> AsyncAuthRepository | None: ...
+    @property
+    def executions(self) -> AsyncExecutionRepository | None: ...
+    @property
+    def metadata(self) -> AsyncMetadataRepository | None: ...
+
+    def transaction(self) -> AbstractAsyncContextManager[object]: ...
+    async def migrate(self) -> list[Migration]: ...
+    async def migration_status(self) -> list[MigrationStatus]: ...
+    async def aclose(self) -> None: ...
+
+
+class AsyncRepositories(
+    Serving[
+        AsyncTaskRepository,
+        AsyncWorkflowRepository,
+        AsyncAuthRepository,
+        AsyncExecutionRepository,
+        AsyncMetadataRepository,
+    ]
+):
+    """The repositories of an async provider; what ``async with provider.transaction()`` yields."""
+
+
+class AsyncProvider(AsyncRepositories):
+    """An open store for asyncio programs: the :class:`Provider`'s API, every method awaited.
+
+    Use it with ``async with`` or ``await provider.aclose()``. It belongs to the event loop that opened it.
+    """
+
+    def __init__(self, backend: AsyncBackend, config: PlanflowConfig) -> None:
+        super().__init__(
+            backend.driver,
+            tasks=backend.tasks,
+            workflows=backend.workflows,
+            auth=backend.auth,
+            executions=backend.executions,
+            metadata=backend.metadata,
+        )
+        self._backend = backend
+        self.config = config
+        self._closed = False
+
+    @property
+    def driver(self) -> str:
+        """``sqlite``, ``postgres`` or ``tinydb``."""
+        return self._backend.driver
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncGenerator[AsyncRepositories, None]:
+        """A unit of work across repositories, for the running task (see :meth:`Provider.transaction`).
+
+        Every repository call the task awaits inside the block joins it; other tasks, and tasks it starts,
+        are not in it. Nested use is a savepoint. A task cancelled inside the block rolls it back.
+        """
+        self._check_open()
+        async with self._backend.transaction():
+            yield self
+
+    async def run_in_transaction(self, work: Callable[[AsyncRepositories], Awaitable[T]]) -> T:
+        """Await ``work`` in a transaction, again from the start after a transient failure, with the commit
+        rules of :meth:`Provider.run_in_transaction` (applied exactly once, ``CommitUnknownError``)."""
+
+        async def attempt() -> T:
+            async with self.transaction() as tx:
+                return await work(tx)
+
+        import asyncio  # here: importing planflow should not import asyncio for the synchronous API
+
+        return await retrying(attempt, self._backend.retry, asyncio.sleep)
+
+    async def migrate(self) -> list[Migration]:
+        """Apply pending migrations; returns those applied."""
+        self._check_open()
+        return await self._backend.migrate()
+
+    async def migration_status(self) -> list[MigrationStatus]:
+        """Every known migration with its applied time (``None``: pending)."""
+        self._check_open()
+        return await self._backend.migration_status()
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise ClosedError("the provider is closed")
+
+    async def aclose(self) -> None:
+        """Close the store's connections; closing twice is harmless."""
+        if not self._closed:
+            self._closed = True
+            await self._backend.aclose()
+
+    async def __aenter__(self) -> AsyncProvider:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.aclose()
+
+    def __repr__(self) -> str:
+        return f"<AsyncProvider {self.driver} {self.config.location}>"
+
+
+ASYNC_PROTOCOLS: dict[str, type] = {
+    "tasks": AsyncTaskRepository,
+    "workflows": AsyncWorkflowRepository,
+    "auth": AsyncAuthRepository,
+    "executions": AsyncExecutionRepository,
+    "metadata": AsyncMetadataRepository,
+}
+
+
+async def open_async_provider(config: ConfigSource = None) -> AsyncProvider:
+    """Open a store for asyncio programs and return its AsyncProvider (the config as for :func:`open_provider`).
+
+    PostgreSQL runs on psycopg's asyncio connections and pool, with no thread. SQLite and TinyDB block, so their
+    calls run on a bounded set of worker threads (``pool_max_size`` of them), never on the event loop.
+
+    Raises:
+        As :func:`open_provider`.
+    """
+    resolved = resolve_config(config)
+    module = driver_module(resolved)
+    backend: AsyncBackend
+    if resolved.driver == "postgres":
+        backend = await module.open_async_backend(resolved)
+    else:
+        from planflow.infra.threaded import Lanes, ThreadedBackend
+
+        lanes = Lanes(resolved.pool_max_size)
+        try:
+            blocking: Backend = await lanes.call(lambda: module.open_backend(resolved))
+        except BaseException:
+            await lanes.aclose()
+            raise
+        backend = cast(AsyncBackend, ThreadedBackend(blocking, lanes, ASYNC_PROTOCOLS))
+    try:
+        if resolved.auto_migrate:
+            await backend.migrate()
+    except BaseException:
+        await backend.aclose()
+        raise
+    return AsyncProvider(backend, resolved)
+
+
+__all__ = [
+    "AsyncBackend",
+    "AsyncProvider",
+    "AsyncRepositories",
+    "Backend",
+    "PlanflowError",
+    "Provider",
+    "Repositories",
+    "Serving",
+    "open_async_provider",
+    "open_provider",
+]

@@ -244,97 +244,7 @@ class WorkflowRepositoryContract:
 
 
 class TransactionContract:
-    """Units of work across repositories.
-
-    ``other_tasks_write_during_a_transaction``: whether another asyncio task on the same thread can write
-    (with the blocking API) while a task holds a transaction open: a server can; a SQLite file makes the second
-    writer wait for the first's write lock, and waiting would block the very thread the first must finish on.
-
-    ``one_connection``: the store is one connection (SQLite ``:memory:``): another task cannot be kept out of a
-    transaction by a connection of its own, so it is refused with UnsupportedError instead of let in.
-    """
-
-    other_tasks_write_during_a_transaction = True
-    one_connection = False
-
-    def test_another_asyncio_task_on_the_thread_does_not_see_a_transaction_s_uncommitted_writes(
-        self, provider: Provider
-    ) -> None:
-        wf = workflow(provider)
-        seen: list[str] = []
-
-        async def holder() -> None:
-            with pytest.raises(RuntimeError, match="roll back"), provider.transaction() as tx:
-                tx.tasks.upsert_state(TaskState("uncommitted", "t", wf.workflow_exec_id, wf.workflow_id))
-                await asyncio.sleep(0.05)  # the other task runs now, on this thread
-                raise RuntimeError("roll back")
-
-        async def other() -> None:
-            await asyncio.sleep(0.01)
-            try:
-                provider.tasks.get_state("uncommitted")
-                seen.append("joined the other task's transaction")
-            except NotFoundError:
-                seen.append("outside it")
-            except UnsupportedError:
-                seen.append("refused")
-
-        async def main() -> None:
-            await asyncio.gather(holder(), other())
-
-        asyncio.run(main())
-        assert seen == ["refused" if self.one_connection else "outside it"]
-        with pytest.raises(NotFoundError):
-            provider.tasks.get_state("uncommitted")
-
-    def test_a_write_of_another_asyncio_task_survives_a_transaction_rolled_back_meanwhile(
-        self, provider: Provider
-    ) -> None:
-        if not self.other_tasks_write_during_a_transaction:
-            pytest.skip("this driver serialises writers on a lock the event loop's thread would wait for")
-        wf = workflow(provider)
-
-        async def holder() -> None:
-            with pytest.raises(RuntimeError, match="roll back"), provider.transaction() as tx:
-                tx.tasks.upsert_state(TaskState("a-rolled-back", "t", wf.workflow_exec_id, wf.workflow_id))
-                await asyncio.sleep(0.05)
-                raise RuntimeError("roll back")
-
-        async def other() -> None:
-            await asyncio.sleep(0.01)
-            provider.tasks.upsert_state(TaskState("b-kept", "t", wf.workflow_exec_id, wf.workflow_id))
-
-        async def main() -> None:
-            await asyncio.gather(holder(), other())
-
-        asyncio.run(main())
-        assert provider.tasks.get_state("b-kept").version == 1
-        with pytest.raises(NotFoundError):
-            provider.tasks.get_state("a-rolled-back")
-
-    def test_a_task_started_inside_a_transaction_does_not_join_it(self, provider: Provider) -> None:
-        wf = workflow(provider)
-        seen: list[str] = []
-
-        async def main() -> None:
-            with pytest.raises(RuntimeError), provider.transaction() as tx:
-                tx.tasks.upsert_state(TaskState("parent-only", "t", wf.workflow_exec_id, wf.workflow_id))
-
-                async def child() -> None:
-                    # Its context is a copy of the parent's, transaction included: it must not use it.
-                    try:
-                        provider.tasks.get_state("parent-only")
-                        seen.append("joined")
-                    except NotFoundError:
-                        seen.append("outside")
-                    except UnsupportedError:
-                        seen.append("refused")
-
-                await asyncio.create_task(child())
-                raise RuntimeError("roll back")
-
-        asyncio.run(main())
-        assert seen == ["refused" if self.one_connection else "outside"]
+    """Units of work across repositories."""
 
     def test_transaction_commits_both_repositories(self, provider: Provider) -> None:
         wf = workflow(provider)
@@ -383,3 +293,96 @@ class TransactionContract:
             return state.version
 
         assert provider.run_in_transaction(work) == 1
+
+
+class BlockingApiUnderAsyncioContract:
+    """The blocking API called from asyncio tasks of one thread: a transaction belongs to the task that opened
+    it (the asynchronous API has tests of its own for the same, in tests/aio).
+
+    ``one_connection``: the store is one connection (SQLite ``:memory:``): another task cannot be kept out of a
+    transaction by a connection of its own, so it is refused with UnsupportedError instead of let in.
+    """
+
+    one_connection = False
+
+    def test_another_asyncio_task_on_the_thread_does_not_see_a_transaction_s_uncommitted_writes(
+        self, provider: Provider
+    ) -> None:
+        wf = workflow(provider)
+        seen: list[str] = []
+
+        async def holder() -> None:
+            with pytest.raises(RuntimeError, match="roll back"), provider.transaction() as tx:
+                tx.tasks.upsert_state(TaskState("uncommitted", "t", wf.workflow_exec_id, wf.workflow_id))
+                await asyncio.sleep(0.05)  # the other task runs now, on this thread
+                raise RuntimeError("roll back")
+
+        async def other() -> None:
+            await asyncio.sleep(0.01)
+            try:
+                provider.tasks.get_state("uncommitted")
+                seen.append("joined the other task's transaction")
+            except NotFoundError:
+                seen.append("outside it")
+            except UnsupportedError:
+                seen.append("refused")
+
+        async def main() -> None:
+            await asyncio.gather(holder(), other())
+
+        asyncio.run(main())
+        assert seen == ["refused" if self.one_connection else "outside it"]
+        with pytest.raises(NotFoundError):
+            provider.tasks.get_state("uncommitted")
+
+    def test_a_task_started_inside_a_transaction_does_not_join_it(self, provider: Provider) -> None:
+        wf = workflow(provider)
+        seen: list[str] = []
+
+        async def main() -> None:
+            with pytest.raises(RuntimeError), provider.transaction() as tx:
+                tx.tasks.upsert_state(TaskState("parent-only", "t", wf.workflow_exec_id, wf.workflow_id))
+
+                async def child() -> None:
+                    # Its context is a copy of the parent's, transaction included: it must not use it.
+                    try:
+                        provider.tasks.get_state("parent-only")
+                        seen.append("joined")
+                    except NotFoundError:
+                        seen.append("outside")
+                    except UnsupportedError:
+                        seen.append("refused")
+
+                await asyncio.create_task(child())
+                raise RuntimeError("roll back")
+
+        asyncio.run(main())
+        assert seen == ["refused" if self.one_connection else "outside"]
+
+
+class ConcurrentTaskWritesContract:
+    """Another asyncio task writing (with the blocking API) while one holds a transaction open: a server lets it;
+    a SQLite file would make it wait for the write lock on the very thread the first task must finish on."""
+
+    def test_a_write_of_another_asyncio_task_survives_a_transaction_rolled_back_meanwhile(
+        self, provider: Provider
+    ) -> None:
+        wf = workflow(provider)
+
+        async def holder() -> None:
+            with pytest.raises(RuntimeError, match="roll back"), provider.transaction() as tx:
+                tx.tasks.upsert_state(TaskState("a-rolled-back", "t", wf.workflow_exec_id, wf.workflow_id))
+                await asyncio.sleep(0.05)
+                raise RuntimeError("roll back")
+
+        async def other() -> None:
+            await asyncio.sleep(0.01)
+            provider.tasks.upsert_state(TaskState("b-kept", "t", wf.workflow_exec_id, wf.workflow_id))
+
+        async def main() -> None:
+            await asyncio.gather(holder(), other())
+
+        asyncio.run(main())
+        assert provider.tasks.get_state("b-kept").version == 1
+        with pytest.raises(NotFoundError):
+            provider.tasks.get_state("a-rolled-back")

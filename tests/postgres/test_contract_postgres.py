@@ -12,7 +12,12 @@ from tests.contract.hostile import HostileInputContract
 from tests.contract.metadata import MetadataRepositoryContract
 from tests.contract.streams import StreamContract
 from tests.contract.tasks import TaskRepositoryContract
-from tests.contract.workflows import TransactionContract, WorkflowRepositoryContract
+from tests.contract.workflows import (
+    BlockingApiUnderAsyncioContract,
+    ConcurrentTaskWritesContract,
+    TransactionContract,
+    WorkflowRepositoryContract,
+)
 
 pytestmark = pytest.mark.postgres
 
@@ -30,6 +35,12 @@ class TestPostgresWorkflows(Postgres, WorkflowRepositoryContract): ...
 
 
 class TestPostgresTransactions(Postgres, TransactionContract): ...
+
+
+class TestPostgresBlockingUnderAsyncio(Postgres, BlockingApiUnderAsyncioContract): ...
+
+
+class TestPostgresConcurrentTaskWrites(Postgres, ConcurrentTaskWritesContract): ...
 
 
 class TestPostgresAuth(Postgres, AuthRepositoryContract): ...

@@ -11,7 +11,11 @@ from tests.contract.hostile import HostileInputContract
 from tests.contract.metadata import MetadataRepositoryContract
 from tests.contract.streams import StreamContract
 from tests.contract.tasks import TaskRepositoryContract
-from tests.contract.workflows import TransactionContract, WorkflowRepositoryContract
+from tests.contract.workflows import (
+    BlockingApiUnderAsyncioContract,
+    TransactionContract,
+    WorkflowRepositoryContract,
+)
 
 
 class SqliteFile:
@@ -32,8 +36,10 @@ class TestSqliteFileTasks(SqliteFile, TaskRepositoryContract): ...
 class TestSqliteFileWorkflows(SqliteFile, WorkflowRepositoryContract): ...
 
 
-class TestSqliteFileTransactions(SqliteFile, TransactionContract):
-    other_tasks_write_during_a_transaction = False
+class TestSqliteFileTransactions(SqliteFile, TransactionContract): ...
+
+
+class TestSqliteFileBlockingUnderAsyncio(SqliteFile, BlockingApiUnderAsyncioContract): ...
 
 
 class TestSqliteFileAuth(SqliteFile, AuthRepositoryContract): ...
@@ -48,8 +54,10 @@ class TestSqliteMemoryTasks(SqliteMemory, TaskRepositoryContract): ...
 class TestSqliteMemoryWorkflows(SqliteMemory, WorkflowRepositoryContract): ...
 
 
-class TestSqliteMemoryTransactions(SqliteMemory, TransactionContract):
-    other_tasks_write_during_a_transaction = False
+class TestSqliteMemoryTransactions(SqliteMemory, TransactionContract): ...
+
+
+class TestSqliteMemoryBlockingUnderAsyncio(SqliteMemory, BlockingApiUnderAsyncioContract):
     one_connection = True
 
 
