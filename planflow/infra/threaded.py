@@ -21,8 +21,9 @@ import contextvars
 import inspect
 import queue
 import threading
+import time
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator
-from contextlib import AbstractContextManager, asynccontextmanager
+from contextlib import AbstractContextManager, asynccontextmanager, suppress
 from typing import Any, TypeVar, cast
 
 from planflow.config import RetrySettings
@@ -53,12 +54,16 @@ class _Lane:
         loop = self._lanes.loop
         while (item := self._queue.get()) is not None:
             future, context, call = item
+            result: object = None
+            error: BaseException | None = None
             try:
                 result = context.run(call)
             except BaseException as exc:  # handed to the awaiting coroutine
-                loop.call_soon_threadsafe(self._lanes.finished, self, future, None, exc)
-            else:
-                loop.call_soon_threadsafe(self._lanes.finished, self, future, result, None)
+                error = exc
+            try:
+                loop.call_soon_threadsafe(self._lanes.finished, self, future, result, error)
+            except RuntimeError:  # the loop has closed: nobody waits for this call any more
+                return
 
     async def call(self, call: Callable[[], T], context: contextvars.Context) -> T:
         future: asyncio.Future[T] = self._lanes.loop.create_future()
@@ -158,15 +163,25 @@ class Lanes:
         pin = await self.pin()
         try:
             manager = await pin.call(enter)
-            value = await pin.call(manager.__enter__)
+            try:
+                value = await pin.call(manager.__enter__)
+            except asyncio.CancelledError as exc:
+                # The lane enters anyway (a thread is not interrupted); leave again right after, on the same
+                # lane, or the transaction would stay open there, holding its locks.
+                error = exc
+                with suppress(Exception):
+                    await asyncio.shield(pin.call(lambda: manager.__exit__(type(error), error, None)))
+                raise
             try:
                 yield value
             except BaseException as exc:
                 error = exc
-                if not await pin.call(lambda: manager.__exit__(type(error), error, error.__traceback__)):
+                if not await asyncio.shield(
+                    pin.call(lambda: manager.__exit__(type(error), error, error.__traceback__))
+                ):
                     raise
             else:
-                await pin.call(lambda: manager.__exit__(None, None, None))
+                await asyncio.shield(pin.call(lambda: manager.__exit__(None, None, None)))
         finally:
             self.unpin(pin)
 
@@ -181,9 +196,12 @@ class Lanes:
         finally:
             self.unpin(pin)
 
-    async def aclose(self) -> None:
-        """Stop every lane (after the calls queued on it)."""
+    async def aclose(self, timeout: float = 10.0) -> None:
+        """Stop every lane, once the calls still running on them (a cancelled caller's, say) are done."""
         self._closed = True
+        deadline = time.monotonic() + timeout
+        while any(lane.inflight for lane in self._lanes) and time.monotonic() < deadline:
+            await asyncio.sleep(0.005)
         for lane in self._lanes:
             lane.stop()
 
