@@ -16,7 +16,7 @@ from contextlib import (
     contextmanager,
 )
 from types import ModuleType, TracebackType
-from typing import TYPE_CHECKING, Generic, Protocol, TypeVar, cast
+from typing import Any, Generic, Protocol, TypeVar, cast
 
 from planflow.config import ConfigSource, PlanflowConfig, RetrySettings, resolve_config
 from planflow.errors import ClosedError, ConfigError, PlanflowError, UnsupportedError
@@ -29,14 +29,12 @@ from planflow.protocols import (
     AsyncTaskRepository,
     AsyncWorkflowRepository,
     AuthRepository,
+    ExecutionRepository,
     MetadataRepository,
     TaskRepository,
     WorkflowRepository,
 )
 from planflow.schema import Migration, MigrationStatus
-
-if TYPE_CHECKING:
-    from planflow.protocols import ExecutionRepository
 
 T = TypeVar("T")
 TR = TypeVar("TR")
@@ -57,22 +55,36 @@ DRIVER_MODULES: dict[str, tuple[str, str | None, tuple[str, ...]]] = {
 }
 
 
-class Backend(Protocol):
-    """What a driver hands the synchronous Provider. Repositories it does not serve are ``None``."""
+TR_co = TypeVar("TR_co", covariant=True)
+WR_co = TypeVar("WR_co", covariant=True)
+AR_co = TypeVar("AR_co", covariant=True)
+ER_co = TypeVar("ER_co", covariant=True)
+MR_co = TypeVar("MR_co", covariant=True)
+
+
+class Serves(Protocol[TR_co, WR_co, AR_co, ER_co, MR_co]):
+    """A backend's driver name, retry settings and repositories (``None`` for those it does not serve)."""
 
     driver: str
     retry: RetrySettings
 
     @property
-    def tasks(self) -> TaskRepository | None: ...
+    def tasks(self) -> TR_co | None: ...
     @property
-    def workflows(self) -> WorkflowRepository | None: ...
+    def workflows(self) -> WR_co | None: ...
     @property
-    def auth(self) -> AuthRepository | None: ...
+    def auth(self) -> AR_co | None: ...
     @property
-    def executions(self) -> ExecutionRepository | None: ...
+    def executions(self) -> ER_co | None: ...
     @property
-    def metadata(self) -> MetadataRepository | None: ...
+    def metadata(self) -> MR_co | None: ...
+
+
+class Backend(
+    Serves[TaskRepository, WorkflowRepository, AuthRepository, ExecutionRepository, MetadataRepository],
+    Protocol,
+):
+    """What a driver hands the synchronous Provider."""
 
     def transaction(self) -> AbstractContextManager[object]: ...
     def migrate(self) -> list[Migration]: ...
@@ -83,22 +95,28 @@ class Backend(Protocol):
 class Serving(Generic[TR, WR, AR, ER, MR]):
     """The repositories of a provider, by name; one the driver does not serve raises ``UnsupportedError``."""
 
-    def __init__(
-        self,
-        driver: str,
-        *,
-        tasks: TR | None,
-        workflows: WR | None,
-        auth: AR | None,
-        executions: ER | None,
-        metadata: MR | None,
-    ) -> None:
-        self._driver = driver
-        self._tasks, self._workflows, self._auth, self._executions = tasks, workflows, auth, executions
-        self._metadata = metadata
+    def __init__(self, backend: Any, config: PlanflowConfig) -> None:
+        self._backend = backend
+        self._tasks, self._workflows, self._auth = backend.tasks, backend.workflows, backend.auth
+        self._executions, self._metadata = backend.executions, backend.metadata
+        self.config = config
+        self._closed = False
+
+    @property
+    def driver(self) -> str:
+        """``sqlite``, ``postgres`` or ``tinydb``."""
+        driver: str = self._backend.driver
+        return driver
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise ClosedError("the provider is closed")
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.driver} {self.config.location}>"
 
     def _unserved(self, name: str) -> UnsupportedError:
-        return UnsupportedError(f"the {self._driver} driver does not serve the {name} repository")
+        return UnsupportedError(f"the {self.driver} driver does not serve the {name} repository")
 
     @property
     def tasks(self) -> TR:
@@ -137,7 +155,7 @@ class Serving(Generic[TR, WR, AR, ER, MR]):
 
 
 class Repositories(
-    Serving[TaskRepository, WorkflowRepository, AuthRepository, "ExecutionRepository", MetadataRepository]
+    Serving[TaskRepository, WorkflowRepository, AuthRepository, ExecutionRepository, MetadataRepository]
 ):
     """The repositories of a provider; what ``provider.transaction()`` yields."""
 
@@ -149,23 +167,7 @@ async def _blocking_sleep(seconds: float) -> None:
 class Provider(Repositories):
     """An open store: repositories, units of work, migrations. Use it as a context manager or ``close()`` it."""
 
-    def __init__(self, backend: Backend, config: PlanflowConfig) -> None:
-        super().__init__(
-            backend.driver,
-            tasks=backend.tasks,
-            workflows=backend.workflows,
-            auth=backend.auth,
-            executions=backend.executions,
-            metadata=backend.metadata,
-        )
-        self._backend = backend
-        self.config = config
-        self._closed = False
-
-    @property
-    def driver(self) -> str:
-        """``sqlite``, ``postgres`` or ``tinydb``."""
-        return self._backend.driver
+    _backend: Backend
 
     @contextmanager
     def transaction(self) -> Generator[Repositories, None, None]:
@@ -212,10 +214,6 @@ class Provider(Repositories):
         self._check_open()
         return self._backend.migration_status()
 
-    def _check_open(self) -> None:
-        if self._closed:
-            raise ClosedError("the provider is closed")
-
     def close(self) -> None:
         """Close the store's connections; closing twice is harmless."""
         if not self._closed:
@@ -229,9 +227,6 @@ class Provider(Repositories):
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.close()
-
-    def __repr__(self) -> str:
-        return f"<Provider {self.driver} {self.config.location}>"
 
 
 def driver_module(config: PlanflowConfig) -> ModuleType:
@@ -279,22 +274,17 @@ def open_provider(config: ConfigSource = None) -> Provider:
     return Provider(backend, resolved)
 
 
-class AsyncBackend(Protocol):
+class AsyncBackend(
+    Serves[
+        AsyncTaskRepository,
+        AsyncWorkflowRepository,
+        AsyncAuthRepository,
+        AsyncExecutionRepository,
+        AsyncMetadataRepository,
+    ],
+    Protocol,
+):
     """What a driver hands the AsyncProvider: the asynchronous twin of :class:`Backend`."""
-
-    driver: str
-    retry: RetrySettings
-
-    @property
-    def tasks(self) -> AsyncTaskRepository | None: ...
-    @property
-    def workflows(self) -> AsyncWorkflowRepository | None: ...
-    @property
-    def auth(self) -> AsyncAuthRepository | None: ...
-    @property
-    def executions(self) -> AsyncExecutionRepository | None: ...
-    @property
-    def metadata(self) -> AsyncMetadataRepository | None: ...
 
     def transaction(self) -> AbstractAsyncContextManager[object]: ...
     async def migrate(self) -> list[Migration]: ...
@@ -320,23 +310,7 @@ class AsyncProvider(AsyncRepositories):
     Use it with ``async with`` or ``await provider.aclose()``. It belongs to the event loop that opened it.
     """
 
-    def __init__(self, backend: AsyncBackend, config: PlanflowConfig) -> None:
-        super().__init__(
-            backend.driver,
-            tasks=backend.tasks,
-            workflows=backend.workflows,
-            auth=backend.auth,
-            executions=backend.executions,
-            metadata=backend.metadata,
-        )
-        self._backend = backend
-        self.config = config
-        self._closed = False
-
-    @property
-    def driver(self) -> str:
-        """``sqlite``, ``postgres`` or ``tinydb``."""
-        return self._backend.driver
+    _backend: AsyncBackend
 
     @asynccontextmanager
     async def transaction(self) -> AsyncGenerator[AsyncRepositories, None]:
@@ -371,10 +345,6 @@ class AsyncProvider(AsyncRepositories):
         self._check_open()
         return await self._backend.migration_status()
 
-    def _check_open(self) -> None:
-        if self._closed:
-            raise ClosedError("the provider is closed")
-
     async def aclose(self) -> None:
         """Close the store's connections; closing twice is harmless."""
         if not self._closed:
@@ -388,9 +358,6 @@ class AsyncProvider(AsyncRepositories):
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         await self.aclose()
-
-    def __repr__(self) -> str:
-        return f"<AsyncProvider {self.driver} {self.config.location}>"
 
 
 ASYNC_PROTOCOLS: dict[str, type] = {

@@ -16,7 +16,7 @@ from planflow.infra.inputs import checked
 from planflow.infra.sql.codec import now
 from planflow.infra.sql.database import Connection, Database, ForeignKeyViolation, Row
 from planflow.infra.sql.dialect import Dialect
-from planflow.infra.sql.shared import batches, delete_one
+from planflow.infra.sql.shared import delete_one, write_batches
 from planflow.models import APIKey, CreatedAPIKey, Role, User
 
 USER_COLUMNS = "id, email, role, created_at, updated_at"
@@ -204,35 +204,23 @@ class SqlAuthRepository:
     async def import_users(self, users: Iterable[User]) -> int:
         """Write users verbatim (ids and timestamps as given), upserting by id; returns how many."""
         ts = self._dialect.ts_param
-        written = 0
-        for batch in batches(users):
-            rows: list[list[object]] = []
-            for given in batch:
-                user = inputs.check_instance(given, User, "an imported user")
-                email = _email(user.email)
-                role = inputs.check_enum(Role, user.role, "role")
-                rows.append(
-                    [
-                        inputs.check_id(user.id, "user id"),
-                        email,
-                        email.casefold(),
-                        role.value,
-                        ts(inputs.check_aware(user.created_at, "created_at")),
-                        ts(inputs.check_aware(user.updated_at, "updated_at")),
-                    ]
-                )
 
-            async def work(conn: Connection, rows: list[list[object]] = rows) -> None:
-                try:
-                    await conn.execute_many(IMPORT_USER, rows)
-                except DuplicateError as exc:
-                    raise DuplicateError(
-                        f"an imported user's email is taken by another user id: {exc}"
-                    ) from exc
+        def row(given: User) -> list[object]:
+            user = inputs.check_instance(given, User, "an imported user")
+            email = _email(user.email)
+            return [
+                inputs.check_id(user.id, "user id"),
+                email,
+                email.casefold(),
+                inputs.check_enum(Role, user.role, "role").value,
+                ts(inputs.check_aware(user.created_at, "created_at")),
+                ts(inputs.check_aware(user.updated_at, "updated_at")),
+            ]
 
-            await self._db.run(work)
-            written += len(rows)
-        return written
+        try:
+            return await write_batches(self._db, users, row, IMPORT_USER)
+        except DuplicateError as exc:
+            raise DuplicateError(f"an imported user's email is taken by another user id: {exc}") from exc
 
     async def import_api_keys(self, keys: Iterable[APIKey]) -> int:
         """Write API keys verbatim (fingerprints, prefixes and times as given), upserting by id; returns how many.
@@ -241,33 +229,24 @@ class SqlAuthRepository:
             NotFoundError: a key's user does not exist in this store.
         """
         ts = self._dialect.ts_param
-        written = 0
-        for batch in batches(keys):
-            rows: list[list[object]] = []
-            for given in batch:
-                key = inputs.check_instance(given, APIKey, "an imported API key")
-                rows.append(
-                    [
-                        inputs.check_id(key.id, "API key id"),
-                        inputs.check_id(key.user_id, "user_id"),
-                        inputs.check_id(key.fingerprint, "fingerprint"),
-                        inputs.check_text(key.prefix, "prefix", max_length=64),
-                        ts(inputs.check_aware(key.created_at, "created_at")),
-                        None if key.last_used is None else ts(inputs.check_aware(key.last_used, "last_used")),
-                    ]
-                )
 
-            async def work(conn: Connection, rows: list[list[object]] = rows) -> None:
-                try:
-                    await conn.execute_many(IMPORT_KEY, rows)
-                except ForeignKeyViolation as exc:
-                    raise NotFoundError(
-                        f"an imported API key belongs to a user missing from this store: {exc}"
-                    ) from exc
+        def row(given: APIKey) -> list[object]:
+            key = inputs.check_instance(given, APIKey, "an imported API key")
+            return [
+                inputs.check_id(key.id, "API key id"),
+                inputs.check_id(key.user_id, "user_id"),
+                inputs.check_id(key.fingerprint, "fingerprint"),
+                inputs.check_text(key.prefix, "prefix", max_length=64),
+                ts(inputs.check_aware(key.created_at, "created_at")),
+                None if key.last_used is None else ts(inputs.check_aware(key.last_used, "last_used")),
+            ]
 
-            await self._db.run(work)
-            written += len(rows)
-        return written
+        try:
+            return await write_batches(self._db, keys, row, IMPORT_KEY)
+        except ForeignKeyViolation as exc:
+            raise NotFoundError(
+                f"an imported API key belongs to a user missing from this store: {exc}"
+            ) from exc
 
     async def delete_api_key(self, key_id: str) -> None:
         await delete_one(self._db, ("api_keys", "id"), key_id, "API key")

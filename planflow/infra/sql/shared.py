@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import datetime
 from itertools import islice
 from typing import Any, TypeVar
@@ -27,6 +27,26 @@ def batches(items: Iterable[T], size: int = BATCH_SIZE) -> Iterator[list[T]]:
     iterator = iter(items)
     while batch := list(islice(iterator, size)):
         yield batch
+
+
+async def write_batches(
+    database: Database, items: Iterable[T], to_row: Callable[[T], Sequence[object]], sql: str
+) -> int:
+    """Write ``items`` with ``sql``, one ``execute_many`` and one transaction per batch; returns how many.
+
+    Each batch's rows are built (and checked) before its transaction begins, so a bad item stores nothing of
+    its batch.
+    """
+    written = 0
+    for batch in batches(items):
+        rows = [to_row(item) for item in batch]
+
+        async def work(conn: Connection, rows: list[Sequence[object]] = rows) -> None:
+            await conn.execute_many(sql, rows)
+
+        await database.run(work)
+        written += len(rows)
+    return written
 
 
 async def missing_or_conflict(

@@ -11,7 +11,7 @@ from planflow.infra.sql import tasks as tasks_sql
 from planflow.infra.sql.codec import loads, now, stored_meta
 from planflow.infra.sql.database import Connection, Database, Row
 from planflow.infra.sql.dialect import Dialect
-from planflow.infra.sql.shared import batches, delete_one, missing_or_conflict, page, where_clause
+from planflow.infra.sql.shared import delete_one, missing_or_conflict, page, where_clause, write_batches
 from planflow.infra.sql.tables import TASK_STATES, WORKFLOW_STATES
 from planflow.infra.sql.usage import UsageMerger
 from planflow.models import (
@@ -168,23 +168,16 @@ class SqlWorkflowRepository:
         Returns:
             How many states were written.
         """
-        written = 0
         ts = self._dialect.ts_param
-        for batch in batches(states):
-            rows: list[list[object]] = []
-            for state in batch:
-                values = TABLE.params(state, self._dialect.json_param, ts)
-                version, created, updated = stored_meta(
-                    state.version, state.created_at, state.updated_at, f"workflow {state.workflow_exec_id!r}"
-                )
-                rows.append([*values, version, ts(created), ts(updated)])
 
-            async def work(conn: Connection, rows: list[list[object]] = rows) -> None:
-                await conn.execute_many(IMPORT, rows)
+        def row(state: WorkflowState) -> list[object]:
+            values = TABLE.params(state, self._dialect.json_param, ts)
+            version, created, updated = stored_meta(
+                state.version, state.created_at, state.updated_at, f"workflow {state.workflow_exec_id!r}"
+            )
+            return [*values, version, ts(created), ts(updated)]
 
-            await self._db.run(work)
-            written += len(rows)
-        return written
+        return await write_batches(self._db, states, row, IMPORT)
 
     async def merge_usage(self, workflow_exec_id: str, usage: UsageSummary) -> UsageSummary:
         return await self._usage.merge(workflow_exec_id, usage)
