@@ -20,6 +20,7 @@ from planflow.infra.inputs import checked
 from planflow.infra.sql.codec import loads
 from planflow.infra.sql.database import Connection, Database
 from planflow.infra.sql.dialect import Dialect
+from planflow.infra.sql.shared import write_idempotent
 from planflow.models import JsonValue
 
 M = TypeVar("M")
@@ -53,8 +54,7 @@ class SqlExecutionRepository:
         self._dialect = dialect
 
     async def _write(self, sql: str, params: list[object]) -> None:
-        # An upsert or delete by key: running it again changes nothing more, so a lost reply needs no reread.
-        await self._db.write(sql, params, returning=False, reread=_done)
+        await write_idempotent(self._db, sql, params)
 
     async def _read(
         self, sql: str, params: list[object], decode: Callable[[dict[str, JsonValue]], M]
@@ -125,7 +125,3 @@ class SqlExecutionRepository:
     def batch(self) -> AbstractAsyncContextManager[object]:
         """Group the writes of the block into one transaction: all of them are kept, or none."""
         return self._db.transaction()
-
-
-async def _done(_: Connection) -> int:
-    return 1

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from planflow.infra.inputs import checked
 from planflow.infra.sql.codec import now
-from planflow.infra.sql.database import Connection, Database
+from planflow.infra.sql.database import Database
 from planflow.infra.sql.dialect import Dialect
+from planflow.infra.sql.shared import write_idempotent
 
 GET = "SELECT value FROM planflow_metadata WHERE key = ?"
 SET = (
@@ -25,8 +26,7 @@ class SqlMetadataRepository:
         self._dialect = dialect
 
     async def _write(self, sql: str, params: list[object]) -> None:
-        # An upsert or delete by key: running it again changes nothing more, so a lost reply needs no reread.
-        await self._db.write(sql, params, returning=False, reread=_done)
+        await write_idempotent(self._db, sql, params)
 
     async def get(self, key: str) -> str | None:
         """The value stored under ``key``, or ``None``."""
@@ -44,10 +44,6 @@ class SqlMetadataRepository:
     async def items(self) -> dict[str, str]:
         """Every key and value, by key in code point order."""
         return dict(sorted((str(key), str(value)) for key, value in await self._db.fetch_all(ITEMS)))
-
-
-async def _done(_: Connection) -> int:
-    return 1
 
 
 __all__ = ["SqlMetadataRepository"]

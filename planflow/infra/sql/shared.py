@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Sequence
 from datetime import datetime
 from itertools import islice
 from typing import Any, TypeVar
@@ -20,6 +20,31 @@ M = TypeVar("M")
 #: Rows per statement and per transaction of a bulk write or import: large enough that the round trip and the
 #: commit are paid rarely, small enough that one batch holds SQLite's write lock for tens of milliseconds.
 BATCH_SIZE = 1000
+
+
+async def every_item(fetch: Callable[[str | None], Awaitable[Page[M]]]) -> AsyncIterator[M]:
+    """The items of every page ``fetch(cursor)`` returns, from the first page to the last.
+
+    Keyset pages, each a short read of its own: memory stays at one page, no transaction is held while the
+    caller works, and every item that existed at the start is yielded exactly once.
+    """
+    cursor: str | None = None
+    while True:
+        page = await fetch(cursor)
+        for item in page.items:
+            yield item
+        if page.next_cursor is None:
+            return
+        cursor = page.next_cursor
+
+
+async def write_idempotent(database: Database, sql: str, params: Sequence[object]) -> None:
+    """Run an upsert or a delete by key: running it again changes nothing more, so a lost reply needs no reread."""
+    await database.write(sql, params, returning=False, reread=_done)
+
+
+async def _done(_: Connection) -> int:
+    return 1
 
 
 def batches(items: Iterable[T], size: int = BATCH_SIZE) -> Iterator[list[T]]:

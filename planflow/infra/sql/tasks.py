@@ -9,7 +9,7 @@ from planflow.infra.inputs import checked
 from planflow.infra.sql.codec import loads, now, stored_meta
 from planflow.infra.sql.database import Connection, Database, ForeignKeyViolation, Row
 from planflow.infra.sql.dialect import Dialect
-from planflow.infra.sql.shared import batches, delete_one, missing_or_conflict, page, where_clause
+from planflow.infra.sql.shared import batches, delete_one, every_item, missing_or_conflict, page, where_clause
 from planflow.infra.sql.tables import MANAGED, TASK_STATES
 from planflow.infra.sql.usage import UsageMerger
 from planflow.models import (
@@ -351,16 +351,8 @@ class SqlTaskRepository:
     async def iter_states(
         self, filter: TaskFilter | None = None, *, batch_size: int = 1000
     ) -> AsyncIterator[TaskState]:
-        # Keyset pages, each a short read of its own: memory stays at one page, no transaction is held while
-        # the caller works, and every state that existed at the start is seen exactly once.
-        cursor: str | None = None
-        while True:
-            page = await self._page(filter, batch_size, cursor)
-            for state in page.items:
-                yield state
-            if page.next_cursor is None:
-                return
-            cursor = page.next_cursor
+        async for state in every_item(lambda cursor: self._page(filter, batch_size, cursor)):
+            yield state
 
     async def count_states(self, filter: TaskFilter | None = None) -> int:
         where, params = where_clause(TABLE, filter, None, self._dialect.ts_param)

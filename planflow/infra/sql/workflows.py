@@ -11,7 +11,14 @@ from planflow.infra.sql import tasks as tasks_sql
 from planflow.infra.sql.codec import loads, now, stored_meta
 from planflow.infra.sql.database import Connection, Database, Row
 from planflow.infra.sql.dialect import Dialect
-from planflow.infra.sql.shared import delete_one, missing_or_conflict, page, where_clause, write_batches
+from planflow.infra.sql.shared import (
+    delete_one,
+    every_item,
+    missing_or_conflict,
+    page,
+    where_clause,
+    write_batches,
+)
 from planflow.infra.sql.tables import TASK_STATES, WORKFLOW_STATES
 from planflow.infra.sql.usage import UsageMerger
 from planflow.models import (
@@ -324,15 +331,11 @@ class SqlWorkflowRepository:
     async def iter_states(
         self, filter: WorkflowFilter | None = None, *, batch_size: int = 1000
     ) -> AsyncIterator[WorkflowState]:
-        # Keyset pages without tasks, each a short read of its own (see the task repository's iter_states).
-        cursor: str | None = None
-        while True:
-            page = await self._page(filter, batch_size, cursor, with_tasks=False)
-            for state in page.items:
-                yield state
-            if page.next_cursor is None:
-                return
-            cursor = page.next_cursor
+        # Without tasks: a scan that needs them reads them as it goes.
+        async for state in every_item(
+            lambda cursor: self._page(filter, batch_size, cursor, with_tasks=False)
+        ):
+            yield state
 
     async def count_states(self, filter: WorkflowFilter | None = None) -> int:
         where, params = where_clause(TABLE, filter, None, self._dialect.ts_param)
