@@ -158,6 +158,10 @@ class TaskState:
     version: int = 0
     created_at: datetime | None = None
     updated_at: datetime | None = None
+    #: The worker that holds (or last held) the task through ``tasks.claim``; ``None`` when never claimed.
+    claimed_by: str | None = None
+    #: When that worker's claim lapses (it may ``heartbeat`` to extend it); ``None`` when never claimed.
+    lease_expires_at: datetime | None = None
 
     def evolve(self, **changes: object) -> Self:
         """Return a copy with ``changes`` applied (``dataclasses.replace``)."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
 from contextlib import AbstractAsyncContextManager, AbstractContextManager
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Protocol, TypeVar
 
 from planflow.executions import TaskDefinition, TaskExecution, TaskOccurrence
@@ -140,6 +140,54 @@ class TaskRepository(Protocol):
 
     def delete_state(self, task_exec_id: str) -> None:
         """Delete the state and its whole subtree; raises ``NotFoundError`` if absent."""
+        ...
+
+    def claim(
+        self, filter: TaskFilter | None = None, *, worker: str, limit: int = 1, lease: float | timedelta
+    ) -> list[TaskState]:
+        """Hand up to ``limit`` claimable tasks matching ``filter`` to ``worker``, oldest first.
+
+        Claimable: PENDING, or RUNNING with a lease that lapsed (its worker died or hung). Each claimed task
+        becomes RUNNING with ``claimed_by=worker`` and a lease of ``lease`` seconds (a number or a
+        ``timedelta``); its version is bumped, so a worker whose lease was taken over holds a stale version and
+        its ``update_state`` raises ``ConflictError`` (fencing). Two workers never get the same task (PostgreSQL
+        ``FOR UPDATE SKIP LOCKED``; SQLite one short write under its lock). Leases are read against the
+        writers' clocks: keep the workers' clocks in step (NTP).
+
+        Returns:
+            The claimed states (``[]`` when nothing is claimable), oldest first.
+
+        Raises:
+            ValidationError: ``limit`` below 1, a lease that is not a positive finite number of seconds, an empty
+                worker name, a filter that is not a TaskFilter.
+        """
+        ...
+
+    def heartbeat(self, task_exec_ids: Sequence[str], *, worker: str, lease: float | timedelta) -> list[str]:
+        """Extend, to ``lease`` seconds from now, the leases ``worker`` still holds on ``task_exec_ids``.
+
+        The version is left alone (the worker's states stay current). Returns the ids it no longer holds (taken
+        over, finished, released or missing): it must stop working on those.
+        """
+        ...
+
+    def release(self, task_exec_id: str, *, worker: str) -> TaskState:
+        """Give a task ``worker`` holds back as PENDING (claim and lease cleared, version bumped); returns it.
+
+        Raises:
+            ConflictError: ``worker`` does not hold it (another does, or it is not RUNNING).
+            NotFoundError: no such task.
+        """
+        ...
+
+    def wait_for_work(self, filter: TaskFilter | None = None, *, timeout: float) -> bool:
+        """Block until a task matching ``filter`` may be claimable, or ``timeout`` seconds pass.
+
+        Returns True at once when work is claimable now (a pending task, or a lapsed lease) and as soon as some
+        becomes so (PostgreSQL: a NOTIFY sent by the transaction that made a task PENDING; SQLite: this
+        process's commits at once, other processes' within 50 ms; a lease lapsing); False at the timeout. It
+        never returns True without work having been claimable, though another worker may claim it first.
+        """
         ...
 
     def bulk_upsert(self, states: Iterable[TaskState]) -> int:
@@ -480,6 +528,14 @@ class AsyncTaskRepository(Protocol):
     async def get_progress_info(self, parent_state_id: str) -> ProgressInfo: ...
     async def merge_usage(self, task_exec_id: str, usage: UsageSummary) -> UsageSummary: ...
     async def delete_state(self, task_exec_id: str) -> None: ...
+    async def claim(
+        self, filter: TaskFilter | None = None, *, worker: str, limit: int = 1, lease: float | timedelta
+    ) -> list[TaskState]: ...
+    async def heartbeat(
+        self, task_exec_ids: Sequence[str], *, worker: str, lease: float | timedelta
+    ) -> list[str]: ...
+    async def release(self, task_exec_id: str, *, worker: str) -> TaskState: ...
+    async def wait_for_work(self, filter: TaskFilter | None = None, *, timeout: float) -> bool: ...
     async def bulk_upsert(self, states: Iterable[TaskState]) -> int: ...
     async def import_states(self, states: Iterable[TaskState]) -> int: ...
 

@@ -257,6 +257,10 @@ STRATEGIES: dict[tuple[str, str], st.SearchStrategy[Any]] = {
     ("*", "datetime | None"): st.one_of(st.none(), moments),
     ("*", "OutputTransformer | None"): st.one_of(st.none(), json_objects.map(transformer), st.just("nope")),
     ("*", "bool"): st.sampled_from([True, False, 1, "yes"]),
+    ("lease", "float | timedelta"): st.sampled_from(
+        [30, 0.5, timedelta(minutes=1), 0, -1, float("nan"), float("inf"), "30", True, timedelta(0)]
+    ),
+    ("timeout", "float"): st.sampled_from([0, 0.01, -1, float("nan"), float("inf"), "1", None]),
     ("*", "TaskDefinition"): st.one_of(definitions, not_a_string),
     ("*", "TaskOccurrence"): st.one_of(occurrences, not_a_string),
     ("*", "TaskExecution"): st.one_of(executions, not_a_string),
@@ -280,7 +284,7 @@ def methods(protocol: type) -> list[str]:
 
 # Outcomes --------------------------------------------------------------------------------------------------
 
-VOLATILE = {"created_at", "updated_at", "last_used"}
+VOLATILE = {"created_at", "updated_at", "last_used", "lease_expires_at"}
 GENERATED = {"id", "fingerprint", "prefix", "plaintext", "user_id"}
 
 

@@ -299,6 +299,13 @@ def _aware(value: object, field: str) -> object:
     return check_aware(value, field)
 
 
+def check_timeout(value: object, field: str) -> float:
+    """Zero, or a positive, finite number of seconds."""
+    if value == 0 and not isinstance(value, bool):
+        return 0.0
+    return check_seconds(value, field)
+
+
 #: (parameter name or ``*``, annotation) -> check. A name-specific rule wins over the ``*`` rule.
 RULES: dict[tuple[str, str], Checker] = {
     ("*", "str"): check_id,
@@ -334,6 +341,9 @@ RULES: dict[tuple[str, str], Checker] = {
     ("*", "datetime"): _aware,
     ("*", "OutputTransformer | None"): _optional(_callable),
     ("order", "Order"): _order,
+    ("worker", "str"): check_id,
+    ("lease", "float | timedelta"): check_seconds,
+    ("timeout", "float"): check_timeout,
     ("*", "bool"): lambda value, field: value if isinstance(value, bool) else _raise_bool(field, value),
 }
 

@@ -24,10 +24,12 @@ import threading
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator
 from contextlib import AbstractContextManager, asynccontextmanager, suppress
+from functools import partial
 from typing import Any, TypeVar, cast
 
 from planflow.config import RetrySettings
 from planflow.errors import ClosedError
+from planflow.infra.inputs import check_timeout
 from planflow.schema import Migration, MigrationStatus
 
 T = TypeVar("T")
@@ -257,6 +259,27 @@ def _threaded_method(
     return wrapper
 
 
+#: Longest a waiting worker holds a lane: its wait is a series of blocking waits this long at most.
+WAIT_SLICE = 0.05
+
+
+def _sliced_wait(tasks: Any, lanes: Lanes) -> Callable[..., Any]:
+    async def wait_for_work(filter: object = None, *, timeout: object) -> bool:
+        seconds = check_timeout(timeout, "timeout")
+        deadline = time.monotonic() + seconds
+        piece = min(seconds, WAIT_SLICE)  # the first slice checks the filter, on the lane
+        while True:
+            if await lanes.call(partial(tasks.wait_for_work, filter, timeout=piece)):
+                return True
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return False
+            piece = min(remaining, WAIT_SLICE)
+
+    wait_for_work.__doc__ = tasks.wait_for_work.__doc__
+    return wait_for_work
+
+
 class ThreadedBackend:
     """The asynchronous backend of a blocking one (see the module docstring)."""
 
@@ -268,6 +291,11 @@ class ThreadedBackend:
         for name, protocol in protocols.items():
             target = getattr(blocking, name)
             setattr(self, name, None if target is None else threaded_facade(target, protocol, lanes))
+        tasks = getattr(self, "tasks", None)
+        if tasks is not None:
+            tasks.wait_for_work = _sliced_wait(blocking.tasks, lanes)
+
+    # A lane is one of a bounded few: a worker waiting for work must not hold one for its whole timeout.
 
     def transaction(self) -> Any:
         """The blocking backend's transaction, entered and left on one pinned lane."""

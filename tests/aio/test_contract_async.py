@@ -14,6 +14,7 @@ import pytest
 from planflow import open_async_provider
 from tests.aio.adapter import LoopThread, SyncOverAsync
 from tests.contract.auth import AuthRepositoryContract
+from tests.contract.claims import ClaimContract
 from tests.contract.executions import ExecutionRepositoryContract
 from tests.contract.hostile import HostileInputContract
 from tests.contract.metadata import MetadataRepositoryContract
@@ -145,3 +146,12 @@ class TestAsyncTinyDbExecutions(AsyncTinyDb, ExecutionRepositoryContract):
 
 
 class TestAsyncTinyDbMetadata(AsyncTinyDb, MetadataRepositoryContract): ...
+
+
+class TestAsyncSqliteFileClaims(AsyncSqliteFile, ClaimContract): ...
+
+
+class TestAsyncSqliteMemoryClaims(AsyncSqliteMemory, ClaimContract): ...
+
+
+class TestAsyncPostgresClaims(AsyncPostgres, ClaimContract): ...

@@ -7,6 +7,7 @@ import pytest
 from planflow import Provider
 from planflow.protocols import ExecutionRepository
 from tests.contract.auth import AuthRepositoryContract
+from tests.contract.claims import ClaimContract
 from tests.contract.executions import ExecutionRepositoryContract
 from tests.contract.hostile import HostileInputContract
 from tests.contract.metadata import MetadataRepositoryContract
@@ -59,3 +60,6 @@ class TestPostgresHostile(Postgres, HostileInputContract): ...
 
 
 class TestPostgresStreams(Postgres, StreamContract): ...
+
+
+class TestPostgresClaims(Postgres, ClaimContract): ...

@@ -6,6 +6,7 @@ import pytest
 
 from planflow import ExecutionRepository, Provider
 from tests.contract.auth import AuthRepositoryContract
+from tests.contract.claims import ClaimContract
 from tests.contract.executions import ExecutionRepositoryContract
 from tests.contract.hostile import HostileInputContract
 from tests.contract.metadata import MetadataRepositoryContract
@@ -89,3 +90,9 @@ class TestSqliteFileStreams(SqliteFile, StreamContract): ...
 
 
 class TestSqliteMemoryStreams(SqliteMemory, StreamContract): ...
+
+
+class TestSqliteFileClaims(SqliteFile, ClaimContract): ...
+
+
+class TestSqliteMemoryClaims(SqliteMemory, ClaimContract): ...

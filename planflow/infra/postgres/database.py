@@ -31,7 +31,8 @@ import os
 import time
 import uuid
 import weakref
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable, Mapping
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, TypeVar
@@ -60,8 +61,10 @@ from planflow.infra.sql.database import (
     Database,
     ForeignKeyViolation,
     Params,
+    Result,
     Row,
     WaitedTooLongError,
+    Watcher,
     Work,
     retrying,
 )
@@ -166,6 +169,28 @@ class CommitTicket:
     backend_pid: int | None
 
 
+#: How often a watcher behind PgBouncer (no LISTEN there) looks for work again.
+POLL_INTERVAL = 0.1
+
+
+class _NotifiedWatcher(Watcher):
+    """Wakes on ``NOTIFY`` of the schema's work channel (sent by the trigger of migration 0006)."""
+
+    def __init__(self, raw: Raw) -> None:
+        self._raw = raw
+
+    async def wait(self, seconds: float) -> None:
+        await self._raw.notified(seconds)
+
+
+class _PollingWatcher(Watcher):
+    def __init__(self, db: PostgresDatabase) -> None:
+        self._db = db
+
+    async def wait(self, seconds: float) -> None:
+        await self._db.sleep(min(seconds, POLL_INTERVAL))
+
+
 class PostgresConnection(Connection):
     """A pooled psycopg connection as the repositories see it."""
 
@@ -214,8 +239,8 @@ class PostgresConnection(Connection):
         # No parameters: the simple query protocol, which runs several statements in one round trip.
         await self._run(lambda query, _: self.raw.script(query), script, ())
 
-    async def pipelined(self, steps: list[tuple[str, Params, bool]]) -> list[Row | int | None]:
-        """Run statements in one round trip; per step its first row (``rows``) or its row count."""
+    async def pipelined(self, steps: list[tuple[str, Params, Result]]) -> list[Any]:
+        """Run statements in one round trip; per step what its ``Result`` asks for."""
         self._db.statements += len(steps)
         queries = [
             (to_pyformat(sql) if params else _plain(sql), params or None, rows) for sql, params, rows in steps
@@ -472,14 +497,14 @@ class PostgresDatabase(Database):
         assert row is not None
         return CommitTicket(str(row[0]), connection.raw.backend_pid)
 
-    async def write(self, sql: str, params: Params, *, returning: bool, reread: Work[Any]) -> Any:
+    async def write(self, sql: str, params: Params, *, result: Result, reread: Work[Any]) -> Any:
         if self.current() is not None:
-            return await super().write(sql, params, returning=returning, reread=reread)
+            return await super().write(sql, params, result=result, reread=reread)
         return await retrying(
-            lambda: self._write_pipelined(sql, params, returning, reread), self.retry, self.sleep
+            lambda: self._write_pipelined(sql, params, result, reread), self.retry, self.sleep
         )
 
-    async def _write_pipelined(self, sql: str, params: Params, returning: bool, reread: Work[Any]) -> Any:
+    async def _write_pipelined(self, sql: str, params: Params, result: Result, reread: Work[Any]) -> Any:
         # BEGIN, the unit's commit token, the statement and COMMIT in one round trip: the token is made here, so
         # a reply lost at any point can be resolved without having received anything.
         token = str(uuid.uuid4())
@@ -489,10 +514,10 @@ class PostgresDatabase(Database):
         try:
             results = await connection.pipelined(
                 [
-                    ("BEGIN", (), False),
-                    (INSERT_GIVEN_TOKEN, [token], False),
-                    (sql, params, returning),
-                    ("COMMIT", (), False),
+                    ("BEGIN", (), "count"),
+                    (INSERT_GIVEN_TOKEN, [token], "count"),
+                    (sql, params, result),
+                    ("COMMIT", (), "count"),
                 ]
             )
         except ConnectionLostError as lost:
@@ -571,6 +596,29 @@ class PostgresDatabase(Database):
         finally:
             await raw.close()
         return inserted is None
+
+    @asynccontextmanager
+    async def watch(self) -> AsyncGenerator[Watcher, None]:
+        if self._config.pgbouncer:
+            # A bouncer in transaction mode hands LISTEN's session to other clients: poll instead.
+            yield _PollingWatcher(self)
+            return
+        settings = {**self._settings, "autocommit": True}
+        settings.pop("prepare_threshold", None)
+        try:
+            raw = await self._io.connect(self._conninfo, **settings)
+        except psycopg.Error as exc:
+            raise self.lost(translate(exc, lost=True)) from exc
+        try:
+            row = await raw.script(b"SELECT 'planflow_work_' || md5(current_schema())")
+            assert row is not None
+            # The channel is an identifier: a hex digest cannot need quoting, but it is quoted anyway.
+            await raw.script(f'LISTEN "{row[0]}"'.encode())
+            yield _NotifiedWatcher(raw)
+        except psycopg.Error as exc:
+            raise self.lost(translate(exc, lost=raw.closed)) from exc
+        finally:
+            await raw.close()
 
     async def sleep(self, seconds: float) -> None:
         await self._io.sleep(seconds)

@@ -65,6 +65,7 @@ POSTGRES = Dialect(
     for_update=" FOR UPDATE",
     bootstrap_lock=advisory_xact_lock(BOOTSTRAP_LOCK),
     defer_foreign_keys="SET CONSTRAINTS ALL DEFERRED",
+    skip_locked=" FOR UPDATE SKIP LOCKED",
 )
 
 MIGRATION_SQL = MigrationSql(

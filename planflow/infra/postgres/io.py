@@ -75,13 +75,17 @@ class Raw(ABC):
         """Run a statement once per row of parameters, pipelined (one round trip for the batch)."""
 
     @abstractmethod
-    async def pipeline(self, steps: Sequence[tuple[Query, Params, bool]]) -> list[Row | int | None]:
-        """Run statements in one round trip (psycopg's pipeline mode); per step ``(query, params, rows)``, its
-        first row when ``rows`` else the rows it changed."""
+    async def pipeline(self, steps: Sequence[tuple[Query, Params, str]]) -> list[Any]:
+        """Run statements in one round trip (psycopg's pipeline mode); per step ``(query, params, result)``, its
+        first row (``"one"``), all its rows (``"all"``) or how many rows it changed (``"count"``)."""
 
     @abstractmethod
     async def script(self, script: Query) -> Row | None:
         """Run statements without parameters in one round trip (simple query protocol); the last one's row."""
+
+    @abstractmethod
+    async def notified(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` for a notification on a channel this connection LISTENs to."""
 
     @abstractmethod
     async def check(self) -> None:
@@ -171,16 +175,26 @@ class _BlockingRaw(Raw):
         with self._conn.cursor() as cursor:
             cursor.executemany(query, rows)
 
-    async def pipeline(self, steps: Sequence[tuple[Query, Params, bool]]) -> list[Row | int | None]:
+    async def pipeline(self, steps: Sequence[tuple[Query, Params, str]]) -> list[Any]:
         with self._conn.pipeline():
-            cursors = [(self._conn.execute(query, params), rows) for query, params, rows in steps]
-        return [cursor.fetchone() if rows else cursor.rowcount for cursor, rows in cursors]
+            cursors = [(self._conn.execute(query, params), result) for query, params, result in steps]
+        return [
+            cursor.fetchone()
+            if result == "one"
+            else cursor.fetchall()
+            if result == "all"
+            else cursor.rowcount
+            for cursor, result in cursors
+        ]
 
     async def script(self, script: Query) -> Row | None:
         cursor = self._conn.execute(script, prepare=False)
         while cursor.nextset():
             pass
         return cursor.fetchone() if cursor.description else None
+
+    async def notified(self, timeout: float) -> bool:
+        return any(True for _ in self._conn.notifies(timeout=timeout, stop_after=1))
 
     async def check(self) -> None:
         ConnectionPool.check_connection(self._conn)
@@ -254,16 +268,28 @@ class _AsyncRaw(Raw):
         async with self._conn.cursor() as cursor:
             await cursor.executemany(query, rows)
 
-    async def pipeline(self, steps: Sequence[tuple[Query, Params, bool]]) -> list[Row | int | None]:
+    async def pipeline(self, steps: Sequence[tuple[Query, Params, str]]) -> list[Any]:
         async with self._conn.pipeline():
-            cursors = [(await self._conn.execute(query, params), rows) for query, params, rows in steps]
-        return [await cursor.fetchone() if rows else cursor.rowcount for cursor, rows in cursors]
+            cursors = [(await self._conn.execute(query, params), result) for query, params, result in steps]
+        return [
+            await cursor.fetchone()
+            if result == "one"
+            else await cursor.fetchall()
+            if result == "all"
+            else cursor.rowcount
+            for cursor, result in cursors
+        ]
 
     async def script(self, script: Query) -> Row | None:
         cursor = await self._conn.execute(script, prepare=False)
         while cursor.nextset():
             pass
         return await cursor.fetchone() if cursor.description else None
+
+    async def notified(self, timeout: float) -> bool:
+        async for _ in self._conn.notifies(timeout=timeout, stop_after=1):
+            return True
+        return False
 
     async def check(self) -> None:
         await AsyncConnectionPool.check_connection(self._conn)

@@ -96,7 +96,7 @@ class SqlAuthRepository:
             return await conn.fetch_one(f"{SELECT_USER} WHERE id = ?", [params[0]])
 
         try:
-            row = await self._db.write(INSERT_USER, params, returning=True, reread=reread)
+            row = await self._db.write(INSERT_USER, params, result="one", reread=reread)
         except DuplicateError as exc:
             raise DuplicateError(f"a user with email {email!r} already exists") from exc
         return self._user(row)
@@ -163,7 +163,7 @@ class SqlAuthRepository:
             return await conn.fetch_one(f"{SELECT_KEY} WHERE id = ?", [params[0]])
 
         try:
-            row = await self._db.write(INSERT_KEY, params, returning=True, reread=reread)
+            row = await self._db.write(INSERT_KEY, params, result="one", reread=reread)
         except ForeignKeyViolation as exc:
             raise NotFoundError(f"user {user_id!r} not found") from exc
         return CreatedAPIKey(self._key(row), plaintext)
@@ -196,7 +196,7 @@ class SqlAuthRepository:
         async def reread(conn: Connection) -> Row | None:
             return await conn.fetch_one(f"{SELECT_KEY} WHERE id = ?", [key_id])
 
-        row = await self._db.write(TOUCH_KEY, [stamp, stamp, key_id], returning=True, reread=reread)
+        row = await self._db.write(TOUCH_KEY, [stamp, stamp, key_id], result="one", reread=reread)
         if row is None:
             raise NotFoundError(f"API key {key_id!r} not found")
         return self._key(row)

@@ -34,10 +34,10 @@ import threading
 import weakref
 from abc import ABC, abstractmethod
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterable, Sequence
-from contextlib import asynccontextmanager, suppress
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, suppress
 from contextvars import ContextVar
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 from planflow.config import RetrySettings
 from planflow.errors import CommitUnknownError, TransientError, ValidationError
@@ -96,7 +96,17 @@ class Connection(ABC):
         """Run a script of several statements without parameters (migrations)."""
 
 
+class Watcher(ABC):
+    """Waits for writes to the database (see :meth:`Database.watch`)."""
+
+    @abstractmethod
+    async def wait(self, seconds: float) -> None:
+        """Return after at most ``seconds``, or sooner once the database may have changed."""
+
+
 Work = Callable[[Connection], Awaitable[T]]
+#: What a one-statement write returns: its first row, all its rows, or how many rows it changed.
+Result = Literal["one", "all", "count"]
 Sleep = Callable[[float], Awaitable[None]]
 
 
@@ -231,6 +241,10 @@ class Database(ABC):
         raise CommitUnknownError(f"the connection was lost while COMMIT was in flight: {lost}") from lost
 
     @abstractmethod
+    def watch(self) -> AbstractAsyncContextManager[Watcher]:
+        """A :class:`Watcher` for the duration of the block (``wait_for_work`` waits with it)."""
+
+    @abstractmethod
     async def sleep(self, seconds: float) -> None:
         """Wait between attempts (blocking for the synchronous API, ``asyncio.sleep`` for the async one)."""
 
@@ -324,11 +338,11 @@ class Database(ABC):
         finally:
             await self.release(connection)
 
-    async def write(self, sql: str, params: Params, *, returning: bool, reread: Work[Any]) -> Any:
+    async def write(self, sql: str, params: Params, *, result: Result, reread: Work[Any]) -> Any:
         """Run one writing statement as a unit of work of its own (joining the current one, if any).
 
-        Returns the statement's first row when ``returning`` (``None`` when it matched nothing), else how many
-        rows it changed. Should the reply be lost after the statement committed, ``reread`` reads what the
+        Returns, by ``result``: the statement's first row (``"one"``, ``None`` when it matched nothing), all its
+        rows (``"all"``), or how many rows it changed (``"count"``). Should the reply be lost after the statement committed, ``reread`` reads what the
         caller would have got instead (the row as stored now, or a count).
 
         Where the outcome of an autocommitted statement is always known (SQLite) it simply runs in autocommit
@@ -336,8 +350,10 @@ class Database(ABC):
         """
 
         async def work(connection: Connection) -> Any:
-            if returning:
+            if result == "one":
                 return await connection.fetch_one(sql, params)
+            if result == "all":
+                return await connection.fetch_all(sql, params)
             return await connection.execute(sql, params)
 
         return await self.run(work, single_statement=True)

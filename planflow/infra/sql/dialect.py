@@ -32,6 +32,8 @@ class Dialect:
         bootstrap_lock: Statement that serialises first-admin creation ('' where writes are serialised).
         defer_foreign_keys: Statement that defers foreign-key checks to the end of the current transaction, so
             that a verbatim import may write a child before its parent within one batch.
+        skip_locked: Suffix of a SELECT that locks the rows it reads and passes over rows other transactions
+            hold (PostgreSQL ``FOR UPDATE SKIP LOCKED``; '' where the transaction holds the database's write lock).
         split_update: Whether an optimistic update first sets only the columns that usually change (see
             ``planflow.infra.sql.tasks.STABLE_COLUMNS``): worth it where the engine rewrites the index entries
             of every column it sets (SQLite), a wasted round trip where it does not (PostgreSQL).
@@ -48,3 +50,4 @@ class Dialect:
     bootstrap_lock: str
     defer_foreign_keys: str = ""
     split_update: bool = False
+    skip_locked: str = ""

@@ -40,7 +40,7 @@ async def every_item(fetch: Callable[[str | None], Awaitable[Page[M]]]) -> Async
 
 async def write_idempotent(database: Database, sql: str, params: Sequence[object]) -> None:
     """Run an upsert or a delete by key: running it again changes nothing more, so a lost reply needs no reread."""
-    await database.write(sql, params, returning=False, reread=_done)
+    await database.write(sql, params, result="count", reread=_done)
 
 
 async def _done(_: Connection) -> int:
@@ -95,7 +95,7 @@ async def delete_one(database: Database, table: Table[Any] | tuple[str, str], ke
         return int(await conn.fetch_one(f"SELECT 1 FROM {name} WHERE {column} = ?", [key]) is None)
 
     if (
-        await database.write(f"DELETE FROM {name} WHERE {column} = ?", [key], returning=False, reread=gone)
+        await database.write(f"DELETE FROM {name} WHERE {column} = ?", [key], result="count", reread=gone)
         == 0
     ):
         raise NotFoundError(f"{what} {key!r} not found")

@@ -238,6 +238,8 @@ TASK_STATES: Table[TaskState] = Table(
         Column("version", "version"),
         Column("created_at", "timestamp"),
         Column("updated_at", "timestamp"),
+        Column("claimed_by", "optional_id"),
+        Column("lease_expires_at", "optional_timestamp"),
     ),
 )
 

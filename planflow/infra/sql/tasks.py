@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from datetime import timedelta
 
-from planflow.errors import NotFoundError, TransactionRequiredError, ValidationError
+from planflow.errors import ConflictError, NotFoundError, TransactionRequiredError, ValidationError
 from planflow.infra.inputs import checked
 from planflow.infra.sql.codec import loads, now, stored_meta
 from planflow.infra.sql.database import Connection, Database, ForeignKeyViolation, Row
@@ -123,6 +125,55 @@ TREE = (
 )
 _DEPTH_AT = len(TABLE.names)
 
+#: The columns of a claimed state, as the claiming UPDATE returns them.
+RETURNING_ALL = f" RETURNING {TABLE.select_list}"
+HEARTBEAT = (
+    "UPDATE task_states SET lease_expires_at = ? WHERE {ids} AND claimed_by = ? AND status = 'RUNNING' "
+    "RETURNING task_exec_id"
+)
+RELEASE = (
+    "UPDATE task_states SET status = 'PENDING', claimed_by = NULL, lease_expires_at = NULL, version = version + 1, "
+    f"updated_at = ? WHERE task_exec_id = ? AND claimed_by = ? AND status = 'RUNNING'{RETURNING_ALL}"
+)
+HOLDER = "SELECT claimed_by, status FROM task_states WHERE task_exec_id = ?"
+
+
+def claim_sql(where: str, skip_locked: str) -> str:
+    """The claiming UPDATE: up to ``?`` claimable tasks matching ``where`` (``''`` or ``' AND ...'``), oldest first.
+
+    Pending tasks and the running ones whose lease lapsed are each taken in the order of their index (``LIMIT``
+    on each side, so that neither is read whole), the oldest of both claimed. On PostgreSQL every candidate is
+    locked with ``SKIP LOCKED``, so concurrent claimers pass over each other's rows; on SQLite the claim runs
+    inside the database's write lock.
+    """
+    columns = "task_exec_id, created_at"
+    return (
+        f"WITH expired AS (SELECT {columns} FROM task_states WHERE status = 'RUNNING' AND lease_expires_at < ?{where}"
+        f" ORDER BY lease_expires_at LIMIT ?{skip_locked}),"
+        f" pending AS (SELECT {columns} FROM task_states WHERE status = 'PENDING'{where}"
+        f" ORDER BY created_at, task_exec_id LIMIT ?{skip_locked}),"
+        f" chosen AS (SELECT task_exec_id FROM (SELECT {columns} FROM expired UNION ALL SELECT {columns} FROM pending)"
+        " candidates ORDER BY created_at, task_exec_id LIMIT ?)"
+        " UPDATE task_states SET status = 'RUNNING', claimed_by = ?, lease_expires_at = ?, version = version + 1,"
+        f" updated_at = ? WHERE task_exec_id IN (SELECT task_exec_id FROM chosen){RETURNING_ALL}"
+    )
+
+
+def work_sql(where: str) -> str:
+    """Whether a pending task matches ``where``, and when the first lease of a matching running task lapses."""
+    return (
+        f"SELECT EXISTS (SELECT 1 FROM task_states WHERE status = 'PENDING'{where}),"
+        f" (SELECT MIN(lease_expires_at) FROM task_states WHERE status = 'RUNNING'{where})"
+    )
+
+
+def _seconds(lease: float | timedelta) -> float:
+    return lease.total_seconds() if isinstance(lease, timedelta) else float(lease)
+
+
+def _age(state: TaskState) -> tuple[object, str]:
+    return (state.created_at, state.task_exec_id)
+
 
 def own_parent(values: Sequence[object]) -> None:
     """Refuse a task that names itself as its parent (its written values, ``WRITTEN`` order)."""
@@ -155,7 +206,7 @@ class SqlTaskRepository:
         stamp = self._dialect.ts_param(now())
         try:
             row = await self._db.write(
-                UPSERT_RETURNING, [*values, stamp, stamp], returning=True, reread=self._stored(values[0])
+                UPSERT_RETURNING, [*values, stamp, stamp], result="one", reread=self._stored(values[0])
             )
         except ForeignKeyViolation as exc:
             raise await self._missing_reference([state]) from exc
@@ -170,7 +221,7 @@ class SqlTaskRepository:
                 row = await self._db.write(
                     UPDATE_VERSIONED,
                     versioned_params(values, stamp, expected_version),
-                    returning=True,
+                    result="one",
                     reread=self._stored(values[0]),
                 )
             else:
@@ -312,6 +363,95 @@ class SqlTaskRepository:
 
     async def delete_state(self, task_exec_id: str) -> None:
         await delete_one(self._db, TABLE, task_exec_id, "task state")
+
+    # Claims -----------------------------------------------------------------------------------------------
+
+    def _filter_and(self, filter: TaskFilter | None) -> tuple[str, list[object]]:
+        where, params = where_clause(TABLE, filter, None, self._dialect.ts_param)
+        return (where.replace(" WHERE ", " AND ", 1), params)
+
+    async def claim(
+        self, filter: TaskFilter | None = None, *, worker: str, limit: int = 1, lease: float | timedelta
+    ) -> list[TaskState]:
+        where, params = self._filter_and(filter)
+        moment = now()
+        ts = self._dialect.ts_param
+        expires = ts(moment + timedelta(seconds=_seconds(lease)))
+        sql = claim_sql(where, self._dialect.skip_locked)
+        args = [ts(moment), *params, limit, *params, limit, limit, worker, expires, ts(moment)]
+
+        async def reread(conn: Connection) -> list[Row]:
+            # The reply was lost after the claim committed: what this claim took carries its lease exactly.
+            return await conn.fetch_all(
+                f"{SELECT} WHERE claimed_by = ? AND lease_expires_at = ?", [worker, expires]
+            )
+
+        rows = await self._db.write(sql, args, result="all", reread=reread)
+        from_row, load_ts = TABLE.from_row, self._dialect.load_ts
+        return sorted((from_row(row, load_ts) for row in rows), key=_age)
+
+    async def heartbeat(
+        self, task_exec_ids: Sequence[str], *, worker: str, lease: float | timedelta
+    ) -> list[str]:
+        if not task_exec_ids:
+            return []
+        wanted = list(dict.fromkeys(task_exec_ids))
+        expires = self._dialect.ts_param(now() + timedelta(seconds=_seconds(lease)))
+        sql = HEARTBEAT.format(ids=self._dialect.in_ids("task_exec_id"))
+        params = [expires, self._dialect.ids_param(wanted), worker]
+
+        async def reread(conn: Connection) -> list[Row]:
+            return await conn.fetch_all(
+                f"SELECT task_exec_id FROM task_states WHERE {self._dialect.in_ids('task_exec_id')} "
+                "AND claimed_by = ? AND lease_expires_at = ?",
+                [self._dialect.ids_param(wanted), worker, expires],
+            )
+
+        kept = {row[0] for row in await self._db.write(sql, params, result="all", reread=reread)}
+        return [task_exec_id for task_exec_id in wanted if task_exec_id not in kept]
+
+    async def release(self, task_exec_id: str, *, worker: str) -> TaskState:
+        stamp = self._dialect.ts_param(now())
+
+        async def reread(conn: Connection) -> Row | None:
+            return await conn.fetch_one(GET, [task_exec_id])
+
+        row = await self._db.write(RELEASE, [stamp, task_exec_id, worker], result="one", reread=reread)
+        if row is None:
+
+            async def explain(conn: Connection) -> Exception:
+                found = await conn.fetch_one(HOLDER, [task_exec_id])
+                if found is None:
+                    return NotFoundError(f"task state {task_exec_id!r} not found")
+                holder, status = found
+                return ConflictError(
+                    f"task state {task_exec_id!r} is not held by {worker!r} (status {status}, claimed by {holder!r})"
+                )
+
+            raise await self._db.read(explain)
+        return TABLE.from_row(row, self._dialect.load_ts)
+
+    async def wait_for_work(self, filter: TaskFilter | None = None, *, timeout: float) -> bool:
+        where, params = self._filter_and(filter)
+        sql = work_sql(where)
+        deadline = time.monotonic() + timeout
+        async with self._db.watch() as watcher:
+            while True:
+                # After watching began: work committed from now on wakes the watcher, earlier work is seen here.
+                row = await self._db.fetch_one(sql, [*params, *params])
+                assert row is not None
+                pending, first_lapse = bool(row[0]), row[1]
+                remaining = deadline - time.monotonic()
+                lapse_in = None
+                if first_lapse is not None:
+                    lapse_in = (self._dialect.load_ts(first_lapse) - now()).total_seconds()
+                    if lapse_in <= 0:
+                        return True
+                if pending:
+                    return True
+                if remaining <= 0:
+                    return False
+                await watcher.wait(remaining if lapse_in is None else min(remaining, lapse_in))
 
     # Reads ------------------------------------------------------------------------------------------------
 

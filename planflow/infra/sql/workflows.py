@@ -141,7 +141,7 @@ class SqlWorkflowRepository:
                 "SELECT version, created_at FROM workflow_states WHERE workflow_exec_id = ?", [key]
             )
 
-        row = await self._db.write(UPSERT, [*values, ts, ts], returning=True, reread=reread)
+        row = await self._db.write(UPSERT, [*values, ts, ts], result="one", reread=reread)
         version, created = row
         return state.evolve(
             version=version, created_at=self._dialect.load_ts(created), updated_at=stamp, tasks={}
@@ -158,7 +158,7 @@ class SqlWorkflowRepository:
         async def reread(conn: Connection) -> Row | None:
             return await conn.fetch_one(GET, [workflow_exec_id])
 
-        row = await self._db.write(sql, params, returning=True, reread=reread)
+        row = await self._db.write(sql, params, result="one", reread=reread)
         if row is None:
 
             async def explain(conn: Connection) -> Exception:

@@ -16,8 +16,8 @@ import sqlite3
 import threading
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Iterable
-from contextlib import suppress
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable
+from contextlib import asynccontextmanager, suppress
 from pathlib import Path
 from typing import TypeVar
 
@@ -32,7 +32,15 @@ from planflow.errors import (
     UnsupportedError,
     ValidationError,
 )
-from planflow.infra.sql.database import Connection, Database, ForeignKeyViolation, Params, Row, owner
+from planflow.infra.sql.database import (
+    Connection,
+    Database,
+    ForeignKeyViolation,
+    Params,
+    Row,
+    Watcher,
+    owner,
+)
 
 T = TypeVar("T")
 _BUSY_CODES = frozenset({sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED})
@@ -61,11 +69,13 @@ def translate(exc: sqlite3.Error) -> PlanflowError:
 class SqliteConnection(Connection):
     """A sqlite3 connection as the repositories see it."""
 
-    __slots__ = ("_db", "raw")
+    __slots__ = ("_db", "changes", "raw")
 
     def __init__(self, raw: sqlite3.Connection, db: SqliteDatabase) -> None:
         self.raw = raw
         self._db = db
+        #: ``raw.total_changes`` when the connection was lent: more when given back means it wrote.
+        self.changes = 0
 
     def _run(self, call: Callable[[], T]) -> T:
         self._db.statements += 1
@@ -110,6 +120,44 @@ class SqliteConnection(Connection):
             raise ValidationError(
                 f"incomplete SQL statement at the end of a script: {statement.strip()[:80]!r}"
             )
+
+
+#: How often a watcher looks at ``PRAGMA data_version`` for commits of other processes.
+POLL_INTERVAL = 0.05
+
+
+class _SqliteWatcher(Watcher):
+    """Wakes on this process's commits at once, and on other processes' within :data:`POLL_INTERVAL`.
+
+    ``PRAGMA data_version`` changes, for a connection, whenever another connection (of any process) has
+    committed; the watcher reads it on a connection of its own, every poll interval.
+    """
+
+    def __init__(self, db: SqliteDatabase, connection: SqliteConnection | None) -> None:
+        self._db = db
+        self._connection = connection
+        self._version = self._data_version()
+
+    def _data_version(self) -> int:
+        if self._connection is None:
+            return 0
+        row = self._connection.raw.execute("PRAGMA data_version").fetchone()
+        return int(row[0])
+
+    async def wait(self, seconds: float) -> None:
+        deadline = time.monotonic() + seconds
+        changes = self._db._changes  # pyright: ignore[reportPrivateUsage]
+        with changes:
+            generation = self._db._generation  # pyright: ignore[reportPrivateUsage]
+        while (remaining := deadline - time.monotonic()) > 0:
+            with changes:
+                changes.wait(min(remaining, POLL_INTERVAL))
+                if self._db._generation != generation:  # pyright: ignore[reportPrivateUsage]
+                    return
+            version = self._data_version()
+            if version != self._version:
+                self._version = version
+                return
 
 
 class _OwnedLock:
@@ -158,6 +206,8 @@ class SqliteDatabase(Database):
         # Idle connections, already wrapped: deque.pop and .append are atomic, so lending one takes no lock.
         self._idle: deque[SqliteConnection] = deque()
         self._closed = False
+        self._changes = threading.Condition()
+        self._generation = 0
         self._shared_lock = _OwnedLock()
         self._shared: SqliteConnection | None = None
         if self._memory:
@@ -215,17 +265,22 @@ class SqliteDatabase(Database):
             raise ClosedError("the provider is closed")
         if self._shared is not None:
             self._shared_lock.acquire()
-            return self._shared
-        try:
-            return self._idle.pop()
-        except IndexError:
-            return SqliteConnection(self._open(), self)
+            connection = self._shared
+        else:
+            try:
+                connection = self._idle.pop()
+            except IndexError:
+                connection = SqliteConnection(self._open(), self)
+        connection.changes = connection.raw.total_changes
+        return connection
 
     async def release(self, connection: Connection) -> None:
+        assert isinstance(connection, SqliteConnection)
+        if connection.raw.total_changes != connection.changes and not connection.raw.in_transaction:
+            self._wrote()
         if self._shared is not None:
             self._shared_lock.release()
             return
-        assert isinstance(connection, SqliteConnection)
         if connection.raw.in_transaction:  # a failed rollback must not put a dirty connection back
             connection.raw.close()
         else:
@@ -233,6 +288,21 @@ class SqliteDatabase(Database):
 
     async def begin_on(self, connection: Connection, *, write: bool, resolvable: bool) -> None:
         await connection.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+
+    def _wrote(self) -> None:
+        """A connection of this process committed a write: wake the watchers at once."""
+        with self._changes:
+            self._generation += 1
+            self._changes.notify_all()
+
+    @asynccontextmanager
+    async def watch(self) -> AsyncGenerator[Watcher, None]:
+        connection = None if self._memory else SqliteConnection(self._open(), self)
+        try:
+            yield _SqliteWatcher(self, connection)
+        finally:
+            if connection is not None:
+                connection.raw.close()
 
     async def sleep(self, seconds: float) -> None:
         time.sleep(seconds)

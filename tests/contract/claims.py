@@ -1,0 +1,207 @@
+"""Claims with leases (claim, heartbeat, release, wait_for_work): the same on every SQL driver and both APIs."""
+
+from __future__ import annotations
+
+import threading
+import time
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from planflow import (
+    ConflictError,
+    NotFoundError,
+    Provider,
+    TaskFilter,
+    TaskState,
+    TaskStatus,
+    ValidationError,
+    WorkflowFilter,
+)
+from tests.contract.helpers import task, workflow
+
+
+def pending(provider: Provider, count: int, **fields: object) -> list[TaskState]:
+    wf = workflow(provider)
+    return [task(provider, wf, task_exec_id=f"{wf.workflow_exec_id}/{i:03d}", **fields) for i in range(count)]
+
+
+class ClaimContract:
+    """Work handed out by claims with leases."""
+
+    def test_claim_hands_out_the_oldest_pending_tasks_as_running_with_a_lease(
+        self, provider: Provider
+    ) -> None:
+        made = pending(provider, 5)
+        before = datetime.now(UTC)
+        claimed = provider.tasks.claim(
+            TaskFilter(workflow_exec_id=made[0].workflow_exec_id), worker="w1", limit=3, lease=30
+        )
+        assert [s.task_exec_id for s in claimed] == [s.task_exec_id for s in made[:3]]
+        for state in claimed:
+            assert state.status is TaskStatus.RUNNING and state.claimed_by == "w1"
+            assert state.version == 2
+            assert state.lease_expires_at is not None
+            assert before + timedelta(seconds=29) < state.lease_expires_at < before + timedelta(seconds=32)
+            assert provider.tasks.get_state(state.task_exec_id) == state
+
+    def test_claim_takes_only_what_the_filter_matches_and_nothing_when_none_is_claimable(
+        self, provider: Provider
+    ) -> None:
+        made = pending(provider, 2, agent_id="alpha")
+        other = pending(provider, 2, agent_id="beta")
+        mine = TaskFilter(workflow_exec_id=made[0].workflow_exec_id, agent_id="alpha")
+        assert {s.task_exec_id for s in provider.tasks.claim(mine, worker="w", limit=10, lease=30)} == {
+            s.task_exec_id for s in made
+        }
+        assert provider.tasks.claim(mine, worker="w", limit=10, lease=30) == []
+        assert provider.tasks.get_state(other[0].task_exec_id).status is TaskStatus.PENDING
+
+    def test_a_lapsed_lease_is_claimable_again_and_the_old_holder_is_fenced(self, provider: Provider) -> None:
+        made = pending(provider, 1)
+        only = TaskFilter(workflow_exec_id=made[0].workflow_exec_id)
+        (first,) = provider.tasks.claim(only, worker="zombie", lease=0.2)
+        assert provider.tasks.claim(only, worker="other", lease=30) == []  # still held
+        time.sleep(0.3)
+        (second,) = provider.tasks.claim(only, worker="rescuer", lease=30)
+        assert second.task_exec_id == first.task_exec_id and second.claimed_by == "rescuer"
+        assert second.version == first.version + 1
+        # The zombie wakes up and writes with the version it holds: refused.
+        with pytest.raises(ConflictError) as caught:
+            provider.tasks.update_state(first.evolve(status=TaskStatus.SUCCESS), first.version)
+        assert caught.value.actual == second.version
+        done = provider.tasks.update_state(second.evolve(status=TaskStatus.SUCCESS), second.version)
+        assert done.status is TaskStatus.SUCCESS and done.claimed_by == "rescuer"
+
+    def test_heartbeat_extends_the_leases_still_held_and_names_the_lost_ones(
+        self, provider: Provider
+    ) -> None:
+        made = pending(provider, 3)
+        only = TaskFilter(workflow_exec_id=made[0].workflow_exec_id)
+        held = provider.tasks.claim(only, worker="w1", limit=2, lease=0.3)
+        lost = provider.tasks.heartbeat(
+            [held[0].task_exec_id, made[2].task_exec_id, "missing"], worker="w1", lease=60
+        )
+        assert lost == [made[2].task_exec_id, "missing"]
+        time.sleep(0.4)
+        # Only the lease that was not extended lapsed.
+        (taken,) = provider.tasks.claim(only, worker="w2", lease=60)
+        assert taken.task_exec_id == held[1].task_exec_id
+        assert provider.tasks.heartbeat([h.task_exec_id for h in held], worker="w1", lease=60) == [
+            held[1].task_exec_id
+        ]
+        # A heartbeat leaves the version alone: the holder's state stays current.
+        assert provider.tasks.get_state(held[0].task_exec_id).version == held[0].version
+        assert provider.tasks.heartbeat([], worker="w1", lease=60) == []
+
+    def test_release_gives_a_held_task_back_as_pending_and_only_its_holder_may(
+        self, provider: Provider
+    ) -> None:
+        made = pending(provider, 1)
+        (held,) = provider.tasks.claim(
+            TaskFilter(workflow_exec_id=made[0].workflow_exec_id), worker="w1", lease=30
+        )
+        with pytest.raises(ConflictError, match="w2"):
+            provider.tasks.release(held.task_exec_id, worker="w2")
+        back = provider.tasks.release(held.task_exec_id, worker="w1")
+        assert back.status is TaskStatus.PENDING and back.claimed_by is None and back.lease_expires_at is None
+        assert back.version == held.version + 1
+        with pytest.raises(ConflictError):
+            provider.tasks.release(held.task_exec_id, worker="w1")
+        with pytest.raises(NotFoundError):
+            provider.tasks.release("no-such-task", worker="w1")
+
+    def test_concurrent_claimers_never_get_the_same_task(self, provider: Provider) -> None:
+        made = pending(provider, 120)
+        only = TaskFilter(workflow_exec_id=made[0].workflow_exec_id)
+        got: list[str] = []
+        lock = threading.Lock()
+        errors: list[BaseException] = []
+
+        def worker(name: str, batch: int) -> None:
+            try:
+                while claimed := provider.tasks.claim(only, worker=name, limit=batch, lease=60):
+                    with lock:
+                        got.extend(s.task_exec_id for s in claimed)
+            except BaseException as exc:
+                errors.append(exc)
+
+        threads = [threading.Thread(target=worker, args=(f"w{i}", 1 + i % 5)) for i in range(6)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(120)
+        assert not errors, errors[0]
+        assert sorted(got) == sorted(s.task_exec_id for s in made), "a task was claimed twice, or never"
+
+    def test_wait_for_work_returns_at_once_when_work_is_claimable(self, provider: Provider) -> None:
+        made = pending(provider, 1)
+        started = time.monotonic()
+        assert (
+            provider.tasks.wait_for_work(TaskFilter(workflow_exec_id=made[0].workflow_exec_id), timeout=5)
+            is True
+        )
+        assert time.monotonic() - started < 1
+
+    def test_wait_for_work_waits_out_its_timeout_when_nothing_comes(self, provider: Provider) -> None:
+        wf = workflow(provider)
+        started = time.monotonic()
+        assert (
+            provider.tasks.wait_for_work(TaskFilter(workflow_exec_id=wf.workflow_exec_id), timeout=0.4)
+            is False
+        )
+        assert 0.4 <= time.monotonic() - started < 2
+        assert (
+            provider.tasks.wait_for_work(TaskFilter(workflow_exec_id=wf.workflow_exec_id), timeout=0) is False
+        )
+
+    def test_wait_for_work_wakes_when_another_thread_adds_work(self, provider: Provider) -> None:
+        wf = workflow(provider)
+        only = TaskFilter(workflow_exec_id=wf.workflow_exec_id)
+
+        def add_later() -> None:
+            time.sleep(0.3)
+            task(provider, wf)
+
+        adder = threading.Thread(target=add_later)
+        started = time.monotonic()
+        adder.start()
+        assert provider.tasks.wait_for_work(only, timeout=10) is True
+        woke = time.monotonic() - started
+        adder.join()
+        assert 0.3 <= woke < 2, woke
+        assert len(provider.tasks.claim(only, worker="w", lease=30)) == 1
+
+    def test_wait_for_work_wakes_when_a_lease_lapses(self, provider: Provider) -> None:
+        made = pending(provider, 1)
+        only = TaskFilter(workflow_exec_id=made[0].workflow_exec_id)
+        provider.tasks.claim(only, worker="w1", lease=0.4)
+        started = time.monotonic()
+        assert provider.tasks.wait_for_work(only, timeout=10) is True
+        assert 0.3 <= time.monotonic() - started < 2
+
+    @pytest.mark.parametrize(
+        ("arguments", "says"),
+        [
+            ({"worker": "w", "limit": 0, "lease": 30}, "limit"),
+            ({"worker": "w", "lease": 0}, "lease"),
+            ({"worker": "w", "lease": -1}, "lease"),
+            ({"worker": "w", "lease": float("nan")}, "lease"),
+            ({"worker": "w", "lease": float("inf")}, "lease"),
+            ({"worker": "w", "lease": "30"}, "lease"),
+            ({"worker": "", "lease": 30}, "worker"),
+            ({"worker": 7, "lease": 30}, "worker"),
+            ({"filter": WorkflowFilter(), "worker": "w", "lease": 30}, "TaskFilter"),
+        ],
+    )
+    def test_bad_claims_are_refused_before_anything_is_claimed(
+        self, provider: Provider, arguments: dict[str, object], says: str
+    ) -> None:
+        made = pending(provider, 1)
+        with pytest.raises(ValidationError, match=says):
+            provider.tasks.claim(**arguments)  # pyright: ignore[reportArgumentType]
+        assert provider.tasks.get_state(made[0].task_exec_id).status is TaskStatus.PENDING
+        with pytest.raises(ValidationError, match="lease"):
+            provider.tasks.heartbeat([made[0].task_exec_id], worker="w", lease=0)
+        with pytest.raises(ValidationError, match="timeout"):
+            provider.tasks.wait_for_work(timeout=-1)
