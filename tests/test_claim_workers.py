@@ -194,6 +194,10 @@ def killed_workers_are_reclaimed(url: str, tmp_path: Path) -> None:
         by_task: dict[str, list[tuple[str, int]]] = {}
         for task, worker, version in log.claims:
             by_task.setdefault(task, []).append((worker, version))
+        for holders in by_task.values():
+            holders.sort(
+                key=lambda holder: holder[1]
+            )  # in the order of the claims (the logs are per process)
         # Each task was finished by the last worker whose claim of it is logged, with the version that claim
         # gave: no write came from a holder that had lost it. A task claimed twice was first held by a killed
         # worker (or by a survivor that lost its lease while slow, and logged so), then by a survivor. A task
@@ -207,9 +211,9 @@ def killed_workers_are_reclaimed(url: str, tmp_path: Path) -> None:
                 continue
             worker, version = holders[-1]
             assert (state.claimed_by, state.version) == (worker, version + 1)
-            for (before, held), (after, took) in itertools.pairwise(holders):
+            for (before, held), (_, took) in itertools.pairwise(holders):
                 assert before in dead or (state.task_exec_id, before) in log.lost
-                assert after not in dead and took == held + 1
+                assert took == held + 1  # each claim took over the one before: nothing in between wrote
             if any(before in dead for before, _ in holders[:-1]):
                 reclaimed.add(state.task_exec_id)
         assert reclaimed, "the kill hit no worker holding a claim"

@@ -38,6 +38,7 @@ from planflow.cli.copy import (
 )
 from planflow.cli.demo import (
     DEFAULT_FAILURE_RATE,
+    DEFAULT_LEASE,
     DEFAULT_SEED,
     DEFAULT_TASKS,
     DEFAULT_WORKERS,
@@ -202,6 +203,23 @@ def demo(
             min=1, metavar="N", help="Children shown per task in the tree; the rest are summarised."
         ),
     ] = 6,
+    lease: Annotated[
+        float,
+        typer.Option(
+            min=0.05,
+            max=3600,
+            metavar="SECONDS",
+            help="How long a worker's claim holds a task before others may take it.",
+        ),
+    ] = DEFAULT_LEASE,
+    no_kill: Annotated[
+        bool,
+        typer.Option(
+            "--no-kill",
+            help="Let no worker die: by default one dies midway holding its claims, which the others take over "
+            "once their lease lapsed.",
+        ),
+    ] = False,
     as_json: JsonOption = False,
 ) -> None:
     """Run a realistic workflow execution with worker threads, then show what the store holds.
@@ -220,6 +238,8 @@ def demo(
                     seed=seed,
                     failure_rate=failure_rate,
                     max_children=max_children,
+                    lease=lease,
+                    kill_worker=not no_kill,
                     as_json=as_json,
                 )
             else:
@@ -245,6 +265,8 @@ def _workflow_demo(
     seed: int,
     failure_rate: float,
     max_children: int,
+    lease: float,
+    kill_worker: bool,
     as_json: bool,
 ) -> None:
     plan = build_plan(tasks, seed, failure_rate=failure_rate)
@@ -253,7 +275,7 @@ def _workflow_demo(
             Text.assemble(
                 "planflow demo on ",
                 (_where(provider), "bold"),
-                f": {len(plan.steps)} tasks, {workers} workers, seed {seed}",
+                f": {len(plan.steps)} tasks, {workers} workers claiming with {lease:g} s leases, seed {seed}",
             )
         )
     with RichProgress(console, enabled=not as_json) as bar:
@@ -262,6 +284,8 @@ def _workflow_demo(
             provider,
             plan,
             workers=workers,
+            lease=lease,
+            kill_worker=kill_worker,
             on_progress=lambda done, total: bar.update("tasks", done, total),
         ).run()
     if not result.usage_consistent:
@@ -287,6 +311,18 @@ def _status_counts(result: DemoResult) -> dict[str, int]:
 
 
 def _demo_json(provider: Provider, result: DemoResult) -> JsonValue:
+    abandoned: list[JsonValue] = [*sorted(result.stats.abandoned)]
+    claims: dict[str, JsonValue] = {
+        "claimed": result.stats.claims,
+        "reclaimed": result.stats.reclaimed,
+        "heartbeats": result.stats.heartbeats,
+        "leases_lost": result.stats.leases_lost,
+        "completions": sum(result.stats.completions.values()),
+        "double_completions": result.stats.double_completions,
+        "killed_worker": result.stats.killed_worker,
+        "abandoned": abandoned,
+        "zombie_write_fenced": result.stats.zombie_fenced,
+    }
     return {
         "driver": provider.driver,
         "location": provider.config.location,
@@ -296,11 +332,8 @@ def _demo_json(provider: Provider, result: DemoResult) -> JsonValue:
         "tasks": len(result.plan.steps),
         "task_statuses": dict(_status_counts(result)),
         "top_level_tasks": [root.exec_id for root in result.plan.roots],
-        "conflicts": {
-            "claims_lost": result.stats.claims_lost,
-            "parent_retries": result.stats.parent_retries,
-            "total": result.stats.conflicts,
-        },
+        "claims": claims,
+        "parent_retries": result.stats.parent_retries,
         "usage": to_json(result.workflow.usage),
         "usage_consistent": result.usage_consistent,
         "elapsed_seconds": round(result.elapsed, 3),
@@ -331,11 +364,20 @@ def _show_demo(provider: Provider, result: DemoResult, max_children: int) -> Non
         "workflow", Text.assemble(render.status_text(workflow.status), f"  {workflow.workflow_exec_id}")
     )
     summary.add_row("tasks", ", ".join(f"{n} {status}" for status, n in counts.items()))
+    stats = result.stats
     summary.add_row(
-        "conflicts",
-        f"{result.stats.conflicts} resolved ({result.stats.claims_lost} lost claims of a pending task, "
-        f"{result.stats.parent_retries} parent status updates recomputed)",
+        "claims",
+        f"{stats.claims} claims, {stats.heartbeats} heartbeats; {sum(stats.completions.values())} leaves "
+        f"completed, {stats.double_completions} twice",
     )
+    if stats.killed_worker is not None:
+        summary.add_row(
+            "recovery",
+            f"{stats.killed_worker} died holding {len(stats.abandoned)} claims; {stats.reclaimed} reclaimed "
+            "after their lease and finished by the others; its late write was "
+            + ("refused (fenced by version)" if stats.zombie_fenced else "not refused"),
+        )
+    summary.add_row("conflicts", f"{stats.parent_retries} parent status updates recomputed (optimistic lock)")
     tokens = workflow.usage.total_tokens if workflow.usage else 0
     summary.add_row("usage", f"{tokens:,} tokens merged concurrently, equal to the sum of every call")
     summary.add_row("elapsed", f"{result.elapsed:.2f} s")
@@ -469,6 +511,10 @@ def _no_schema(provider: Provider, *, listing: bool, as_json: bool) -> None:
     )
 
 
+#: ``status`` counts lapsed leases up to this many (reading no more than that).
+STUCK_COUNTED = 1000
+
+
 @app.command()
 def status(db: DbOption = None, as_json: JsonOption = False) -> None:
     """Show the store: driver, location, schema version, records per table and workflows per status."""
@@ -480,6 +526,9 @@ def status(db: DbOption = None, as_json: JsonOption = False) -> None:
         mark = _mark_of(provider, pending=bool(pending))
         counts: dict[str, int] = {}
         by_status: dict[str, int] = {}
+        stuck: int | None = None
+        if not pending and serves(provider, "tasks"):
+            stuck = len(provider.tasks.list_lapsed(limit=STUCK_COUNTED + 1))
         if not pending:
             for table in served_tables(provider):
                 if isinstance(table, WorkflowsTable):
@@ -498,6 +547,7 @@ def status(db: DbOption = None, as_json: JsonOption = False) -> None:
                     "incomplete_copy": mark,
                     "counts": dict(counts),
                     "workflows_by_status": dict(by_status),
+                    "stuck_tasks": stuck,
                 }
             )
             return
@@ -532,6 +582,14 @@ def status(db: DbOption = None, as_json: JsonOption = False) -> None:
         console.print(render.counts_table(counts, title="Records"))
         if serves(provider, "workflows"):
             console.print(render.counts_table(by_status, title="Workflows by status", key="status"))
+        if stuck:
+            shown = f"more than {STUCK_COUNTED:,}" if stuck > STUCK_COUNTED else f"{stuck:,}"
+            console.print(
+                Text(
+                    f"{shown} stuck task(s): RUNNING with a lapsed lease; see 'planflow tasks --stuck'.",
+                    "yellow",
+                )
+            )
 
 
 def _mark_of(provider: Provider, *, pending: bool) -> JsonObject | None:
@@ -570,6 +628,60 @@ def workflows(
         console.print(render.workflows_table(page.items))
         if page.next_cursor is not None:
             console.print(Text(f"More exist: raise --limit (now {limit}).", "dim"))
+
+
+@app.command()
+def tasks(
+    *,
+    db: DbOption = None,
+    workflow: Annotated[
+        str | None,
+        typer.Option("--workflow", metavar="EXEC_ID", help="Only this workflow execution's tasks."),
+    ] = None,
+    status: Annotated[
+        TaskStatus | None,
+        typer.Option("--status", case_sensitive=False, help="Only tasks in this status."),
+    ] = None,
+    stuck: Annotated[
+        bool,
+        typer.Option(
+            "--stuck",
+            help="Only RUNNING tasks whose lease lapsed (their worker died or hung), and who held them; the "
+            "next claim takes them over.",
+        ),
+    ] = False,
+    limit: Annotated[int, typer.Option(min=1, metavar="N", help="At most this many.")] = 50,
+    as_json: JsonOption = False,
+) -> None:
+    """List task states, oldest first; with --stuck, the lapsed claims, longest lapsed first."""
+    with _open(db, must_exist=True) as provider:
+        if not serves(provider, "tasks"):
+            raise PlanflowError(
+                f"a {provider.driver} store keeps no workflow tasks (the add-on's records only)"
+            )
+        _warn_if_incomplete(provider)
+        filter = TaskFilter(workflow_exec_id=workflow, status=status)
+        if stuck:
+            if status not in (None, TaskStatus.RUNNING):
+                raise PlanflowError(f"--stuck lists RUNNING tasks; --status {status.value} contradicts it")
+            states, more = _at_most(provider.tasks.list_lapsed(filter, limit=limit + 1), limit)
+        else:
+            page = provider.tasks.list_states(filter, limit=limit)
+            states, more = page.items, page.next_cursor is not None
+        if as_json:
+            _print_json([to_json(state) for state in states])
+            return
+        if stuck and not states:
+            console.print("No stuck tasks: every RUNNING task's lease is current.")
+            return
+        title = "stuck tasks (lease lapsed)" if stuck else "task states"
+        console.print(render.tasks_table(states, title=title, now=datetime.now(UTC) if stuck else None))
+        if more:
+            console.print(Text(f"More exist: raise --limit (now {limit}).", "dim"))
+
+
+def _at_most(states: list[TaskState], limit: int) -> tuple[list[TaskState], bool]:
+    return states[:limit], len(states) > limit
 
 
 def _forest(states: list[TaskState]) -> list[list[TaskTreeNode]]:

@@ -12,15 +12,20 @@ The plan is an order-fulfilment workflow::
         archive                       basic
     summarize                         basic, an LLM agent, once the three above finished
 
-Worker threads claim pending leaves with the optimistic lock (``update_state(state, expected_version)``); when
-two claim the same task one gets a ``ConflictError`` and moves on. After each move a worker recomputes the
-parents' statuses from ``get_progress_info(...).overall_status(strategy)``, reading the parent's version before
-its children, so a parent written in between makes the update conflict and be recomputed. LLM usage is merged
-into the task, every ancestor and the workflow with ``merge_usage`` (concurrent merges must lose nothing: the run
-checks). A step after a failed one is canceled with its subtree. The workflow ends with ``complete_workflow``.
+A leaf waits (WAITING) until the steps before it finished; it is then made PENDING, and worker threads take
+it with ``tasks.claim`` (a lease of ``lease`` seconds), never racing for it: a claim hands each task to one
+worker. A worker on a long step (the planner, validator and summarizer agents) keeps its lease with
+``tasks.heartbeat``. Midway one worker dies holding its claims, as a killed process would: once their leases
+lapse the others claim them again (``wait_for_work`` wakes them) and finish them, and the dead worker's late
+write, with the version its claim gave it, is refused (``ConflictError``): no task is ever completed twice.
+After each move a worker recomputes the parents' statuses from ``get_progress_info(...).overall_status(strategy)``,
+reading the parent's version before its children, so a parent written in between makes the update conflict and
+be recomputed. LLM usage is merged into the task, every ancestor and the workflow with ``merge_usage``
+(concurrent merges must lose nothing: the run checks). A step after a failed one is canceled with its subtree.
+The workflow ends with ``complete_workflow``.
 
 The structure, the failures, the token counts and the simulated work times depend only on the seed; the
-interleaving of the workers (and so the number of conflicts) does not.
+interleaving of the workers (and so which tasks the dead worker held, and the parent conflicts) does not.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ import random
 import secrets
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
@@ -40,6 +46,7 @@ from planflow.models import (
     JsonObject,
     ParallelStrategy,
     ProgressInfo,
+    TaskFilter,
     TaskState,
     TaskStatus,
     UsageEntry,
@@ -54,8 +61,13 @@ DEFAULT_FAILURE_RATE = 0.05
 #: Nine named steps and at least two children in each of the four groups.
 MIN_TASKS = 17
 WORKFLOW_ID = "order-fulfilment"
-#: A worker picks among the first few ready tasks, so workers often race for the same one.
-RACE_WINDOW = 3
+#: Seconds a claim holds a task before others may take it again (``--lease``).
+DEFAULT_LEASE = 0.5
+#: Simulated seconds of the long agent steps, which outlive a heartbeat interval (a third of the lease).
+AGENT_WORK = 0.25
+AGENTS_AT_LENGTH = frozenset({"planner", "validator", "summarizer"})
+#: How many claims the worker that dies takes with it.
+ABANDONED = 3
 #: Recomputations of one parent's status before giving up (each retry means another worker wrote it).
 MAX_PARENT_ATTEMPTS = 1000
 #: Most channels in the sequential ``notify`` step.
@@ -125,13 +137,14 @@ class DemoPlan:
         return [step for step in self.steps if not step.is_leaf]
 
     def initial_states(self) -> list[TaskState]:
-        """Every task, PENDING, parents before children."""
+        """Every task, parents before children: the parents PENDING, the leaves WAITING for their turn."""
         return [
             TaskState(
                 task_exec_id=step.exec_id,
                 task_id=step.task_id,
                 workflow_exec_id=self.workflow_exec_id,
                 workflow_id=self.workflow_id,
+                status=TaskStatus.WAITING if step.is_leaf else TaskStatus.PENDING,
                 execution_type=step.execution_type,
                 parent_state_id=None if step.parent is None else step.parent.exec_id,
                 agent_id=step.agent_id,
@@ -198,7 +211,7 @@ def build_plan(
             after=list(after or []),
             strategy=strategy,
             fails=fails,
-            work=rng.uniform(0.002, 0.012),
+            work=AGENT_WORK if agent_id in AGENTS_AT_LENGTH else rng.uniform(0.002, 0.012),
             usage=usage,
             agent_id=agent_id,
             tool_id=tool_id,
@@ -259,21 +272,38 @@ class DemoStats:
     """What happened while the workers ran.
 
     Attributes:
-        claims_lost: Claims of a pending task that lost the race to another worker (``ConflictError``).
+        claims: Tasks handed to a worker by ``tasks.claim`` (a task claimed again counts again).
+        reclaimed: Claims of a task whose earlier claim lapsed (its holder died, or was too slow).
+        heartbeats: Leases extended by a worker on a long step.
+        leases_lost: Steps whose worker found, at a heartbeat or at its final write, that its lease had lapsed
+            and another worker held the task (it stopped; the other finished the step).
+        completions: Leaves completed (a terminal status written by their holder), per exec id.
         parent_retries: Parent status updates that met a newer version and were recomputed (``ConflictError``).
         finished: Leaves that reached a terminal status.
         canceled: Tasks canceled because a step before them failed.
+        killed_worker: The worker that died midway holding claims (``None``: nobody was killed).
+        abandoned: The claims it died with: exec id -> the version its claim returned.
+        zombie_fenced: Whether the dead worker's late write was refused (``None``: nobody was killed).
+        released: Claims handed back as PENDING when the run was interrupted.
     """
 
-    claims_lost: int = 0
+    claims: int = 0
+    reclaimed: int = 0
+    heartbeats: int = 0
+    leases_lost: int = 0
+    completions: Counter[str] = field(default_factory=Counter[str], repr=False)
     parent_retries: int = 0
     finished: int = 0
     canceled: int = 0
+    killed_worker: str | None = None
+    abandoned: dict[str, int] = field(default_factory=dict[str, int])
+    zombie_fenced: bool | None = None
+    released: int = 0
 
     @property
-    def conflicts(self) -> int:
-        """Every optimistic-lock conflict met and resolved."""
-        return self.claims_lost + self.parent_retries
+    def double_completions(self) -> int:
+        """Leaves completed more than once (what claims and fencing rule out: always 0)."""
+        return sum(1 for n in self.completions.values() if n > 1)
 
 
 @dataclass(frozen=True)
@@ -283,7 +313,7 @@ class DemoResult:
     Attributes:
         plan: What was run.
         workflow: The completed workflow, with its tasks.
-        stats: Conflicts and counts.
+        stats: Claims, recoveries, conflicts and counts.
         elapsed: Seconds from the first claim to the completed workflow.
         merged_usage: The sum of the usage of every LLM call that ran (the workflow's merged total must equal it).
     """
@@ -314,18 +344,30 @@ class DemoRun:
         plan: DemoPlan,
         *,
         workers: int = DEFAULT_WORKERS,
+        lease: float = DEFAULT_LEASE,
+        kill_worker: bool = True,
         on_progress: Callable[[int, int], None] | None = None,
     ) -> None:
         if workers < 1:
             raise ValueError(f"the demo needs at least one worker, got {workers}")
+        if not lease > 0:
+            raise ValueError(f"the lease must be a positive number of seconds, got {lease}")
         self._repos = repos
         self._plan = plan
         self._workers = workers
+        self._lease = lease
         self._on_progress: Callable[[int, int], None] = on_progress or _ignore_progress
         self._total = len(plan.leaves)
+        #: A worker dies once half the leaves finished, when another is left to take over its claims.
+        self._kill_at = self._total // 2 if kill_worker and workers > 1 else None
+        self._steps = {step.exec_id: step for step in plan.steps}
+        self._claimable = TaskFilter(
+            workflow_exec_id=plan.workflow_exec_id, execution_type=ExecutionType.BASIC
+        )
         self._cond = threading.Condition()
-        self._ready: list[Step] = []
+        self._stop = threading.Event()
         self._released: set[str] = set()
+        self._claimed: set[str] = set()
         self._terminal: dict[str, TaskStatus] = {}
         self._dependents: dict[str, list[Step]] = {}
         for step in plan.steps:
@@ -338,8 +380,11 @@ class DemoRun:
     def run(self) -> DemoResult:
         """Store the workflow and its tasks, run every leaf, complete the workflow and return the result.
 
+        On ``KeyboardInterrupt`` the workers hand their claims back (PENDING) before it propagates.
+
         Raises:
-            PlanflowError: any repository failure (the first one a worker met).
+            PlanflowError: any repository failure (the first one a worker met), or a dead worker's write that
+                was not refused.
         """
         plan, repos = self._plan, self._repos
         repos.workflows.upsert_state(
@@ -354,15 +399,24 @@ class DemoRun:
             if not root.after:
                 self._release(root)
         threads = [
-            threading.Thread(target=self._work, name=f"demo-worker-{n}", daemon=True)
+            threading.Thread(
+                target=self._work, args=(f"demo-worker-{n}",), name=f"demo-worker-{n}", daemon=True
+            )
             for n in range(self._workers)
         ]
         for thread in threads:
             thread.start()
-        for thread in threads:
-            thread.join()
+        try:
+            for thread in threads:
+                thread.join()
+        except KeyboardInterrupt:
+            self._stop.set()
+            for thread in threads:
+                thread.join(self._lease + 5)
+            raise
         if self._error is not None:
             raise self._error
+        self._zombie_writes()
         repos.workflows.complete_workflow(plan.workflow_exec_id)
         elapsed = time.perf_counter() - started
         workflow = repos.workflows.get_state(plan.workflow_exec_id)
@@ -370,37 +424,51 @@ class DemoRun:
 
     # Workers ----------------------------------------------------------------------------------------------
 
-    def _work(self) -> None:
-        chooser = random.Random()
+    def _work(self, worker: str) -> None:
+        tasks = self._repos.tasks
         try:
-            while True:
+            while not self._stop.is_set():
                 with self._cond:
-                    while not self._ready and self.stats.finished < self._total and self._error is None:
-                        self._cond.wait(0.5)
                     if self._error is not None or self.stats.finished >= self._total:
                         return
-                    step = chooser.choice(self._ready[:RACE_WINDOW])
-                self._attempt(step)
+                    kill_at, killed = self._kill_at, self.stats.killed_worker
+                    dies = kill_at is not None and killed is None and self.stats.finished >= kill_at
+                    if dies:
+                        self.stats.killed_worker = worker
+                claimed = tasks.claim(
+                    self._claimable, worker=worker, limit=ABANDONED if dies else 1, lease=self._lease
+                )
+                if dies:
+                    # Dies holding what it claimed, as a killed process would: nothing run, nothing handed back.
+                    with self._cond:
+                        self.stats.abandoned = {state.task_exec_id: state.version for state in claimed}
+                        self._count_claims(claimed)
+                    return
+                if not claimed:
+                    tasks.wait_for_work(self._claimable, timeout=0.1)
+                    continue
+                with self._cond:
+                    self._count_claims(claimed)
+                for state in claimed:
+                    self._run(worker, state)
         except BaseException as exc:
             with self._cond:
                 self._error = self._error or exc
                 self._cond.notify_all()
 
-    def _attempt(self, step: Step) -> None:
+    def _count_claims(self, claimed: list[TaskState]) -> None:
+        for state in claimed:
+            self.stats.claims += 1
+            if state.task_exec_id in self._claimed:  # its earlier claim lapsed
+                self.stats.reclaimed += 1
+            self._claimed.add(state.task_exec_id)
+
+    def _run(self, worker: str, state: TaskState) -> None:
         tasks = self._repos.tasks
-        state = tasks.get_state(step.exec_id)
-        if state.status != TaskStatus.PENDING:
-            self._forget(step)
-            return
-        try:
-            running = tasks.update_state(state.evolve(status=TaskStatus.RUNNING), state.version)
-        except ConflictError:
-            with self._cond:
-                self.stats.claims_lost += 1
-            return
-        self._forget(step)
+        step = self._steps[state.task_exec_id]
         self._propagate(step.parent)
-        time.sleep(step.work)
+        if not self._simulate(worker, step):
+            return
         if step.fails:
             status, output = TaskStatus.FAILED, None
             error: JsonObject | None = {
@@ -408,13 +476,17 @@ class DemoRun:
                 "message": f"{step.task_id}: upstream returned 503",
             }
         else:
-            status, output, error = (
-                TaskStatus.SUCCESS,
-                {"ok": True, "worker": threading.current_thread().name},
-                None,
-            )
-        # The claim made this worker the leaf's only writer, so its version cannot have moved.
-        tasks.update_state(running.evolve(status=status, output=output, error=error), running.version)
+            status, output, error = TaskStatus.SUCCESS, {"ok": True, "worker": worker}, None
+        try:
+            # The claim's version fences the write: had the lease lapsed and another worker claimed the
+            # task, this raises and the other worker's run is the one that counts.
+            tasks.update_state(state.evolve(status=status, output=output, error=error), state.version)
+        except ConflictError:
+            with self._cond:
+                self.stats.leases_lost += 1
+            return
+        with self._cond:
+            self.stats.completions[step.exec_id] += 1
         if step.usage is not None:
             tasks.merge_usage(step.exec_id, step.usage)
             for ancestor in step.ancestors():
@@ -424,10 +496,42 @@ class DemoRun:
                 self._merged = self._merged.merge(step.usage)
         self._finished(step, status)
 
-    def _forget(self, step: Step) -> None:
-        with self._cond:
-            if step in self._ready:
-                self._ready.remove(step)
+    def _simulate(self, worker: str, step: Step) -> bool:
+        """Do the step's work, keeping its lease; False when the lease was lost or the run stopped."""
+        tasks = self._repos.tasks
+        beat = self._lease / 3
+        remaining = step.work
+        while remaining > 0:
+            piece = min(remaining, beat)
+            time.sleep(piece)
+            remaining -= piece
+            if self._stop.is_set():
+                tasks.release(step.exec_id, worker=worker)
+                with self._cond:
+                    self.stats.released += 1
+                return False
+            if remaining > 0:
+                lost = tasks.heartbeat([step.exec_id], worker=worker, lease=self._lease)
+                with self._cond:
+                    self.stats.heartbeats += 1
+                    self.stats.leases_lost += len(lost)
+                if lost:
+                    return False
+        return True
+
+    def _zombie_writes(self) -> None:
+        """The dead worker wakes up and writes what it held with its claims' versions: each must be refused."""
+        if self.stats.killed_worker is None:
+            return
+        tasks = self._repos.tasks
+        for exec_id, version in self.stats.abandoned.items():
+            current = tasks.get_state(exec_id)
+            try:
+                tasks.update_state(current.evolve(status=TaskStatus.FAILED, output={"zombie": True}), version)
+            except ConflictError:
+                continue
+            raise PlanflowError(f"a dead worker's write to {exec_id!r} with its lapsed claim was applied")
+        self.stats.zombie_fenced = True
 
     def _finished(self, leaf: Step, status: TaskStatus) -> None:
         with self._cond:
@@ -490,21 +594,34 @@ class DemoRun:
             self._release(later, checked=True)
 
     def _release(self, step: Step, *, checked: bool = False) -> None:
-        """Make ``step`` runnable: its leaves go to the ready list (a composite's first child only)."""
+        """Make ``step`` runnable: its leaves become PENDING, claimable (a composite's first child only)."""
         if not checked:
             with self._cond:
                 self._released.add(step.exec_id)
         if any(self._terminal[before.exec_id] != TaskStatus.SUCCESS for before in step.after):
             self._cancel(step)
-        elif step.is_leaf:
-            with self._cond:
-                self._ready.append(step)
-                self._cond.notify_all()
+            return
+        leaves: list[Step] = []
+        self._runnable(step, leaves)
+        tasks = self._repos.tasks
+        # One read and one batched write for a whole fan-out; only this thread writes a WAITING leaf.
+        waiting = [
+            s for s in tasks.list_by_ids([leaf.exec_id for leaf in leaves]) if s.status is TaskStatus.WAITING
+        ]
+        tasks.bulk_upsert(state.evolve(status=TaskStatus.PENDING) for state in waiting)
+
+    def _runnable(self, step: Step, into: list[Step]) -> None:
+        if step.is_leaf:
+            into.append(step)
         elif step.execution_type is ExecutionType.COMPOSITE:
-            self._release(step.children[0])
+            with self._cond:
+                self._released.add(step.children[0].exec_id)
+            self._runnable(step.children[0], into)
         else:
+            with self._cond:
+                self._released.update(child.exec_id for child in step.children)
             for child in step.children:
-                self._release(child)
+                self._runnable(child, into)
 
     def _cancel(self, step: Step) -> None:
         """Cancel ``step`` and its whole subtree (a step before it failed)."""
@@ -545,6 +662,7 @@ def _parent_result(info: ProgressInfo, status: TaskStatus) -> dict[str, object]:
 
 __all__ = [
     "DEFAULT_FAILURE_RATE",
+    "DEFAULT_LEASE",
     "DEFAULT_SEED",
     "DEFAULT_TASKS",
     "DEFAULT_WORKERS",

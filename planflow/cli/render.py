@@ -245,6 +245,31 @@ def workflows_table(states: Sequence[WorkflowState]) -> Table:
     return table
 
 
+def tasks_table(states: Sequence[TaskState], *, title: str, now: datetime | None = None) -> Table:
+    """One row per task state; with ``now``, how long ago each lease lapsed (the stuck tasks' listing)."""
+    table = _table(f"{len(states)} {title} (times in UTC)")
+    _id_column(table, "task exec id", (state.task_exec_id for state in states))
+    table.add_column("status")
+    table.add_column("claimed by")
+    if now is None:
+        table.add_column("updated", min_width=10)
+    else:
+        table.add_column("lease lapsed", min_width=10)
+        table.add_column("ago", justify="right")
+    for state in states:
+        if now is None:
+            table.add_row(
+                state.task_exec_id, status_text(state.status), state.claimed_by or "", _when(state.updated_at)
+            )
+        else:
+            lapsed = state.lease_expires_at
+            ago = "" if lapsed is None else f"{(now - lapsed).total_seconds():,.0f} s"
+            table.add_row(
+                state.task_exec_id, status_text(state.status), state.claimed_by or "", _when(lapsed), ago
+            )
+    return table
+
+
 def _when(moment: datetime | None) -> str:
     return "" if moment is None else moment.strftime("%Y-%m-%d %H:%M:%S")
 

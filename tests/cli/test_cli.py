@@ -10,6 +10,7 @@ import json
 import sqlite3
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
@@ -30,6 +31,7 @@ from tests.cli.helpers import (
     TERMINAL,
     add_addon_data,
     all_tasks,
+    assert_fits,
     interrupted,
     planflow,
     snapshot,
@@ -66,7 +68,8 @@ def test_demo_runs_on_the_embedded_default_through_the_console_script(tmp_path: 
     ):
         assert shown in run.out
     assert "LLM usage" in run.out
-    assert "conflicts" in run.out and "resolved" in run.out
+    assert "claims" in run.out and "0 twice" in run.out
+    assert "died holding" in run.out and "refused (fenced by version)" in run.out
     assert "elapsed" in run.out
     with open_provider(sqlite_url(tmp_path / "planflow.db")) as provider:
         [workflow] = provider.workflows.list_states().items
@@ -171,15 +174,46 @@ def test_demo_cancels_the_steps_after_a_failed_one(tmp_path: Path) -> None:
     assert summarize["status"] == "CANCELED"
 
 
-def test_demo_counts_conflicts_of_workers_racing_for_the_same_task(tmp_path: Path) -> None:
-    db = sqlite_url(tmp_path / "race.db")
+def test_demo_hands_out_work_by_claims_and_recovers_a_dead_workers_tasks(tmp_path: Path) -> None:
+    db = sqlite_url(tmp_path / "claims.db")
     result = planflow("demo", "--db", db, "--tasks", "200", "--workers", "16", "--json", cwd=tmp_path).json()
 
     assert isinstance(result, dict)
-    conflicts = result["conflicts"]
-    assert isinstance(conflicts, dict)
-    assert conflicts["total"] == conflicts["claims_lost"] + conflicts["parent_retries"]
-    assert conflicts["claims_lost"] > 0
+    claims = result["claims"]
+    assert isinstance(claims, dict)
+    leaves = 200 - 5  # the five parents are not claimed
+    assert claims["completions"] == leaves and claims["double_completions"] == 0
+    # One worker died holding claims; each was claimed again after its lease and finished by another.
+    abandoned = claims["abandoned"]
+    assert isinstance(abandoned, list) and 1 <= len(abandoned) <= 3
+    assert isinstance(claims["killed_worker"], str) and claims["zombie_write_fenced"] is True
+    assert isinstance(claims["reclaimed"], int) and claims["reclaimed"] >= len(abandoned)
+    # Every claim was a leaf's first (each completed once) or took over a lapsed one.
+    assert claims["claimed"] == claims["completions"] + claims["reclaimed"]
+    assert isinstance(claims["heartbeats"], int) and claims["heartbeats"] >= 3  # the three long agent steps
+    with open_provider(db) as provider:
+        for exec_id in abandoned:
+            state = provider.tasks.get_state(str(exec_id))
+            assert state.status is not TaskStatus.RUNNING and state.claimed_by != claims["killed_worker"]
+            assert state.output != {"zombie": True}
+
+
+def test_demo_without_a_kill_claims_each_leaf_once(tmp_path: Path) -> None:
+    db = sqlite_url(tmp_path / "calm.db")
+    result = planflow("demo", "--db", db, "--tasks", "60", "--no-kill", "--json", cwd=tmp_path).json()
+
+    assert isinstance(result, dict)
+    claims = result["claims"]
+    assert isinstance(claims, dict)
+    assert (
+        claims["killed_worker"] is None
+        and claims["abandoned"] == []
+        and claims["zombie_write_fenced"] is None
+    )
+    if (
+        claims["leases_lost"] == 0
+    ):  # nobody was slower than a lease (always, but on a badly overloaded machine)
+        assert claims["claimed"] == claims["completions"] == 55 and claims["reclaimed"] == 0
 
 
 def test_ctrl_c_stops_the_demo_with_one_line_and_exit_130(tmp_path: Path) -> None:
@@ -200,7 +234,51 @@ def test_ctrl_c_stops_the_demo_with_one_line_and_exit_130(tmp_path: Path) -> Non
     assert "Traceback" not in run.both
     with open_provider(sqlite_url(path)) as provider:
         [workflow] = provider.workflows.list_states().items
+        running = list(provider.tasks.iter_states(TaskFilter(status=TaskStatus.RUNNING)))
     assert workflow.status is TaskStatus.RUNNING
+    # The workers handed back what they held before exiting: no claim is left to lapse.
+    assert [t.task_exec_id for t in running if t.claimed_by is not None] == []
+    assert running, "the parents of the leaves that ran are RUNNING"
+
+
+def test_tasks_stuck_lists_lapsed_claims_with_their_holders_and_status_counts_them(tmp_path: Path) -> None:
+    db = sqlite_url(tmp_path / "stuck.db")
+    with open_provider(db) as provider:
+        provider.workflows.upsert_state(WorkflowState("wf", "flow", status=TaskStatus.RUNNING))
+        provider.tasks.bulk_upsert(TaskState(f"wf/t{i}", f"t{i}", "wf", "flow") for i in range(4))
+        only = TaskFilter(workflow_exec_id="wf")
+        provider.tasks.claim(only, worker="crashed-worker", limit=2, lease=0.1)
+        provider.tasks.claim(only, worker="healthy-worker", lease=3600)
+    time.sleep(0.2)
+
+    listed = planflow("tasks", "--stuck", "--db", db, "--json", cwd=tmp_path).json()
+    text = planflow("tasks", "--stuck", "--db", db, cwd=tmp_path, env={"COLUMNS": "80"})
+    status = planflow("status", "--db", db, "--json", cwd=tmp_path).json()
+    status_text = planflow("status", "--db", db, cwd=tmp_path)
+    everything = planflow("tasks", "--workflow", "wf", "--db", db, "--json", cwd=tmp_path).json()
+
+    assert isinstance(listed, list)
+    assert [(t["task_exec_id"], t["claimed_by"], t["status"]) for t in listed] == [
+        ("wf/t0", "crashed-worker", "RUNNING"),
+        ("wf/t1", "crashed-worker", "RUNNING"),
+    ]
+    assert text.code == 0 and "crashed-worker" in text.out and "healthy-worker" not in text.out
+    assert "2 stuck tasks" in text.out
+    assert_fits(text.out)
+    assert isinstance(status, dict) and status["stuck_tasks"] == 2
+    assert "2 stuck task(s)" in status_text.out and "planflow tasks --stuck" in status_text.out
+    assert isinstance(everything, list) and len(everything) == 4
+
+    planflow(
+        "tasks", "--stuck", "--db", db, cwd=tmp_path
+    )  # listing changes nothing: the next claim takes over
+    with open_provider(db) as provider:
+        taken = provider.tasks.claim(TaskFilter(workflow_exec_id="wf"), worker="rescuer", limit=4, lease=60)
+    assert [t.task_exec_id for t in taken] == ["wf/t0", "wf/t1", "wf/t3"]
+    assert planflow("tasks", "--stuck", "--db", db, "--json", cwd=tmp_path).json() == []
+    assert "No stuck tasks" in planflow("tasks", "--stuck", "--db", db, cwd=tmp_path).out
+    refused = planflow("tasks", "--stuck", "--status", "pending", "--db", db, cwd=tmp_path)
+    assert refused.code != 0 and "--stuck" in refused.err and "Traceback" not in refused.both
 
 
 # migrate and status ----------------------------------------------------------------------------------------
@@ -256,6 +334,7 @@ def test_status_counts_the_demo_tasks_and_workflows_by_status(
             "exec_executions": 12,
         },
         "workflows_by_status": {result["status"]: 1},
+        "stuck_tasks": 0,
     }
     assert text.code == 0
     assert "schema version" in text.out and f"{version} (current)" in text.out

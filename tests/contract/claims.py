@@ -180,6 +180,26 @@ class ClaimContract:
         assert provider.tasks.wait_for_work(only, timeout=10) is True
         assert 0.3 <= time.monotonic() - started < 2
 
+    def test_list_lapsed_names_the_running_tasks_whose_lease_lapsed_and_who_held_them(
+        self, provider: Provider
+    ) -> None:
+        made = pending(provider, 4)
+        only = TaskFilter(workflow_exec_id=made[0].workflow_exec_id)
+        first = provider.tasks.claim(only, worker="dead-1", lease=0.2)
+        second = provider.tasks.claim(only, worker="dead-2", lease=0.3)
+        provider.tasks.claim(only, worker="alive", lease=60)
+        assert provider.tasks.list_lapsed(only) == []
+        time.sleep(0.4)
+        lapsed = provider.tasks.list_lapsed(only)
+        assert [(s.task_exec_id, s.claimed_by) for s in lapsed] == [
+            (first[0].task_exec_id, "dead-1"),
+            (second[0].task_exec_id, "dead-2"),
+        ]
+        assert [s.task_exec_id for s in provider.tasks.list_lapsed(only, limit=1)] == [first[0].task_exec_id]
+        assert provider.tasks.list_lapsed(TaskFilter(workflow_exec_id="elsewhere")) == []
+        provider.tasks.claim(only, worker="rescuer", limit=2, lease=60)
+        assert provider.tasks.list_lapsed(only) == []
+
     @pytest.mark.parametrize(
         ("arguments", "says"),
         [

@@ -453,6 +453,11 @@ class SqlTaskRepository:
                     return False
                 await watcher.wait(remaining if lapse_in is None else min(remaining, lapse_in))
 
+    async def list_lapsed(self, filter: TaskFilter | None = None, *, limit: int = 100) -> list[TaskState]:
+        where, params = self._filter_and(filter)
+        sql = f"{SELECT} WHERE status = 'RUNNING' AND lease_expires_at < ?{where} ORDER BY lease_expires_at LIMIT ?"
+        return await self._all(sql, [self._dialect.ts_param(now()), *params, limit])
+
     # Reads ------------------------------------------------------------------------------------------------
 
     async def _one(self, sql: str, params: Sequence[object]) -> TaskState | None:
