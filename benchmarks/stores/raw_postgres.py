@@ -77,7 +77,7 @@ def _usage(usage: UsageSummary | None) -> Json | None:
 
 
 def _values(s: TaskState) -> list[object]:
-    return values(s, _json, _usage)
+    return values(s, _json, _usage, _utc)
 
 
 class RawPostgresStore:
@@ -124,7 +124,7 @@ class RawPostgresStore:
 
     def get_task_tree(self, root_state_id: str) -> list[TaskTreeNode]:
         rows = self._conn().execute(TREE_PG, (root_state_id, MAX_DEPTH, root_state_id)).fetchall()
-        return [TaskTreeNode(state_from_row(r, _utc), r[18]) for r in rows]
+        return [TaskTreeNode(state_from_row(r, _utc), r[20]) for r in rows]
 
     def list_page(
         self, workflow_exec_id: str, limit: int, cursor: object | None

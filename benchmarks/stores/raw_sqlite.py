@@ -48,7 +48,7 @@ _fromiso = datetime.fromisoformat
 
 
 def _values(s: TaskState) -> list[object]:
-    return values(s, json_text, usage_text)
+    return values(s, json_text, usage_text, iso)
 
 
 class RawSqliteStore:
@@ -103,7 +103,7 @@ class RawSqliteStore:
 
     def get_task_tree(self, root_state_id: str) -> list[TaskTreeNode]:
         rows = self._conn().execute(TREE, (root_state_id, MAX_DEPTH, root_state_id)).fetchall()
-        return [TaskTreeNode(state_from_row(r, _fromiso), r[18]) for r in rows]
+        return [TaskTreeNode(state_from_row(r, _fromiso), r[20]) for r in rows]
 
     def list_page(
         self, workflow_exec_id: str, limit: int, cursor: object | None

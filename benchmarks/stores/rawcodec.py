@@ -113,6 +113,8 @@ def state_from_row(r: Sequence[Any], load_ts: Callable[[Any], datetime]) -> Task
         r[15],
         load_ts(r[16]),
         load_ts(r[17]),
+        r[18],
+        None if r[19] is None else load_ts(r[19]),
     )
 
 
@@ -120,8 +122,9 @@ def values(
     s: TaskState,
     json_value: Callable[[JsonObject | None], object],
     usage_value: Callable[[UsageSummary | None], object],
+    ts_value: Callable[[datetime], object],
 ) -> list[object]:
-    """The 15 written columns of a state in planflow's order, JSON columns through the driver's adapters."""
+    """The 17 written columns of a state in planflow's order, JSON and timestamps through the driver's adapters."""
     return [
         s.task_exec_id,
         s.task_id,
@@ -138,6 +141,8 @@ def values(
         json_value(s.output),
         json_value(s.error),
         usage_value(s.usage),
+        s.claimed_by,
+        None if s.lease_expires_at is None else ts_value(s.lease_expires_at),
     ]
 
 
