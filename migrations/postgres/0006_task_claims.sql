@@ -10,18 +10,18 @@ CREATE INDEX task_states_pending ON task_states (created_at, task_exec_id) WHERE
 CREATE INDEX task_states_leases ON task_states (lease_expires_at) WHERE status = 'RUNNING';
 
 -- Workers waiting in tasks.wait_for_work LISTEN on this channel (one per schema); the notification is sent by
--- the transaction that makes a task PENDING, so it arrives once that work can be claimed.
+-- the transaction that makes a task PENDING, so it arrives once that work can be claimed. Identical
+-- notifications of one transaction are delivered once, so a bulk write of 1 000 pending tasks wakes once.
 CREATE FUNCTION planflow_notify_work() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
-    IF EXISTS (SELECT 1 FROM written WHERE status = 'PENDING') THEN
-        PERFORM pg_notify('planflow_work_' || md5(current_schema()), '');
-    END IF;
+    PERFORM pg_notify('planflow_work_' || md5(current_schema()), '');
     RETURN NULL;
 END
 $$;
 
--- Once per statement, not per row: a bulk write of 1 000 pending tasks notifies once.
-CREATE TRIGGER task_states_work_inserted AFTER INSERT ON task_states REFERENCING NEW TABLE AS written
-    FOR EACH STATEMENT EXECUTE FUNCTION planflow_notify_work();
-CREATE TRIGGER task_states_work_updated AFTER UPDATE ON task_states REFERENCING NEW TABLE AS written
-    FOR EACH STATEMENT EXECUTE FUNCTION planflow_notify_work();
+-- Row triggers whose WHEN is checked without calling the function: a write that makes nothing PENDING (a claim,
+-- a heartbeat, a status update to anything else) costs nothing more than the test of its new status.
+CREATE TRIGGER task_states_work_inserted AFTER INSERT ON task_states
+    FOR EACH ROW WHEN (NEW.status = 'PENDING') EXECUTE FUNCTION planflow_notify_work();
+CREATE TRIGGER task_states_work_updated AFTER UPDATE ON task_states
+    FOR EACH ROW WHEN (NEW.status = 'PENDING' AND OLD.status <> 'PENDING') EXECUTE FUNCTION planflow_notify_work();

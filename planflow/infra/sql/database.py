@@ -384,8 +384,12 @@ class Database(ABC):
             return await retrying(lambda: self._autocommit(work), self.retry, self.sleep)
         return await retrying(lambda: self._unit(work, write, not idempotent), self.retry, self.sleep)
 
+    async def acquire_for_write(self) -> Connection:
+        """A connection for a unit of work that writes (SQLite takes this process's turn to write with it)."""
+        return await self.acquire()
+
     async def _autocommit(self, work: Work[T]) -> T:
-        connection = await self.acquire()
+        connection = await self.acquire_for_write()
         try:
             return await work(connection)
         finally:
@@ -434,7 +438,7 @@ class Database(ABC):
         tx = self.current()
         if tx is not None:
             return Frame(tx, await self._savepoint(tx))
-        connection = await self.acquire()
+        connection = await (self.acquire_for_write() if write else self.acquire())
         try:
             ticket = await self.begin_on(connection, write=write, resolvable=write and resolvable)
         except BaseException:

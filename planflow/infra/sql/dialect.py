@@ -34,6 +34,9 @@ class Dialect:
             that a verbatim import may write a child before its parent within one batch.
         skip_locked: Suffix of a SELECT that locks the rows it reads and passes over rows other transactions
             hold (PostgreSQL ``FOR UPDATE SKIP LOCKED``; '' where the transaction holds the database's write lock).
+        by_lease: ``task_states`` as a FROM item read through its lease index (``task_states_leases``): SQLite,
+            without statistics, would read every running task through the status index instead, so it is named
+            (``INDEXED BY``); PostgreSQL costs the partial index right and takes no hints.
         split_update: Whether an optimistic update first sets only the columns that usually change (see
             ``planflow.infra.sql.tasks.STABLE_COLUMNS``): worth it where the engine rewrites the index entries
             of every column it sets (SQLite), a wasted round trip where it does not (PostgreSQL).
@@ -51,3 +54,4 @@ class Dialect:
     defer_foreign_keys: str = ""
     split_update: bool = False
     skip_locked: str = ""
+    by_lease: str = "task_states"

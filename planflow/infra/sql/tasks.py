@@ -138,18 +138,27 @@ RELEASE = (
 HOLDER = "SELECT claimed_by, status FROM task_states WHERE task_exec_id = ?"
 
 
-def claim_sql(where: str, skip_locked: str) -> str:
+def any_lapsed(by_lease: str) -> str:
+    """Whether any lease has lapsed at all: one probe of the ``task_states_leases`` index (usually false)."""
+    return f"EXISTS (SELECT 1 FROM {by_lease} WHERE status = 'RUNNING' AND lease_expires_at < ?)"
+
+
+def claim_sql(where: str, dialect: Dialect) -> str:
     """The claiming UPDATE: up to ``?`` claimable tasks matching ``where`` (``''`` or ``' AND ...'``), oldest first.
 
     Pending tasks and the running ones whose lease lapsed are each taken in the order of their index (``LIMIT``
-    on each side, so that neither is read whole), the oldest of both claimed. On PostgreSQL every candidate is
-    locked with ``SKIP LOCKED``, so concurrent claimers pass over each other's rows; on SQLite the claim runs
-    inside the database's write lock.
+    on each side, so that neither is read whole), the oldest of both claimed. The lapsed side is guarded by
+    :func:`any_lapsed`, evaluated once: in the usual case, where no lease lapsed, it costs one index probe
+    whatever plan the engine picks for the filter (without statistics, both engines would otherwise read every
+    running task the filter matches). On PostgreSQL every candidate is locked with ``SKIP LOCKED``, so
+    concurrent claimers pass over each other's rows; on SQLite the claim runs inside the database's write lock.
+
+    Parameters: now, now, the filter's, limit; the filter's, limit; limit; worker, lease end, now.
     """
-    columns = "task_exec_id, created_at"
+    columns, skip_locked = "task_exec_id, created_at", dialect.skip_locked
     return (
-        f"WITH expired AS (SELECT {columns} FROM task_states WHERE status = 'RUNNING' AND lease_expires_at < ?{where}"
-        f" ORDER BY lease_expires_at LIMIT ?{skip_locked}),"
+        f"WITH expired AS (SELECT {columns} FROM {dialect.by_lease} WHERE {any_lapsed(dialect.by_lease)}"
+        f" AND status = 'RUNNING' AND lease_expires_at < ?{where} ORDER BY lease_expires_at LIMIT ?{skip_locked}),"
         f" pending AS (SELECT {columns} FROM task_states WHERE status = 'PENDING'{where}"
         f" ORDER BY created_at, task_exec_id LIMIT ?{skip_locked}),"
         f" chosen AS (SELECT task_exec_id FROM (SELECT {columns} FROM expired UNION ALL SELECT {columns} FROM pending)"
@@ -159,11 +168,19 @@ def claim_sql(where: str, skip_locked: str) -> str:
     )
 
 
-def work_sql(where: str) -> str:
-    """Whether a pending task matches ``where``, and when the first lease of a matching running task lapses."""
+def work_sql(where: str, by_lease: str) -> str:
+    """Whether work matching ``where`` is claimable now, and when the next lease (of any task) lapses.
+
+    The next lapse is not narrowed to ``where``: one index probe rather than a read of every matching running
+    task. A waiter woken by the lapse of a task it cannot claim looks again and waits on.
+
+    Parameters: the filter's; now, now, the filter's; now.
+    """
     return (
         f"SELECT EXISTS (SELECT 1 FROM task_states WHERE status = 'PENDING'{where}),"
-        f" (SELECT MIN(lease_expires_at) FROM task_states WHERE status = 'RUNNING'{where})"
+        f" {any_lapsed(by_lease)} AND EXISTS (SELECT 1 FROM {by_lease} WHERE status = 'RUNNING'"
+        f" AND lease_expires_at < ?{where}),"
+        f" (SELECT MIN(lease_expires_at) FROM {by_lease} WHERE status = 'RUNNING' AND lease_expires_at >= ?)"
     )
 
 
@@ -377,8 +394,9 @@ class SqlTaskRepository:
         moment = now()
         ts = self._dialect.ts_param
         expires = ts(moment + timedelta(seconds=_seconds(lease)))
-        sql = claim_sql(where, self._dialect.skip_locked)
-        args = [ts(moment), *params, limit, *params, limit, limit, worker, expires, ts(moment)]
+        sql = claim_sql(where, self._dialect)
+        stamp = ts(moment)
+        args = [stamp, stamp, *params, limit, *params, limit, limit, worker, expires, stamp]
 
         async def reread(conn: Connection) -> list[Row]:
             # The reply was lost after the claim committed: what this claim took carries its lease exactly.
@@ -433,29 +451,31 @@ class SqlTaskRepository:
 
     async def wait_for_work(self, filter: TaskFilter | None = None, *, timeout: float) -> bool:
         where, params = self._filter_and(filter)
-        sql = work_sql(where)
+        sql = work_sql(where, self._dialect.by_lease)
         deadline = time.monotonic() + timeout
         async with self._db.watch() as watcher:
             while True:
                 # After watching began: work committed from now on wakes the watcher, earlier work is seen here.
-                row = await self._db.fetch_one(sql, [*params, *params])
+                stamp = self._dialect.ts_param(now())
+                row = await self._db.fetch_one(sql, [*params, stamp, stamp, *params, stamp])
                 assert row is not None
-                pending, first_lapse = bool(row[0]), row[1]
-                remaining = deadline - time.monotonic()
-                lapse_in = None
-                if first_lapse is not None:
-                    lapse_in = (self._dialect.load_ts(first_lapse) - now()).total_seconds()
-                    if lapse_in <= 0:
-                        return True
-                if pending:
+                if row[0] or row[1]:
                     return True
+                remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     return False
-                await watcher.wait(remaining if lapse_in is None else min(remaining, lapse_in))
+                if row[2] is not None:  # a lease lapses before the deadline: look again then
+                    remaining = min(
+                        remaining, max((self._dialect.load_ts(row[2]) - now()).total_seconds(), 0.001)
+                    )
+                await watcher.wait(remaining)
 
     async def list_lapsed(self, filter: TaskFilter | None = None, *, limit: int = 100) -> list[TaskState]:
         where, params = self._filter_and(filter)
-        sql = f"{SELECT} WHERE status = 'RUNNING' AND lease_expires_at < ?{where} ORDER BY lease_expires_at LIMIT ?"
+        sql = (
+            f"SELECT {TABLE.select_list} FROM {self._dialect.by_lease} WHERE status = 'RUNNING' AND lease_expires_at < ?"
+            f"{where} ORDER BY lease_expires_at LIMIT ?"
+        )
         return await self._all(sql, [self._dialect.ts_param(now()), *params, limit])
 
     # Reads ------------------------------------------------------------------------------------------------

@@ -49,6 +49,7 @@ SQLITE = Dialect(
     bootstrap_lock="",
     defer_foreign_keys="PRAGMA defer_foreign_keys = ON",
     split_update=True,
+    by_lease="task_states INDEXED BY task_states_leases",
 )
 
 MIGRATION_SQL = MigrationSql(
