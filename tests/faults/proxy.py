@@ -7,6 +7,9 @@ back, and can then:
   the client (what a failover or a dying proxy does): the client cannot know that its unit committed;
 - ``lose_commits``: cut the connection instead of forwarding the COMMIT: the server aborts the transaction
   when it sees its client gone, and the client cannot know that either;
+- ``lose_statement_replies``: for a statement whose text holds one of ``statement_markers`` (an autocommitted write
+  such as a claim), let the server run and commit it, and cut the connection before its CommandComplete
+  reaches the client;
 - ``cut_all()``: cut every open connection (a restart as the pool sees it).
 
 Connections must not negotiate TLS or GSS (``sslmode=disable&gssencmode=disable``), so that every message has
@@ -29,7 +32,10 @@ class Faults:
 
     lose_replies: float = 0.0
     lose_commits: float = 0.0
+    lose_statement_replies: float = 0.0
+    statement_markers: tuple[bytes, ...] = ()
     replies_lost: int = 0
+    statement_replies_lost: int = 0
     commits_lost: int = 0
     commits_seen: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -49,6 +55,9 @@ class _Link:
         self.closed = threading.Event()
         self.commit_pending = False
         self.lose_reply = False
+        #: Prepared statements (by name) whose text holds the marker; the marked one bound, awaiting its reply.
+        self.marked: dict[bytes, bool] = {}
+        self.lose_statement_reply = False
 
     def start(self) -> None:
         threading.Thread(target=self._pump, args=(self.client, self.server, True), daemon=True).start()
@@ -116,6 +125,20 @@ class _Link:
                 with faults.lock:
                     faults.replies_lost += 1
                 return False
+        elif from_client and kind == b"P":
+            name, _, rest = body.partition(b"\0")
+            query = rest.partition(b"\0")[0]
+            self.marked[name] = any(marker in query for marker in faults.statement_markers)
+        elif from_client and kind == b"B":
+            _portal, _, rest = body.partition(b"\0")
+            if self.marked.get(rest.partition(b"\0")[0], False):
+                with faults.lock:
+                    self.lose_statement_reply = random.random() < faults.lose_statement_replies
+        elif not from_client and kind == b"C" and self.lose_statement_reply:
+            self.lose_statement_reply = False
+            with faults.lock:
+                faults.statement_replies_lost += 1
+            return False
         (self.server if from_client else self.client).sendall(message)
         return True
 

@@ -13,7 +13,17 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from planflow import Provider, Repositories, TaskState, UsageEntry, UsageSummary, WorkflowState, open_provider
+from planflow import (
+    Provider,
+    Repositories,
+    TaskFilter,
+    TaskState,
+    TaskStatus,
+    UsageEntry,
+    UsageSummary,
+    WorkflowState,
+    open_provider,
+)
 from tests.driven import database
 from tests.faults.cluster import Cluster
 from tests.faults.proxy import CommitProxy
@@ -127,3 +137,54 @@ def test_merge_usage_and_single_writes_whose_commit_reply_is_lost_count_once(
         "COMMITs lost; every token counted once, every version bumped once"
     )
     assert proxy.faults.replies_lost > 0
+
+
+def test_claims_and_heartbeats_whose_reply_is_lost_are_read_back_not_repeated(
+    proxied: tuple[Provider, CommitProxy],
+) -> None:
+    # Claims and heartbeats run in autocommit mode with no commit token: what they did shows in the rows they
+    # marked (worker, lease end), and that is what planflow reads back when the reply is lost.
+    provider, proxy = proxied
+    wf = provider.workflows.upsert_state(WorkflowState(f"wf-{uuid.uuid4().hex[:8]}", "claims"))
+    tasks = [
+        TaskState(f"{wf.workflow_exec_id}/{i:04d}", "t", wf.workflow_exec_id, "claims") for i in range(400)
+    ]
+    provider.tasks.bulk_upsert(tasks)
+    mine = TaskFilter(workflow_exec_id=wf.workflow_exec_id)
+    proxy.faults.statement_markers = (b"SET status = 'RUNNING', claimed_by", b"SET lease_expires_at")
+    proxy.faults.lose_statement_replies = 0.2
+    claimed: list[str] = []
+    lost_heartbeats: list[str] = []
+    errors: list[BaseException] = []
+
+    def worker(index: int) -> None:
+        name = f"worker-{index}"
+        try:
+            while batch := provider.tasks.claim(mine, worker=name, limit=4, lease=60):
+                claimed.extend(state.task_exec_id for state in batch)
+                lost_heartbeats.extend(
+                    provider.tasks.heartbeat([s.task_exec_id for s in batch], worker=name, lease=60)
+                )
+                for state in batch:
+                    provider.tasks.update_state(state.evolve(status=TaskStatus.SUCCESS), state.version)
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(THREADS)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(300)
+    proxy.faults.lose_statement_replies = 0.0
+    report(
+        f"{len(claimed)} tasks claimed by {THREADS} threads through the proxy, "
+        f"{proxy.faults.statement_replies_lost} replies of claims and heartbeats lost and read back"
+    )
+    assert not errors, f"a call failed: {errors[0]!r}"
+    assert proxy.faults.statement_replies_lost > 0
+    # With a lease of a minute nothing lapsed: a claim whose reply was lost and not read back would leave its
+    # tasks RUNNING, unclaimed by anyone; read back twice, a task would be handed out twice.
+    assert sorted(claimed) == sorted(t.task_exec_id for t in tasks)
+    assert lost_heartbeats == []
+    states = provider.tasks.list_states(mine, limit=1000).items
+    assert {s.status for s in states} == {TaskStatus.SUCCESS}

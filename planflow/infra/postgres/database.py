@@ -497,12 +497,33 @@ class PostgresDatabase(Database):
         assert row is not None
         return CommitTicket(str(row[0]), connection.raw.backend_pid)
 
-    async def write(self, sql: str, params: Params, *, result: Result, reread: Work[Any]) -> Any:
+    async def write(
+        self, sql: str, params: Params, *, result: Result, reread: Work[Any], evident: bool = False
+    ) -> Any:
         if self.current() is not None:
             return await super().write(sql, params, result=result, reread=reread)
-        return await retrying(
-            lambda: self._write_pipelined(sql, params, result, reread), self.retry, self.sleep
-        )
+        run = self._write_evident if evident else self._write_pipelined
+        return await retrying(lambda: run(sql, params, result, reread), self.retry, self.sleep)
+
+    async def _write_evident(self, sql: str, params: Params, result: Result, reread: Work[Any]) -> Any:
+        # The statement alone, in autocommit mode. Its reply lost, what it did is read back from the rows it
+        # marked. Should the reread come before the server finished the statement, it reports less than was
+        # done: rows claimed (or leases extended) unbeknown to the caller, which lapse with their lease and are
+        # claimed again. Never more, so nothing is done twice.
+        connection = await self.acquire()
+        try:
+            if result == "one":
+                return await connection.fetch_one(sql, params)
+            if result == "all":
+                return await connection.fetch_all(sql, params)
+            return await connection.execute(sql, params)
+        except ConnectionLostError:
+            await self.release(connection)
+            connection = None
+            return await self.read(reread)
+        finally:
+            if connection is not None:
+                await self.release(connection)
 
     async def _write_pipelined(self, sql: str, params: Params, result: Result, reread: Work[Any]) -> Any:
         # BEGIN, the unit's commit token, the statement and COMMIT in one round trip: the token is made here, so

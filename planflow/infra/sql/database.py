@@ -338,15 +338,20 @@ class Database(ABC):
         finally:
             await self.release(connection)
 
-    async def write(self, sql: str, params: Params, *, result: Result, reread: Work[Any]) -> Any:
+    async def write(
+        self, sql: str, params: Params, *, result: Result, reread: Work[Any], evident: bool = False
+    ) -> Any:
         """Run one writing statement as a unit of work of its own (joining the current one, if any).
 
         Returns, by ``result``: the statement's first row (``"one"``, ``None`` when it matched nothing), all its
-        rows (``"all"``), or how many rows it changed (``"count"``). Should the reply be lost after the statement committed, ``reread`` reads what the
-        caller would have got instead (the row as stored now, or a count).
+        rows (``"all"``), or how many rows it changed (``"count"``). Should the reply be lost after the statement
+        committed, ``reread`` reads what the caller would have got instead (the row as stored now, or a count).
 
         Where the outcome of an autocommitted statement is always known (SQLite) it simply runs in autocommit
-        mode; PostgreSQL sends BEGIN, a commit token, the statement and COMMIT in one round trip.
+        mode; PostgreSQL sends BEGIN, a commit token, the statement and COMMIT in one round trip. ``evident``
+        says the write's effect shows in the rows themselves, so that ``reread`` alone tells whether it applied
+        and what it returned (a claim marks the rows it took with its worker and lease end): PostgreSQL then
+        runs it in autocommit mode, without a token.
         """
 
         async def work(connection: Connection) -> Any:

@@ -209,6 +209,8 @@ class SqlTaskRepository:
         self._get_for_update = GET + dialect.for_update
         self._update_in_place = update_in_place_sql(dialect) if dialect.split_update else None
         self._usage = UsageMerger(database, dialect, "task_states", "task_exec_id", "task")
+        #: Claiming statements by filter clause (a handful: one per combination of filter fields in use).
+        self._claims: dict[str, str] = {}
 
     # Writes -----------------------------------------------------------------------------------------------
 
@@ -394,7 +396,9 @@ class SqlTaskRepository:
         moment = now()
         ts = self._dialect.ts_param
         expires = ts(moment + timedelta(seconds=_seconds(lease)))
-        sql = claim_sql(where, self._dialect)
+        sql = self._claims.get(where)
+        if sql is None:
+            sql = self._claims[where] = claim_sql(where, self._dialect)
         stamp = ts(moment)
         args = [stamp, stamp, *params, limit, *params, limit, limit, worker, expires, stamp]
 
@@ -404,9 +408,12 @@ class SqlTaskRepository:
                 f"{SELECT} WHERE claimed_by = ? AND lease_expires_at = ?", [worker, expires]
             )
 
-        rows = await self._db.write(sql, args, result="all", reread=reread)
+        rows = await self._db.write(sql, args, result="all", reread=reread, evident=True)
         from_row, load_ts = TABLE.from_row, self._dialect.load_ts
-        return sorted((from_row(row, load_ts) for row in rows), key=_age)
+        claimed = [from_row(row, load_ts) for row in rows]
+        if len(claimed) > 1:  # RETURNING follows no order
+            claimed.sort(key=_age)
+        return claimed
 
     async def heartbeat(
         self, task_exec_ids: Sequence[str], *, worker: str, lease: float | timedelta
@@ -425,7 +432,9 @@ class SqlTaskRepository:
                 [self._dialect.ids_param(wanted), worker, expires],
             )
 
-        kept = {row[0] for row in await self._db.write(sql, params, result="all", reread=reread)}
+        kept = {
+            row[0] for row in await self._db.write(sql, params, result="all", reread=reread, evident=True)
+        }
         return [task_exec_id for task_exec_id in wanted if task_exec_id not in kept]
 
     async def release(self, task_exec_id: str, *, worker: str) -> TaskState:
