@@ -265,6 +265,21 @@ def _file_path(rest: str, url_for_errors: str) -> str:
     return rest[1:]
 
 
+def _check_hosts(hosts: str) -> str:
+    """The first host of a URL's ``host[:port][,host[:port]...]`` (libpq's multi-host form, for failover).
+
+    Raises:
+        ValueError: a port that is not a number in 1..65535.
+    """
+    first = ""
+    for part in hosts.split(","):
+        host, port = (part.rsplit(":", 1) + [""])[:2] if not part.endswith("]") else (part, "")
+        if port and not (port.isdigit() and 0 < int(port) < 65536):
+            raise ValueError(f"port {port!r} is not a number in 1..65535")
+        first = first or host
+    return first
+
+
 def config_from_url(url: str, **overrides: object) -> PlanflowConfig:
     """Parse a planflow URL (see the module docstring); ``overrides`` are further settings.
 
@@ -280,7 +295,7 @@ def config_from_url(url: str, **overrides: object) -> PlanflowConfig:
     if scheme in POSTGRES_SCHEMES:
         try:
             split = urlsplit(url)
-            hostname, _ = split.hostname, split.port
+            hostname = _check_hosts(split.netloc.rpartition("@")[2]) or split.hostname
         except ValueError as exc:
             # The text may hold the password where the parser lost track of the parts: never echo it.
             raise ConfigError(

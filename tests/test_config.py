@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from planflow import ConfigError, PlanflowConfig, open_provider, redact_url, resolve_config
-from planflow.config import config_from_env
+from planflow.config import config_from_env, config_from_url
 
 
 def test_sqlite_urls() -> None:
@@ -154,3 +154,17 @@ def test_a_file_url_without_a_path_explains_the_slash_rule() -> None:
     with pytest.raises(ConfigError, match="three slashes") as caught:
         resolve_config("sqlite://")
     assert "sqlite:///path/to.db" in str(caught.value)
+
+
+def test_a_multi_host_url_for_failover_is_accepted_and_its_password_masked() -> None:
+    url = "postgresql://app:s3cret@db-a:5432,db-b:5433/state?target_session_attrs=read-write"
+    config = config_from_url(url)
+    assert config.driver == "postgres"
+    assert config.url == url
+    assert "s3cret" not in repr(config)
+
+
+def test_a_multi_host_url_with_a_bad_port_is_a_config_error_that_does_not_echo_it() -> None:
+    with pytest.raises(ConfigError, match="port 'x'") as raised:
+        config_from_url("postgresql://app:s3cret@db-a:5432,db-b:x/state")
+    assert "s3cret" not in str(raised.value)

@@ -48,7 +48,9 @@ def _as_service_user(command: Sequence[str]) -> list[str]:
 class Cluster:
     """One private PostgreSQL server: ``start``, ``stop``, ``restart``, ``kill`` and its URL."""
 
-    def __init__(self, settings: dict[str, str] | None = None) -> None:
+    def __init__(self, settings: dict[str, str] | None = None, *, standby_of: Cluster | None = None) -> None:
+        """Create the cluster: a new one by ``initdb``, or with ``standby_of`` a streaming standby of that
+        (running) primary, copied by ``pg_basebackup`` and following it until promoted."""
         self.bin = bindir()
         self.root = Path(tempfile.mkdtemp(prefix="planflow-cluster-"))
         self.data = self.root / "data"
@@ -67,7 +69,16 @@ class Cluster:
         }
         if os.geteuid() == 0:
             shutil.chown(self.root, SERVICE_USER, SERVICE_USER)
-        self._run("initdb", "-D", str(self.data), "-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-sync")
+        if standby_of is None:
+            self._run(
+                "initdb", "-D", str(self.data), "-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-sync"
+            )
+        else:
+            # -R writes standby.signal and the primary's address; the copied settings are overridden below.
+            self._run(
+                "pg_basebackup", "-h", "127.0.0.1", "-p", str(standby_of.port), "-U", "postgres",
+                "-D", str(self.data), "-R", "-X", "stream", "--no-sync",
+            )  # fmt: skip
         with (self.data / "postgresql.conf").open("a", encoding="utf-8") as conf:
             for key, value in self.settings.items():
                 conf.write(f"{key} = {value}\n")
@@ -95,6 +106,10 @@ class Cluster:
         self._run(
             "pg_ctl", "-D", str(self.data), "-l", str(self.log), "-m", mode, "-w", "-t", "60", "restart"
         )
+
+    def promote(self) -> None:
+        """Promote this standby to a primary (``pg_ctl promote``) and wait until it accepts writes."""
+        self._run("pg_ctl", "-D", str(self.data), "-w", "-t", "60", "promote")
 
     def ready(self) -> bool:
         """Whether the server accepts a connection right now."""
