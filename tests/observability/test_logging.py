@@ -14,6 +14,7 @@ from planflow import (
     ConfigError,
     PlanflowConfig,
     TaskState,
+    ValidationError,
     WorkflowState,
     open_async_provider,
     open_provider,
@@ -67,9 +68,12 @@ def test_nothing_is_logged_per_statement_below_debug(url: str, caplog: pytest.Lo
 def test_a_failed_statement_is_logged_with_its_error_class(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    with open_provider(f"sqlite:///{tmp_path / 'f.db'}") as provider:
-        with caplog.at_level(logging.DEBUG, logger="planflow.sqlite"), pytest.raises(Exception):  # noqa: B017, PT011
-            provider.tasks.upsert_state(TaskState("tx-orphan", "t", "no-such-workflow", "wf"))
+    with (
+        open_provider(f"sqlite:///{tmp_path / 'f.db'}") as provider,
+        caplog.at_level(logging.DEBUG, logger="planflow.sqlite"),
+        pytest.raises(ValidationError),
+    ):
+        provider.tasks.upsert_state(TaskState("tx-orphan", "t", "no-such-workflow", "wf"))
     failed = [r for r in caplog.records if getattr(r, "planflow_error", None)]
     assert failed
     assert "failed" in failed[0].getMessage()
@@ -90,9 +94,11 @@ def test_each_migration_applied_is_logged_at_info(url: str, caplog: pytest.LogCa
 def test_statements_slower_than_slow_statement_ms_are_warnings(
     url: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    with open_provider({"url": url, "slow_statement_ms": 0}) as provider:
-        with caplog.at_level(logging.WARNING, logger=_driver_logger(url)):
-            provider.workflows.upsert_state(WorkflowState("wf-slow", "wf"))
+    with (
+        open_provider({"url": url, "slow_statement_ms": 0}) as provider,
+        caplog.at_level(logging.WARNING, logger=_driver_logger(url)),
+    ):
+        provider.workflows.upsert_state(WorkflowState("wf-slow", "wf"))
     slow = [r for r in caplog.records if r.name == _driver_logger(url)]
     assert slow
     assert all(r.levelno == logging.WARNING and "slow statement" in r.getMessage() for r in slow)
@@ -102,9 +108,11 @@ def test_statements_slower_than_slow_statement_ms_are_warnings(
 def test_statements_faster_than_slow_statement_ms_are_not_warnings(
     url: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    with open_provider({"url": url, "slow_statement_ms": 60_000}) as provider:
-        with caplog.at_level(logging.WARNING, logger=_driver_logger(url)):
-            provider.workflows.upsert_state(WorkflowState("wf-fast", "wf"))
+    with (
+        open_provider({"url": url, "slow_statement_ms": 60_000}) as provider,
+        caplog.at_level(logging.WARNING, logger=_driver_logger(url)),
+    ):
+        provider.workflows.upsert_state(WorkflowState("wf-fast", "wf"))
     assert [r for r in caplog.records if r.name == _driver_logger(url)] == []
 
 
