@@ -118,6 +118,15 @@ class Serving(Generic[TR, WR, AR, ER, MR]):
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.driver} {self.config.location}>"
 
+    def pool_stats(self) -> dict[str, int] | None:
+        """The connection pool's numbers (psycopg_pool's ``get_stats()``: ``pool_size``, ``pool_available``,
+        ``requests_waiting`` and counters), or ``None`` for a driver without a pool (SQLite, TinyDB)."""
+        stats = getattr(_database(self._backend), "pool_stats", None)
+        if stats is None:
+            return None
+        numbers: dict[str, int] = stats()
+        return dict(numbers)
+
     def _unserved(self, name: str) -> UnsupportedError:
         return UnsupportedError(f"the {self.driver} driver does not serve the {name} repository")
 
