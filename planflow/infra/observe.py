@@ -15,6 +15,7 @@ import inspect
 import logging
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
 from contextlib import AbstractAsyncContextManager, AbstractContextManager
+from dataclasses import fields
 from time import perf_counter
 from types import TracebackType
 from typing import Any, TypeVar, cast
@@ -29,15 +30,56 @@ logger = logging.getLogger("planflow.observe")
 
 def rows_of(result: object) -> int | None:
     """How many records ``result`` holds (see :attr:`OperationEvent.rows`)."""
-    if result is None or isinstance(result, bool):
+    # By exact type first: this runs after every observed call, and most results are a list or one record.
+    kind = type(result)
+    if kind in _ONE_RECORD:
+        return 1
+    if kind is list or kind is dict or kind is tuple:
+        return len(cast(Sequence[object], result))
+    if result is None or kind is bool:
         return None
-    if isinstance(result, int):
-        return result
+    if kind is int:
+        return cast(int, result)
     if isinstance(result, Page):
         return len(cast(Page[object], result).items)
-    if isinstance(result, list | dict | tuple):
-        return len(cast(Sequence[object], result))
+    if isinstance(result, list | dict | tuple | int):
+        return len(cast(Sequence[object], result)) if not isinstance(result, int) else int(result)
+    _ONE_RECORD.add(kind)
     return 1
+
+
+#: Result types found to be one record (a model): the next result of such a type is counted at once.
+_ONE_RECORD: set[type] = set()
+
+
+def _setter(name: str) -> Callable[[object, object], None]:
+    descriptor: Any = vars(OperationEvent)[name]
+    setter: Callable[[object, object], None] = descriptor.__set__
+    return setter
+
+
+# A frozen dataclass's __init__ sets each field through object.__setattr__, about a microsecond for seven:
+# too much for every observed call (a SQLite point read takes about ten). The slots are filled directly
+# instead; the event is the same frozen dataclass.
+_new_event = object.__new__
+_set_repository, _set_method, _set_driver, _set_duration, _set_rows, _set_outcome, _set_error = (
+    _setter(f.name) for f in fields(OperationEvent)
+)
+
+
+def operation_event(  # noqa: PLR0917 - positional: it runs after every observed call
+    repository: str, method: str, driver: str, duration: float, rows: int | None, error: str | None
+) -> OperationEvent:
+    """``OperationEvent(...)``, made faster (see above)."""
+    event = _new_event(OperationEvent)
+    _set_repository(event, repository)
+    _set_method(event, method)
+    _set_driver(event, driver)
+    _set_duration(event, duration)
+    _set_rows(event, rows)
+    _set_outcome(event, "ok" if error is None else "error")
+    _set_error(event, error)
+    return event
 
 
 class Observer:
@@ -72,11 +114,9 @@ class Observer:
         """Report a call that began at ``started`` (``perf_counter``) and returned ``result`` or raised ``error``."""
         duration = perf_counter() - started
         if error is None:
-            self.emit(OperationEvent(repository, method, self.driver, duration, rows_of(result), "ok", None))
+            self.emit(operation_event(repository, method, self.driver, duration, rows_of(result), None))
             return
-        self.emit(
-            OperationEvent(repository, method, self.driver, duration, None, "error", type(error).__name__)
-        )
+        self.emit(operation_event(repository, method, self.driver, duration, None, type(error).__name__))
         if isinstance(error, ConflictError):
             self.emit(ConflictEvent(repository, method, self.driver, error.expected, error.actual))
 

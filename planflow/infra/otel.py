@@ -236,8 +236,6 @@ class OpenTelemetryListener:
                 attributes=attributes,
                 start_time=end - int(event.duration_s * 1e9),
             )
-            if event.rows is not None:
-                span.set_attribute("db.response.returned_rows", event.rows)
             if event.error is not None:
                 span.set_status(Status(StatusCode.ERROR))
             span.end(end_time=end)
