@@ -14,6 +14,14 @@ exception's class name: never its message, which may quote ids). The span is mad
 with the call's start and end times, as a child of the span current in the caller's context. Nothing is ever
 made current, so nothing nests under planflow's spans.
 
+The SDK's work (tens of microseconds a span on a busy machine: more than a SQLite point read) is not done on
+the caller's thread: the caller captures its context and hands the event to one worker thread of the process,
+which makes the spans and records the metrics, in order. A call therefore never waits for the SDK or an
+exporter, and the SDK's work overlaps the calls' own waits for the database. The hand-over is bounded
+(:data:`BACKLOG` events): beyond that, events are dropped and counted, with a WARNING, rather than letting
+memory grow behind a stuck exporter. Closing the provider waits (up to a second) for its events to be
+reported; :meth:`OpenTelemetryListener.flush` waits on demand.
+
 Metrics: ``db.client.operation.duration`` (histogram, seconds), ``planflow.db.client.retries`` and
 ``planflow.db.client.conflicts`` (counters), ``db.client.connection.wait_time`` (histogram, seconds) and, for
 PostgreSQL pools, ``db.client.connection.count`` (``db.client.connection.state`` ``used`` / ``idle``) and
@@ -27,12 +35,16 @@ exporter blocks the caller (the SDK logs a failing one; the call still succeeds)
 from __future__ import annotations
 
 import itertools
+import logging
+import os
+import queue
 import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from time import time_ns
 from urllib.parse import parse_qsl, unquote, urlsplit
 
+from opentelemetry import context as otel_context
 from opentelemetry import metrics, trace
 from opentelemetry.metrics import CallbackOptions, Counter, Histogram, Meter, Observation
 from opentelemetry.trace import SpanKind, Status, StatusCode
@@ -43,6 +55,75 @@ from planflow.events import ConflictEvent, Event, OperationEvent, PoolWaitEvent,
 
 Attributes = dict[str, AttributeValue]
 PoolStats = Callable[[], dict[str, int]]
+
+logger = logging.getLogger("planflow.observe")
+#: Events waiting for the worker at most; more are dropped (and counted).
+BACKLOG = 100_000
+#: Seconds ``close`` waits for the provider's events to be reported.
+CLOSE_FLUSH = 1.0
+
+
+class _Worker:
+    """The one thread of the process that hands planflow's events to the OpenTelemetry SDK."""
+
+    def __init__(self) -> None:
+        self.queue: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
+        self.dropped = 0
+        self._started = False
+        self._lock = threading.Lock()
+
+    def submit(self, work: Callable[[], None]) -> None:
+        if not self._started:
+            self._start()
+        if self.queue.qsize() >= BACKLOG:
+            self.dropped += 1
+            if self.dropped % 10_000 == 1:
+                logger.warning(
+                    "OpenTelemetry falls behind: %d planflow event(s) dropped so far (more than %d waiting)",
+                    self.dropped,
+                    BACKLOG,
+                    extra={"planflow_dropped": self.dropped},
+                )
+            return
+        self.queue.put(work)
+
+    def _start(self) -> None:
+        with self._lock:
+            if not self._started:
+                threading.Thread(target=self._serve, name="planflow-otel", daemon=True).start()
+                self._started = True
+
+    def _serve(self) -> None:
+        while True:
+            work = self.queue.get()
+            try:
+                work()
+            except Exception as exc:
+                logger.warning(
+                    "reporting a planflow event to OpenTelemetry failed (%s); ignored",
+                    type(exc).__name__,
+                    exc_info=True,
+                )
+
+    def flush(self, timeout: float) -> bool:
+        """Wait until what was submitted before has been reported; False after ``timeout`` seconds."""
+        if not self._started:
+            return True
+        done = threading.Event()
+        self.queue.put(done.set)
+        return done.wait(timeout)
+
+
+_worker = _Worker()
+
+
+def _after_fork() -> None:
+    global _worker
+    _worker = _Worker()  # the thread did not survive the fork: the child starts its own on first use
+
+
+if hasattr(os, "register_at_fork"):  # pragma: no branch - POSIX
+    os.register_at_fork(after_in_child=_after_fork)
 
 SCOPE = "planflow"
 #: planflow's driver -> OpenTelemetry's ``db.system.name``.
@@ -226,12 +307,22 @@ class OpenTelemetryListener:
         return found
 
     def __call__(self, event: Event) -> None:
-        """Report ``event``: a span and a duration for a call, a count for a retry or a conflict."""
+        """Hand ``event`` to the worker with the caller's context and the time (see the module docstring)."""
+        end = time_ns()
+        context = otel_context.get_current()
+        _worker.submit(lambda: self.report(event, context, end))
+
+    def flush(self, timeout: float = 5.0) -> bool:
+        """Wait until the events handed over so far have been reported; False after ``timeout`` seconds."""
+        return _worker.flush(timeout)
+
+    def report(self, event: Event, context: otel_context.Context, end: int) -> None:
+        """Report ``event`` now: a span and a duration for a call, a count for a retry, a conflict or a wait."""
         if isinstance(event, OperationEvent):
-            end = time_ns()
             name, attributes, measured = self._described(event.repository, event.method, event.error)
             span = self._tracer.start_span(
                 name,
+                context=context,
                 kind=SpanKind.CLIENT,
                 attributes=attributes,
                 start_time=end - int(event.duration_s * 1e9),
@@ -249,7 +340,9 @@ class OpenTelemetryListener:
             self._instruments.pool_wait.record(event.duration, self._base)
 
     def close(self) -> None:
-        """Stop observing the provider's pool."""
+        """Wait (a second at most) for the provider's events to be reported; stop observing its pool."""
+        if not self.flush(CLOSE_FLUSH):
+            logger.warning("OpenTelemetry did not take planflow's last events within %gs", CLOSE_FLUSH)
         if self._pool is not None:
             with _lock:
                 _pools.pop(self._pool, None)

@@ -23,12 +23,16 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 
 
 class FaultyExporter(SpanExporter):
-    """Raises on export while ``failing`` is set."""
+    """Raises on export while ``failing`` is set; blocks (up to 10 s) while ``stuck`` is set."""
 
     def __init__(self) -> None:
         self.failing = False
+        self.stuck = False
+        self.unstuck = threading.Event()
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        if self.stuck:
+            self.unstuck.wait(10)
         if self.failing:
             raise RuntimeError("the collector is down")
         return SpanExportResult.SUCCESS
@@ -84,6 +88,9 @@ def telemetry() -> Iterator[Telemetry]:
     found.metrics.get_metrics_data()  # the reader is cumulative: tests compare before and after
     yield found
     found.faulty.failing = False
+    found.faulty.stuck = False
+    found.faulty.unstuck.set()
+    found.faulty.unstuck = threading.Event()
     found.blocking.blocked = False
     found.blocking.released.set()
     found.blocking.released = threading.Event()

@@ -229,6 +229,39 @@ def test_a_blocked_exporter_behind_a_batch_processor_never_delays_a_call(telemet
     assert elapsed < 5
 
 
+def test_an_exporter_stuck_in_a_simple_processor_never_delays_a_call(
+    telemetry: Telemetry, caplog: pytest.LogCaptureFixture
+) -> None:
+    telemetry.faulty.stuck = True
+    with caplog.at_level(logging.WARNING, logger="planflow.observe"):
+        started = time.monotonic()
+        with open_provider("sqlite://:memory:", telemetry=True) as provider:
+            for i in range(50):
+                provider.metadata.set(f"k{i}", "v")
+            calls = time.monotonic() - started
+    assert calls < 2
+    assert any("did not take" in r.getMessage() for r in caplog.records)  # close waited a second, no more
+    telemetry.faulty.unstuck.set()
+    deadline = time.monotonic() + 10
+    while len(_planflow_spans(telemetry)) < 50 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert len(_planflow_spans(telemetry)) == 50  # late, but none lost
+
+
+def test_events_beyond_the_backlog_are_dropped_with_a_warning(
+    telemetry: Telemetry, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    from planflow.infra import otel
+
+    with open_provider("sqlite://:memory:", telemetry=True) as provider:
+        monkeypatch.setattr(otel, "BACKLOG", 0)
+        with caplog.at_level(logging.WARNING, logger="planflow.observe"):
+            provider.metadata.set("k", "v")
+        monkeypatch.setattr(otel, "BACKLOG", 100_000)
+    assert _planflow_spans(telemetry) == []
+    assert any("dropped" in r.getMessage() for r in caplog.records)
+
+
 def test_telemetry_without_opentelemetry_installed_is_a_config_error(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delitem(sys.modules, "planflow.infra.otel", raising=False)
     monkeypatch.setitem(sys.modules, "opentelemetry", None)
