@@ -117,6 +117,15 @@ class _Worker:
 _worker = _Worker()
 
 
+def flush(timeout: float = 5.0) -> bool:
+    """Wait until every event any provider of the process handed over so far has been reported.
+
+    Returns:
+        False when ``timeout`` seconds passed first (a stuck exporter, say).
+    """
+    return _worker.flush(timeout)
+
+
 def _after_fork() -> None:
     global _worker
     _worker = _Worker()  # the thread did not survive the fork: the child starts its own on first use
@@ -352,4 +361,4 @@ class OpenTelemetryListener:
         return f"<OpenTelemetryListener {self._driver}>"
 
 
-__all__ = ["OpenTelemetryListener", "base_attributes", "collection"]
+__all__ = ["OpenTelemetryListener", "base_attributes", "collection", "flush"]
