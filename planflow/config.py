@@ -76,6 +76,10 @@ class PlanflowConfig:
             statements, no startup options).
         retry: Backoff for transient failures.
         tinydb_on_corrupt: ``raise`` (default) or ``move_aside`` a corrupt TinyDB file and start afresh.
+        slow_statement_ms: Log a WARNING (on ``planflow.sqlite`` / ``planflow.postgres``) for every statement
+            slower than this many milliseconds; ``None`` (default): no statement is timed for it.
+        telemetry: Report every repository call to OpenTelemetry (spans and metrics; needs the ``otel``
+            extra). ``open_provider(..., telemetry=...)`` overrides it.
     """
 
     driver: str = "sqlite"
@@ -92,6 +96,8 @@ class PlanflowConfig:
     pgbouncer: bool = False
     retry: RetrySettings = field(default_factory=RetrySettings)
     tinydb_on_corrupt: OnCorrupt = "raise"
+    slow_statement_ms: float | None = None
+    telemetry: bool = False
 
     def __post_init__(self) -> None:
         if self.driver not in DRIVERS:
@@ -118,7 +124,17 @@ class PlanflowConfig:
             raise ConfigError(f"retry.max_attempts must be at least 1, got {self.retry.max_attempts}")
         _check_seconds("retry.base_delay", self.retry.base_delay, low=0.0, allow_low=True)
         _check_seconds("retry.max_delay", self.retry.max_delay, low=0.0, allow_low=True)
-        for name in ("auto_migrate", "pgbouncer"):
+        if self.slow_statement_ms is not None:
+            value: object = self.slow_statement_ms
+            if isinstance(value, bool) or not isinstance(value, int | float):  # pyright: ignore[reportUnnecessaryIsInstance]
+                raise ConfigError(
+                    f"slow_statement_ms must be a number of milliseconds or None, got {type(value).__name__}"
+                )
+            if not math.isfinite(value) or value < 0 or value > 10**12:
+                raise ConfigError(
+                    f"slow_statement_ms must be a finite number of milliseconds >= 0, got {value!r}"
+                )
+        for name in ("auto_migrate", "pgbouncer", "telemetry"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"{name} must be True or False, got {getattr(self, name)!r}")
 
@@ -201,11 +217,15 @@ _SETTING_TYPES: dict[str, type] = {
     "pool_max_idle": float,
     "pgbouncer": bool,
     "tinydb_on_corrupt": str,
+    "slow_statement_ms": float,
+    "telemetry": bool,
 }
 _RETRY_TYPES: dict[str, type] = {"max_attempts": int, "base_delay": float, "max_delay": float}
 
 
 def _coerce(name: str, value: object, kind: type) -> object:
+    if value is None and name == "slow_statement_ms":  # the one setting that may be unset
+        return None
     if isinstance(value, kind) and not (kind is int and isinstance(value, bool)):
         return value
     if kind is float and isinstance(value, int) and not isinstance(value, bool):
@@ -273,7 +293,8 @@ def _check_hosts(hosts: str) -> str:
     """
     first = ""
     for part in hosts.split(","):
-        host, port = (part.rsplit(":", 1) + [""])[:2] if not part.endswith("]") else (part, "")
+        bare = ":" not in part or part.endswith("]")  # "[::1]": an IPv6 address without a port
+        host, _, port = (part, "", "") if bare else part.rpartition(":")
         if port and not (port.isdigit() and 0 < int(port) < 65536):
             raise ValueError(f"port {port!r} is not a number in 1..65535")
         first = first or host

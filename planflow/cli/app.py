@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import shlex
 import sys
 from collections.abc import Sequence
@@ -98,14 +99,44 @@ def _version(value: bool) -> None:
         raise typer.Exit
 
 
+#: The handler ``-v`` installs on the ``planflow`` logger (replaced, not stacked, when run again in-process).
+_log_handler: logging.Handler | None = None
+
+
+def _verbosity(count: int) -> None:
+    """Send planflow's log records to stderr: INFO with ``-v``, DEBUG (every statement) with ``-vv``."""
+    global _log_handler
+    logger = logging.getLogger("planflow")
+    if _log_handler is not None:
+        logger.removeHandler(_log_handler)
+        _log_handler = None
+    if count <= 0:
+        return
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logger.addHandler(handler)
+    logger.setLevel(logging.DEBUG if count > 1 else logging.INFO)
+    _log_handler = handler
+
+
 @app.callback()
 def _root(
     version: Annotated[
         bool,
         typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit."),
     ] = False,
+    verbose: Annotated[
+        int,
+        typer.Option(
+            "--verbose",
+            "-v",
+            count=True,
+            help="Log to stderr: -v migrations, retries and slow statements; -vv also every statement.",
+        ),
+    ] = 0,
 ) -> None:
     """Workflow and task execution state on SQLite, PostgreSQL or TinyDB: run a demo, migrate, inspect, copy."""
+    _verbosity(verbose)
 
 
 def _config(db: str | None, *, auto_migrate: bool | None = None, must_exist: bool = False) -> PlanflowConfig:
@@ -515,9 +546,66 @@ def _no_schema(provider: Provider, *, listing: bool, as_json: bool) -> None:
 STUCK_COUNTED = 1000
 
 
+#: ``status --pool``: psycopg_pool's numbers, in the order shown, with their labels.
+POOL_NUMBERS = (
+    ("pool_size", "size"),
+    ("pool_min", "min size"),
+    ("pool_max", "max size"),
+    ("in_use", "in use"),
+    ("pool_available", "idle"),
+    ("requests_waiting", "waiting"),
+)
+
+
+def _pool_status(provider: Provider, as_json: bool) -> None:
+    """``status --pool``: the connection pool of this command's provider (psycopg_pool's ``get_stats()``)."""
+    stats = provider.pool_stats()
+    if stats is None:
+        message = (
+            f"the {provider.driver} driver has no connection pool; --pool shows a PostgreSQL store's "
+            "(--db postgresql://...)"
+        )
+        if as_json:
+            _print_json({"driver": provider.driver, "location": provider.config.location, "pool": None})
+        else:
+            console.print(Text(message, "yellow"))
+        return
+    numbers = {**stats, "in_use": max(stats.get("pool_size", 0) - stats.get("pool_available", 0), 0)}
+    if as_json:
+        _print_json(
+            {
+                "driver": provider.driver,
+                "location": provider.config.location,
+                "pool": dict(sorted(numbers.items())),
+            }
+        )
+        return
+    about = _summary_grid()
+    about.add_row("driver", provider.driver)
+    about.add_row("location", Text(provider.config.location, overflow="fold"))
+    for key, label in POOL_NUMBERS:
+        if key in numbers:
+            about.add_row(f"pool {label}", str(numbers[key]))
+    console.print(about)
+
+
 @app.command()
-def status(db: DbOption = None, as_json: JsonOption = False) -> None:
+def status(
+    db: DbOption = None,
+    as_json: JsonOption = False,
+    pool: Annotated[
+        bool,
+        typer.Option(
+            "--pool",
+            help="Show the PostgreSQL connection pool instead: size, in use, idle and waiting (psycopg_pool).",
+        ),
+    ] = False,
+) -> None:
     """Show the store: driver, location, schema version, records per table and workflows per status."""
+    if pool:
+        with _open(db, auto_migrate=False, must_exist=True) as provider:
+            _pool_status(provider, as_json)
+        return
     with _open(db, auto_migrate=False, must_exist=True) as provider:
         schema = provider.driver in _SCHEMA_DRIVERS
         migrations = provider.migration_status()

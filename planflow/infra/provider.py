@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import importlib
 import time
-from collections.abc import AsyncGenerator, Awaitable, Callable, Generator
+from collections.abc import AsyncGenerator, Awaitable, Callable, Generator, Sequence
 from contextlib import (
     AbstractAsyncContextManager,
     AbstractContextManager,
@@ -20,7 +20,9 @@ from typing import Any, Generic, Protocol, TypeVar, cast
 
 from planflow.config import ConfigSource, PlanflowConfig, RetrySettings, resolve_config
 from planflow.errors import ClosedError, ConfigError, PlanflowError, UnsupportedError
-from planflow.infra.drive import drive
+from planflow.events import Listener
+from planflow.infra.drive import drive, sync_facade
+from planflow.infra.observe import Observer, observed, observed_sync
 from planflow.infra.sql.database import retrying
 from planflow.protocols import (
     AsyncAuthRepository,
@@ -95,12 +97,13 @@ class Backend(
 class Serving(Generic[TR, WR, AR, ER, MR]):
     """The repositories of a provider, by name; one the driver does not serve raises ``UnsupportedError``."""
 
-    def __init__(self, backend: Any, config: PlanflowConfig) -> None:
+    def __init__(self, backend: Any, config: PlanflowConfig, observer: Observer | None = None) -> None:
         self._backend = backend
         self._tasks, self._workflows, self._auth = backend.tasks, backend.workflows, backend.auth
         self._executions, self._metadata = backend.executions, backend.metadata
         self.config = config
         self._closed = False
+        self._observer = observer
 
     @property
     def driver(self) -> str:
@@ -114,6 +117,15 @@ class Serving(Generic[TR, WR, AR, ER, MR]):
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.driver} {self.config.location}>"
+
+    def pool_stats(self) -> dict[str, int] | None:
+        """The connection pool's numbers (psycopg_pool's ``get_stats()``: ``pool_size``, ``pool_available``,
+        ``requests_waiting`` and counters), or ``None`` for a driver without a pool (SQLite, TinyDB)."""
+        stats = getattr(_database(self._backend), "pool_stats", None)
+        if stats is None:
+            return None
+        numbers: dict[str, int] = stats()
+        return dict(numbers)
 
     def _unserved(self, name: str) -> UnsupportedError:
         return UnsupportedError(f"the {self.driver} driver does not serve the {name} repository")
@@ -202,7 +214,7 @@ class Provider(Repositories):
             with self.transaction() as tx:
                 return work(tx)
 
-        return drive(retrying(attempt, self._backend.retry, _blocking_sleep))
+        return drive(retrying(attempt, self._backend.retry, _blocking_sleep, _on_retry(self._observer)))
 
     def migrate(self) -> list[Migration]:
         """Apply pending migrations; returns those applied."""
@@ -218,7 +230,11 @@ class Provider(Repositories):
         """Close the store's connections; closing twice is harmless."""
         if not self._closed:
             self._closed = True
-            self._backend.close()
+            try:
+                self._backend.close()
+            finally:
+                if self._observer is not None:
+                    self._observer.close()
 
     def __enter__(self) -> Provider:
         return self
@@ -248,30 +264,140 @@ def driver_module(config: PlanflowConfig) -> ModuleType:
         ) from exc
 
 
-def open_provider(config: ConfigSource = None) -> Provider:
+def open_provider(
+    config: ConfigSource = None, *, listeners: Sequence[Listener] = (), telemetry: bool | None = None
+) -> Provider:
     """Open a store and return its Provider.
 
     Args:
         config: a :class:`PlanflowConfig`, a mapping of settings, a URL, or ``None`` (environment, else the
             embedded default: a SQLite file ``planflow.db`` in the current directory).
+        listeners: callables handed an event for every repository call, retry, conflict and pool wait (see
+            ``planflow.events``). A listener that raises is logged and ignored.
+        telemetry: report to OpenTelemetry (spans, metrics) through the globally configured tracer and meter
+            providers; ``None``: as ``config.telemetry`` says (off by default). Needs the ``otel`` extra.
+            Without listeners and telemetry the repositories are not wrapped at all.
 
     Raises:
-        ConfigError: bad config, unknown driver, missing driver dependency, a refused login or a missing
-            database.
+        ConfigError: bad config, unknown driver, missing driver dependency (``opentelemetry-api`` for
+            telemetry), a listener that is not callable, a refused login or a missing database.
         TransientError: the database stayed unreachable for ``connect_timeout`` seconds (nothing listening
             on the port: about one second).
         MigrationError: a migration failed or the schema is newer than the code (``auto_migrate`` on).
     """
     resolved = resolve_config(config)
+    check_listeners(listeners)
     opener: Callable[[PlanflowConfig], Backend] = driver_module(resolved).open_backend
     backend = opener(resolved)
+    observer: Observer | None = None
     try:
+        observer = make_observer(resolved, backend, listeners, telemetry)
+        if observer is not None:
+            _observe_sync(backend, observer)
         if resolved.auto_migrate:
             backend.migrate()
     except BaseException:
         backend.close()
+        if observer is not None:
+            observer.close()
         raise
-    return Provider(backend, resolved)
+    return Provider(backend, resolved, observer)
+
+
+#: Repository name -> (synchronous Protocol, asynchronous Protocol).
+REPOSITORY_PROTOCOLS: dict[str, tuple[type[Any], type[Any]]] = {
+    "tasks": (TaskRepository, AsyncTaskRepository),
+    "workflows": (WorkflowRepository, AsyncWorkflowRepository),
+    "auth": (AuthRepository, AsyncAuthRepository),
+    "executions": (ExecutionRepository, AsyncExecutionRepository),
+    "metadata": (MetadataRepository, AsyncMetadataRepository),
+}
+
+
+def check_listeners(listeners: Sequence[Listener]) -> None:
+    """Refuse listeners that cannot be called, before anything opens.
+
+    Raises:
+        ConfigError: one of them is not callable (or ``listeners`` is a single callable, not a sequence).
+    """
+    if callable(listeners) or isinstance(listeners, str | bytes):
+        raise ConfigError("listeners must be a sequence of callables (listeners=[my_listener])")
+    for listener in listeners:
+        if not callable(listener):
+            raise ConfigError(f"a listener must be callable, got {type(listener).__name__}")
+
+
+def _database(backend: Any) -> Any:
+    """The SQL database under a backend (sync, async or threaded), or None (TinyDB)."""
+    while True:
+        if hasattr(backend, "database"):
+            return backend.database
+        inner = getattr(backend, "core", None) or getattr(backend, "blocking", None)
+        if inner is None:
+            return None
+        backend = inner
+
+
+def make_observer(
+    config: PlanflowConfig, backend: Any, listeners: Sequence[Listener], telemetry: bool | None
+) -> Observer | None:
+    """The observer of a provider with ``listeners`` and telemetry, told of the database's retries and pool
+    waits; ``None`` when there is nothing to tell.
+
+    Raises:
+        ConfigError: telemetry is asked for and ``opentelemetry-api`` is missing.
+    """
+    every = list(listeners)
+    database = _database(backend)
+    closers: list[Callable[[], None]] = []
+    if config.telemetry if telemetry is None else telemetry:
+        try:
+            from planflow.infra.otel import OpenTelemetryListener
+        except ImportError as exc:
+            raise ConfigError(
+                "telemetry needs the opentelemetry-api package; install it with: pip install 'planflow[otel]'"
+            ) from exc
+        otel = OpenTelemetryListener(config, getattr(database, "pool_stats", None))
+        every.append(otel)
+        closers.append(otel.close)
+    if not every:
+        return None
+    observer = Observer(backend.driver, every)
+    observer.closers.extend(closers)
+    if database is not None:
+        database.on_retry = observer.retry
+        if hasattr(database, "on_pool_wait"):
+            database.on_pool_wait = observer.pool_wait
+    return observer
+
+
+def _on_retry(observer: Observer | None) -> Callable[[int, float, BaseException], None] | None:
+    return None if observer is None else observer.retry
+
+
+def _observe_sync(backend: Any, observer: Observer) -> None:
+    """Report every call of the synchronous backend's repositories to ``observer``.
+
+    A SQL backend's repositories are coroutines under a synchronous facade: the coroutines are wrapped, and
+    the facade made again over them. TinyDB's are plain methods, wrapped as they are.
+    """
+    core = getattr(backend, "core", None)
+    for name, (sync_protocol, async_protocol) in REPOSITORY_PROTOCOLS.items():
+        if core is not None:
+            target = getattr(core, name, None)
+            if target is not None:
+                wrapped: object = observed(target, async_protocol, name, observer)
+                setattr(backend, name, sync_facade(wrapped, sync_protocol))
+        elif (target := getattr(backend, name, None)) is not None:
+            setattr(backend, name, observed_sync(target, sync_protocol, name, observer))
+
+
+def _observe_async(backend: Any, observer: Observer) -> None:
+    """Report every call of the asynchronous backend's repositories to ``observer``."""
+    for name, (_, async_protocol) in REPOSITORY_PROTOCOLS.items():
+        target = getattr(backend, name, None)
+        if target is not None:
+            setattr(backend, name, observed(target, async_protocol, name, observer))
 
 
 class AsyncBackend(
@@ -333,7 +459,7 @@ class AsyncProvider(AsyncRepositories):
 
         import asyncio  # here: importing planflow should not import asyncio for the synchronous API
 
-        return await retrying(attempt, self._backend.retry, asyncio.sleep)
+        return await retrying(attempt, self._backend.retry, asyncio.sleep, _on_retry(self._observer))
 
     async def migrate(self) -> list[Migration]:
         """Apply pending migrations; returns those applied."""
@@ -349,7 +475,11 @@ class AsyncProvider(AsyncRepositories):
         """Close the store's connections; closing twice is harmless."""
         if not self._closed:
             self._closed = True
-            await self._backend.aclose()
+            try:
+                await self._backend.aclose()
+            finally:
+                if self._observer is not None:
+                    self._observer.close()
 
     async def __aenter__(self) -> AsyncProvider:
         return self
@@ -369,8 +499,11 @@ ASYNC_PROTOCOLS: dict[str, type] = {
 }
 
 
-async def open_async_provider(config: ConfigSource = None) -> AsyncProvider:
-    """Open a store for asyncio programs and return its AsyncProvider (the config as for :func:`open_provider`).
+async def open_async_provider(
+    config: ConfigSource = None, *, listeners: Sequence[Listener] = (), telemetry: bool | None = None
+) -> AsyncProvider:
+    """Open a store for asyncio programs and return its AsyncProvider (the arguments as for
+    :func:`open_provider`).
 
     PostgreSQL runs on psycopg's asyncio connections and pool, with no thread. SQLite and TinyDB block, so their
     calls run on a bounded set of worker threads (``pool_max_size`` of them), never on the event loop.
@@ -379,6 +512,7 @@ async def open_async_provider(config: ConfigSource = None) -> AsyncProvider:
         As :func:`open_provider`.
     """
     resolved = resolve_config(config)
+    check_listeners(listeners)
     module = driver_module(resolved)
     backend: AsyncBackend
     if resolved.driver == "postgres":
@@ -393,13 +527,19 @@ async def open_async_provider(config: ConfigSource = None) -> AsyncProvider:
             await lanes.aclose()
             raise
         backend = cast(AsyncBackend, ThreadedBackend(blocking, lanes, ASYNC_PROTOCOLS))
+    observer: Observer | None = None
     try:
+        observer = make_observer(resolved, backend, listeners, telemetry)
+        if observer is not None:
+            _observe_async(backend, observer)
         if resolved.auto_migrate:
             await backend.migrate()
     except BaseException:
         await backend.aclose()
+        if observer is not None:
+            observer.close()
         raise
-    return AsyncProvider(backend, resolved)
+    return AsyncProvider(backend, resolved, observer)
 
 
 __all__ = [

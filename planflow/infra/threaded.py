@@ -285,6 +285,8 @@ class ThreadedBackend:
 
     def __init__(self, blocking: Any, lanes: Lanes, protocols: dict[str, type]) -> None:
         self._blocking = blocking
+        #: The blocking backend, for what the provider attaches to its database (listeners).
+        self.blocking = blocking
         self._lanes = lanes
         self.driver: str = blocking.driver
         self.retry: RetrySettings = blocking.retry

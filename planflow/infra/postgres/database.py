@@ -35,7 +35,8 @@ from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable, M
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any, TypeVar
+from time import perf_counter
+from typing import Any, TypeVar, cast
 from urllib.parse import urlsplit
 
 import psycopg
@@ -63,6 +64,7 @@ from planflow.infra.sql.database import (
     Params,
     Result,
     Row,
+    StatementLog,
     WaitedTooLongError,
     Watcher,
     Work,
@@ -130,6 +132,22 @@ def to_pyformat(sql: str) -> bytes:
 def _plain(sql: str) -> bytes:
     # Without parameters psycopg sends the text as it is: no placeholder, no escaping.
     return sql.encode()
+
+
+def _rows(result: object) -> int | None:
+    """The row count of a statement's result: rows fetched (one or all), or rows changed."""
+    if result is None:
+        return 0
+    if isinstance(result, list):
+        return len(cast(list[object], result))
+    if isinstance(result, tuple):
+        return 1
+    return result if isinstance(result, int) and result >= 0 else None
+
+
+def _pipeline_text(steps: list[tuple[str, Params, Result]]) -> str:
+    """The statements of one pipeline (one round trip), as one text for the log."""
+    return "; ".join(sql for sql, _, _ in steps)
 
 
 def _text(exc: BaseException) -> str:
@@ -201,11 +219,22 @@ class PostgresConnection(Connection):
         self._db = db
 
     async def _run(self, call: Callable[[bytes, Params | None], Any], sql: str, params: Params) -> Any:
-        self._db.statements += 1
+        db = self._db
+        db.statements += 1
+        if not db.log.timing():
+            try:
+                return await call(to_pyformat(sql) if params else _plain(sql), params or None)
+            except psycopg.Error as exc:
+                raise db.lost(translate(exc, lost=self.raw.closed)) from exc
+        started = perf_counter()
         try:
-            return await call(to_pyformat(sql) if params else _plain(sql), params or None)
+            result = await call(to_pyformat(sql) if params else _plain(sql), params or None)
         except psycopg.Error as exc:
-            raise self._db.lost(translate(exc, lost=self.raw.closed)) from exc
+            error = db.lost(translate(exc, lost=self.raw.closed))
+            db.log.done(sql, started, None, error)
+            raise error from exc
+        db.log.done(sql, started, _rows(result))
+        return result
 
     async def execute(self, sql: str, params: Params = ()) -> int:
         count: int = await self._run(self.raw.count, sql, params)
@@ -223,16 +252,26 @@ class PostgresConnection(Connection):
         await self._run(self.raw.many, sql, rows)  # pyright: ignore[reportArgumentType]
 
     async def iterate(self, sql: str, params: Params = (), *, batch: int = 1000) -> AsyncIterator[list[Row]]:
-        self._db.statements += 1
+        db = self._db
+        db.statements += 1
         query = to_pyformat(sql) if params else _plain(sql)
         rows = self.raw.stream(query, params or None, batch)
+        # Timed from the first fetch to the last (the consumer's time between batches included).
+        started = perf_counter() if db.log.timing() else None
+        count = 0
         while True:
             try:
                 chunk = await anext(rows)
             except StopAsyncIteration:
+                if started is not None:
+                    db.log.done(sql, started, count)
                 return
             except psycopg.Error as exc:
-                raise self._db.lost(translate(exc, lost=self.raw.closed)) from exc
+                error = db.lost(translate(exc, lost=self.raw.closed))
+                if started is not None:
+                    db.log.done(sql, started, None, error)
+                raise error from exc
+            count += len(chunk)
             yield list(chunk)
 
     async def execute_script(self, script: str) -> None:
@@ -241,14 +280,22 @@ class PostgresConnection(Connection):
 
     async def pipelined(self, steps: list[tuple[str, Params, Result]]) -> list[Any]:
         """Run statements in one round trip; per step what its ``Result`` asks for."""
-        self._db.statements += len(steps)
+        db = self._db
+        db.statements += len(steps)
         queries = [
             (to_pyformat(sql) if params else _plain(sql), params or None, rows) for sql, params, rows in steps
         ]
+        started = perf_counter() if db.log.timing() else None
         try:
-            return list(await self.raw.pipeline(queries))
+            results = list(await self.raw.pipeline(queries))
         except psycopg.Error as exc:
-            raise self._db.lost(translate(exc, lost=self.raw.closed)) from exc
+            error = db.lost(translate(exc, lost=self.raw.closed))
+            if started is not None:
+                db.log.done(_pipeline_text(steps), started, None, error)
+            raise error from exc
+        if started is not None:
+            db.log.done(_pipeline_text(steps), started, None)
+        return results
 
     async def script_row(self, script: str) -> Row | None:
         """Run ``script`` like :meth:`execute_script`; the row of its last statement."""
@@ -284,7 +331,7 @@ class PostgresDatabase(Database):
     autocommit_single_statement = False
 
     def __init__(self, config: PlanflowConfig, io: PostgresIO) -> None:
-        super().__init__(config.retry)
+        super().__init__(config.retry, StatementLog("postgres", config.slow_statement_ms))
         self._config = config
         self._io = io
         url = config.url or ""
@@ -307,6 +354,8 @@ class PostgresDatabase(Database):
         #: How lost COMMITs were resolved: committed, aborted, unknown (a diagnostic for the fault tests).
         self.commit_outcomes = {"committed": 0, "aborted": 0, "unknown": 0}
         self._units = 0
+        #: Told how long a call waited for a pooled connection, when the provider has listeners.
+        self.on_pool_wait: Callable[[float], None] | None = None
 
     async def open(self) -> PostgresDatabase:
         """Check the server and open the pool (see the class docstring); returns ``self``."""
@@ -456,6 +505,22 @@ class PostgresDatabase(Database):
     async def _get(self, deadline: float) -> Raw:
         pool = self._pool
         assert pool is not None
+        if self.on_pool_wait is None or pool.stats().get("pool_available", 1):
+            return await self._get_from(pool, deadline)
+        # Observed, and no idle connection to lend: the call waits (for a connection to come back or be made).
+        started = perf_counter()
+        try:
+            return await self._get_from(pool, deadline)
+        finally:
+            waited = perf_counter() - started
+            logger.debug(
+                "waited %.3f ms for a pooled connection",
+                waited * 1000,
+                extra={"planflow_driver": "postgres", "planflow_duration_ms": waited * 1000},
+            )
+            self.on_pool_wait(waited)
+
+    async def _get_from(self, pool: Pool, deadline: float) -> Raw:
         while True:
             remaining = deadline - time.monotonic()
             unhealthy = time.monotonic() - self._lost_at < UNHEALTHY_FOR
@@ -503,7 +568,7 @@ class PostgresDatabase(Database):
         if self.current() is not None:
             return await super().write(sql, params, result=result, reread=reread)
         run = self._write_evident if evident else self._write_pipelined
-        return await retrying(lambda: run(sql, params, result, reread), self.retry, self.sleep)
+        return await retrying(lambda: run(sql, params, result, reread), self.retry, self.sleep, self.on_retry)
 
     async def _write_evident(self, sql: str, params: Params, result: Result, reread: Work[Any]) -> Any:
         # The statement alone, in autocommit mode. Its reply lost, what it did is read back from the rows it

@@ -37,6 +37,7 @@ from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, 
 from contextlib import AbstractAsyncContextManager, asynccontextmanager, suppress
 from contextvars import ContextVar
 from dataclasses import dataclass, field
+from time import perf_counter
 from typing import Any, Literal, TypeVar
 
 from planflow.config import RetrySettings
@@ -96,6 +97,67 @@ class Connection(ABC):
         """Run a script of several statements without parameters (migrations)."""
 
 
+#: Longest statement text a log message shows (the ``planflow_sql`` field holds all of it).
+SHOWN_SQL = 500
+
+
+class StatementLog:
+    """How a driver logs its statements: DEBUG each (its duration and row count), WARNING the slow ones.
+
+    Only the SQL text is logged, never a bound value. While neither applies (DEBUG off for the driver's logger,
+    no ``slow_statement_ms``), :meth:`timing` is false and a statement costs one check: it is not timed.
+    """
+
+    __slots__ = ("driver", "logger", "slow")
+
+    def __init__(self, driver: str, slow_statement_ms: float | None) -> None:
+        self.driver = driver
+        self.logger = logging.getLogger(f"planflow.{driver}")
+        #: Seconds above which a statement is logged as slow, or None.
+        self.slow = None if slow_statement_ms is None else slow_statement_ms / 1000
+
+    def timing(self) -> bool:
+        """Whether statements are to be timed and reported now (the logger's level may change at any time)."""
+        return self.slow is not None or self.logger.isEnabledFor(logging.DEBUG)
+
+    def done(self, sql: str, started: float, rows: int | None, error: BaseException | None = None) -> None:
+        """Report a statement that began at ``started`` (``perf_counter``): slow, or at DEBUG."""
+        elapsed = perf_counter() - started
+        slow = self.slow is not None and elapsed > self.slow
+        level = logging.WARNING if slow else logging.DEBUG
+        if not self.logger.isEnabledFor(level):
+            return
+        text = " ".join(sql.split())
+        shown = text if len(text) <= SHOWN_SQL else text[:SHOWN_SQL] + "..."
+        extra = {
+            "planflow_driver": self.driver,
+            "planflow_duration_ms": elapsed * 1000,
+            "planflow_rows": rows,
+            "planflow_sql": text,
+            "planflow_error": None if error is None else type(error).__name__,
+        }
+        outcome = "" if error is None else f", failed ({type(error).__name__})"
+        if slow:
+            assert self.slow is not None
+            self.logger.warning(
+                "slow statement: %.3f ms (slow_statement_ms=%g)%s: %s",
+                elapsed * 1000,
+                self.slow * 1000,
+                outcome,
+                shown,
+                extra=extra,
+            )
+        else:
+            self.logger.debug(
+                "statement: %.3f ms, %s row(s)%s: %s",
+                elapsed * 1000,
+                "?" if rows is None else rows,
+                outcome,
+                shown,
+                extra=extra,
+            )
+
+
 class Watcher(ABC):
     """Waits for writes to the database (see :meth:`Database.watch`)."""
 
@@ -110,11 +172,21 @@ Result = Literal["one", "all", "count"]
 Sleep = Callable[[float], Awaitable[None]]
 
 
-async def retrying(attempt: Callable[[], Awaitable[T]], settings: RetrySettings, sleep: Sleep) -> T:
+#: Told of each retry: the attempt that failed (from 1), the delay before the next, and the failure.
+OnRetry = Callable[[int, float, BaseException], None]
+
+
+async def retrying(
+    attempt: Callable[[], Awaitable[T]],
+    settings: RetrySettings,
+    sleep: Sleep,
+    on_retry: OnRetry | None = None,
+) -> T:
     """Await ``attempt()`` until it does not raise :class:`TransientError`, with jittered exponential backoff.
 
     Attempt ``n`` (from 1) that fails sleeps a random time up to ``min(max_delay, base_delay * 2**(n-1))``.
-    A :class:`WaitedTooLongError` already waited its budget and is raised at once.
+    A :class:`WaitedTooLongError` already waited its budget and is raised at once. Each retry is logged
+    (WARNING on ``planflow.retry``) and handed to ``on_retry``.
 
     Raises:
         TransientError: the last attempt failed; the message says how many were made.
@@ -140,6 +212,8 @@ async def retrying(attempt: Callable[[], Awaitable[T]], settings: RetrySettings,
                     "planflow_cause": type(exc).__name__,
                 },
             )
+            if on_retry is not None:
+                on_retry(number, delay, exc)
             await sleep(delay)
     raise AssertionError("unreachable")  # pragma: no cover
 
@@ -208,10 +282,14 @@ class Database(ABC):
     #: false where the store is one shared connection (SQLite ``:memory:``), which then reads all rows at once.
     streams_in_transaction = True
 
-    def __init__(self, retry: RetrySettings) -> None:
+    def __init__(self, retry: RetrySettings, log: StatementLog | None = None) -> None:
         self.retry = retry
         #: Statements run through this database; a diagnostic the tests use to prove query counts.
         self.statements = 0
+        #: How statements are logged (DEBUG each, WARNING the slow ones).
+        self.log = log or StatementLog("sql", None)
+        #: Told of retries and pool waits when the provider has listeners (see ``planflow.infra.observe``).
+        self.on_retry: OnRetry | None = None
         _open.add(self)
 
     # What a driver supplies ------------------------------------------------------------------------------
@@ -277,7 +355,7 @@ class Database(ABC):
         tx = self.current()
         if tx is not None:
             return await work(tx.connection)
-        return await retrying(lambda: self._autocommit(work), self.retry, self.sleep)
+        return await retrying(lambda: self._autocommit(work), self.retry, self.sleep, self.on_retry)
 
     async def fetch_one(self, sql: str, params: Params = ()) -> Row | None:
         """One row of a query run like :meth:`read`."""
@@ -293,7 +371,9 @@ class Database(ABC):
                 raise
         finally:
             await self.release(connection)
-        return await retrying(lambda: self._fetch_one_once(sql, params), self.retry, self.sleep)
+        return await retrying(
+            lambda: self._fetch_one_once(sql, params), self.retry, self.sleep, self.on_retry
+        )
 
     async def _fetch_one_once(self, sql: str, params: Params) -> Row | None:
         connection = await self.acquire()
@@ -386,8 +466,10 @@ class Database(ABC):
         if tx is not None:
             return await self._in_savepoint(tx, work) if write else await work(tx.connection)
         if single_statement and self.autocommit_single_statement:
-            return await retrying(lambda: self._autocommit(work), self.retry, self.sleep)
-        return await retrying(lambda: self._unit(work, write, not idempotent), self.retry, self.sleep)
+            return await retrying(lambda: self._autocommit(work), self.retry, self.sleep, self.on_retry)
+        return await retrying(
+            lambda: self._unit(work, write, not idempotent), self.retry, self.sleep, self.on_retry
+        )
 
     async def acquire_for_write(self) -> Connection:
         """A connection for a unit of work that writes (SQLite takes this process's turn to write with it)."""

@@ -22,7 +22,8 @@ from collections import deque
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable
 from contextlib import asynccontextmanager, suppress
 from pathlib import Path
-from typing import TypeVar
+from time import perf_counter
+from typing import TypeVar, cast
 
 from planflow.config import PlanflowConfig
 from planflow.errors import (
@@ -41,6 +42,7 @@ from planflow.infra.sql.database import (
     ForeignKeyViolation,
     Params,
     Row,
+    StatementLog,
     Watcher,
     owner,
 )
@@ -50,6 +52,14 @@ _BUSY_CODES = frozenset({sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED})
 
 #: Connections inherited from a parent process: kept referenced and never used or closed in the child.
 _abandoned: list[object] = []
+
+
+def _rows(result: object) -> int | None:
+    """The row count of what a statement call returned: rows fetched, or rows changed (None: not known)."""
+    if isinstance(result, list):
+        return len(cast(list[object], result))
+    count = result if isinstance(result, int) else getattr(result, "rowcount", -1)
+    return count if isinstance(count, int) and count >= 0 else None
 
 
 def translate(exc: sqlite3.Error) -> PlanflowError:
@@ -82,31 +92,42 @@ class SqliteConnection(Connection):
         #: Whether it holds this process's turn to write (given back with the connection).
         self.writing = False
 
-    def _run(self, call: Callable[[], T]) -> T:
-        self._db.statements += 1
+    def _run(self, sql: str, call: Callable[[], T]) -> T:
+        db = self._db
+        db.statements += 1
+        if not db.log.timing():
+            try:
+                return call()
+            except sqlite3.Error as exc:
+                raise translate(exc) from exc
+        started = perf_counter()
         try:
-            return call()
+            result = call()
         except sqlite3.Error as exc:
-            raise translate(exc) from exc
+            error = translate(exc)
+            db.log.done(sql, started, None, error)
+            raise error from exc
+        db.log.done(sql, started, _rows(result))
+        return result
 
     async def execute(self, sql: str, params: Params = ()) -> int:
-        return self._run(lambda: self.raw.execute(sql, params).rowcount)
+        return self._run(sql, lambda: self.raw.execute(sql, params).rowcount)
 
     async def fetch_one(self, sql: str, params: Params = ()) -> Row | None:
         # fetchall: a RETURNING statement must run to completion before the transaction can commit.
-        rows = self._run(lambda: self.raw.execute(sql, params).fetchall())
+        rows = self._run(sql, lambda: self.raw.execute(sql, params).fetchall())
         return rows[0] if rows else None
 
     async def fetch_all(self, sql: str, params: Params = ()) -> list[Row]:
-        return self._run(lambda: self.raw.execute(sql, params).fetchall())
+        return self._run(sql, lambda: self.raw.execute(sql, params).fetchall())
 
     async def execute_many(self, sql: str, rows: Iterable[Params]) -> None:
-        self._run(lambda: self.raw.executemany(sql, rows))
+        self._run(sql, lambda: self.raw.executemany(sql, rows))
 
     async def iterate(self, sql: str, params: Params = (), *, batch: int = 1000) -> AsyncIterator[list[Row]]:
-        cursor = self._run(lambda: self.raw.execute(sql, params))
+        cursor = self._run(sql, lambda: self.raw.execute(sql, params))
         try:
-            while rows := self._run(lambda: cursor.fetchmany(batch)):
+            while rows := self._run(sql, lambda: cursor.fetchmany(batch)):
                 yield rows
         finally:
             cursor.close()
@@ -203,7 +224,7 @@ class SqliteDatabase(Database):
     """A SQLite file (pooled connections) or ``:memory:`` (one connection shared under a lock)."""
 
     def __init__(self, config: PlanflowConfig) -> None:
-        super().__init__(config.retry)
+        super().__init__(config.retry, StatementLog("sqlite", config.slow_statement_ms))
         self._config = config
         self._memory = config.is_memory
         self.streams_in_transaction = not self._memory
