@@ -130,3 +130,89 @@ def sync_facade(core: object, protocol: type[P]) -> P:
 
 def _init(self: Any, core: object) -> None:
     self._core = core
+
+
+# The other way: a plain object seen as coroutines (to wrap it once, asynchronously, and drive it back) ------
+
+
+class AsyncContext(AbstractAsyncContextManager[T]):
+    """An ``async with`` block over a plain context manager."""
+
+    __slots__ = ("_inner",)
+
+    def __init__(self, inner: AbstractContextManager[T]) -> None:
+        self._inner = inner
+
+    async def __aenter__(self) -> T:
+        return self._inner.__enter__()
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> bool | None:
+        return self._inner.__exit__(exc_type, exc, tb)
+
+
+async def async_iterator(items: Iterator[T]) -> AsyncIterator[T]:
+    """An asynchronous iterator over a plain one (its steps never suspend)."""
+    try:
+        for item in items:
+            yield item
+    finally:
+        close = getattr(items, "close", None)
+        if close is not None:
+            close()
+
+
+def _coroutine_call(name: str) -> Callable[..., Any]:
+    async def method(self: Any, *args: object, **kwargs: object) -> object:
+        return getattr(self._core, name)(*args, **kwargs)
+
+    return method
+
+
+def _coroutine_iterator(name: str) -> Callable[..., Any]:
+    def method(self: Any, *args: object, **kwargs: object) -> object:
+        return async_iterator(iter(getattr(self._core, name)(*args, **kwargs)))
+
+    method.__planflow_iterator__ = True  # pyright: ignore[reportFunctionMemberAccess]
+    return method
+
+
+def _coroutine_context(name: str) -> Callable[..., Any]:
+    def method(self: Any, *args: object, **kwargs: object) -> object:
+        return AsyncContext(getattr(self._core, name)(*args, **kwargs))
+
+    return method
+
+
+_COROUTINE_MAKERS = {"call": _coroutine_call, "iterator": _coroutine_iterator, "context": _coroutine_context}
+
+
+_coroutine_classes: dict[type, type] = {}
+
+
+def coroutine_view(plain: object, protocol: type[P]) -> P:
+    """``plain``'s methods (those of ``protocol``, a Protocol of coroutines) as coroutines that never suspend.
+
+    The inverse of :func:`sync_facade`: code written once for the asynchronous core (an observer, say) can then
+    wrap a repository of plain methods (TinyDB's), and :func:`sync_facade` make it plain again.
+    """
+    cls = _coroutine_classes.get(protocol)
+    if cls is None:
+        members: dict[str, object] = {"__slots__": ("_core",), "__init__": _init}
+        for name in _public_methods(protocol):
+            method = _COROUTINE_MAKERS[kind_of(vars(protocol)[name])](name)
+            method.__name__ = method.__qualname__ = name
+            members[name] = method
+        cls = _coroutine_classes[protocol] = type(f"Coroutines{protocol.__name__}", (), members)
+    return cast(P, cls(plain))
+
+
+def kind_of(member: Callable[..., Any]) -> str:
+    """What a Protocol method returns: ``"iterator"``, ``"context"`` (a context manager) or ``"call"``."""
+    returns = str(inspect.signature(member).return_annotation)
+    if "Iterator" in returns:
+        return "iterator"
+    if "ContextManager" in returns:
+        return "context"
+    return "call"

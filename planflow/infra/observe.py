@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import inspect
 import logging
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
-from contextlib import AbstractAsyncContextManager, AbstractContextManager
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from contextlib import AbstractAsyncContextManager
 from dataclasses import fields
 from time import perf_counter
 from types import TracebackType
@@ -22,6 +22,7 @@ from typing import Any, TypeVar, cast
 
 from planflow.errors import ConflictError
 from planflow.events import ConflictEvent, Event, Listener, OperationEvent, PoolWaitEvent, RetryEvent
+from planflow.infra.drive import kind_of
 from planflow.models import Page
 
 P = TypeVar("P")
@@ -136,15 +137,6 @@ class Observer:
                 close()
             except Exception:
                 logger.warning("closing a planflow telemetry hook failed; ignored", exc_info=True)
-
-
-def _kind(member: Callable[..., Any]) -> str:
-    returns = str(inspect.signature(member).return_annotation)
-    if "Iterator" in returns:
-        return "iterator"
-    if "ContextManager" in returns:
-        return "context"
-    return "call"
 
 
 def public_methods(protocol: type) -> list[str]:
@@ -274,7 +266,7 @@ def observed(target: object, protocol: type[P], repository: str, observer: Obser
         members: dict[str, object] = {"__slots__": (), "__doc__": protocol.__doc__}
         for name in public_methods(protocol):
             member = vars(protocol)[name]
-            method = _ASYNC_MAKERS[_kind(member)](name)
+            method = _ASYNC_MAKERS[kind_of(member)](name)
             method.__name__ = method.__qualname__ = name
             method.__doc__ = member.__doc__
             members[name] = method
@@ -282,115 +274,4 @@ def observed(target: object, protocol: type[P], repository: str, observer: Obser
     return cast(P, cls(target, repository, observer))
 
 
-# Synchronous repositories (TinyDB's, which are plain methods) ------------------------------------------------
-
-
-def _sync_call(name: str) -> Callable[..., Any]:
-    def method(self: _Observed, *args: object, **kwargs: object) -> object:
-        started = perf_counter()
-        try:
-            result = getattr(self.target, name)(*args, **kwargs)
-        except BaseException as exc:
-            self.observer.operation(self.repo_name, name, started, None, exc)
-            raise
-        self.observer.operation(self.repo_name, name, started, result, None)
-        return result
-
-    return method
-
-
-def _sync_items(
-    items: Iterator[object], observer: Observer, repository: str, name: str, started: float
-) -> Iterator[object]:
-    count = 0
-    try:
-        for item in items:
-            count += 1
-            yield item
-    except GeneratorExit:
-        observer.operation(repository, name, started, count, None)
-        raise
-    except BaseException as exc:
-        observer.operation(repository, name, started, None, exc)
-        raise
-    finally:
-        close = getattr(items, "close", None)
-        if close is not None:
-            close()
-    observer.operation(repository, name, started, count, None)
-
-
-def _sync_iterator(name: str) -> Callable[..., Any]:
-    def method(self: _Observed, *args: object, **kwargs: object) -> Iterator[object]:
-        started = perf_counter()
-        try:
-            items = getattr(self.target, name)(*args, **kwargs)
-        except BaseException as exc:
-            self.observer.operation(self.repo_name, name, started, None, exc)
-            raise
-        return _sync_items(iter(items), self.observer, self.repo_name, name, started)
-
-    return method
-
-
-class _ObservedSyncContext(AbstractContextManager[object]):
-    __slots__ = ("_inner", "_name", "_observed", "_started")
-
-    def __init__(self, inner: AbstractContextManager[object], observed: _Observed, name: str) -> None:
-        self._inner = inner
-        self._observed = observed
-        self._name = name
-        self._started = 0.0
-
-    def __enter__(self) -> object:
-        self._started = perf_counter()
-        try:
-            return self._inner.__enter__()
-        except BaseException as exc:
-            self._report(exc)
-            raise
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> bool | None:
-        try:
-            swallowed = self._inner.__exit__(exc_type, exc, tb)
-        except BaseException as error:
-            self._report(error)
-            raise
-        self._report(None if swallowed else exc)
-        return swallowed
-
-    def _report(self, error: BaseException | None) -> None:
-        observed = self._observed
-        observed.observer.operation(observed.repo_name, self._name, self._started, None, error)
-
-
-def _sync_context(name: str) -> Callable[..., Any]:
-    def method(self: _Observed, *args: object, **kwargs: object) -> AbstractContextManager[object]:
-        return _ObservedSyncContext(getattr(self.target, name)(*args, **kwargs), self, name)
-
-    return method
-
-
-_sync_classes: dict[type, type] = {}
-_SYNC_MAKERS = {"call": _sync_call, "iterator": _sync_iterator, "context": _sync_context}
-
-
-def observed_sync(target: object, protocol: type[P], repository: str, observer: Observer) -> P:
-    """``target`` (a synchronous repository) with every method of ``protocol`` reported to ``observer``."""
-    cls = _sync_classes.get(protocol)
-    if cls is None:
-        members: dict[str, object] = {"__slots__": (), "__doc__": protocol.__doc__}
-        for name in public_methods(protocol):
-            member = vars(protocol)[name]
-            method = _SYNC_MAKERS[_kind(member)](name)
-            method.__name__ = method.__qualname__ = name
-            method.__doc__ = member.__doc__
-            method.__signature__ = inspect.signature(member)  # pyright: ignore[reportFunctionMemberAccess]
-            members[name] = method
-        cls = _sync_classes[protocol] = type(f"Observed{protocol.__name__}", (_Observed,), members)
-    return cast(P, cls(target, repository, observer))
-
-
-__all__ = ["Observer", "observed", "observed_sync", "public_methods", "rows_of"]
+__all__ = ["Observer", "observed", "public_methods", "rows_of"]

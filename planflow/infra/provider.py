@@ -21,8 +21,8 @@ from typing import Any, Generic, Protocol, TypeVar, cast
 from planflow.config import ConfigSource, PlanflowConfig, RetrySettings, resolve_config
 from planflow.errors import ClosedError, ConfigError, PlanflowError, UnsupportedError
 from planflow.events import Listener
-from planflow.infra.drive import drive, sync_facade
-from planflow.infra.observe import Observer, observed, observed_sync
+from planflow.infra.drive import coroutine_view, drive, sync_facade
+from planflow.infra.observe import Observer, observed
 from planflow.infra.sql.database import retrying
 from planflow.protocols import (
     AsyncAuthRepository,
@@ -379,17 +379,17 @@ def _observe_sync(backend: Any, observer: Observer) -> None:
     """Report every call of the synchronous backend's repositories to ``observer``.
 
     A SQL backend's repositories are coroutines under a synchronous facade: the coroutines are wrapped, and
-    the facade made again over them. TinyDB's are plain methods, wrapped as they are.
+    the facade made again over them. TinyDB's are plain methods: seen as coroutines, wrapped the same way.
     """
     core = getattr(backend, "core", None)
     for name, (sync_protocol, async_protocol) in REPOSITORY_PROTOCOLS.items():
         if core is not None:
             target = getattr(core, name, None)
-            if target is not None:
-                wrapped: object = observed(target, async_protocol, name, observer)
-                setattr(backend, name, sync_facade(wrapped, sync_protocol))
         elif (target := getattr(backend, name, None)) is not None:
-            setattr(backend, name, observed_sync(target, sync_protocol, name, observer))
+            target = coroutine_view(target, async_protocol)
+        if target is not None:
+            wrapped: object = observed(target, async_protocol, name, observer)
+            setattr(backend, name, sync_facade(wrapped, sync_protocol))
 
 
 def _observe_async(backend: Any, observer: Observer) -> None:
