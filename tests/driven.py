@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, TypeVar
@@ -35,10 +36,6 @@ class SyncDatabase:
     def __init__(self, inner: Database) -> None:
         self.inner = inner
 
-    @property
-    def statements(self) -> int:
-        return self.inner.statements
-
     @contextmanager
     def transaction(self) -> Iterator[SyncConnection]:
         with_block = self.inner.transaction()
@@ -64,3 +61,31 @@ def database(provider: Provider) -> SyncDatabase:
     """The SQL database behind ``provider``."""
     inner: Any = provider._backend.core.database  # type: ignore[attr-defined]  # pyright: ignore[reportPrivateUsage]
     return SyncDatabase(inner)
+
+
+class _Collect(logging.Handler):
+    def __init__(self, records: list[logging.LogRecord]) -> None:
+        super().__init__(logging.DEBUG)
+        self.records = records
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if hasattr(record, "planflow_sql"):
+            self.records.append(record)
+
+
+@contextmanager
+def logged_statements() -> Iterator[list[logging.LogRecord]]:
+    """The statements (round trips) the SQL drivers log inside the block: their public DEBUG log, one record each."""
+    records: list[logging.LogRecord] = []
+    handler = _Collect(records)
+    loggers = [logging.getLogger(f"planflow.{driver}") for driver in ("sqlite", "postgres")]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.addHandler(handler)
+        logger.setLevel(logging.DEBUG)
+    try:
+        yield records
+    finally:
+        for logger, level in zip(loggers, levels, strict=True):
+            logger.removeHandler(handler)
+            logger.setLevel(level)

@@ -220,7 +220,6 @@ class PostgresConnection(Connection):
 
     async def _run(self, call: Callable[[bytes, Params | None], Any], sql: str, params: Params) -> Any:
         db = self._db
-        db.statements += 1
         if not db.log.timing():
             try:
                 return await call(to_pyformat(sql) if params else _plain(sql), params or None)
@@ -253,7 +252,6 @@ class PostgresConnection(Connection):
 
     async def iterate(self, sql: str, params: Params = (), *, batch: int = 1000) -> AsyncIterator[list[Row]]:
         db = self._db
-        db.statements += 1
         query = to_pyformat(sql) if params else _plain(sql)
         rows = self.raw.stream(query, params or None, batch)
         # Timed from the first fetch to the last (the consumer's time between batches included).
@@ -281,7 +279,6 @@ class PostgresConnection(Connection):
     async def pipelined(self, steps: list[tuple[str, Params, Result]]) -> list[Any]:
         """Run statements in one round trip; per step what its ``Result`` asks for."""
         db = self._db
-        db.statements += len(steps)
         queries = [
             (to_pyformat(sql) if params else _plain(sql), params or None, rows) for sql, params, rows in steps
         ]

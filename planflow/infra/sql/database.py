@@ -284,8 +284,6 @@ class Database(ABC):
 
     def __init__(self, retry: RetrySettings, log: StatementLog | None = None) -> None:
         self.retry = retry
-        #: Statements run through this database; a diagnostic the tests use to prove query counts.
-        self.statements = 0
         #: How statements are logged (DEBUG each, WARNING the slow ones).
         self.log = log or StatementLog("sql", None)
         #: Told of retries and pool waits when the provider has listeners (see ``planflow.infra.observe``).

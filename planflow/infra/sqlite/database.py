@@ -94,7 +94,6 @@ class SqliteConnection(Connection):
 
     def _run(self, sql: str, call: Callable[[], T]) -> T:
         db = self._db
-        db.statements += 1
         if not db.log.timing():
             try:
                 return call()
