@@ -1,0 +1,8 @@
+-- planflow schema 7 (SQLite): retention (workflows.purge) and listings bounded by time.
+-- Listings by created_at in either order, with statuses, read each status along task_states_status /
+-- workflow_states_status (status, created_at, key), forwards or backwards. What is new are bounds on
+-- updated_at, and the purge, which looks for finished workflows last written before a moment.
+
+CREATE INDEX workflow_states_purge ON workflow_states (status, updated_at, workflow_exec_id);
+CREATE INDEX workflow_states_updated ON workflow_states (updated_at, workflow_exec_id);
+CREATE INDEX task_states_updated ON task_states (updated_at, task_exec_id);
