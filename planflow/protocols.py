@@ -333,16 +333,16 @@ class WorkflowRepository(Protocol):
     ) -> int:
         """Delete the workflows in ``statuses`` last written before ``finished_before``, with all their tasks.
 
-        Works in batches, each its own short transaction of about ``batch_size`` rows (workflows and tasks
-        together; a workflow with more tasks than that loses its tasks over several transactions before its
-        row goes), so writers of other workflows wait for one batch at most. Each deletion re-checks its
+        Works in batches, each its own short transaction deleting workflows with at most ``batch_size`` tasks
+        in all (and at most ``batch_size`` workflows); a workflow with more tasks than that loses them over
+        several transactions before its row goes. Writers of other workflows wait for one batch at most. Each deletion re-checks its
         workflow's status and time inside its transaction: a workflow that is running, or was written after
         ``finished_before``, is never touched, even when it changed while the purge ran.
 
         Args:
             finished_before: An aware datetime, not in the future; compared with ``updated_at``.
             statuses: Which statuses may go (default: the terminal ones); not empty.
-            batch_size: Rows per transaction, 1..2**31-1.
+            batch_size: Tasks (or workflows without tasks) per transaction, 1..2**31-1.
             progress: Called after each batch with the number of workflows it deleted.
 
         Returns:

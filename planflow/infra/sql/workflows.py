@@ -146,13 +146,13 @@ def purge_tasks_sql(statuses: int) -> str:
 
 
 def purge_groups(candidates: Sequence[tuple[str, int]], batch_size: int) -> list[list[str]]:
-    """Candidates ``(workflow id, its task count)`` in groups of at most ``batch_size`` rows each (a workflow
-    counts as one row plus its tasks); a workflow larger than that is a group of its own."""
+    """Candidates ``(workflow id, its task count)`` in groups of at most ``batch_size`` tasks (a workflow
+    without tasks counts as one); a workflow with more tasks than that is a group of its own."""
     groups: list[list[str]] = []
     current: list[str] = []
     rows = 0
     for workflow_exec_id, tasks in candidates:
-        size = 1 + tasks
+        size = max(tasks, 1)
         if current and rows + size > batch_size:
             groups.append(current)
             current, rows = [], 0
@@ -275,7 +275,7 @@ class SqlWorkflowRepository:
         """Delete finished workflows with their tasks in short transactions (see the Protocol).
 
         Each round reads up to ``batch_size`` candidates with their task counts (no transaction), then deletes
-        them in groups of about ``batch_size`` rows, each group one transaction whose DELETE re-checks the
+        them in groups of at most ``batch_size`` tasks, each group one transaction whose DELETE re-checks the
         status and time, so that nothing changed meanwhile is lost. Rounds end when no candidate is left.
         """
         wanted = sorted(status.value for status in statuses)
@@ -288,8 +288,9 @@ class SqlWorkflowRepository:
             rows = await self._db.fetch_all(candidates_sql, [*condition, batch_size])
             if not rows:
                 return purged
-            for group in purge_groups([(row[0], int(row[1])) for row in rows], batch_size):
-                if len(group) == 1:
+            counts = {row[0]: int(row[1]) for row in rows}
+            for group in purge_groups(list(counts.items()), batch_size):
+                if counts[group[0]] > batch_size:
                     await self._purge_tasks_of(group[0], tasks_sql_text, condition, batch_size, progress)
                 ids = self._dialect.ids_param(group)
 
@@ -310,11 +311,11 @@ class SqlWorkflowRepository:
         progress: PurgeProgress | None,
     ) -> None:
         """Delete the tasks of one purgeable workflow ``batch_size`` at a time, while it stays purgeable, until
-        at most one chunk is left for the transaction that deletes the workflow itself."""
+        at most ``batch_size`` are left for the transaction that deletes the workflow itself."""
         params = [workflow_exec_id, batch_size, workflow_exec_id, *condition]
         while True:
             row = await self._db.fetch_one(TASK_COUNT, [workflow_exec_id])
-            if row is None or int(row[0]) < batch_size:
+            if row is None or int(row[0]) <= batch_size:
                 return
 
             async def work(conn: Connection) -> int:
