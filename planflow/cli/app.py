@@ -289,10 +289,9 @@ def _workflow_demo(
             on_progress=lambda done, total: bar.update("tasks", done, total),
         ).run()
     if not result.usage_consistent:
-        stored = result.workflow.usage.total_tokens if result.workflow.usage else 0
         raise PlanflowError(
-            f"the workflow's merged usage ({stored} tokens) differs from the sum of its calls "
-            f"({result.merged_usage.total_tokens} tokens): a concurrent merge was lost"
+            f"the workflow's usage total ({result.usage_total.total_tokens} tokens) differs from the sum of its "
+            f"calls ({result.merged_usage.total_tokens} tokens): a merge was lost"
         )
     if as_json:
         _print_json(_demo_json(provider, result))
@@ -334,7 +333,7 @@ def _demo_json(provider: Provider, result: DemoResult) -> JsonValue:
         "top_level_tasks": [root.exec_id for root in result.plan.roots],
         "claims": claims,
         "parent_retries": result.stats.parent_retries,
-        "usage": to_json(result.workflow.usage),
+        "usage": to_json(result.usage_total),
         "usage_consistent": result.usage_consistent,
         "elapsed_seconds": round(result.elapsed, 3),
     }
@@ -378,11 +377,11 @@ def _show_demo(provider: Provider, result: DemoResult, max_children: int) -> Non
             + ("refused (fenced by version)" if stats.zombie_fenced else "not refused"),
         )
     summary.add_row("conflicts", f"{stats.parent_retries} parent status updates recomputed (optimistic lock)")
-    tokens = workflow.usage.total_tokens if workflow.usage else 0
-    summary.add_row("usage", f"{tokens:,} tokens merged concurrently, equal to the sum of every call")
+    tokens = result.usage_total.total_tokens
+    summary.add_row("usage", f"{tokens:,} tokens in all (usage_total), equal to the sum of every call")
     summary.add_row("elapsed", f"{result.elapsed:.2f} s")
     console.print(
-        Group(tree, "", render.progress_table(rows), "", render.usage_table(workflow.usage), "", summary)
+        Group(tree, "", render.progress_table(rows), "", render.usage_table(result.usage_total), "", summary)
     )
 
 

@@ -79,9 +79,12 @@ def test_demo_runs_on_the_embedded_default_through_the_console_script(tmp_path: 
         assert {t.status.value for t in tasks} <= TERMINAL
         parents = {t.parent_state_id for t in tasks}
         leaves = [t for t in tasks if t.task_exec_id not in parents]
+        # Each call's usage is recorded on its task only; the workflow's total is usage_total.
         leaf_usage = UsageSummary.of(e for t in leaves if t.usage for e in t.usage.entries)
-        assert workflow.usage is not None
-        assert sorted(map(str, workflow.usage.entries)) == sorted(map(str, leaf_usage.entries))
+        assert not [t for t in tasks if t.usage and t.task_exec_id in parents]
+        total = provider.workflows.usage_total(workflow.workflow_exec_id)
+        assert sorted(map(str, total.entries)) == sorted(map(str, leaf_usage.entries))
+        assert all(e.cached_tokens and e.reasoning_tokens for e in total.entries)
 
 
 def test_demo_progress_table_fits_an_80_column_terminal(tmp_path: Path) -> None:
