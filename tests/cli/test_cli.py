@@ -432,11 +432,15 @@ def test_workflows_lists_and_filters_by_status(tmp_path: Path) -> None:
     failed = planflow("workflows", "--db", db, "--status", "failed", "--json", cwd=tmp_path).json()
     text = planflow("workflows", "--db", db, "--limit", "1", cwd=tmp_path)
 
-    assert isinstance(listed, list) and isinstance(failed, list)
-    assert [w["status"] for w in listed] == ["SUCCESS", "FAILED"]
+    oldest = planflow("workflows", "--db", db, "--oldest-first", "--json", cwd=tmp_path).json()
+
+    assert isinstance(listed, list) and isinstance(failed, list) and isinstance(oldest, list)
+    # The newest first by default.
+    assert [w["status"] for w in listed] == ["FAILED", "SUCCESS"]
+    assert [w["status"] for w in oldest] == ["SUCCESS", "FAILED"]
     assert [w["task_count"] for w in listed] == [20, 20]
-    assert [w["workflow_exec_id"] for w in failed] == [listed[1]["workflow_exec_id"]]
-    assert text.code == 0 and "SUCCESS" in text.out and "More exist" in text.out
+    assert [w["workflow_exec_id"] for w in failed] == [listed[0]["workflow_exec_id"]]
+    assert text.code == 0 and "FAILED" in text.out and "More exist" in text.out
 
 
 def test_workflows_table_shows_whole_exec_ids_in_an_80_column_terminal(tmp_path: Path) -> None:
