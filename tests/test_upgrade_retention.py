@@ -105,7 +105,7 @@ def test_a_populated_sqlite_store_at_schema_6_upgrades_to_7(
         check_upgraded(provider)
     raw = sqlite3.connect(path)
     indexes = {row[0] for row in raw.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
-    assert {"workflow_states_purge", "workflow_states_updated", "task_states_updated"} <= indexes
+    assert {"workflow_states_purge", "workflow_states_updated"} <= indexes
     assert raw.execute("PRAGMA integrity_check").fetchone() == ("ok",)
     raw.close()
 
@@ -130,4 +130,4 @@ def test_a_populated_postgres_store_at_schema_6_upgrades_to_7(
             row[0]
             for row in raw.execute("SELECT indexname FROM pg_indexes WHERE schemaname = current_schema()")
         }
-    assert {"workflow_states_purge", "workflow_states_updated", "task_states_updated"} <= indexes
+    assert {"workflow_states_purge", "workflow_states_updated"} <= indexes
