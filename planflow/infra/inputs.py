@@ -20,7 +20,7 @@ import json
 import math
 import re
 from collections.abc import Callable, Iterable, Mapping
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from enum import Enum
 from typing import Any, TypeVar, cast
 
@@ -118,6 +118,12 @@ def check_aware(value: object, field: str) -> datetime:
         raise wrong_type(field, "a datetime", value)
     if value.tzinfo is None or value.utcoffset() is None:
         raise ValidationError(f"{field} must be timezone-aware, got the naive {value.isoformat()}")
+    try:
+        value.astimezone(UTC)  # stored and compared in UTC: the first and last hours of years 1..9999 are not
+    except OverflowError:
+        raise ValidationError(
+            f"{field} {value.isoformat()} lies outside the years 1 to 9999 in UTC"
+        ) from None
     return value
 
 
