@@ -8,11 +8,11 @@ Models are frozen, slotted dataclasses: a changed state is a new value (``datacl
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
-from typing import Generic, Self, TypeAlias, TypeVar
+from typing import Generic, Literal, Self, TypeAlias, TypeVar
 
 JsonValue: TypeAlias = "str | int | float | bool | list[JsonValue] | dict[str, JsonValue] | None"
 JsonObject: TypeAlias = "dict[str, JsonValue]"
@@ -96,6 +96,10 @@ class UsageEntry:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     total_tokens: int = 0
+    #: Prompt tokens served from the provider's cache (a part of ``prompt_tokens``, as providers report it).
+    cached_tokens: int = 0
+    #: Completion tokens spent on reasoning (a part of ``completion_tokens``, as providers report it).
+    reasoning_tokens: int = 0
 
     @property
     def key(self) -> tuple[str, str, str]:
@@ -108,6 +112,8 @@ class UsageEntry:
             prompt_tokens=self.prompt_tokens + other.prompt_tokens,
             completion_tokens=self.completion_tokens + other.completion_tokens,
             total_tokens=self.total_tokens + other.total_tokens,
+            cached_tokens=self.cached_tokens + other.cached_tokens,
+            reasoning_tokens=self.reasoning_tokens + other.reasoning_tokens,
         )
 
 
@@ -197,9 +203,18 @@ class WorkflowState:
         return dataclasses.replace(self, **changes)  # pyright: ignore[reportArgumentType]
 
 
+#: The direction of a listing by ``(created_at, id)``: oldest first (``"asc"``) or newest first (``"desc"``).
+Order: TypeAlias = Literal["asc", "desc"]
+
+
 @dataclass(frozen=True, slots=True)
 class TaskFilter:
-    """Equality filters for ``list_states``; fields left ``None`` do not filter. All given fields must match."""
+    """Filters for ``list_states``; fields left ``None`` do not filter. All given fields must match.
+
+    ``statuses`` matches any of the statuses it holds (ANDed with ``status`` when both are given). The time
+    bounds are exclusive and take aware datetimes only: ``created_after`` keeps rows created strictly after it,
+    ``updated_before`` rows last written strictly before it, and so on.
+    """
 
     status: TaskStatus | None = None
     workflow_id: str | None = None
@@ -211,15 +226,25 @@ class TaskFilter:
     action_id: str | None = None
     tool_id: str | None = None
     execution_type: ExecutionType | None = None
+    statuses: Collection[TaskStatus] | None = None
+    created_after: datetime | None = None
+    created_before: datetime | None = None
+    updated_after: datetime | None = None
+    updated_before: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class WorkflowFilter:
-    """Equality filters for workflow ``list_states``."""
+    """Filters for workflow ``list_states``, read as :class:`TaskFilter`'s are."""
 
     status: TaskStatus | None = None
     workflow_id: str | None = None
     workflow_exec_id: str | None = None
+    statuses: Collection[TaskStatus] | None = None
+    created_after: datetime | None = None
+    created_before: datetime | None = None
+    updated_after: datetime | None = None
+    updated_before: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)

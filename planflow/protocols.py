@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Iterable, Iterator, Sequence
 from contextlib import AbstractAsyncContextManager, AbstractContextManager
 from datetime import datetime, timedelta
 from typing import Protocol, TypeVar
 
 from planflow.executions import TaskDefinition, TaskExecution, TaskOccurrence
 from planflow.models import (
+    TERMINAL_STATUSES,
     APIKey,
     CreatedAPIKey,
     JsonObject,
+    Order,
     Page,
     ProgressInfo,
     Role,
@@ -27,6 +29,8 @@ from planflow.models import (
 
 #: Turns a finished workflow (with its tasks) into its output; raising marks the workflow FAILED.
 OutputTransformer = Callable[[WorkflowState], JsonObject]
+#: Told, after each batch of ``workflows.purge``, how many workflows that batch deleted.
+PurgeProgress = Callable[[int], object]
 
 
 class TaskRepository(Protocol):
@@ -65,9 +69,27 @@ class TaskRepository(Protocol):
         ...
 
     def list_states(
-        self, filter: TaskFilter | None = None, *, limit: int = 100, cursor: str | None = None
+        self,
+        filter: TaskFilter | None = None,
+        *,
+        limit: int = 100,
+        cursor: str | None = None,
+        order: Order = "asc",
     ) -> Page[TaskState]:
-        """States matching every field of ``filter``, ordered by ``created_at`` then ``task_exec_id``."""
+        """States matching every field of ``filter``, ordered by ``created_at`` then ``task_exec_id``.
+
+        Args:
+            filter: What the states must match (see :class:`TaskFilter`); ``None`` for every state.
+            limit: The page size, 1..2**31-1.
+            cursor: ``next_cursor`` of the previous page of the same listing (same filter and order).
+            order: ``"asc"`` oldest first, ``"desc"`` newest first. Pages are keyset pages on
+                ``(created_at, task_exec_id)``: rows added while paging never shift a page, and every row that
+                existed at the start is listed exactly once.
+
+        Raises:
+            ValidationError: a bad filter value (a naive datetime, a status that is not one), an ``order``
+                other than asc/desc, or a cursor of another listing order.
+        """
         ...
 
     def iter_states(self, filter: TaskFilter | None = None, *, batch_size: int = 1000) -> Iterator[TaskState]:
@@ -255,10 +277,12 @@ class WorkflowRepository(Protocol):
         limit: int = 100,
         cursor: str | None = None,
         with_tasks: bool = True,
+        order: Order = "asc",
     ) -> Page[WorkflowState]:
         """Workflows matching ``filter``, by ``created_at``; with their tasks in one more query (fixed count).
 
-        ``with_tasks=False`` leaves ``tasks`` empty: one query, for scans that do not need them.
+        ``with_tasks=False`` leaves ``tasks`` empty: one query, for scans that do not need them. ``order`` and
+        ``cursor`` as for ``TaskRepository.list_states`` (newest first with ``order="desc"``).
         """
         ...
 
@@ -286,6 +310,47 @@ class WorkflowRepository(Protocol):
 
     def delete(self, workflow_exec_id: str) -> None:
         """Delete the workflow and all its tasks; raises ``NotFoundError`` if absent."""
+        ...
+
+    def usage_total(self, workflow_exec_id: str) -> UsageSummary:
+        """The workflow's own usage plus that of all its tasks, read in one query and summed by merge key.
+
+        Returns:
+            The summed summary (no entries when nothing recorded usage).
+
+        Raises:
+            NotFoundError: no such workflow.
+        """
+        ...
+
+    def purge(
+        self,
+        *,
+        finished_before: datetime,
+        statuses: Collection[TaskStatus] = TERMINAL_STATUSES,
+        batch_size: int = 500,
+        progress: PurgeProgress | None = None,
+    ) -> int:
+        """Delete the workflows in ``statuses`` last written before ``finished_before``, with all their tasks.
+
+        Works in batches, each its own short transaction deleting workflows with at most ``batch_size`` tasks
+        in all (and at most ``batch_size`` workflows); a workflow with more tasks than that loses them over
+        several transactions before its row goes. Writers of other workflows wait for one batch at most. Each deletion re-checks its
+        workflow's status and time inside its transaction: a workflow that is running, or was written after
+        ``finished_before``, is never touched, even when it changed while the purge ran.
+
+        Args:
+            finished_before: An aware datetime, not in the future; compared with ``updated_at``.
+            statuses: Which statuses may go (default: the terminal ones); not empty.
+            batch_size: Tasks (or workflows without tasks) per transaction, 1..2**31-1.
+            progress: Called after each batch with the number of workflows it deleted.
+
+        Returns:
+            How many workflows were deleted (their tasks with them).
+
+        Raises:
+            ValidationError: a naive or future ``finished_before``, a status that is not one, a bad batch size.
+        """
         ...
 
     def complete_workflow(
@@ -474,6 +539,22 @@ class ExecutionRepository(Protocol):
         """
         ...
 
+    def purge(self, *, before: datetime) -> int:
+        """Remove the occurrences scheduled before ``before``, with their executions; task definitions stay.
+
+        A naive ``scheduled_for`` (the add-on's local time) is read in this machine's local time zone.
+
+        Args:
+            before: An aware datetime.
+
+        Returns:
+            How many occurrences were removed.
+
+        Raises:
+            ValidationError: ``before`` is not an aware datetime.
+        """
+        ...
+
     def batch(self) -> AbstractContextManager[None]:
         """Group the writes made inside the ``with`` block into one durable write.
 
@@ -516,7 +597,12 @@ class AsyncTaskRepository(Protocol):
     async def get_state(self, task_exec_id: str) -> TaskState: ...
     async def get_state_for_update(self, task_exec_id: str) -> TaskState: ...
     async def list_states(
-        self, filter: TaskFilter | None = None, *, limit: int = 100, cursor: str | None = None
+        self,
+        filter: TaskFilter | None = None,
+        *,
+        limit: int = 100,
+        cursor: str | None = None,
+        order: Order = "asc",
     ) -> Page[TaskState]: ...
     def iter_states(
         self, filter: TaskFilter | None = None, *, batch_size: int = 1000
@@ -566,6 +652,7 @@ class AsyncWorkflowRepository(Protocol):
         limit: int = 100,
         cursor: str | None = None,
         with_tasks: bool = True,
+        order: Order = "asc",
     ) -> Page[WorkflowState]: ...
     def iter_states(
         self, filter: WorkflowFilter | None = None, *, batch_size: int = 1000
@@ -574,6 +661,15 @@ class AsyncWorkflowRepository(Protocol):
     async def import_states(self, states: Iterable[WorkflowState]) -> int: ...
     async def merge_usage(self, workflow_exec_id: str, usage: UsageSummary) -> UsageSummary: ...
     async def delete(self, workflow_exec_id: str) -> None: ...
+    async def usage_total(self, workflow_exec_id: str) -> UsageSummary: ...
+    async def purge(
+        self,
+        *,
+        finished_before: datetime,
+        statuses: Collection[TaskStatus] = TERMINAL_STATUSES,
+        batch_size: int = 500,
+        progress: PurgeProgress | None = None,
+    ) -> int: ...
     async def complete_workflow(
         self, workflow_exec_id: str, transformer: OutputTransformer | None = None
     ) -> WorkflowState: ...
@@ -620,4 +716,5 @@ class AsyncExecutionRepository(Protocol):
     async def get_execution(self, occurrence_id: str) -> TaskExecution | None: ...
     async def list_executions(self) -> list[TaskExecution]: ...
     async def delete_task_and_related(self, task_id: str) -> None: ...
+    async def purge(self, *, before: datetime) -> int: ...
     def batch(self) -> AbstractAsyncContextManager[object]: ...

@@ -8,18 +8,28 @@ index, in index order.
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 from planflow.infra.sql import auth as auth_sql
 from planflow.infra.sql import executions as executions_sql
 from planflow.infra.sql import tasks as tasks_sql
 from planflow.infra.sql import workflows as workflows_sql
 from planflow.infra.sql.codec import encode_cursor, now
 from planflow.infra.sql.dialect import Dialect
-from planflow.infra.sql.shared import where_clause
-from planflow.models import ExecutionType, TaskFilter, TaskStatus, WorkflowFilter
+from planflow.infra.sql.shared import listing, where_clause
+from planflow.models import TERMINAL_STATUSES, ExecutionType, TaskFilter, TaskStatus, WorkflowFilter
 
-SORTS_ITS_RESULT = {"tasks.list_by_ids", "tasks.get_task_tree", "workflow tasks", "tasks of many workflows"}
+SORTS_ITS_RESULT = {
+    "tasks.list_by_ids",
+    "tasks.get_task_tree",
+    "workflow tasks",
+    "tasks of many workflows",
+    # The workflow's row and its tasks' rows in one statement, ordered by part, time and key.
+    "workflows.usage_total",
+}
 WHOLE_TABLE = {
     "auth.list_users",
+    "executions.purge candidates",
     "executions.list_tasks",
     "executions.list_occurrences",
     "executions.list_executions",
@@ -42,6 +52,69 @@ WORKFLOW_FILTERS = {
     "workflow_id": WorkflowFilter(workflow_id="w"),
     "workflow_exec_id": WorkflowFilter(workflow_exec_id="wx"),
 }
+
+
+#: Filters of the listings of schema 7 (order and time bounds), listed in both orders, with and without a cursor.
+SINCE = datetime(2024, 1, 1, tzinfo=UTC)
+UNTIL = datetime(2025, 1, 1, tzinfo=UTC)
+RANGE_FILTERS: dict[str, tuple[TaskFilter, WorkflowFilter]] = {
+    "statuses": (
+        TaskFilter(statuses={TaskStatus.FAILED, TaskStatus.TIMED_OUT}),
+        WorkflowFilter(statuses={TaskStatus.FAILED, TaskStatus.TIMED_OUT}),
+    ),
+    "statuses and created_after": (
+        TaskFilter(statuses=TERMINAL_STATUSES, created_after=SINCE),
+        WorkflowFilter(statuses=TERMINAL_STATUSES, created_after=SINCE),
+    ),
+    "one status and a created range": (
+        TaskFilter(statuses={TaskStatus.FAILED}, created_after=SINCE, created_before=UNTIL),
+        WorkflowFilter(status=TaskStatus.FAILED, created_after=SINCE, created_before=UNTIL),
+    ),
+    "a created range": (
+        TaskFilter(created_after=SINCE, created_before=UNTIL),
+        WorkflowFilter(created_after=SINCE, created_before=UNTIL),
+    ),
+    "an updated range": (
+        TaskFilter(updated_after=SINCE, updated_before=UNTIL),
+        WorkflowFilter(updated_after=SINCE, updated_before=UNTIL),
+    ),
+    "a workflow execution and statuses": (
+        TaskFilter(workflow_exec_id="wx", statuses={TaskStatus.FAILED, TaskStatus.SUCCESS}),
+        WorkflowFilter(workflow_id="w", statuses={TaskStatus.FAILED, TaskStatus.SUCCESS}),
+    ),
+}
+
+
+# An updated_at range of workflows is read along workflow_states_updated; the rows it found are then
+# sorted by (created_at, key): no index orders one column's range by another. Tasks have no updated_at index
+# (see migration 0007): their range filters a read along the listing's order.
+SORTS_ITS_RESULT |= {
+    f"workflows.list_states by an updated range {order}{cursor}"
+    for order in ("desc", "asc")
+    for cursor in ("", " after a cursor")
+}
+
+
+def range_statements(dialect: Dialect) -> list[tuple[str, str, list[object]]]:
+    """The listings of ``RANGE_FILTERS``, as the repositories build them (``listing``)."""
+    found: list[tuple[str, str, list[object]]] = []
+    for name, (task_filter, workflow_filter) in RANGE_FILTERS.items():
+        for order in ("desc", "asc"):
+            cursor = encode_cursor(now(), "k", order)
+            for with_cursor in (False, True):
+                suffix = f" {order}{' after a cursor' if with_cursor else ''}"
+                for table, flt in ((tasks_sql.TABLE, task_filter), (workflows_sql.TABLE, workflow_filter)):
+                    sql, params = listing(
+                        table,
+                        flt,
+                        cursor=cursor if with_cursor else None,
+                        order=order,
+                        limit=101,
+                        dialect=dialect,
+                    )
+                    repository = "tasks" if table is tasks_sql.TABLE else "workflows"
+                    found.append((f"{repository}.list_states by {name}{suffix}", sql, params))
+    return found
 
 
 def statements(dialect: Dialect) -> list[tuple[str, str, list[object]]]:
@@ -97,6 +170,35 @@ def statements(dialect: Dialect) -> list[tuple[str, str, list[object]]]:
             ["t"],
         ),
     ]
+    terminal = sorted(status.value for status in TERMINAL_STATUSES)
+    cutoff = [*terminal, ts(now())]
+    found += [
+        ("workflows.usage_total", workflows_sql.USAGE_PARTS, ["wx", "wx"]),
+        ("workflows.purge candidates", workflows_sql.purge_candidates_sql(len(terminal)), [*cutoff, 500]),
+        (
+            "workflows.purge",
+            workflows_sql.purge_sql(dialect, len(terminal)),
+            [dialect.ids_param(["a"]), *cutoff],
+        ),
+        (
+            "workflows.purge of a large workflow's tasks",
+            workflows_sql.purge_tasks_sql(len(terminal)),
+            ["wx", 500, "wx", *cutoff],
+        ),
+        ("workflows.purge task count", workflows_sql.TASK_COUNT, ["wx"]),
+        ("executions.purge candidates", executions_sql.ALL_OCCURRENCES, []),
+        (
+            "executions.purge of a batch",
+            f"SELECT id, doc FROM exec_occurrences WHERE {dialect.in_ids('id')}",
+            [dialect.ids_param(["o"])],
+        ),
+        (
+            "executions.purge of a batch's executions",
+            f"DELETE FROM exec_executions WHERE {dialect.in_ids('occurrence_id')}",
+            [dialect.ids_param(["o"])],
+        ),
+    ]
+    found += range_statements(dialect)
     for column in ("status", "agent_id", "tool_id"):
         found.append(
             (

@@ -163,12 +163,26 @@ task_filters = st.one_of(
     st.builds(
         TaskFilter, task_id=st.one_of(st.none(), id_arg), execution_type=st.sampled_from([None, "basic", 7])
     ),
+    st.builds(
+        TaskFilter,
+        statuses=st.one_of(
+            st.none(), st.sets(st.sampled_from(list(TaskStatus)), max_size=3), st.just("FAILED")
+        ),
+        created_after=st.one_of(st.none(), moments),
+        updated_before=st.one_of(st.none(), moments),
+    ),
     st.sampled_from([WorkflowFilter(), {"status": "RUNNING"}, object()]),
 )
 workflow_filters = st.one_of(
     st.none(),
     st.builds(
         WorkflowFilter, status=st.one_of(st.none(), statuses), workflow_id=st.one_of(st.none(), id_arg)
+    ),
+    st.builds(
+        WorkflowFilter,
+        statuses=st.one_of(st.none(), st.sets(st.sampled_from(list(TaskStatus)), max_size=3), st.just([7])),
+        created_before=st.one_of(st.none(), moments),
+        updated_after=st.one_of(st.none(), moments),
     ),
     st.sampled_from([TaskFilter(), object()]),
 )
@@ -255,6 +269,13 @@ STRATEGIES: dict[tuple[str, str], st.SearchStrategy[Any]] = {
     ("*", "Role"): st.sampled_from([Role.ADMIN, Role.USER, "admin", "root", 1]),
     ("*", "Role | None"): st.sampled_from([None, Role.ADMIN, "user", "god"]),
     ("*", "datetime | None"): st.one_of(st.none(), moments),
+    ("*", "datetime"): moments,
+    ("order", "Order"): st.sampled_from(["asc", "desc", "DESC", "newest", None, 1]),
+    ("statuses", "Collection[TaskStatus]"): st.one_of(
+        st.sets(st.sampled_from(list(TaskStatus)), max_size=3),
+        st.sampled_from([["SUCCESS", "FAILED"], "SUCCESS", ["DONE"], [3], None, {"SUCCESS": 1}]),
+    ),
+    ("*", "PurgeProgress | None"): st.sampled_from([None, lambda _: None, "nope"]),
     ("*", "OutputTransformer | None"): st.one_of(st.none(), json_objects.map(transformer), st.just("nope")),
     ("*", "bool"): st.sampled_from([True, False, 1, "yes"]),
     ("lease", "float | timedelta"): st.sampled_from(

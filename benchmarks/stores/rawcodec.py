@@ -61,6 +61,8 @@ def usage_items(usage: UsageSummary | None) -> list[dict[str, Any]] | None:
             "prompt_tokens": e.prompt_tokens,
             "completion_tokens": e.completion_tokens,
             "total_tokens": e.total_tokens,
+            "cached_tokens": e.cached_tokens,
+            "reasoning_tokens": e.reasoning_tokens,
         }
         for e in usage.entries
     ]
@@ -85,6 +87,8 @@ def usage_from_items(items: list[dict[str, Any]] | None) -> UsageSummary | None:
                     item["prompt_tokens"],
                     item["completion_tokens"],
                     item["total_tokens"],
+                    item.get("cached_tokens", 0),
+                    item.get("reasoning_tokens", 0),
                 )
                 for item in items
             ]

@@ -1,4 +1,4 @@
-"""The ``planflow`` command: demo, migrate, status, workflows, tree, show, copy.
+"""The ``planflow`` command: demo, migrate, status, workflows, tasks, tree, show, purge, copy.
 
 Every subcommand takes ``--db URL`` (default: ``PLANFLOW_DATABASE_URL``, else the embedded SQLite file
 ``planflow.db`` in the current directory); listings take ``--json``. A planflow error prints one line to stderr
@@ -12,10 +12,11 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import re
 import shlex
 import sys
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
@@ -52,8 +53,10 @@ from planflow.cli.progress import RichProgress
 from planflow.cli.records import WorkflowsTable, served_tables, serves, to_json, workflow_json
 from planflow.config import PlanflowConfig, redact_url, resolve_config
 from planflow.errors import ConfigError, MigrationError, NotFoundError, PlanflowError
+from planflow.infra.execution_codec import scheduled_before
 from planflow.infra.provider import Provider, open_provider
 from planflow.models import (
+    TERMINAL_STATUSES,
     JsonObject,
     JsonValue,
     TaskFilter,
@@ -320,10 +323,9 @@ def _workflow_demo(
             on_progress=lambda done, total: bar.update("tasks", done, total),
         ).run()
     if not result.usage_consistent:
-        stored = result.workflow.usage.total_tokens if result.workflow.usage else 0
         raise PlanflowError(
-            f"the workflow's merged usage ({stored} tokens) differs from the sum of its calls "
-            f"({result.merged_usage.total_tokens} tokens): a concurrent merge was lost"
+            f"the workflow's usage total ({result.usage_total.total_tokens} tokens) differs from the sum of its "
+            f"calls ({result.merged_usage.total_tokens} tokens): a merge was lost"
         )
     if as_json:
         _print_json(_demo_json(provider, result))
@@ -365,7 +367,7 @@ def _demo_json(provider: Provider, result: DemoResult) -> JsonValue:
         "top_level_tasks": [root.exec_id for root in result.plan.roots],
         "claims": claims,
         "parent_retries": result.stats.parent_retries,
-        "usage": to_json(result.workflow.usage),
+        "usage": to_json(result.usage_total),
         "usage_consistent": result.usage_consistent,
         "elapsed_seconds": round(result.elapsed, 3),
     }
@@ -409,11 +411,11 @@ def _show_demo(provider: Provider, result: DemoResult, max_children: int) -> Non
             + ("refused (fenced by version)" if stats.zombie_fenced else "not refused"),
         )
     summary.add_row("conflicts", f"{stats.parent_retries} parent status updates recomputed (optimistic lock)")
-    tokens = workflow.usage.total_tokens if workflow.usage else 0
-    summary.add_row("usage", f"{tokens:,} tokens merged concurrently, equal to the sum of every call")
+    tokens = result.usage_total.total_tokens
+    summary.add_row("usage", f"{tokens:,} tokens in all (usage_total), equal to the sum of every call")
     summary.add_row("elapsed", f"{result.elapsed:.2f} s")
     console.print(
-        Group(tree, "", render.progress_table(rows), "", render.usage_table(workflow.usage), "", summary)
+        Group(tree, "", render.progress_table(rows), "", render.usage_table(result.usage_total), "", summary)
     )
 
 
@@ -696,20 +698,104 @@ def _mark_of(provider: Provider, *, pending: bool) -> JsonObject | None:
 # workflows, tree, show --------------------------------------------------------------------------------------
 
 
+_DURATION = re.compile(r"^\s*(\d+)\s*([smhdw])\s*$", re.IGNORECASE)
+_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+
+
+def parse_duration(text: str, option: str) -> timedelta:
+    """``30d``, ``12h``, ``90m``, ``45s`` or ``2w`` as a timedelta (a usage error otherwise)."""
+    found = _DURATION.match(text)
+    if found is None or int(found[1]) == 0:
+        raise typer.BadParameter(
+            f"{text!r} is not a duration such as 30d, 12h, 90m, 45s or 2w", param_hint=f"'{option}'"
+        )
+    try:
+        return timedelta(**{_UNITS[found[2].lower()]: int(found[1])})
+    except OverflowError:
+        raise typer.BadParameter(f"{text!r} is too long a duration", param_hint=f"'{option}'") from None
+
+
+def parse_moment(text: str, option: str) -> datetime:
+    """A bound of a listing: a duration back from now (``7d``), or an ISO 8601 date or time (UTC without an
+    offset)."""
+    if _DURATION.match(text):
+        return datetime.now(UTC) - parse_duration(text, option)
+    try:
+        moment = datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise typer.BadParameter(
+            f"{text!r} is neither a duration (7d, 12h) nor an ISO 8601 date or time", param_hint=f"'{option}'"
+        ) from None
+    return moment if moment.utcoffset() is not None else moment.replace(tzinfo=UTC)
+
+
+def parse_statuses(values: list[str] | None, option: str = "--status") -> frozenset[TaskStatus] | None:
+    """Repeated ``--status`` values, each possibly a comma-separated list, case-insensitive."""
+    if not values:
+        return None
+    found: set[TaskStatus] = set()
+    for value in values:
+        for name in value.split(","):
+            try:
+                found.add(TaskStatus(name.strip().upper()))
+            except ValueError:
+                accepted = ", ".join(s.value for s in TaskStatus)
+                raise typer.BadParameter(
+                    f"{name!r} is not one of {accepted}", param_hint=f"'{option}'"
+                ) from None
+    return frozenset(found)
+
+
+StatusesOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--status",
+        metavar="STATUS",
+        help="Only these statuses: repeat it or separate them by commas (--status failed,timed_out).",
+    ),
+]
+SinceOption = Annotated[
+    str | None,
+    typer.Option(
+        "--since",
+        metavar="WHEN",
+        help="Created after this: a duration back from now (7d, 12h) or an ISO date.",
+    ),
+]
+UntilOption = Annotated[
+    str | None,
+    typer.Option("--until", metavar="WHEN", help="Created before this: as --since."),
+]
+OldestFirstOption = Annotated[
+    bool, typer.Option("--oldest-first", help="List the oldest first (default: the newest first).")
+]
+
+
+def _bounds(since: str | None, until: str | None) -> tuple[datetime | None, datetime | None]:
+    """``created_after`` and ``created_before`` from ``--since`` and ``--until``."""
+    return (
+        None if since is None else parse_moment(since, "--since"),
+        None if until is None else parse_moment(until, "--until"),
+    )
+
+
 @app.command()
 def workflows(
+    *,
     db: DbOption = None,
-    status: Annotated[
-        TaskStatus | None,
-        typer.Option("--status", case_sensitive=False, help="Only workflows in this status."),
-    ] = None,
-    limit: Annotated[int, typer.Option(min=1, metavar="N", help="At most this many, oldest first.")] = 50,
+    status: StatusesOption = None,
+    since: SinceOption = None,
+    until: UntilOption = None,
+    oldest_first: OldestFirstOption = False,
+    limit: Annotated[int, typer.Option(min=1, metavar="N", help="At most this many.")] = 50,
     as_json: JsonOption = False,
 ) -> None:
-    """List workflow executions, oldest first."""
+    """List workflow executions, the newest first."""
+    after, before = _bounds(since, until)
+    flt = WorkflowFilter(statuses=parse_statuses(status), created_after=after, created_before=before)
     with _open(db, must_exist=True) as provider:
         _warn_if_incomplete(provider)
-        page = provider.workflows.list_states(WorkflowFilter(status=status), limit=limit)
+        page = provider.workflows.list_states(flt, limit=limit, order="asc" if oldest_first else "desc")
         if as_json:
             _print_json([{**workflow_json(s), "task_count": len(s.tasks)} for s in page.items])
             return
@@ -726,10 +812,10 @@ def tasks(
         str | None,
         typer.Option("--workflow", metavar="EXEC_ID", help="Only this workflow execution's tasks."),
     ] = None,
-    status: Annotated[
-        TaskStatus | None,
-        typer.Option("--status", case_sensitive=False, help="Only tasks in this status."),
-    ] = None,
+    status: StatusesOption = None,
+    since: SinceOption = None,
+    until: UntilOption = None,
+    oldest_first: OldestFirstOption = False,
     stuck: Annotated[
         bool,
         typer.Option(
@@ -741,20 +827,25 @@ def tasks(
     limit: Annotated[int, typer.Option(min=1, metavar="N", help="At most this many.")] = 50,
     as_json: JsonOption = False,
 ) -> None:
-    """List task states, oldest first; with --stuck, the lapsed claims, longest lapsed first."""
+    """List task states, the newest first; with --stuck, the lapsed claims, longest lapsed first."""
+    statuses = parse_statuses(status)
+    after, before = _bounds(since, until)
+    filter = TaskFilter(
+        workflow_exec_id=workflow, statuses=statuses, created_after=after, created_before=before
+    )
     with _open(db, must_exist=True) as provider:
         if not serves(provider, "tasks"):
             raise PlanflowError(
                 f"a {provider.driver} store keeps no workflow tasks (the add-on's records only)"
             )
         _warn_if_incomplete(provider)
-        filter = TaskFilter(workflow_exec_id=workflow, status=status)
         if stuck:
-            if status not in (None, TaskStatus.RUNNING):
-                raise PlanflowError(f"--stuck lists RUNNING tasks; --status {status.value} contradicts it")
+            if statuses is not None and TaskStatus.RUNNING not in statuses:
+                named = ",".join(sorted(s.value for s in statuses))
+                raise PlanflowError(f"--stuck lists RUNNING tasks; --status {named} contradicts it")
             states, more = _at_most(provider.tasks.list_lapsed(filter, limit=limit + 1), limit)
         else:
-            page = provider.tasks.list_states(filter, limit=limit)
+            page = provider.tasks.list_states(filter, limit=limit, order="asc" if oldest_first else "desc")
             states, more = page.items, page.next_cursor is not None
         if as_json:
             _print_json([to_json(state) for state in states])
@@ -864,6 +955,99 @@ def show(
             raise NotFoundError(
                 f"no workflow or task with exec id {exec_id!r} in {_where(provider)}"
             ) from None
+
+
+# purge ------------------------------------------------------------------------------------------------------
+
+
+@app.command(
+    help="Delete finished workflows (with their tasks) last written before a moment, and the add-on's "
+    "occurrences (with their executions) scheduled before it.\n\n"
+    "Workflows go in short transactions, so workers may keep writing meanwhile; a workflow whose status is not "
+    "one of --status (default: the terminal ones) is never touched. --dry-run counts what would go."
+)
+def purge(
+    *,
+    older_than: Annotated[
+        str,
+        typer.Option(
+            "--older-than", metavar="AGE", help="Purge what is older than this: 30d, 12h, 90m, 45s or 2w."
+        ),
+    ],
+    db: DbOption = None,
+    status: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--status",
+            metavar="STATUS",
+            help="Workflows in these statuses (repeat it or separate by commas); default "
+            "SUCCESS,FAILED,CANCELED,TIMED_OUT.",
+        ),
+    ] = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Count what would be purged; delete nothing.")
+    ] = False,
+    batch_size: Annotated[
+        int, typer.Option(min=1, metavar="N", help="Tasks deleted per transaction (the write lock's length).")
+    ] = 500,
+    as_json: JsonOption = False,
+) -> None:
+    """Purge old finished workflows and old occurrences of the add-on."""
+    cutoff = datetime.now(UTC) - parse_duration(older_than, "--older-than")
+    statuses = parse_statuses(status) or TERMINAL_STATUSES
+    with _open(db, must_exist=True) as provider:
+        _warn_if_incomplete(provider)
+        report: JsonObject = {
+            "dry_run": dry_run,
+            "before": cutoff.isoformat(),
+            "statuses": [s.value for s in sorted(statuses)],
+        }
+        # The same condition as workflows.purge: one of the statuses, last written before the cutoff.
+        old = WorkflowFilter(statuses=statuses, updated_before=cutoff)
+        workflows = provider.workflows.count_states(old) if serves(provider, "workflows") else None
+        occurrences: int | None = None
+        if serves(provider, "executions"):
+            occurrences = sum(scheduled_before(o, cutoff) for o in provider.executions.list_occurrences())
+        if not dry_run:
+            with RichProgress(console, enabled=not as_json) as bar:
+                if workflows:
+                    bar.start("purge workflows", workflows)
+                    workflows = provider.workflows.purge(
+                        finished_before=cutoff,
+                        statuses=statuses,
+                        batch_size=batch_size,
+                        progress=lambda count: bar.advance("purge workflows", count),
+                    )
+                if occurrences:
+                    bar.start("purge occurrences", occurrences)
+                    occurrences = provider.executions.purge(before=cutoff)
+                    bar.advance("purge occurrences", occurrences)
+        report["workflows"] = workflows
+        report["occurrences"] = occurrences
+        if as_json:
+            _print_json(report)
+            return
+        verb = "would purge" if dry_run else "purged"
+        parts: list[str] = []
+        if workflows is not None:
+            named = ", ".join(sorted(s.value for s in statuses))
+            parts.append(f"{workflows:,} workflows ({named}) with their tasks")
+        if occurrences is not None:
+            parts.append(f"{occurrences:,} occurrences with their executions")
+        console.print(
+            f"{_where(provider)}: {verb} {' and '.join(parts)}, older than {older_than.strip()} "
+            f"(before {cutoff:%Y-%m-%d %H:%M:%S} UTC)."
+        )
+        if dry_run:
+            _next(
+                db,
+                [
+                    "purge",
+                    "--older-than",
+                    older_than.strip(),
+                    *(f"--status={s.value}" for s in sorted(statuses)),
+                ],
+            )
 
 
 # copy -------------------------------------------------------------------------------------------------------

@@ -20,8 +20,9 @@ lapse the others claim them again (``wait_for_work`` wakes them) and finish them
 write, with the version its claim gave it, is refused (``ConflictError``): no task is ever completed twice.
 After each move a worker recomputes the parents' statuses from ``get_progress_info(...).overall_status(strategy)``,
 reading the parent's version before its children, so a parent written in between makes the update conflict and
-be recomputed. LLM usage is merged into the task, every ancestor and the workflow with ``merge_usage``
-(concurrent merges must lose nothing: the run checks). A step after a failed one is canceled with its subtree.
+be recomputed. LLM usage is merged into the task that made the call with ``merge_usage``; the workflow's total
+is ``workflows.usage_total``, one query over the workflow and all its tasks (it must equal the sum of every
+call: the run checks). A step after a failed one is canceled with its subtree.
 The workflow ends with ``complete_workflow``.
 
 The structure, the failures, the token counts and the simulated work times depend only on the seed; the
@@ -103,13 +104,6 @@ class Step:
         yield self
         for child in self.children:
             yield from child.walk()
-
-    def ancestors(self) -> Iterator[Step]:
-        """The parent, its parent, and so on."""
-        node = self.parent
-        while node is not None:
-            yield node
-            node = node.parent
 
 
 @dataclass(frozen=True)
@@ -223,7 +217,22 @@ def build_plan(
     def llm() -> UsageSummary:
         provider, model = rng.choice(MODELS)
         prompt, completion = rng.randint(200, 2000), rng.randint(20, 600)
-        return UsageSummary((UsageEntry(provider, model, "task", prompt, completion, prompt + completion),))
+        # A share of the prompt served from the provider's cache, of the completion spent reasoning (derived,
+        # not drawn, so that a seed still gives the structure it gave before these counts existed).
+        return UsageSummary(
+            (
+                UsageEntry(
+                    provider,
+                    model,
+                    "task",
+                    prompt,
+                    completion,
+                    prompt + completion,
+                    prompt // 4,
+                    completion // 3,
+                ),
+            )
+        )
 
     fetch = step("fetch-orders", agent_id="planner", usage=llm())
     enrich = step(
@@ -315,7 +324,8 @@ class DemoResult:
         workflow: The completed workflow, with its tasks.
         stats: Claims, recoveries, conflicts and counts.
         elapsed: Seconds from the first claim to the completed workflow.
-        merged_usage: The sum of the usage of every LLM call that ran (the workflow's merged total must equal it).
+        merged_usage: The sum of the usage of every LLM call that ran (the workflow's total must equal it).
+        usage_total: ``workflows.usage_total`` of the workflow: its own usage and all its tasks', summed.
     """
 
     plan: DemoPlan
@@ -323,16 +333,19 @@ class DemoResult:
     stats: DemoStats
     elapsed: float
     merged_usage: UsageSummary
+    usage_total: UsageSummary
 
     @property
     def usage_consistent(self) -> bool:
-        """True when the workflow's merged usage equals the sum of every call's (no merge was lost)."""
-        stored = self.workflow.usage or UsageSummary()
-        return _usage_key(stored) == _usage_key(self.merged_usage)
+        """True when the workflow's usage total equals the sum of every call's (no merge was lost)."""
+        return _usage_key(self.usage_total) == _usage_key(self.merged_usage)
 
 
-def _usage_key(usage: UsageSummary) -> list[tuple[tuple[str, str, str], int, int, int]]:
-    return sorted((e.key, e.prompt_tokens, e.completion_tokens, e.total_tokens) for e in usage.entries)
+def _usage_key(usage: UsageSummary) -> list[tuple[tuple[str, str, str], int, int, int, int, int]]:
+    return sorted(
+        (e.key, e.prompt_tokens, e.completion_tokens, e.total_tokens, e.cached_tokens, e.reasoning_tokens)
+        for e in usage.entries
+    )
 
 
 class DemoRun:
@@ -420,7 +433,8 @@ class DemoRun:
         repos.workflows.complete_workflow(plan.workflow_exec_id)
         elapsed = time.perf_counter() - started
         workflow = repos.workflows.get_state(plan.workflow_exec_id)
-        return DemoResult(plan, workflow, self.stats, elapsed, self._merged)
+        total = repos.workflows.usage_total(plan.workflow_exec_id)
+        return DemoResult(plan, workflow, self.stats, elapsed, self._merged, total)
 
     # Workers ----------------------------------------------------------------------------------------------
 
@@ -489,9 +503,6 @@ class DemoRun:
             self.stats.completions[step.exec_id] += 1
         if step.usage is not None:
             tasks.merge_usage(step.exec_id, step.usage)
-            for ancestor in step.ancestors():
-                tasks.merge_usage(ancestor.exec_id, step.usage)
-            self._repos.workflows.merge_usage(self._plan.workflow_exec_id, step.usage)
             with self._cond:
                 self._merged = self._merged.merge(step.usage)
         self._finished(step, status)

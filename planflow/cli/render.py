@@ -200,22 +200,30 @@ def progress_table(rows: Iterable[tuple[TaskState, ProgressInfo, ParallelStrateg
 
 
 def usage_table(usage: UsageSummary | None, *, title: str = "LLM usage") -> Table:
-    """Token counts per provider, model and source, with a total row."""
+    """Token counts per provider, model and source, with a total row (cached and reasoning: parts of the
+    prompt and completion counts)."""
     table = _table(title, footer=True)
     entries = usage.entries if usage is not None else ()
     table.add_column("provider", footer="total")
     table.add_column("model")
     table.add_column("source")
-    table.add_column("prompt", justify="right", footer=f"{sum(e.prompt_tokens for e in entries):,}")
-    table.add_column("completion", justify="right", footer=f"{sum(e.completion_tokens for e in entries):,}")
-    table.add_column("total", justify="right", footer=f"{sum(e.total_tokens for e in entries):,}")
+    for header, count in (
+        ("prompt", "prompt_tokens"),
+        ("cached", "cached_tokens"),
+        ("completion", "completion_tokens"),
+        ("reasoning", "reasoning_tokens"),
+        ("total", "total_tokens"),
+    ):
+        table.add_column(header, justify="right", footer=f"{sum(getattr(e, count) for e in entries):,}")
     for entry in entries:
         table.add_row(
             entry.provider,
             entry.model,
             entry.source,
             f"{entry.prompt_tokens:,}",
+            f"{entry.cached_tokens:,}",
             f"{entry.completion_tokens:,}",
+            f"{entry.reasoning_tokens:,}",
             f"{entry.total_tokens:,}",
         )
     return table

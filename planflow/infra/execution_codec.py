@@ -18,7 +18,7 @@ from __future__ import annotations
 import math
 import reprlib
 from collections.abc import Mapping
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import TypeVar, cast
 
 from planflow.errors import ValidationError, WrongTypeError
@@ -77,6 +77,21 @@ def require_id(value: object, what: str = "id") -> str:
 
 
 # --- documents ---
+
+
+def scheduled_before(occ: TaskOccurrence, before: datetime) -> bool:
+    """Whether ``occ`` is scheduled before the aware ``before``: what ``executions.purge`` removes.
+
+    A naive ``scheduled_for`` is the add-on's local time, read in this machine's time zone (as UTC where the
+    platform cannot place it, far outside the years it knows).
+    """
+    moment = occ.scheduled_for
+    if moment.utcoffset() is None:
+        try:
+            moment = moment.astimezone()
+        except (OverflowError, OSError, ValueError):
+            moment = moment.replace(tzinfo=UTC)
+    return moment < before
 
 
 def task_to_doc(task: TaskDefinition) -> dict[str, JsonValue]:

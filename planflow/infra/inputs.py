@@ -20,7 +20,7 @@ import json
 import math
 import re
 from collections.abc import Callable, Iterable, Mapping
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from enum import Enum
 from typing import Any, TypeVar, cast
 
@@ -118,6 +118,12 @@ def check_aware(value: object, field: str) -> datetime:
         raise wrong_type(field, "a datetime", value)
     if value.tzinfo is None or value.utcoffset() is None:
         raise ValidationError(f"{field} must be timezone-aware, got the naive {value.isoformat()}")
+    try:
+        value.astimezone(UTC)  # stored and compared in UTC: the first and last hours of years 1..9999 are not
+    except OverflowError:
+        raise ValidationError(
+            f"{field} {value.isoformat()} lies outside the years 1 to 9999 in UTC"
+        ) from None
     return value
 
 
@@ -299,6 +305,27 @@ def _aware(value: object, field: str) -> object:
     return check_aware(value, field)
 
 
+def _not_future(value: object, field: str) -> object:
+    moment = check_aware(value, field)
+    if moment > datetime.now(moment.tzinfo):
+        raise ValidationError(f"{field} must not be in the future, got {moment.isoformat()}")
+    return moment
+
+
+def check_statuses(value: object, field: str = "statuses") -> frozenset[Any]:
+    """A non-empty collection of statuses (``TaskStatus`` members or their values), as a frozenset of members."""
+    from planflow.models import TaskStatus
+
+    if isinstance(value, str | bytes | Mapping) or not isinstance(value, Iterable):
+        raise wrong_type(field, "a collection of TaskStatus", cast(object, value))
+    found = frozenset(
+        check_enum(TaskStatus, item, f"a status in {field}") for item in cast("Iterable[object]", value)
+    )
+    if not found:
+        raise ValidationError(f"{field} must name at least one status")
+    return found
+
+
 def check_timeout(value: object, field: str) -> float:
     """Zero, or a positive, finite number of seconds."""
     if value == 0 and not isinstance(value, bool):
@@ -340,6 +367,9 @@ RULES: dict[tuple[str, str], Checker] = {
     ("*", "datetime | None"): _optional(_aware),
     ("*", "datetime"): _aware,
     ("*", "OutputTransformer | None"): _optional(_callable),
+    ("*", "PurgeProgress | None"): _optional(_callable),
+    ("statuses", "Collection[TaskStatus]"): check_statuses,
+    ("finished_before", "datetime"): _not_future,
     ("order", "Order"): _order,
     ("worker", "str"): check_id,
     ("lease", "float | timedelta"): check_seconds,

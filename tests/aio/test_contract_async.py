@@ -18,6 +18,7 @@ from tests.contract.claims import ClaimContract
 from tests.contract.executions import ExecutionRepositoryContract
 from tests.contract.hostile import HostileInputContract
 from tests.contract.metadata import MetadataRepositoryContract
+from tests.contract.retention import RetentionContract
 from tests.contract.streams import StreamContract
 from tests.contract.tasks import TaskRepositoryContract
 from tests.contract.workflows import TransactionContract, WorkflowRepositoryContract
@@ -155,3 +156,9 @@ class TestAsyncSqliteMemoryClaims(AsyncSqliteMemory, ClaimContract): ...
 
 
 class TestAsyncPostgresClaims(AsyncPostgres, ClaimContract): ...
+
+
+class TestAsyncSqliteFileRetention(AsyncSqliteFile, RetentionContract): ...
+
+
+class TestAsyncPostgresRetention(AsyncPostgres, RetentionContract): ...

@@ -79,9 +79,12 @@ def test_demo_runs_on_the_embedded_default_through_the_console_script(tmp_path: 
         assert {t.status.value for t in tasks} <= TERMINAL
         parents = {t.parent_state_id for t in tasks}
         leaves = [t for t in tasks if t.task_exec_id not in parents]
+        # Each call's usage is recorded on its task only; the workflow's total is usage_total.
         leaf_usage = UsageSummary.of(e for t in leaves if t.usage for e in t.usage.entries)
-        assert workflow.usage is not None
-        assert sorted(map(str, workflow.usage.entries)) == sorted(map(str, leaf_usage.entries))
+        assert not [t for t in tasks if t.usage and t.task_exec_id in parents]
+        total = provider.workflows.usage_total(workflow.workflow_exec_id)
+        assert sorted(map(str, total.entries)) == sorted(map(str, leaf_usage.entries))
+        assert all(e.cached_tokens and e.reasoning_tokens for e in total.entries)
 
 
 def test_demo_progress_table_fits_an_80_column_terminal(tmp_path: Path) -> None:
@@ -429,11 +432,15 @@ def test_workflows_lists_and_filters_by_status(tmp_path: Path) -> None:
     failed = planflow("workflows", "--db", db, "--status", "failed", "--json", cwd=tmp_path).json()
     text = planflow("workflows", "--db", db, "--limit", "1", cwd=tmp_path)
 
-    assert isinstance(listed, list) and isinstance(failed, list)
-    assert [w["status"] for w in listed] == ["SUCCESS", "FAILED"]
+    oldest = planflow("workflows", "--db", db, "--oldest-first", "--json", cwd=tmp_path).json()
+
+    assert isinstance(listed, list) and isinstance(failed, list) and isinstance(oldest, list)
+    # The newest first by default.
+    assert [w["status"] for w in listed] == ["FAILED", "SUCCESS"]
+    assert [w["status"] for w in oldest] == ["SUCCESS", "FAILED"]
     assert [w["task_count"] for w in listed] == [20, 20]
-    assert [w["workflow_exec_id"] for w in failed] == [listed[1]["workflow_exec_id"]]
-    assert text.code == 0 and "SUCCESS" in text.out and "More exist" in text.out
+    assert [w["workflow_exec_id"] for w in failed] == [listed[0]["workflow_exec_id"]]
+    assert text.code == 0 and "FAILED" in text.out and "More exist" in text.out
 
 
 def test_workflows_table_shows_whole_exec_ids_in_an_80_column_terminal(tmp_path: Path) -> None:

@@ -366,6 +366,53 @@ class ExecutionRepositoryContract:
         assert [o.id for o in executions.list_occurrences()] == ["o1"]
         assert [e.occurrence_id for e in executions.list_executions()] == ["o1"]
 
+    # Purge -----------------------------------------------------------------------------------------------
+
+    def test_purge_removes_occurrences_scheduled_before_with_their_executions_and_keeps_tasks(
+        self, executions: ExecutionRepository
+    ) -> None:
+        executions.add_task(a_task("t1"))
+        executions.add_task(a_task("t2"))
+        old_aware = an_occurrence("old-aware", "t1", scheduled_for=datetime(2020, 5, 1, 12, tzinfo=UTC))
+        old_india = an_occurrence(
+            "old-india", "t2", scheduled_for=datetime(2021, 1, 1, 3, tzinfo=AWARE_INDIA.tzinfo)
+        )
+        old_naive = an_occurrence("old-naive", "t1", scheduled_for=datetime(2019, 7, 1, 9, 30))
+        new_aware = an_occurrence("new-aware", "t1", scheduled_for=datetime(2031, 1, 1, tzinfo=UTC))
+        new_naive = an_occurrence("new-naive", "t2", scheduled_for=datetime(2032, 3, 1, 8))
+        for occ in (old_aware, old_india, old_naive, new_aware, new_naive):
+            executions.add_occurrence(occ)
+        for occurrence_id in ("old-aware", "old-naive", "new-aware"):  # old-india has no execution
+            executions.add_execution(an_execution(occurrence_id))
+        assert executions.purge(before=datetime(2025, 1, 1, tzinfo=UTC)) == 3
+        assert [o.id for o in executions.list_occurrences()] == ["new-aware", "new-naive"]
+        assert [e.occurrence_id for e in executions.list_executions()] == ["new-aware"]
+        assert [t.id for t in executions.list_tasks()] == ["t1", "t2"]
+        assert (
+            executions.get_occurrence("old-aware") is None and executions.get_execution("old-aware") is None
+        )
+        assert executions.purge(before=datetime(2025, 1, 1, tzinfo=UTC)) == 0
+
+    def test_purge_compares_the_moment_not_the_wall_clock(self, executions: ExecutionRepository) -> None:
+        # 09:30 in India is 04:00 UTC: before 05:00 UTC although its wall clock reads later.
+        india = timezone(timedelta(hours=5, minutes=30))
+        executions.add_occurrence(an_occurrence("o", scheduled_for=datetime(2024, 6, 1, 9, 30, tzinfo=india)))
+        assert executions.purge(before=datetime(2024, 6, 1, 4, 0, tzinfo=UTC)) == 0
+        assert executions.purge(before=datetime(2024, 6, 1, 5, 0, tzinfo=UTC)) == 1
+        assert executions.list_occurrences() == []
+
+    def test_purge_of_an_empty_store_removes_nothing(self, executions: ExecutionRepository) -> None:
+        assert executions.purge(before=datetime(2030, 1, 1, tzinfo=UTC)) == 0
+
+    @pytest.mark.parametrize("before", [datetime(2020, 1, 1), "2020-01-01T00:00:00+00:00", 1577836800, None])
+    def test_purge_refuses_a_moment_that_is_not_an_aware_datetime_and_removes_nothing(
+        self, executions: ExecutionRepository, before: object
+    ) -> None:
+        executions.add_occurrence(an_occurrence("o", scheduled_for=datetime(2000, 1, 1, tzinfo=UTC)))
+        with pytest.raises(ValidationError, match="before"):
+            executions.purge(before=before)  # type: ignore[arg-type]
+        assert [o.id for o in executions.list_occurrences()] == ["o"]
+
     def test_a_deleted_task_added_again_goes_to_the_end(self, executions: ExecutionRepository) -> None:
         for task_id in ("a", "b"):
             executions.add_task(a_task(task_id))

@@ -11,6 +11,7 @@ from tests.contract.claims import ClaimContract
 from tests.contract.executions import ExecutionRepositoryContract
 from tests.contract.hostile import HostileInputContract
 from tests.contract.metadata import MetadataRepositoryContract
+from tests.contract.retention import RetentionContract
 from tests.contract.streams import StreamContract
 from tests.contract.tasks import TaskRepositoryContract
 from tests.contract.workflows import (
@@ -63,3 +64,6 @@ class TestPostgresStreams(Postgres, StreamContract): ...
 
 
 class TestPostgresClaims(Postgres, ClaimContract): ...
+
+
+class TestPostgresRetention(Postgres, RetentionContract): ...

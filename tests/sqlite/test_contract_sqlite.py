@@ -10,6 +10,7 @@ from tests.contract.claims import ClaimContract
 from tests.contract.executions import ExecutionRepositoryContract
 from tests.contract.hostile import HostileInputContract
 from tests.contract.metadata import MetadataRepositoryContract
+from tests.contract.retention import RetentionContract
 from tests.contract.streams import StreamContract
 from tests.contract.tasks import TaskRepositoryContract
 from tests.contract.workflows import (
@@ -96,3 +97,9 @@ class TestSqliteFileClaims(SqliteFile, ClaimContract): ...
 
 
 class TestSqliteMemoryClaims(SqliteMemory, ClaimContract): ...
+
+
+class TestSqliteFileRetention(SqliteFile, RetentionContract): ...
+
+
+class TestSqliteMemoryRetention(SqliteMemory, RetentionContract): ...

@@ -66,6 +66,7 @@ POSTGRES = Dialect(
     bootstrap_lock=advisory_xact_lock(BOOTSTRAP_LOCK),
     defer_foreign_keys="SET CONSTRAINTS ALL DEFERRED",
     skip_locked=" FOR UPDATE SKIP LOCKED",
+    limit_union_arms=True,
 )
 
 MIGRATION_SQL = MigrationSql(

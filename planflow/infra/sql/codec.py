@@ -8,7 +8,7 @@ import json
 from collections.abc import Callable
 from datetime import UTC, datetime
 from json.scanner import make_scanner
-from typing import Any
+from typing import Any, cast
 
 from planflow.errors import ValidationError
 from planflow.infra import inputs
@@ -41,8 +41,9 @@ def loads(text: str) -> Any:
     return value if end == len(text) else json.loads(text)
 
 
-#: The token counts of a usage entry, in the order of its fields and of the stored documents.
-TOKEN_FIELDS = ("prompt_tokens", "completion_tokens", "total_tokens")
+#: The token counts of a usage entry, in the order of its fields and of the stored documents. Documents written
+#: before schema 7 lack the last two; they read as 0.
+TOKEN_FIELDS = ("prompt_tokens", "completion_tokens", "total_tokens", "cached_tokens", "reasoning_tokens")
 
 
 def dump_usage(usage: object, field: str = "usage") -> str | None:
@@ -73,7 +74,8 @@ def load_usage(text: object) -> UsageSummary | None:
     if text is None:
         return None
     items: list[dict[str, Any]] = loads(text)  # pyright: ignore[reportArgumentType]
-    # Positional arguments: a read maps this per row, and keywords cost 15% more (dump_usage writes all six).
+    # Positional arguments: a read maps this per row, and keywords cost 15% more (dump_usage writes all eight;
+    # entries stored before the cached and reasoning counts existed read them as 0).
     return UsageSummary(
         tuple(
             [
@@ -84,6 +86,8 @@ def load_usage(text: object) -> UsageSummary | None:
                     item["prompt_tokens"],
                     item["completion_tokens"],
                     item["total_tokens"],
+                    item.get("cached_tokens", 0),
+                    item.get("reasoning_tokens", 0),
                 )
                 for item in items
             ]
@@ -107,26 +111,35 @@ def stored_meta(
     )
 
 
-def encode_cursor(created_at: datetime, key: str) -> str:
-    """An opaque page cursor for the keyset ``(created_at, key)``."""
-    raw = json.dumps([created_at.isoformat(), key], ensure_ascii=False).encode()
+def encode_cursor(created_at: datetime, key: str, order: str = "asc") -> str:
+    """An opaque page cursor for the keyset ``(created_at, key)`` of a listing in ``order``."""
+    payload: list[str] = [created_at.isoformat(), key] + ([] if order == "asc" else [order])
+    raw = json.dumps(payload, ensure_ascii=False).encode()
     return base64.urlsafe_b64encode(raw).decode("ascii")
 
 
-def decode_cursor(cursor: str) -> tuple[datetime, str]:
-    """The keyset of a cursor made by :func:`encode_cursor`.
+def decode_cursor(cursor: str, order: str = "asc") -> tuple[datetime, str]:
+    """The keyset of a cursor made by :func:`encode_cursor` for a listing in ``order``.
 
     Raises:
-        ValidationError: the cursor was not made by planflow.
+        ValidationError: the cursor was not made by planflow, or was made by a listing in the other order.
     """
     try:
         if len(cursor) > 4 * inputs.MAX_ID_LENGTH:
             raise ValueError("too long for a cursor")
-        stamp, key = json.loads(base64.urlsafe_b64decode(cursor.encode("ascii")))
-        moment = datetime.fromisoformat(stamp)
-        if not isinstance(key, str) or moment.tzinfo is None:
+        payload = json.loads(base64.urlsafe_b64decode(cursor.encode("ascii")))
+        if not isinstance(payload, list) or len(payload) not in (2, 3):  # pyright: ignore[reportUnknownArgumentType]
+            raise ValueError("bad cursor payload")
+        stamp, key, *direction = cast("list[object]", payload)
+        moment = datetime.fromisoformat(cast("str", stamp))
+        if not isinstance(key, str) or moment.tzinfo is None or direction not in ([], ["desc"]):
             raise ValueError("bad cursor payload")
         inputs.check_id(key, "cursor")
     except (ValueError, TypeError, RecursionError, binascii.Error, UnicodeError, ValidationError) as exc:
         raise ValidationError(f"invalid page cursor {cursor[:80]!r}") from exc
+    made_for = direction[0] if direction else "asc"
+    if made_for != order:
+        raise ValidationError(
+            f"page cursor {cursor[:80]!r} continues a listing in {made_for!r} order, not {order!r}"
+        )
     return moment, key

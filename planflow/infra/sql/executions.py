@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
+from datetime import datetime
 from typing import TypeVar
 
 from planflow.executions import TaskDefinition, TaskExecution, TaskOccurrence
@@ -13,6 +14,7 @@ from planflow.infra.execution_codec import (
     execution_to_doc,
     occurrence_from_doc,
     occurrence_to_doc,
+    scheduled_before,
     task_from_doc,
     task_to_doc,
 )
@@ -20,7 +22,7 @@ from planflow.infra.inputs import checked
 from planflow.infra.sql.codec import loads
 from planflow.infra.sql.database import Connection, Database
 from planflow.infra.sql.dialect import Dialect
-from planflow.infra.sql.shared import write_idempotent
+from planflow.infra.sql.shared import batches, write_idempotent
 from planflow.models import JsonValue
 
 M = TypeVar("M")
@@ -39,6 +41,11 @@ DELETE_EXECUTIONS_OF_TASK = (
 )
 DELETE_OCCURRENCES_OF_TASK = "DELETE FROM exec_occurrences WHERE task_id = ?"
 DELETE_TASK = "DELETE FROM exec_tasks WHERE id = ?"
+#: What ``purge`` decides from: every occurrence (the add-on's history is small, and ``scheduled_for`` lives in
+#: the document, naive or aware).
+ALL_OCCURRENCES = "SELECT id, doc FROM exec_occurrences"
+#: Occurrences per purge transaction.
+PURGE_BATCH = 500
 
 
 def _text(doc: dict[str, JsonValue]) -> str:
@@ -121,6 +128,37 @@ class SqlExecutionRepository:
             await conn.execute(DELETE_TASK, [task_id])
 
         await self._db.run(work)
+
+    async def purge(self, *, before: datetime) -> int:
+        """Remove the occurrences scheduled before ``before`` and their executions (see the Protocol).
+
+        The occurrences are read and decoded outside any transaction (the add-on's history is small); each
+        batch of those found is then read again under the write lock and only what is still scheduled before
+        ``before`` is deleted, with its executions, in one transaction.
+        """
+        rows = await self._db.fetch_all(ALL_OCCURRENCES, [])
+        doomed = [row[0] for row in rows if scheduled_before(occurrence_from_doc(loads(row[1])), before)]
+        in_ids, ids_param = self._dialect.in_ids, self._dialect.ids_param
+        reread = f"SELECT id, doc FROM exec_occurrences WHERE {in_ids('id')}{self._dialect.for_update}"
+        removed = 0
+        for batch in batches(doomed, PURGE_BATCH):
+
+            async def work(conn: Connection, batch: list[str] = batch) -> int:
+                current = await conn.fetch_all(reread, [ids_param(batch)])
+                still = [
+                    row[0] for row in current if scheduled_before(occurrence_from_doc(loads(row[1])), before)
+                ]
+                if not still:
+                    return 0
+                await conn.execute(
+                    f"DELETE FROM exec_executions WHERE {in_ids('occurrence_id')}", [ids_param(still)]
+                )
+                return await conn.execute(
+                    f"DELETE FROM exec_occurrences WHERE {in_ids('id')}", [ids_param(still)]
+                )
+
+            removed += await self._db.run(work)
+        return removed
 
     def batch(self) -> AbstractAsyncContextManager[object]:
         """Group the writes of the block into one transaction: all of them are kept, or none."""

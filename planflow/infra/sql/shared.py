@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from itertools import islice
 from typing import Any, TypeVar
 
 from planflow.errors import ConflictError, NotFoundError
+from planflow.infra import inputs
 from planflow.infra.sql.codec import decode_cursor, encode_cursor
 from planflow.infra.sql.database import Connection, Database
+from planflow.infra.sql.dialect import Dialect
 from planflow.infra.sql.tables import Table
 from planflow.models import Page
 
@@ -101,33 +104,153 @@ async def delete_one(database: Database, table: Table[Any] | tuple[str, str], ke
         raise NotFoundError(f"{what} {key!r} not found")
 
 
-def where_clause(
-    table: Table[Any], filter: object | None, cursor: str | None, ts_param: Callable[[datetime], object]
-) -> tuple[str, list[object]]:
-    """The WHERE clause (``''`` or starting with a space) and parameters of a listing.
+#: Time bounds of a filter: field -> (column, comparison). Exclusive, as ``created_after`` reads.
+TIME_BOUNDS = {
+    "created_after": ("created_at", ">"),
+    "created_before": ("created_at", "<"),
+    "updated_after": ("updated_at", ">"),
+    "updated_before": ("updated_at", "<"),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Conditions:
+    """A filter's conditions, checked: ``where`` (SQL, ANDed) with ``params``, and the statuses it allows.
+
+    ``statuses`` is ``None`` when the filter does not restrict the status, else the status values the rows
+    may have (empty when ``status`` and ``statuses`` exclude each other): a listing reads each of them along
+    its own index (see :func:`listing`).
+    """
+
+    where: list[str]
+    params: list[object]
+    statuses: list[str] | None
+
+
+def conditions(
+    table: Table[Any], filter: object | None, ts_param: Callable[[datetime], object]
+) -> Conditions:
+    """The checked conditions of ``filter`` on ``table``.
 
     Every non-``None`` field of ``filter`` is an equality on the table's column of that name, its value checked
     by the column's kind (the argument layer has made sure ``filter`` is the repository's own filter type),
-    ANDed with the keyset ``(created_at, key) > cursor``.
+    except ``statuses`` (any of) and the exclusive time bounds of ``TIME_BOUNDS`` (aware datetimes only).
     """
-    conditions: list[str] = []
+    where: list[str] = []
     params: list[object] = []
-    if filter is not None:
-        for field in dataclasses.fields(filter):  # pyright: ignore[reportArgumentType]
-            value = getattr(filter, field.name)
-            if value is not None:
-                table.column(field.name)
-                conditions.append(f"{field.name} = ?")
-                params.append(table.check_value(field.name, value))
+    statuses: list[str] | None = None
+    if filter is None:
+        return Conditions(where, params, statuses)
+    for field in dataclasses.fields(filter):  # pyright: ignore[reportArgumentType]
+        value = getattr(filter, field.name)
+        if value is None:
+            continue
+        bound = TIME_BOUNDS.get(field.name)
+        if bound is not None:
+            column, comparison = bound
+            where.append(f"{column} {comparison} ?")
+            params.append(ts_param(inputs.check_aware(value, field.name)))
+        elif field.name in ("status", "statuses"):
+            allowed = (
+                sorted(status.value for status in inputs.check_statuses(value, field.name))
+                if field.name == "statuses"
+                else [str(table.check_value("status", value))]
+            )
+            statuses = allowed if statuses is None else [s for s in statuses if s in allowed]
+        else:
+            table.column(field.name)
+            where.append(f"{field.name} = ?")
+            params.append(table.check_value(field.name, value))
+    return Conditions(where, params, statuses)
+
+
+def _status_where(statuses: list[str] | None) -> tuple[list[str], list[object]]:
+    if statuses is None:
+        return [], []
+    if not statuses:
+        return ["1 = 0"], []
+    if len(statuses) == 1:
+        return ["status = ?"], list(statuses)
+    return [f"status IN ({', '.join('?' for _ in statuses)})"], list(statuses)
+
+
+def where_clause(
+    table: Table[Any], filter: object | None, cursor: str | None, ts_param: Callable[[datetime], object]
+) -> tuple[str, list[object]]:
+    """The WHERE clause (``''`` or starting with a space) and parameters of ``filter`` (see :func:`conditions`),
+    ANDed with the keyset ``(created_at, key) > cursor`` of an oldest-first listing."""
+    found = conditions(table, filter, ts_param)
+    status_where, status_params = _status_where(found.statuses)
+    where, params = [*found.where, *status_where], [*found.params, *status_params]
     if cursor is not None:
         created, last_key = decode_cursor(cursor)
-        conditions.append(f"(created_at, {table.key}) > (?, ?)")
+        where.append(f"(created_at, {table.key}) > (?, ?)")
         params += [ts_param(created), last_key]
-    return (f" WHERE {' AND '.join(conditions)}" if conditions else ""), params
+    return (f" WHERE {' AND '.join(where)}" if where else ""), params
+
+
+def order_by(table: Table[Any], order: str) -> str:
+    """``ORDER BY created_at, key`` in ``order`` (the keyset every listing pages by)."""
+    direction = "" if order == "asc" else " DESC"
+    return f"ORDER BY created_at{direction}, {table.key}{direction}"
+
+
+def listing(
+    table: Table[Any],
+    filter: object | None,
+    *,
+    cursor: str | None,
+    order: str,
+    limit: int,
+    dialect: Dialect,
+) -> tuple[str, list[object]]:
+    """The query (and parameters) of one page of ``table``'s rows matching ``filter``: ``limit`` rows in
+    ``order`` of ``(created_at, key)`` after ``cursor``.
+
+    A filter allowing several statuses reads each status along its own ``(status, created_at, key)`` index
+    range, the ranges merged in order by a ``UNION ALL`` with one arm per status, so that a page reads about
+    ``limit`` rows per status: an ``IN`` list over the index would yield the rows in status order, every match
+    sorted whatever the page size. Where the engine asks for it (``Dialect.limit_union_arms``) each arm is
+    ordered and limited as well.
+    """
+    ts_param, limit_arms = dialect.ts_param, dialect.limit_union_arms
+    found = conditions(table, filter, ts_param)
+    keyset: list[str] = []
+    keyset_params: list[object] = []
+    if cursor is not None:
+        created, last_key = decode_cursor(cursor, order)
+        keyset.append(f"(created_at, {table.key}) {'>' if order == 'asc' else '<'} (?, ?)")
+        keyset_params += [ts_param(created), last_key]
+    ordering = order_by(table, order)
+    if found.statuses is None or len(found.statuses) < 2:
+        status_where, status_params = _status_where(found.statuses)
+        where = [*found.where, *status_where, *keyset]
+        clause = f" WHERE {' AND '.join(where)}" if where else ""
+        return (
+            f"{table.select}{clause} {ordering} LIMIT ?",
+            [*found.params, *status_params, *keyset_params, limit],
+        )
+    branches: list[str] = []
+    params: list[object] = []
+    for status in found.statuses:
+        branch = f"{table.select} WHERE {' AND '.join([*found.where, 'status = ?', *keyset])}"
+        params += [*found.params, status, *keyset_params]
+        if limit_arms:
+            branch = f"({branch} {ordering} LIMIT ?)"
+            params.append(limit)
+        branches.append(branch)
+    union = " UNION ALL ".join(branches)
+    if not limit_arms:
+        union = f"SELECT * FROM ({union}) planflow_statuses"
+    return f"{union} {ordering} LIMIT ?", [*params, limit]
 
 
 def page(
-    items: list[M], limit: int, created_at: Callable[[M], datetime | None], key: Callable[[M], str]
+    items: list[M],
+    limit: int,
+    created_at: Callable[[M], datetime | None],
+    key: Callable[[M], str],
+    order: str = "asc",
 ) -> Page[M]:
     """A page of ``items`` fetched with ``LIMIT limit + 1``: the extra row only says that more follow."""
     if len(items) <= limit:
@@ -136,4 +259,4 @@ def page(
     last = items[-1]
     stamp = created_at(last)
     assert stamp is not None
-    return Page(items, encode_cursor(stamp, key(last)))
+    return Page(items, encode_cursor(stamp, key(last), order))

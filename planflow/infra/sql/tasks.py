@@ -11,11 +11,20 @@ from planflow.infra.inputs import checked
 from planflow.infra.sql.codec import loads, now, stored_meta
 from planflow.infra.sql.database import Connection, Database, ForeignKeyViolation, Row
 from planflow.infra.sql.dialect import Dialect
-from planflow.infra.sql.shared import batches, delete_one, every_item, missing_or_conflict, page, where_clause
+from planflow.infra.sql.shared import (
+    batches,
+    delete_one,
+    every_item,
+    listing,
+    missing_or_conflict,
+    page,
+    where_clause,
+)
 from planflow.infra.sql.tables import MANAGED, TASK_STATES
 from planflow.infra.sql.usage import UsageMerger
 from planflow.models import (
     JsonObject,
+    Order,
     Page,
     ProgressInfo,
     TaskFilter,
@@ -513,14 +522,23 @@ class SqlTaskRepository:
         return state
 
     async def list_states(
-        self, filter: TaskFilter | None = None, *, limit: int = 100, cursor: str | None = None
+        self,
+        filter: TaskFilter | None = None,
+        *,
+        limit: int = 100,
+        cursor: str | None = None,
+        order: Order = "asc",
     ) -> Page[TaskState]:
-        return await self._page(filter, limit, cursor)
+        return await self._page(filter, limit, cursor, order)
 
-    async def _page(self, filter: TaskFilter | None, limit: int, cursor: str | None) -> Page[TaskState]:
-        where, params = where_clause(TABLE, filter, cursor, self._dialect.ts_param)
-        items = await self._all(f"{SELECT}{where} {ORDER} LIMIT ?", [*params, limit + 1])
-        return page(items, limit, lambda s: s.created_at, lambda s: s.task_exec_id)
+    async def _page(
+        self, filter: TaskFilter | None, limit: int, cursor: str | None, order: Order = "asc"
+    ) -> Page[TaskState]:
+        sql, params = listing(
+            TABLE, filter, cursor=cursor, order=order, limit=limit + 1, dialect=self._dialect
+        )
+        items = await self._all(sql, params)
+        return page(items, limit, lambda s: s.created_at, lambda s: s.task_exec_id, order)
 
     async def iter_states(
         self, filter: TaskFilter | None = None, *, batch_size: int = 1000

@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Collection, Iterable, Sequence
+from datetime import datetime
 
 from planflow.errors import NotFoundError, WorkflowNotReadyError
 from planflow.infra.inputs import MAX_JSON_DEPTH, checked, dump_json_object
 from planflow.infra.sql import tasks as tasks_sql
-from planflow.infra.sql.codec import loads, now, stored_meta
+from planflow.infra.sql.codec import load_usage, loads, now, stored_meta
 from planflow.infra.sql.database import Connection, Database, Row
 from planflow.infra.sql.dialect import Dialect
 from planflow.infra.sql.shared import (
     delete_one,
     every_item,
+    listing,
     missing_or_conflict,
     page,
     where_clause,
@@ -25,14 +27,16 @@ from planflow.models import (
     FAILURE_STATUSES,
     TERMINAL_STATUSES,
     JsonObject,
+    Order,
     Page,
     TaskState,
     TaskStatus,
+    UsageEntry,
     UsageSummary,
     WorkflowFilter,
     WorkflowState,
 )
-from planflow.protocols import OutputTransformer
+from planflow.protocols import OutputTransformer, PurgeProgress
 
 TABLE = WORKFLOW_STATES
 ORDER = "ORDER BY created_at, workflow_exec_id"
@@ -103,6 +107,67 @@ def _outputs_text(top: dict[str, tuple[TaskStatus, str | None]], workflow_exec_i
     assert text is not None
     return text
 
+
+#: The usage of a workflow (part 0) and of each of its tasks that recorded any (part 1), in one statement.
+USAGE_PARTS = (
+    "SELECT 0, created_at, workflow_exec_id, usage FROM workflow_states WHERE workflow_exec_id = ? "
+    "UNION ALL SELECT 1, created_at, task_exec_id, usage FROM task_states "
+    "WHERE workflow_exec_id = ? AND usage IS NOT NULL ORDER BY 1, 2, 3"
+)
+
+
+def purgeable(statuses: int) -> str:
+    """The condition a workflow must meet to be purged: one of ``statuses`` placeholders, written before ``?``."""
+    return f"status IN ({', '.join('?' for _ in range(statuses))}) AND updated_at < ?"
+
+
+def purge_candidates_sql(statuses: int) -> str:
+    """Up to ``?`` purgeable workflows and how many tasks each has (read through ``workflow_states_purge``)."""
+    return (
+        "SELECT w.workflow_exec_id, (SELECT COUNT(*) FROM task_states t WHERE t.workflow_exec_id = "
+        f"w.workflow_exec_id) FROM workflow_states w WHERE w.{purgeable(statuses).replace(' AND ', ' AND w.')} "
+        "LIMIT ?"
+    )
+
+
+def purge_sql(dialect: Dialect, statuses: int) -> str:
+    """Delete the workflows of an id list that are still purgeable (their tasks go by cascade)."""
+    return f"DELETE FROM workflow_states WHERE {dialect.in_ids('workflow_exec_id')} AND {purgeable(statuses)}"
+
+
+def purge_tasks_sql(statuses: int) -> str:
+    """Delete up to ``?`` tasks of one still purgeable workflow, the newest first (children before parents,
+    so that a cascade rarely takes more than the chunk)."""
+    return (
+        "DELETE FROM task_states WHERE task_exec_id IN (SELECT task_exec_id FROM task_states "
+        "WHERE workflow_exec_id = ? ORDER BY created_at DESC, task_exec_id DESC LIMIT ?) "
+        f"AND EXISTS (SELECT 1 FROM workflow_states WHERE workflow_exec_id = ? AND {purgeable(statuses)})"
+    )
+
+
+def purge_groups(candidates: Sequence[tuple[str, int]], batch_size: int) -> list[list[str]]:
+    """Candidates ``(workflow id, its task count)`` in groups of at most ``batch_size`` tasks (a workflow
+    without tasks counts as one); a workflow with more tasks than that is a group of its own."""
+    groups: list[list[str]] = []
+    current: list[str] = []
+    rows = 0
+    for workflow_exec_id, tasks in candidates:
+        size = max(tasks, 1)
+        if current and rows + size > batch_size:
+            groups.append(current)
+            current, rows = [], 0
+        current.append(workflow_exec_id)
+        rows += size
+    if current:
+        groups.append(current)
+    return groups
+
+
+TASK_COUNT = "SELECT COUNT(*) FROM task_states WHERE workflow_exec_id = ?"
+#: Seconds a purge pauses after each batch, so that writers waiting meanwhile take their turn: the lock of a
+#: process's SQLite writers is not fair, and a purge asking again at once would take it again before them
+#: (measured with 4 writers: their longest write 1.6 s without the pause).
+PURGE_PAUSE = 0.001
 
 #: Task columns by which a workflow can be found (``get_state_by_<column>``).
 TASK_LOOKUPS = ("task_id", "agent_id", "tool_id")
@@ -191,6 +256,81 @@ class SqlWorkflowRepository:
 
     async def delete(self, workflow_exec_id: str) -> None:
         await delete_one(self._db, TABLE, workflow_exec_id, "workflow state")
+
+    async def usage_total(self, workflow_exec_id: str) -> UsageSummary:
+        rows = await self._db.fetch_all(USAGE_PARTS, [workflow_exec_id, workflow_exec_id])
+        if not rows or rows[0][0] != 0:
+            raise NotFoundError(f"workflow state {workflow_exec_id!r} not found")
+        entries: list[UsageEntry] = []
+        for row in rows:
+            part = load_usage(row[3])
+            if part is not None:
+                entries.extend(part.entries)
+        return UsageSummary.of(entries)
+
+    async def purge(
+        self,
+        *,
+        finished_before: datetime,
+        statuses: Collection[TaskStatus] = TERMINAL_STATUSES,
+        batch_size: int = 500,
+        progress: PurgeProgress | None = None,
+    ) -> int:
+        """Delete finished workflows with their tasks in short transactions (see the Protocol).
+
+        Each round reads up to ``batch_size`` candidates with their task counts (no transaction), then deletes
+        them in groups of at most ``batch_size`` tasks, each group one transaction whose DELETE re-checks the
+        status and time, so that nothing changed meanwhile is lost. Rounds end when no candidate is left.
+        """
+        wanted = sorted(status.value for status in statuses)
+        condition = [*wanted, self._dialect.ts_param(finished_before)]
+        candidates_sql = purge_candidates_sql(len(wanted))
+        delete_sql = purge_sql(self._dialect, len(wanted))
+        tasks_sql_text = purge_tasks_sql(len(wanted))
+        purged = 0
+        while True:
+            rows = await self._db.fetch_all(candidates_sql, [*condition, batch_size])
+            if not rows:
+                return purged
+            counts = {row[0]: int(row[1]) for row in rows}
+            for group in purge_groups(list(counts.items()), batch_size):
+                if counts[group[0]] > batch_size:
+                    await self._purge_tasks_of(group[0], tasks_sql_text, condition, batch_size, progress)
+                ids = self._dialect.ids_param(group)
+
+                async def work(conn: Connection, ids: object = ids) -> int:
+                    return await conn.execute(delete_sql, [ids, *condition])
+
+                deleted = await self._db.run(work, idempotent=True)
+                purged += deleted
+                if progress is not None:
+                    progress(deleted)
+                await self._db.sleep(PURGE_PAUSE)
+
+    async def _purge_tasks_of(
+        self,
+        workflow_exec_id: str,
+        sql: str,
+        condition: list[object],
+        batch_size: int,
+        progress: PurgeProgress | None,
+    ) -> None:
+        """Delete the tasks of one purgeable workflow ``batch_size`` at a time, while it stays purgeable, until
+        at most ``batch_size`` are left for the transaction that deletes the workflow itself."""
+        params = [workflow_exec_id, batch_size, workflow_exec_id, *condition]
+        while True:
+            row = await self._db.fetch_one(TASK_COUNT, [workflow_exec_id])
+            if row is None or int(row[0]) <= batch_size:
+                return
+
+            async def work(conn: Connection) -> int:
+                return await conn.execute(sql, params)
+
+            if await self._db.run(work, idempotent=True) == 0:
+                return  # no longer purgeable: its own DELETE will match nothing either
+            if progress is not None:
+                progress(0)
+            await self._db.sleep(PURGE_PAUSE)
 
     async def complete_workflow(
         self, workflow_exec_id: str, transformer: OutputTransformer | None = None
@@ -304,17 +444,24 @@ class SqlWorkflowRepository:
         limit: int = 100,
         cursor: str | None = None,
         with_tasks: bool = True,
+        order: Order = "asc",
     ) -> Page[WorkflowState]:
-        return await self._page(filter, limit, cursor, with_tasks)
+        return await self._page(filter, limit, cursor, with_tasks, order)
 
     async def _page(
-        self, filter: WorkflowFilter | None, limit: int, cursor: str | None, with_tasks: bool
+        self,
+        filter: WorkflowFilter | None,
+        limit: int,
+        cursor: str | None,
+        with_tasks: bool,
+        order: Order = "asc",
     ) -> Page[WorkflowState]:
-        where, params = where_clause(TABLE, filter, cursor, self._dialect.ts_param)
-        sql = f"{SELECT}{where} {ORDER} LIMIT ?"
+        sql, params = listing(
+            TABLE, filter, cursor=cursor, order=order, limit=limit + 1, dialect=self._dialect
+        )
 
         async def work(conn: Connection) -> Page[WorkflowState]:
-            rows = await conn.fetch_all(sql, [*params, limit + 1])
+            rows = await conn.fetch_all(sql, params)
             tasks: dict[str, dict[str, TaskState]] = {row[0]: {} for row in rows[:limit]}
             if tasks and with_tasks:
                 from_row, load_ts = TASK_STATES.from_row, self._dialect.load_ts
@@ -323,7 +470,7 @@ class SqlWorkflowRepository:
                     state = from_row(task_row, load_ts)
                     tasks[state.workflow_exec_id][state.task_id] = state
             items = [self._workflow(row, tasks.get(row[0])) for row in rows]
-            return page(items, limit, lambda w: w.created_at, lambda w: w.workflow_exec_id)
+            return page(items, limit, lambda w: w.created_at, lambda w: w.workflow_exec_id, order)
 
         # With tasks: two queries that must see one snapshot. Without: one query, no transaction needed.
         return await (self._db.run(work, write=False) if with_tasks else self._db.read(work))

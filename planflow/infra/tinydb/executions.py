@@ -23,6 +23,7 @@ import threading
 import weakref
 from collections.abc import Callable, Generator, Mapping
 from contextlib import contextmanager, suppress
+from datetime import datetime
 from typing import Generic, TypeVar, cast
 
 from tinydb import TinyDB
@@ -37,9 +38,11 @@ from planflow.infra.execution_codec import (
     occurrence_to_doc,
     require,
     require_id,
+    scheduled_before,
     task_from_doc,
     task_to_doc,
 )
+from planflow.infra.inputs import check_aware
 from planflow.infra.tinydb.files import StoreData
 from planflow.infra.tinydb.journal import DELETE, PUT, JournaledStorage, Op, collector_paused
 from planflow.infra.tinydb.storage import CrashSafeJSONStorage
@@ -532,6 +535,35 @@ class TinyDbExecutionRepository:
             found = tables.tasks.by_key.get(task_id)
             if found is not None:
                 shared.delete(tables.tasks, found)
+
+    def purge(self, *, before: datetime) -> int:
+        """Remove the occurrences scheduled before ``before`` with their executions, in one write.
+
+        Task definitions stay. A naive ``scheduled_for`` is read in this machine's local time zone. Nothing is
+        written when nothing is scheduled before ``before``.
+
+        Returns:
+            How many occurrences were removed.
+
+        Raises:
+            ValidationError: ``before`` is not an aware datetime, or a stored occurrence is malformed.
+            StoreWriteError: The store could not be written; nothing is removed.
+        """
+        moment = check_aware(before, "before")
+        shared = self._shared
+        with self._unit() as tables:
+            occurrences, executions = tables.occurrences, tables.executions
+            doomed = [
+                (doc_id, occ.id)
+                for doc_id in list(occurrences.rows)
+                if scheduled_before(occ := occurrences.model(doc_id), moment)
+            ]
+            for doc_id, occurrence_id in doomed:
+                execution_id = executions.by_key.get(occurrence_id)
+                if execution_id is not None:
+                    shared.delete(executions, execution_id)
+                shared.delete(occurrences, doc_id)
+            return len(doomed)
 
 
 def _occurrence_ids(table: _Table[TaskOccurrence], task_id: str) -> list[str]:
