@@ -149,6 +149,8 @@ class SqliteConnection(Connection):
 
 #: How often a watcher looks at ``PRAGMA data_version`` for commits of other processes.
 POLL_INTERVAL = 0.05
+#: WAL size past which a write's release runs a checkpoint: SQLite's default, 1 000 pages of 4 KiB.
+CHECKPOINT_BYTES = 1000 * 4096
 
 
 class _SqliteWatcher(Watcher):
@@ -228,6 +230,7 @@ class SqliteDatabase(Database):
         self._memory = config.is_memory
         self.streams_in_transaction = not self._memory
         self._path = config.path or "planflow.db"
+        self._wal = f"{self._path}-wal"
         # Idle connections, already wrapped: deque.pop and .append are atomic, so lending one takes no lock.
         self._idle: deque[SqliteConnection] = deque()
         self._closed = False
@@ -267,6 +270,11 @@ class SqliteDatabase(Database):
             raw.execute(f"PRAGMA busy_timeout = {int(self._config.busy_timeout * 1000)}")
             if not self._memory:
                 raw.execute("PRAGMA journal_mode = WAL")
+                # Checkpoints are run by release(), after this process's turn to write is handed on; SQLite's
+                # own would run inside COMMIT, with every other writer of the process waiting. The WAL is
+                # truncated when it restarts, so that its size tells how much awaits a checkpoint.
+                raw.execute("PRAGMA wal_autocheckpoint = 0")
+                raw.execute("PRAGMA journal_size_limit = 0")
             raw.execute("PRAGMA synchronous = NORMAL")
             raw.execute("PRAGMA foreign_keys = ON")
         except sqlite3.Error as exc:
@@ -315,11 +323,14 @@ class SqliteDatabase(Database):
 
     async def release(self, connection: Connection) -> None:
         assert isinstance(connection, SqliteConnection)
+        wrote = connection.raw.total_changes != connection.changes and not connection.raw.in_transaction
         if connection.writing:
             connection.writing = False
             self._writer.release()
-        if connection.raw.total_changes != connection.changes and not connection.raw.in_transaction:
+        if wrote:
             self._wrote()
+            if self._shared is None:
+                self._checkpoint_if_due(connection)
         if self._shared is not None:
             self._shared_lock.release()
             return
@@ -330,6 +341,20 @@ class SqliteDatabase(Database):
 
     async def begin_on(self, connection: Connection, *, write: bool, resolvable: bool) -> None:
         await connection.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+
+    def _checkpoint_if_due(self, connection: SqliteConnection) -> None:
+        """Copy the WAL into the database once it holds about as much as SQLite's default autocheckpoint.
+
+        PASSIVE: it waits for no reader or writer, and a writer of this process may write meanwhile. One that
+        cannot finish (a reader still needs old pages) is tried again after the next write.
+        """
+        try:
+            due = os.stat(self._wal).st_size >= CHECKPOINT_BYTES
+        except OSError:  # no WAL file yet
+            return
+        if due:
+            with suppress(sqlite3.Error):  # busy or interrupted: the next write tries again
+                connection.raw.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
 
     def _wrote(self) -> None:
         """A connection of this process committed a write: wake the watchers at once."""
