@@ -220,6 +220,7 @@ class SqlTaskRepository:
         self._usage = UsageMerger(database, dialect, "task_states", "task_exec_id", "task")
         #: Claiming statements by filter clause (a handful: one per combination of filter fields in use).
         self._claims: dict[str, str] = {}
+        self._filters: dict[TaskFilter | None, tuple[str, tuple[object, ...]]] = {}
 
     # Writes -----------------------------------------------------------------------------------------------
 
@@ -395,8 +396,21 @@ class SqlTaskRepository:
     # Claims -----------------------------------------------------------------------------------------------
 
     def _filter_and(self, filter: TaskFilter | None) -> tuple[str, list[object]]:
-        where, params = where_clause(TABLE, filter, None, self._dialect.ts_param)
-        return (where.replace(" WHERE ", " AND ", 1), params)
+        """The conditions of ``filter`` (``''`` or ``' AND ...'``) and their parameters, remembered per filter.
+
+        Workers claim with the same filter over and over; a filter is frozen, so its clause is made once.
+        """
+        try:
+            found = self._filters.get(filter)
+        except TypeError:  # statuses given as a list: not hashable, not remembered
+            where, params = where_clause(TABLE, filter, None, self._dialect.ts_param)
+            return where.replace(" WHERE ", " AND ", 1), params
+        if found is None:
+            where, params = where_clause(TABLE, filter, None, self._dialect.ts_param)
+            if len(self._filters) >= 256:
+                self._filters.clear()
+            found = self._filters[filter] = (where.replace(" WHERE ", " AND ", 1), tuple(params))
+        return found[0], list(found[1])
 
     async def claim(
         self, filter: TaskFilter | None = None, *, worker: str, limit: int = 1, lease: float | timedelta
