@@ -705,7 +705,9 @@ _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks
 def parse_duration(text: str, option: str) -> timedelta:
     """``30d``, ``12h``, ``90m``, ``45s`` or ``2w`` as a timedelta (a usage error otherwise)."""
     found = _DURATION.match(text)
-    if found is None or int(found[1]) == 0:
+    if found is not None and int(found[1]) == 0:
+        raise typer.BadParameter(f"{text!r}: the duration must be more than zero", param_hint=f"'{option}'")
+    if found is None:
         raise typer.BadParameter(
             f"{text!r} is not a duration such as 30d, 12h, 90m, 45s or 2w", param_hint=f"'{option}'"
         )
