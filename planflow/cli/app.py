@@ -1047,7 +1047,8 @@ def purge(
                     "purge",
                     "--older-than",
                     older_than.strip(),
-                    *(f"--status={s.value}" for s in sorted(statuses)),
+                    # The defaults go without saying; statuses the user chose are repeated.
+                    *(f"--status={s.value}" for s in sorted(statuses) if statuses != TERMINAL_STATUSES),
                 ],
             )
 
