@@ -36,7 +36,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from functools import lru_cache
 from time import perf_counter
-from typing import Any, TypeVar, cast
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 import psycopg
@@ -69,6 +69,8 @@ from planflow.infra.sql.database import (
     Watcher,
     Work,
     retrying,
+    statement,
+    statement_rows,
 )
 
 T = TypeVar("T")
@@ -132,17 +134,6 @@ def to_pyformat(sql: str) -> bytes:
 def _plain(sql: str) -> bytes:
     # Without parameters psycopg sends the text as it is: no placeholder, no escaping.
     return sql.encode()
-
-
-def _rows(result: object) -> int | None:
-    """The row count of a statement's result: rows fetched (one or all), or rows changed."""
-    if result is None:
-        return 0
-    if isinstance(result, list):
-        return len(cast(list[object], result))
-    if isinstance(result, tuple):
-        return 1
-    return result if isinstance(result, int) and result >= 0 else None
 
 
 def _pipeline_text(steps: list[tuple[str, Params, Result]]) -> str:
@@ -232,7 +223,7 @@ class PostgresConnection(Connection):
             error = db.lost(translate(exc, lost=self.raw.closed))
             db.log.done(sql, started, None, error)
             raise error from exc
-        db.log.done(sql, started, _rows(result))
+        db.log.done(sql, started, statement_rows(result))
         return result
 
     async def execute(self, sql: str, params: Params = ()) -> int:
@@ -574,18 +565,12 @@ class PostgresDatabase(Database):
         # claimed again. Never more, so nothing is done twice.
         connection = await self.acquire()
         try:
-            if result == "one":
-                return await connection.fetch_one(sql, params)
-            if result == "all":
-                return await connection.fetch_all(sql, params)
-            return await connection.execute(sql, params)
+            return await statement(connection, sql, params, result)
         except ConnectionLostError:
-            await self.release(connection)
-            connection = None
-            return await self.read(reread)
+            pass
         finally:
-            if connection is not None:
-                await self.release(connection)
+            await self.release(connection)
+        return await self.read(reread)
 
     async def _write_pipelined(self, sql: str, params: Params, result: Result, reread: Work[Any]) -> Any:
         # BEGIN, the unit's commit token, the statement and COMMIT in one round trip: the token is made here, so

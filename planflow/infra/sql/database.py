@@ -38,7 +38,7 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager, suppres
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from time import perf_counter
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal, TypeVar, cast
 
 from planflow.config import RetrySettings
 from planflow.errors import CommitUnknownError, TransientError, ValidationError
@@ -95,6 +95,28 @@ class Connection(ABC):
     @abstractmethod
     async def execute_script(self, script: str) -> None:
         """Run a script of several statements without parameters (migrations)."""
+
+
+async def statement(connection: Connection, sql: str, params: Params, result: Result) -> Any:
+    """Run one statement on ``connection``; by ``result`` its first row (or None), all its rows, or its count."""
+    if result == "one":
+        return await connection.fetch_one(sql, params)
+    if result == "all":
+        return await connection.fetch_all(sql, params)
+    return await connection.execute(sql, params)
+
+
+def statement_rows(result: object) -> int | None:
+    """The row count a driver call returned, for the statement log: rows fetched (a list, one row as a tuple, no
+    row as None), rows changed (an int, or a cursor's ``rowcount``); None where the driver does not know it."""
+    if result is None:
+        return 0
+    if isinstance(result, list):
+        return len(cast(list[object], result))
+    if isinstance(result, tuple):
+        return 1
+    count = result if isinstance(result, int) else getattr(result, "rowcount", -1)
+    return count if isinstance(count, int) and count >= 0 else None
 
 
 #: Longest statement text a log message shows (the ``planflow_sql`` field holds all of it).
@@ -432,14 +454,9 @@ class Database(ABC):
         runs it in autocommit mode, without a token.
         """
 
-        async def work(connection: Connection) -> Any:
-            if result == "one":
-                return await connection.fetch_one(sql, params)
-            if result == "all":
-                return await connection.fetch_all(sql, params)
-            return await connection.execute(sql, params)
-
-        return await self.run(work, single_statement=True)
+        return await self.run(
+            lambda connection: statement(connection, sql, params, result), single_statement=True
+        )
 
     async def run(
         self, work: Work[T], *, write: bool = True, single_statement: bool = False, idempotent: bool = False

@@ -23,7 +23,7 @@ from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable
 from contextlib import asynccontextmanager, suppress
 from pathlib import Path
 from time import perf_counter
-from typing import TypeVar, cast
+from typing import TypeVar
 
 from planflow.config import PlanflowConfig
 from planflow.errors import (
@@ -45,6 +45,7 @@ from planflow.infra.sql.database import (
     StatementLog,
     Watcher,
     owner,
+    statement_rows,
 )
 
 T = TypeVar("T")
@@ -52,14 +53,6 @@ _BUSY_CODES = frozenset({sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED})
 
 #: Connections inherited from a parent process: kept referenced and never used or closed in the child.
 _abandoned: list[object] = []
-
-
-def _rows(result: object) -> int | None:
-    """The row count of what a statement call returned: rows fetched, or rows changed (None: not known)."""
-    if isinstance(result, list):
-        return len(cast(list[object], result))
-    count = result if isinstance(result, int) else getattr(result, "rowcount", -1)
-    return count if isinstance(count, int) and count >= 0 else None
 
 
 def translate(exc: sqlite3.Error) -> PlanflowError:
@@ -106,7 +99,7 @@ class SqliteConnection(Connection):
             error = translate(exc)
             db.log.done(sql, started, None, error)
             raise error from exc
-        db.log.done(sql, started, _rows(result))
+        db.log.done(sql, started, statement_rows(result))
         return result
 
     async def execute(self, sql: str, params: Params = ()) -> int:
