@@ -164,10 +164,6 @@ def purge_groups(candidates: Sequence[tuple[str, int]], batch_size: int) -> list
 
 
 TASK_COUNT = "SELECT COUNT(*) FROM task_states WHERE workflow_exec_id = ?"
-#: Seconds a purge pauses after each batch, so that writers waiting meanwhile take their turn: the lock of a
-#: process's SQLite writers is not fair, and a purge asking again at once would take it again before them
-#: (measured with 4 writers: their longest write 1.6 s without the pause).
-PURGE_PAUSE = 0.001
 
 #: Task columns by which a workflow can be found (``get_state_by_<column>``).
 TASK_LOOKUPS = ("task_id", "agent_id", "tool_id")
@@ -305,7 +301,6 @@ class SqlWorkflowRepository:
                 purged += deleted
                 if progress is not None:
                     progress(deleted)
-                await self._db.sleep(PURGE_PAUSE)
 
     async def _purge_tasks_of(
         self,
@@ -330,7 +325,6 @@ class SqlWorkflowRepository:
                 return  # no longer purgeable: its own DELETE will match nothing either
             if progress is not None:
                 progress(0)
-            await self._db.sleep(PURGE_PAUSE)
 
     async def complete_workflow(
         self, workflow_exec_id: str, transformer: OutputTransformer | None = None

@@ -180,6 +180,48 @@ class _SqliteWatcher(Watcher):
                 return
 
 
+class _TurnLock:
+    """This process's turn to write: handed to its waiters in the order they asked.
+
+    ``threading.Lock`` lets the thread that releases it take it again before a waiter wakes, so one busy
+    writer (a purge running batch after batch) could keep the others waiting for many turns in a row. Here a
+    release hands the lock straight to the longest waiter, which holds it as it wakes.
+    """
+
+    __slots__ = ("_guard", "_held", "_waiters")
+
+    def __init__(self) -> None:
+        self._guard = threading.Lock()
+        self._held = False
+        self._waiters: deque[threading.Lock] = deque()
+
+    def acquire(self, timeout: float) -> bool:
+        """Take the turn within ``timeout`` seconds; False when it did not come."""
+        with self._guard:
+            if not self._held:
+                self._held = True
+                return True
+            gate = threading.Lock()
+            gate.acquire()
+            self._waiters.append(gate)
+        if gate.acquire(timeout=timeout):
+            return True
+        with self._guard:
+            try:
+                self._waiters.remove(gate)
+            except ValueError:  # handed over as the wait ended: the turn is ours
+                return True
+        return False
+
+    def release(self) -> None:
+        """End the turn: the longest waiter has it now, or nobody does."""
+        with self._guard:
+            if self._waiters:
+                self._waiters.popleft().release()
+            else:
+                self._held = False
+
+
 class _OwnedLock:
     """The lock of the one ``:memory:`` connection, held by a task or thread (see ``database.owner``).
 
@@ -230,7 +272,7 @@ class SqliteDatabase(Database):
         self._changes = threading.Condition()
         self._generation = 0
         self._shared_lock = _OwnedLock()
-        self._writer = threading.Lock()
+        self._writer = _TurnLock()
         self._shared: SqliteConnection | None = None
         if self._memory:
             self._shared = SqliteConnection(self._open(), self)
@@ -390,6 +432,6 @@ class SqliteDatabase(Database):
         # never used; the child opens its own. The in-memory database is the child's private copy, so it
         # keeps it, with a fresh lock (another thread may have held the old one at the fork).
         self._shared_lock = _OwnedLock()
-        self._writer = threading.Lock()
+        self._writer = _TurnLock()
         _abandoned.extend(self._idle)
         self._idle = deque()
