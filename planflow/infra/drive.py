@@ -68,7 +68,8 @@ def sync_iterator(items: AsyncIterator[T]) -> Iterator[T]:
 _facade_classes: dict[tuple[type, type], type] = {}
 
 
-def _public_methods(protocol: type) -> list[str]:
+def public_methods(protocol: type) -> list[str]:
+    """The public methods a Protocol declares."""
     return [
         name
         for name, member in vars(protocol).items()
@@ -122,7 +123,7 @@ def sync_facade(core: object, protocol: type[P]) -> P:
             "__init__": _init,
             "__repr__": lambda self: f"<{protocol.__name__} of {self._core!r}>",  # pyright: ignore[reportUnknownLambdaType, reportUnknownMemberType]
         }
-        for name in _public_methods(protocol):
+        for name in public_methods(protocol):
             members[name] = _facade_method(getattr(type(core), name), name, vars(protocol)[name])
         cls = _facade_classes[key] = type(f"Sync{protocol.__name__}", (), members)
     return cast(P, cls(core))
@@ -188,6 +189,35 @@ def _coroutine_context(name: str) -> Callable[..., Any]:
 _COROUTINE_MAKERS = {"call": _coroutine_call, "iterator": _coroutine_iterator, "context": _coroutine_context}
 
 
+class _CoroutineView:
+    __slots__ = ("_core",)
+
+    def __init__(self, core: object) -> None:
+        self._core = core
+
+
+def protocol_class(
+    protocol: type,
+    makers: dict[str, Callable[[str], Callable[..., Any]]],
+    base: type,
+    prefix: str,
+    cache: dict[type, type],
+) -> type:
+    """A subclass of ``base`` with a method per public method of ``protocol`` (made once per protocol, kept in
+    ``cache``): ``makers[kind_of(member)](name)``, named and documented as the Protocol's."""
+    cls = cache.get(protocol)
+    if cls is None:
+        members: dict[str, object] = {"__slots__": (), "__doc__": protocol.__doc__}
+        for name in public_methods(protocol):
+            member = vars(protocol)[name]
+            method = makers[kind_of(member)](name)
+            method.__name__ = method.__qualname__ = name
+            method.__doc__ = member.__doc__
+            members[name] = method
+        cls = cache[protocol] = type(f"{prefix}{protocol.__name__}", (base,), members)
+    return cls
+
+
 _coroutine_classes: dict[type, type] = {}
 
 
@@ -197,14 +227,7 @@ def coroutine_view(plain: object, protocol: type[P]) -> P:
     The inverse of :func:`sync_facade`: code written once for the asynchronous core (an observer, say) can then
     wrap a repository of plain methods (TinyDB's), and :func:`sync_facade` make it plain again.
     """
-    cls = _coroutine_classes.get(protocol)
-    if cls is None:
-        members: dict[str, object] = {"__slots__": ("_core",), "__init__": _init}
-        for name in _public_methods(protocol):
-            method = _COROUTINE_MAKERS[kind_of(vars(protocol)[name])](name)
-            method.__name__ = method.__qualname__ = name
-            members[name] = method
-        cls = _coroutine_classes[protocol] = type(f"Coroutines{protocol.__name__}", (), members)
+    cls = protocol_class(protocol, _COROUTINE_MAKERS, _CoroutineView, "Coroutines", _coroutine_classes)
     return cast(P, cls(plain))
 
 

@@ -11,7 +11,6 @@ A provider opened without listeners and without telemetry gets its repositories 
 
 from __future__ import annotations
 
-import inspect
 import logging
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from contextlib import AbstractAsyncContextManager
@@ -22,7 +21,7 @@ from typing import Any, TypeVar, cast
 
 from planflow.errors import ConflictError
 from planflow.events import ConflictEvent, Event, Listener, OperationEvent, PoolWaitEvent, RetryEvent
-from planflow.infra.drive import kind_of
+from planflow.infra.drive import protocol_class, public_methods
 from planflow.models import Page
 
 P = TypeVar("P")
@@ -139,15 +138,6 @@ class Observer:
                 logger.warning("closing a planflow telemetry hook failed; ignored", exc_info=True)
 
 
-def public_methods(protocol: type) -> list[str]:
-    """The public methods a repository Protocol declares."""
-    return [
-        name
-        for name, member in vars(protocol).items()
-        if not name.startswith("_") and inspect.isfunction(member)
-    ]
-
-
 # Asynchronous repositories -----------------------------------------------------------------------------------
 
 
@@ -261,16 +251,7 @@ _ASYNC_MAKERS = {"call": _async_call, "iterator": _async_iterator, "context": _a
 
 def observed(target: object, protocol: type[P], repository: str, observer: Observer) -> P:
     """``target`` (an asynchronous repository) with every method of ``protocol`` reported to ``observer``."""
-    cls = _async_classes.get(protocol)
-    if cls is None:
-        members: dict[str, object] = {"__slots__": (), "__doc__": protocol.__doc__}
-        for name in public_methods(protocol):
-            member = vars(protocol)[name]
-            method = _ASYNC_MAKERS[kind_of(member)](name)
-            method.__name__ = method.__qualname__ = name
-            method.__doc__ = member.__doc__
-            members[name] = method
-        cls = _async_classes[protocol] = type(f"Observed{protocol.__name__}", (_Observed,), members)
+    cls = protocol_class(protocol, _ASYNC_MAKERS, _Observed, "Observed", _async_classes)
     return cast(P, cls(target, repository, observer))
 
 
