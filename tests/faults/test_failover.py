@@ -99,7 +99,7 @@ def test_promoting_a_synchronous_standby_under_writes_keeps_every_acknowledged_w
                     failures.append(type(exc).__name__)
                     time.sleep(0.05)
 
-        threads = [threading.Thread(target=writer, args=(i,)) for i in range(WRITERS)]
+        threads = [threading.Thread(target=writer, args=(i,), daemon=True) for i in range(WRITERS)]
         for thread in threads:
             thread.start()
         time.sleep(1.5)

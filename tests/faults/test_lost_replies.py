@@ -170,7 +170,7 @@ def test_claims_and_heartbeats_whose_reply_is_lost_are_read_back_not_repeated(
         except BaseException as exc:
             errors.append(exc)
 
-    threads = [threading.Thread(target=worker, args=(i,)) for i in range(THREADS)]
+    threads = [threading.Thread(target=worker, args=(i,), daemon=True) for i in range(THREADS)]
     for thread in threads:
         thread.start()
     for thread in threads:
