@@ -218,18 +218,21 @@ def statements(dialect: Dialect) -> list[tuple[str, str, list[object]]]:
         )
     for name, task_filter in TASK_FILTERS.items():
         for with_cursor in (False, True):
-            where, params = where_clause(tasks_sql.TABLE, task_filter, cursor if with_cursor else None, ts)
+            sql, params = listing(
+                tasks_sql.TABLE,
+                task_filter,
+                cursor=cursor if with_cursor else None,
+                order="asc",
+                limit=101,
+                dialect=dialect,
+            )
             label = f"tasks.list_states by {name}{' after a cursor' if with_cursor else ''}"
-            found.append((label, f"{tasks_sql.SELECT}{where} {tasks_sql.ORDER} LIMIT ?", [*params, 101]))
-        where, params = where_clause(tasks_sql.TABLE, task_filter, None, ts)
+            found.append((label, sql, params))
+        where, params = where_clause(tasks_sql.TABLE, task_filter, ts)
         found.append((f"tasks.count_states by {name}", f"SELECT COUNT(*) FROM task_states{where}", params))
     for name, workflow_filter in WORKFLOW_FILTERS.items():
-        where, params = where_clause(workflows_sql.TABLE, workflow_filter, cursor, ts)
-        found.append(
-            (
-                f"workflows.list_states by {name}",
-                f"{workflows_sql.SELECT}{where} {workflows_sql.ORDER} LIMIT ?",
-                [*params, 101],
-            )
+        sql, params = listing(
+            workflows_sql.TABLE, workflow_filter, cursor=cursor, order="asc", limit=101, dialect=dialect
         )
+        found.append((f"workflows.list_states by {name}", sql, params))
     return found

@@ -175,17 +175,13 @@ def _status_where(statuses: list[str] | None) -> tuple[list[str], list[object]]:
 
 
 def where_clause(
-    table: Table[Any], filter: object | None, cursor: str | None, ts_param: Callable[[datetime], object]
+    table: Table[Any], filter: object | None, ts_param: Callable[[datetime], object]
 ) -> tuple[str, list[object]]:
-    """The WHERE clause (``''`` or starting with a space) and parameters of ``filter`` (see :func:`conditions`),
-    ANDed with the keyset ``(created_at, key) > cursor`` of an oldest-first listing."""
+    """The WHERE clause (``''`` or starting with a space) and parameters of ``filter`` (see :func:`conditions`);
+    a listing's page, with its keyset, comes from :func:`listing`."""
     found = conditions(table, filter, ts_param)
     status_where, status_params = _status_where(found.statuses)
     where, params = [*found.where, *status_where], [*found.params, *status_params]
-    if cursor is not None:
-        created, last_key = decode_cursor(cursor)
-        where.append(f"(created_at, {table.key}) > (?, ?)")
-        params += [ts_param(created), last_key]
     return (f" WHERE {' AND '.join(where)}" if where else ""), params
 
 

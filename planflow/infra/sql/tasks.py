@@ -401,15 +401,16 @@ class SqlTaskRepository:
         Workers claim with the same filter over and over; a filter is frozen, so its clause is made once.
         """
         try:
-            found = self._filters.get(filter)
+            found, remember = self._filters.get(filter), True
         except TypeError:  # statuses given as a list: not hashable, not remembered
-            where, params = where_clause(TABLE, filter, None, self._dialect.ts_param)
-            return where.replace(" WHERE ", " AND ", 1), params
+            found, remember = None, False
         if found is None:
-            where, params = where_clause(TABLE, filter, None, self._dialect.ts_param)
-            if len(self._filters) >= 256:
-                self._filters.clear()
-            found = self._filters[filter] = (where.replace(" WHERE ", " AND ", 1), tuple(params))
+            where, params = where_clause(TABLE, filter, self._dialect.ts_param)
+            found = (where.replace(" WHERE ", " AND ", 1), tuple(params))
+            if remember:
+                if len(self._filters) >= 256:
+                    self._filters.clear()
+                self._filters[filter] = found
         return found[0], list(found[1])
 
     async def claim(
@@ -561,7 +562,7 @@ class SqlTaskRepository:
             yield state
 
     async def count_states(self, filter: TaskFilter | None = None) -> int:
-        where, params = where_clause(TABLE, filter, None, self._dialect.ts_param)
+        where, params = where_clause(TABLE, filter, self._dialect.ts_param)
         row = await self._db.fetch_one(f"SELECT COUNT(*) FROM task_states{where}", params)
         assert row is not None
         return int(row[0])

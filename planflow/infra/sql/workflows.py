@@ -479,7 +479,7 @@ class SqlWorkflowRepository:
             yield state
 
     async def count_states(self, filter: WorkflowFilter | None = None) -> int:
-        where, params = where_clause(TABLE, filter, None, self._dialect.ts_param)
+        where, params = where_clause(TABLE, filter, self._dialect.ts_param)
         row = await self._db.fetch_one(f"SELECT COUNT(*) FROM workflow_states{where}", params)
         assert row is not None
         return int(row[0])
