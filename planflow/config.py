@@ -80,6 +80,8 @@ class PlanflowConfig:
             slower than this many milliseconds; ``None`` (default): no statement is timed for it.
         telemetry: Report every repository call to OpenTelemetry (spans and metrics; needs the ``otel``
             extra). ``open_provider(..., telemetry=...)`` overrides it.
+        idempotency_window: Seconds an idempotency key is remembered after the write it was given to (default a
+            day): a second call with the key within the window returns the first outcome and applies nothing.
     """
 
     driver: str = "sqlite"
@@ -98,6 +100,7 @@ class PlanflowConfig:
     tinydb_on_corrupt: OnCorrupt = "raise"
     slow_statement_ms: float | None = None
     telemetry: bool = False
+    idempotency_window: float = 86400.0
 
     def __post_init__(self) -> None:
         if self.driver not in DRIVERS:
@@ -108,7 +111,14 @@ class PlanflowConfig:
             raise ConfigError(
                 f"tinydb_on_corrupt must be 'raise' or 'move_aside', not {self.tinydb_on_corrupt!r}"
             )
-        for name in ("busy_timeout", "connect_timeout", "pool_timeout", "pool_max_lifetime", "pool_max_idle"):
+        for name in (
+            "busy_timeout",
+            "connect_timeout",
+            "pool_timeout",
+            "pool_max_lifetime",
+            "pool_max_idle",
+            "idempotency_window",
+        ):
             _check_seconds(name, getattr(self, name), low=0.0, allow_low=False)
         for name in ("pool_min_size", "pool_max_size"):
             _check_count(name, getattr(self, name))
@@ -219,6 +229,7 @@ _SETTING_TYPES: dict[str, type] = {
     "tinydb_on_corrupt": str,
     "slow_statement_ms": float,
     "telemetry": bool,
+    "idempotency_window": float,
 }
 _RETRY_TYPES: dict[str, type] = {"max_attempts": int, "base_delay": float, "max_delay": float}
 

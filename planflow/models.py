@@ -175,6 +175,18 @@ class TaskState:
 
 
 @dataclass(frozen=True, slots=True)
+class Heartbeat:
+    """What ``tasks.heartbeat`` did: the tasks whose leases it extended, to when, and those the worker lost."""
+
+    #: The tasks the worker still holds, their leases extended (in the order asked).
+    held: list[str]
+    #: The tasks it no longer holds (taken over, finished, released, canceled or missing): stop working on them.
+    lost: list[str]
+    #: When the extended leases lapse now, by the database's clock; ``None`` when none was held.
+    lease_expires_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
 class TaskTreeNode:
     """One task of a tree returned by ``get_task_tree``: the state and its depth below the root (root = 0)."""
 

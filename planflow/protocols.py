@@ -12,6 +12,7 @@ from planflow.models import (
     TERMINAL_STATUSES,
     APIKey,
     CreatedAPIKey,
+    Heartbeat,
     JsonObject,
     Order,
     Page,
@@ -156,8 +157,22 @@ class TaskRepository(Protocol):
         """Counts of the direct children by status (see ``ProgressInfo.overall_status`` for strategies)."""
         ...
 
-    def merge_usage(self, task_exec_id: str, usage: UsageSummary) -> UsageSummary:
-        """Add ``usage`` into the stored summary atomically; returns the merged summary."""
+    def merge_usage(
+        self, task_exec_id: str, usage: UsageSummary, *, idempotency_key: str | None = None
+    ) -> UsageSummary:
+        """Add ``usage`` into the stored summary atomically; returns the merged summary.
+
+        Args:
+            task_exec_id: The task state to add to.
+            usage: What to add: entries of the same provider, model and source (case-insensitive) are summed.
+            idempotency_key: Makes a retry safe: a merge already applied with this key (within
+                ``idempotency_window``, default a day) is not applied again, and its merged summary, as it was
+                then, is returned. A merge that was cancelled or timed out may have committed; retry it with
+                the same key.
+
+        Raises:
+            NotFoundError: no such task state.
+        """
         ...
 
     def delete_state(self, task_exec_id: str) -> None:
@@ -173,23 +188,32 @@ class TaskRepository(Protocol):
         becomes RUNNING with ``claimed_by=worker`` and a lease of ``lease`` seconds (a number or a
         ``timedelta``); its version is bumped, so a worker whose lease was taken over holds a stale version and
         its ``update_state`` raises ``ConflictError`` (fencing). Two workers never get the same task (PostgreSQL
-        ``FOR UPDATE SKIP LOCKED``; SQLite one short write under its lock). Leases are read against the
-        writers' clocks: keep the workers' clocks in step (NTP).
+        ``FOR UPDATE SKIP LOCKED``; SQLite one short write under its lock).
+
+        Leases run on the database's clock on PostgreSQL (its ``now()``), so workers on machines whose clocks
+        disagree still agree on when a lease lapses; on SQLite every writer runs on one machine, whose clock
+        it is. The claim columns (``claimed_by``, ``lease_expires_at``) change only through ``claim``,
+        ``heartbeat`` and ``release``: ``update_state`` and ``upsert_state`` of a copy keep them as stored.
 
         Returns:
-            The claimed states (``[]`` when nothing is claimable), oldest first.
+            The claimed states (``[]`` when nothing is claimable), oldest first, with their lease end.
 
         Raises:
-            ValidationError: ``limit`` below 1, a lease that is not a positive finite number of seconds, an empty
-                worker name, a filter that is not a TaskFilter.
+            ValidationError: ``limit`` below 1, a lease that is not a positive finite number of seconds of at
+                most a year, an empty worker name, a filter that is not a TaskFilter.
         """
         ...
 
-    def heartbeat(self, task_exec_ids: Sequence[str], *, worker: str, lease: float | timedelta) -> list[str]:
-        """Extend, to ``lease`` seconds from now, the leases ``worker`` still holds on ``task_exec_ids``.
+    def heartbeat(self, task_exec_ids: Sequence[str], *, worker: str, lease: float | timedelta) -> Heartbeat:
+        """Extend, to ``lease`` seconds from now (the database's clock), the leases ``worker`` still holds on
+        ``task_exec_ids``.
 
-        The version is left alone (the worker's states stay current). Returns the ids it no longer holds (taken
-        over, finished, released or missing): it must stop working on those.
+        The version is left alone (the worker's states stay current), and a later ``update_state`` of the
+        worker's copy keeps the extended lease.
+
+        Returns:
+            The ids still held, now leased until ``lease_expires_at``, and those no longer held (``lost``: taken
+            over, finished, released or missing), which the worker must stop working on.
         """
         ...
 
@@ -304,8 +328,22 @@ class WorkflowRepository(Protocol):
         """Write workflow states verbatim (version and timestamps as given; ``tasks`` ignored); returns how many."""
         ...
 
-    def merge_usage(self, workflow_exec_id: str, usage: UsageSummary) -> UsageSummary:
-        """Add ``usage`` into the stored summary atomically; returns the merged summary."""
+    def merge_usage(
+        self, workflow_exec_id: str, usage: UsageSummary, *, idempotency_key: str | None = None
+    ) -> UsageSummary:
+        """Add ``usage`` into the stored summary atomically; returns the merged summary.
+
+        Args:
+            workflow_exec_id: The workflow state to add to.
+            usage: What to add: entries of the same provider, model and source (case-insensitive) are summed.
+            idempotency_key: Makes a retry safe: a merge already applied with this key (within
+                ``idempotency_window``, default a day) is not applied again, and its merged summary, as it was
+                then, is returned. A merge that was cancelled or timed out may have committed; retry it with
+                the same key.
+
+        Raises:
+            NotFoundError: no such workflow state.
+        """
         ...
 
     def delete(self, workflow_exec_id: str) -> None:
@@ -619,14 +657,16 @@ class AsyncTaskRepository(Protocol):
     def iter_task_tree(self, root_state_id: str, *, max_depth: int = 100) -> AsyncIterator[TaskTreeNode]: ...
     async def list_children_outputs(self, parent_state_id: str) -> dict[str, JsonObject]: ...
     async def get_progress_info(self, parent_state_id: str) -> ProgressInfo: ...
-    async def merge_usage(self, task_exec_id: str, usage: UsageSummary) -> UsageSummary: ...
+    async def merge_usage(
+        self, task_exec_id: str, usage: UsageSummary, *, idempotency_key: str | None = None
+    ) -> UsageSummary: ...
     async def delete_state(self, task_exec_id: str) -> None: ...
     async def claim(
         self, filter: TaskFilter | None = None, *, worker: str, limit: int = 1, lease: float | timedelta
     ) -> list[TaskState]: ...
     async def heartbeat(
         self, task_exec_ids: Sequence[str], *, worker: str, lease: float | timedelta
-    ) -> list[str]: ...
+    ) -> Heartbeat: ...
     async def release(self, task_exec_id: str, *, worker: str) -> TaskState: ...
     async def wait_for_work(self, filter: TaskFilter | None = None, *, timeout: float) -> bool: ...
     async def list_lapsed(self, filter: TaskFilter | None = None, *, limit: int = 100) -> list[TaskState]: ...
@@ -659,7 +699,9 @@ class AsyncWorkflowRepository(Protocol):
     ) -> AsyncIterator[WorkflowState]: ...
     async def count_states(self, filter: WorkflowFilter | None = None) -> int: ...
     async def import_states(self, states: Iterable[WorkflowState]) -> int: ...
-    async def merge_usage(self, workflow_exec_id: str, usage: UsageSummary) -> UsageSummary: ...
+    async def merge_usage(
+        self, workflow_exec_id: str, usage: UsageSummary, *, idempotency_key: str | None = None
+    ) -> UsageSummary: ...
     async def delete(self, workflow_exec_id: str) -> None: ...
     async def usage_total(self, workflow_exec_id: str) -> UsageSummary: ...
     async def purge(

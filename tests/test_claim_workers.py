@@ -71,7 +71,7 @@ def work(url: str, process: int, lease: float, log_path: str) -> None:
                             time.monotonic() - beat > lease / 3
                         ):  # a slow batch keeps its leases, as workers do
                             rest = [s.task_exec_id for s in claimed if s.task_exec_id not in lost]
-                            lost.update(provider.tasks.heartbeat(rest, worker=worker, lease=lease))
+                            lost.update(provider.tasks.heartbeat(rest, worker=worker, lease=lease).lost)
                             beat = time.monotonic()
                         if state.task_exec_id in lost:
                             os.write(log, f"lost {state.task_exec_id} {worker}\n".encode())

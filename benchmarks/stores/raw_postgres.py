@@ -146,8 +146,14 @@ class RawPostgresStore:
         if row is None:
             found = conn.execute(GET_VERSION_PG, (state.task_exec_id,)).fetchone()
             raise write_failure(state.task_exec_id, found, expected_version)
-        version, created = row
-        return state.evolve(version=version, created_at=created.astimezone(UTC), updated_at=moment)
+        version, created, holder, lease = row
+        return state.evolve(
+            version=version,
+            created_at=created.astimezone(UTC),
+            updated_at=moment,
+            claimed_by=holder,
+            lease_expires_at=None if lease is None else lease.astimezone(UTC),
+        )
 
     def close(self) -> None:
         with self._lock:

@@ -131,8 +131,14 @@ class RawSqliteStore:
         if not rows:
             found = conn.execute(GET_VERSION, (state.task_exec_id,)).fetchone()
             raise write_failure(state.task_exec_id, found, expected_version)
-        version, created = rows[0]
-        return state.evolve(version=version, created_at=_fromiso(created), updated_at=moment)
+        version, created, holder, lease = rows[0]
+        return state.evolve(
+            version=version,
+            created_at=_fromiso(created),
+            updated_at=moment,
+            claimed_by=holder,
+            lease_expires_at=None if lease is None else _fromiso(lease),
+        )
 
     def close(self) -> None:
         with self._lock:

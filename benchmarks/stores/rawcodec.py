@@ -128,7 +128,8 @@ def values(
     usage_value: Callable[[UsageSummary | None], object],
     ts_value: Callable[[datetime], object],
 ) -> list[object]:
-    """The 17 written columns of a state in planflow's order, JSON and timestamps through the driver's adapters."""
+    """The 15 written columns of a state in planflow's order, JSON through the driver's adapters (the claim
+    columns are written by claims only)."""
     return [
         s.task_exec_id,
         s.task_id,
@@ -145,8 +146,6 @@ def values(
         json_value(s.output),
         json_value(s.error),
         usage_value(s.usage),
-        s.claimed_by,
-        None if s.lease_expires_at is None else ts_value(s.lease_expires_at),
     ]
 
 

@@ -522,7 +522,7 @@ class DemoRun:
                     self.stats.released += 1
                 return False
             if remaining > 0:
-                lost = tasks.heartbeat([step.exec_id], worker=worker, lease=self._lease)
+                lost = tasks.heartbeat([step.exec_id], worker=worker, lease=self._lease).lost
                 with self._cond:
                     self.stats.heartbeats += 1
                     self.stats.leases_lost += len(lost)

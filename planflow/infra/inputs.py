@@ -132,9 +132,27 @@ def check_seconds(value: object, field: str) -> float:
     seconds = value.total_seconds() if isinstance(value, timedelta) else value
     if isinstance(seconds, bool) or not isinstance(seconds, int | float):
         raise wrong_type(field, "a number of seconds or a timedelta", value)
-    if not math.isfinite(seconds) or seconds <= 0:
+    try:
+        number = float(seconds)
+    except OverflowError:  # an int beyond any float
+        number = math.inf
+    if not math.isfinite(number) or number <= 0:
         raise ValidationError(f"{field} must be a positive, finite number of seconds, got {seconds!r}")
-    return float(seconds)
+    return number
+
+
+#: Longest lease a claim or heartbeat takes (a year): a lease is a promise to report back, not a reservation.
+MAX_LEASE_SECONDS = 365 * 24 * 3600
+
+
+def check_lease(value: object, field: str = "lease") -> float:
+    """A lease: a positive, finite number of seconds (or a ``timedelta``) of at most a year."""
+    seconds = check_seconds(value, field)
+    if seconds > MAX_LEASE_SECONDS:
+        raise ValidationError(
+            f"{field} must be at most {MAX_LEASE_SECONDS} seconds (a year), got {seconds!r}"
+        )
+    return seconds
 
 
 def check_enum(kind: type[E], value: object, field: str) -> E:
@@ -372,7 +390,7 @@ RULES: dict[tuple[str, str], Checker] = {
     ("finished_before", "datetime"): _not_future,
     ("order", "Order"): _order,
     ("worker", "str"): check_id,
-    ("lease", "float | timedelta"): check_seconds,
+    ("lease", "float | timedelta"): check_lease,
     ("timeout", "float"): check_timeout,
     ("*", "bool"): lambda value, field: value if isinstance(value, bool) else _raise_bool(field, value),
 }

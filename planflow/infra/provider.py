@@ -22,7 +22,9 @@ from planflow.config import ConfigSource, PlanflowConfig, RetrySettings, resolve
 from planflow.errors import ClosedError, ConfigError, PlanflowError, UnsupportedError
 from planflow.events import Listener
 from planflow.infra.drive import coroutine_view, drive, sync_facade
+from planflow.infra.inputs import check_optional_id, dump_json
 from planflow.infra.observe import Observer, observed
+from planflow.infra.sql.codec import loads
 from planflow.infra.sql.database import retrying
 from planflow.protocols import (
     AsyncAuthRepository,
@@ -82,11 +84,28 @@ class Serves(Protocol[TR_co, WR_co, AR_co, ER_co, MR_co]):
     def metadata(self) -> MR_co | None: ...
 
 
+class Keys(Protocol):
+    """Idempotency keys claimed and recorded inside the current transaction (see ``planflow.infra.sql.idempotency``)."""
+
+    def claim(self, key: str, request: str) -> str | None: ...
+    def record(self, key: str, outcome: str) -> None: ...
+
+
+class AsyncKeys(Protocol):
+    """:class:`Keys` for the asynchronous API."""
+
+    async def claim(self, key: str, request: str) -> str | None: ...
+    async def record(self, key: str, outcome: str) -> None: ...
+
+
 class Backend(
     Serves[TaskRepository, WorkflowRepository, AuthRepository, ExecutionRepository, MetadataRepository],
     Protocol,
 ):
     """What a driver hands the synchronous Provider."""
+
+    @property
+    def keys(self) -> Keys | None: ...
 
     def transaction(self) -> AbstractContextManager[object]: ...
     def migrate(self) -> list[Migration]: ...
@@ -198,21 +217,42 @@ class Provider(Repositories):
         with self._backend.transaction():
             yield self
 
-    def run_in_transaction(self, work: Callable[[Repositories], T]) -> T:
+    def run_in_transaction(
+        self, work: Callable[[Repositories], T], *, idempotency_key: str | None = None
+    ) -> T:
         """Run ``work`` in a transaction, running it again from the start after a transient failure.
 
         ``work`` may run more than once, but its writes are applied exactly once: a unit whose COMMIT lost
         its connection is run again only if it did not commit. Keep side effects other than the
         repositories' out of it.
 
+        Args:
+            work: The unit of work; it gets the repositories and returns the unit's result.
+            idempotency_key: Makes a retry of the whole call safe: a unit already committed with this key
+                (within ``idempotency_window``, default a day) is not run again, and its result, as it was then,
+                is returned. With a key, ``work`` must return a JSON value (None, a bool, a number, a str, or
+                lists and str-keyed dicts of them), which is what a repeat returns.
+
         Raises:
             TransientError: the failure outlasted the retry budget (``config.retry``).
             CommitUnknownError: the outcome of a COMMIT could not be learned; the unit was not run again.
+            ValidationError: an invalid key, or with a key, a result that is not a JSON value (nothing is
+                committed).
         """
+        key = check_optional_id(idempotency_key, "idempotency_key")
 
         async def attempt() -> T:
             with self.transaction() as tx:
-                return work(tx)
+                keys = self._backend.keys
+                if key is None or keys is None:
+                    return work(tx)
+                recorded = keys.claim(key, "run_in_transaction")
+                if recorded is not None:
+                    replayed: T = loads(recorded)
+                    return replayed
+                result = work(tx)
+                keys.record(key, dump_json(result, "the result of the unit of work"))
+                return result
 
         return drive(retrying(attempt, self._backend.retry, _blocking_sleep, _on_retry(self._observer)))
 
@@ -412,6 +452,9 @@ class AsyncBackend(
 ):
     """What a driver hands the AsyncProvider: the asynchronous twin of :class:`Backend`."""
 
+    @property
+    def keys(self) -> AsyncKeys | None: ...
+
     def transaction(self) -> AbstractAsyncContextManager[object]: ...
     async def migrate(self) -> list[Migration]: ...
     async def migration_status(self) -> list[MigrationStatus]: ...
@@ -449,13 +492,26 @@ class AsyncProvider(AsyncRepositories):
         async with self._backend.transaction():
             yield self
 
-    async def run_in_transaction(self, work: Callable[[AsyncRepositories], Awaitable[T]]) -> T:
+    async def run_in_transaction(
+        self, work: Callable[[AsyncRepositories], Awaitable[T]], *, idempotency_key: str | None = None
+    ) -> T:
         """Await ``work`` in a transaction, again from the start after a transient failure, with the commit
-        rules of :meth:`Provider.run_in_transaction` (applied exactly once, ``CommitUnknownError``)."""
+        rules and the ``idempotency_key`` of :meth:`Provider.run_in_transaction` (applied exactly once,
+        ``CommitUnknownError``). A cancelled call may have committed: retry it with the same key."""
+        key = check_optional_id(idempotency_key, "idempotency_key")
 
         async def attempt() -> T:
             async with self.transaction() as tx:
-                return await work(tx)
+                keys = self._backend.keys
+                if key is None or keys is None:
+                    return await work(tx)
+                recorded = await keys.claim(key, "run_in_transaction")
+                if recorded is not None:
+                    replayed: T = loads(recorded)
+                    return replayed
+                result = await work(tx)
+                await keys.record(key, dump_json(result, "the result of the unit of work"))
+                return result
 
         import asyncio  # here: importing planflow should not import asyncio for the synchronous API
 

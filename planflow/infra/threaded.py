@@ -10,8 +10,10 @@ held by the thread that took it). A task started inside a transaction does not i
 SQLite in WAL mode lets readers run beside the writer: reads borrow other lanes and run in parallel with a
 pinned write transaction.
 
-A coroutine cancelled while its call runs on a lane does not stop the call (a thread cannot be interrupted),
-but nothing else runs on that lane before it ends, and a cancelled transaction's rollback is queued behind it.
+A coroutine cancelled while its call runs on a lane does not stop the call (a thread cannot be interrupted):
+the cancellation propagates once the call has ended, so a write it started has committed or not by then, and
+nothing of it runs on behind the caller's back. A transaction cancelled inside its block is rolled back; one
+cancelled while its COMMIT runs may have committed.
 """
 
 from __future__ import annotations
@@ -30,6 +32,8 @@ from typing import Any, TypeVar, cast
 from planflow.config import RetrySettings
 from planflow.errors import ClosedError
 from planflow.infra.inputs import check_timeout
+from planflow.infra.shielding import finish_then_cancel, settled
+from planflow.infra.sql.database import Interruptible
 from planflow.schema import Migration, MigrationStatus
 
 T = TypeVar("T")
@@ -49,6 +53,11 @@ class _Lane:
         ] = queue.SimpleQueue()
         self.pinned = False
         self.inflight = 0
+        #: The future of the call running on the thread (None between calls), and the lock that makes "is this
+        #: call still running" and "interrupt it" one step.
+        self._running: asyncio.Future[Any] | None = None
+        self._guard = threading.Lock()
+        self._interrupted = False
         self._thread = threading.Thread(target=self._serve, name=f"planflow-lane-{number}", daemon=True)
         self._thread.start()
 
@@ -58,20 +67,48 @@ class _Lane:
             future, context, call = item
             result: object = None
             error: BaseException | None = None
+            self._running = future
             try:
                 result = context.run(call)
             except BaseException as exc:  # handed to the awaiting coroutine
                 error = exc
+            with self._guard:
+                self._running = None
+                if self._interrupted:
+                    self._interrupted = False
+                    interruptible = self._lanes.interruptible
+                    assert interruptible is not None
+                    interruptible.settle(threading.get_ident())
             try:
                 loop.call_soon_threadsafe(self._lanes.finished, self, future, result, error)
             except RuntimeError:  # the loop has closed: nobody waits for this call any more
                 return
 
+    def _interrupt(self, future: asyncio.Future[Any]) -> None:
+        """Stop the call of ``future`` part way, if it still runs and the backend can stop it."""
+        interruptible = self._lanes.interruptible
+        if interruptible is None:
+            return
+        with self._guard:
+            if self._running is future and self._thread.ident is not None:
+                self._interrupted = True
+                interruptible.interrupt(self._thread.ident)
+
     async def call(self, call: Callable[[], T], context: contextvars.Context) -> T:
         future: asyncio.Future[T] = self._lanes.loop.create_future()
         self.inflight += 1
         self._queue.put((future, context, call))
-        return await future
+        try:
+            return await asyncio.shield(future)
+        except asyncio.CancelledError:
+            if future.done():
+                raise
+            # A thread cannot be cancelled: the call is stopped where the backend can stop it (a wait for a lock,
+            # a statement other than a COMMIT), and the cancellation propagates once the call has ended, its
+            # outcome settled. Nothing it started runs on behind the caller's back.
+            self._interrupt(future)
+            await settled(future)
+            raise
 
     def stop(self) -> None:
         self._queue.put(None)
@@ -99,6 +136,8 @@ class Lanes:
 
     def __init__(self, size: int) -> None:
         self.loop = asyncio.get_running_loop()
+        #: What stops a call whose caller was cancelled, when the blocking backend can (set once it is open).
+        self.interruptible: Interruptible | None = None
         self._free: asyncio.Queue[_Lane] = asyncio.Queue()
         self._lanes = [_Lane(self, number) for number in range(size)]
         for lane in self._lanes:
@@ -172,18 +211,18 @@ class Lanes:
                 # lane, or the transaction would stay open there, holding its locks.
                 error = exc
                 with suppress(Exception):
-                    await asyncio.shield(pin.call(lambda: manager.__exit__(type(error), error, None)))
+                    await finish_then_cancel(pin.call(lambda: manager.__exit__(type(error), error, None)))
                 raise
             try:
                 yield value
             except BaseException as exc:
                 error = exc
-                if not await asyncio.shield(
+                if not await finish_then_cancel(
                     pin.call(lambda: manager.__exit__(type(error), error, error.__traceback__))
                 ):
                     raise
             else:
-                await asyncio.shield(pin.call(lambda: manager.__exit__(None, None, None)))
+                await finish_then_cancel(pin.call(lambda: manager.__exit__(None, None, None)))
         finally:
             self.unpin(pin)
 
@@ -280,6 +319,23 @@ def _sliced_wait(tasks: Any, lanes: Lanes) -> Callable[..., Any]:
     return wait_for_work
 
 
+class ThreadedKeys:
+    """The blocking backend's idempotency keys, on the running task's pinned lane."""
+
+    def __init__(self, keys: Any, lanes: Lanes) -> None:
+        self._keys = keys
+        self._lanes = lanes
+
+    async def claim(self, key: str, request: str) -> str | None:
+        """See ``planflow.infra.sql.idempotency.TransactionKeys.claim``."""
+        recorded: str | None = await self._lanes.call(partial(self._keys.claim, key, request))
+        return recorded
+
+    async def record(self, key: str, outcome: str) -> None:
+        """See ``planflow.infra.sql.idempotency.TransactionKeys.record``."""
+        await self._lanes.call(partial(self._keys.record, key, outcome))
+
+
 class ThreadedBackend:
     """The asynchronous backend of a blocking one (see the module docstring)."""
 
@@ -296,6 +352,11 @@ class ThreadedBackend:
         tasks = getattr(self, "tasks", None)
         if tasks is not None:
             tasks.wait_for_work = _sliced_wait(blocking.tasks, lanes)
+        #: Idempotency keys of units of work, claimed on the transaction's pinned lane.
+        self.keys = None if blocking.keys is None else ThreadedKeys(blocking.keys, lanes)
+        interruptible = getattr(blocking, "interruptible", None)
+        if interruptible is not None:
+            lanes.interruptible = interruptible()
 
     # A lane is one of a bounded few: a worker waiting for work must not hold one for its whole timeout.
 

@@ -206,13 +206,15 @@ class SyncOverAsync:
         # What the block gets is this view (the async provider's repositories, called from this thread's task).
         return _Manager(self, self.async_provider.transaction(), yields=self)
 
-    def run_in_transaction(self, work: Callable[[Any], T]) -> T:
+    def run_in_transaction(self, work: Callable[[Any], T], *, idempotency_key: str | None = None) -> T:
         adapter = self
 
         async def awaited(tx: Any) -> T:
             return await serve_while(work, adapter, self._local)
 
-        return self.call(lambda: self.async_provider.run_in_transaction(awaited))
+        return self.call(
+            lambda: self.async_provider.run_in_transaction(awaited, idempotency_key=idempotency_key)
+        )
 
     def migrate(self) -> Any:
         return self.call(self.async_provider.migrate)

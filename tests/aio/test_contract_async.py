@@ -17,6 +17,7 @@ from tests.contract.auth import AuthRepositoryContract
 from tests.contract.claims import ClaimContract
 from tests.contract.executions import ExecutionRepositoryContract
 from tests.contract.hostile import HostileInputContract
+from tests.contract.idempotency import IdempotencyContract
 from tests.contract.metadata import MetadataRepositoryContract
 from tests.contract.retention import RetentionContract
 from tests.contract.streams import StreamContract
@@ -162,3 +163,12 @@ class TestAsyncSqliteFileRetention(AsyncSqliteFile, RetentionContract): ...
 
 
 class TestAsyncPostgresRetention(AsyncPostgres, RetentionContract): ...
+
+
+class TestAsyncSqliteFileIdempotency(AsyncSqliteFile, IdempotencyContract): ...
+
+
+class TestAsyncSqliteMemoryIdempotency(AsyncSqliteMemory, IdempotencyContract): ...
+
+
+class TestAsyncPostgresIdempotency(AsyncPostgres, IdempotencyContract): ...

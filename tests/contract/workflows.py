@@ -300,6 +300,39 @@ class BlockingApiUnderAsyncioContract:
     """
 
     one_connection = False
+    #: Writers take turns on the whole store (SQLite): a write waiting for another task's open transaction on
+    #: the same thread could never get its turn, and is refused at once.
+    one_writer = False
+
+    def test_a_write_from_another_task_while_a_transaction_awaits_is_refused_at_once_or_applied(
+        self, provider: Provider
+    ) -> None:
+        held, other_wf = workflow(provider), workflow(provider)
+        seen: list[str] = []
+
+        async def holder() -> None:
+            with provider.transaction() as tx:
+                tx.workflows.update_status(held.workflow_exec_id, TaskStatus.RUNNING)
+                await asyncio.sleep(0.2)  # the other task runs now, on this thread
+
+        async def other() -> None:
+            await asyncio.sleep(0.01)
+            try:
+                provider.workflows.update_status(other_wf.workflow_exec_id, TaskStatus.RUNNING)
+                seen.append("applied")
+            except UnsupportedError as exc:
+                seen.append(
+                    "refused" if "open_async_provider" in str(exc) else f"refused without a hint: {exc}"
+                )
+
+        async def main() -> None:
+            await asyncio.gather(holder(), other())
+
+        asyncio.run(main())
+        assert seen == ["refused" if self.one_writer else "applied"]
+        assert provider.workflows.get_state(held.workflow_exec_id).status is TaskStatus.RUNNING
+        expected = TaskStatus.PENDING if self.one_writer else TaskStatus.RUNNING
+        assert provider.workflows.get_state(other_wf.workflow_exec_id).status is expected
 
     def test_another_asyncio_task_on_the_thread_does_not_see_a_transaction_s_uncommitted_writes(
         self, provider: Provider

@@ -40,8 +40,17 @@ def report(message: str) -> None:
     print(f"\n[faults] {message}")
 
 
+#: Longest a killer hunts for its kills: a test whose writes never reach a COMMIT fails instead of hanging.
+HUNT_SECONDS = 300.0
+
+
 class Killer(threading.Thread):
-    """Terminates the provider's backends at COMMIT time until it has killed ``target`` of them."""
+    """Terminates the provider's backends at COMMIT time until it has killed ``target`` of them.
+
+    A COMMIT in flight is an explicit ``COMMIT`` statement, or the implicit commit that ends a write planflow
+    sends alone in autocommit mode (a statement that inserts its commit token in a first CTE): with the server's
+    ``commit_delay``, such a statement spends almost all its time committing.
+    """
 
     def __init__(self, cluster: Cluster, app_name: str, target: int) -> None:
         super().__init__(daemon=True)
@@ -57,19 +66,21 @@ class Killer(threading.Thread):
         try:
             with psycopg.connect(self.cluster.url(), autocommit=True) as admin:
                 rounds = 0
-                while self.kills < self.target and not self.done.is_set():
+                deadline = time.monotonic() + HUNT_SECONDS
+                while self.kills < self.target and not self.done.is_set() and time.monotonic() < deadline:
                     rounds += 1
                     # Mostly COMMITs in flight; every 7th round a transaction between its statements.
                     states = ("active",) if rounds % 7 else ("active", "idle in transaction")
                     rows = admin.execute(
                         "SELECT pid, query FROM pg_stat_activity WHERE application_name = %s AND state = ANY(%s) "
-                        "AND (query = 'COMMIT' OR state = 'idle in transaction')",
+                        "AND (query = 'COMMIT' OR query LIKE 'WITH planflow_token %%' "
+                        "OR state = 'idle in transaction')",
                         [self.app_name, list(states)],
                     ).fetchall()
                     for pid, query in rows:
                         if admin.execute("SELECT pg_terminate_backend(%s)", [pid]).fetchone() == (True,):
                             self.kills += 1
-                            self.at_commit += query == "COMMIT"
+                            self.at_commit += query == "COMMIT" or query.startswith("WITH planflow_token")
                     time.sleep(0.001)
         except BaseException as exc:
             self.error = exc
@@ -115,6 +126,7 @@ def hammer(provider: Provider, operation: Callable[[], None], killer: Killer) ->
     killer.join(60)
     assert not errors, f"an operation failed: {errors[0]!r}"
     assert killer.error is None, killer.error
+    assert killer.kills >= killer.target, f"only {killer.kills} kills in {HUNT_SECONDS} s: no COMMIT to kill"
     return sum(acknowledged), sum(unknown)
 
 

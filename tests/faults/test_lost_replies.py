@@ -163,7 +163,7 @@ def test_claims_and_heartbeats_whose_reply_is_lost_are_read_back_not_repeated(
             while batch := provider.tasks.claim(mine, worker=name, limit=4, lease=60):
                 claimed.extend(state.task_exec_id for state in batch)
                 lost_heartbeats.extend(
-                    provider.tasks.heartbeat([s.task_exec_id for s in batch], worker=name, lease=60)
+                    provider.tasks.heartbeat([s.task_exec_id for s in batch], worker=name, lease=60).lost
                 )
                 for state in batch:
                     provider.tasks.update_state(state.evolve(status=TaskStatus.SUCCESS), state.version)

@@ -10,6 +10,7 @@ from tests.contract.auth import AuthRepositoryContract
 from tests.contract.claims import ClaimContract
 from tests.contract.executions import ExecutionRepositoryContract
 from tests.contract.hostile import HostileInputContract
+from tests.contract.idempotency import IdempotencyContract
 from tests.contract.metadata import MetadataRepositoryContract
 from tests.contract.retention import RetentionContract
 from tests.contract.streams import StreamContract
@@ -67,3 +68,6 @@ class TestPostgresClaims(Postgres, ClaimContract): ...
 
 
 class TestPostgresRetention(Postgres, RetentionContract): ...
+
+
+class TestPostgresIdempotency(Postgres, IdempotencyContract): ...

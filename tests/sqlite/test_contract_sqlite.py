@@ -9,6 +9,7 @@ from tests.contract.auth import AuthRepositoryContract
 from tests.contract.claims import ClaimContract
 from tests.contract.executions import ExecutionRepositoryContract
 from tests.contract.hostile import HostileInputContract
+from tests.contract.idempotency import IdempotencyContract
 from tests.contract.metadata import MetadataRepositoryContract
 from tests.contract.retention import RetentionContract
 from tests.contract.streams import StreamContract
@@ -41,7 +42,8 @@ class TestSqliteFileWorkflows(SqliteFile, WorkflowRepositoryContract): ...
 class TestSqliteFileTransactions(SqliteFile, TransactionContract): ...
 
 
-class TestSqliteFileBlockingUnderAsyncio(SqliteFile, BlockingApiUnderAsyncioContract): ...
+class TestSqliteFileBlockingUnderAsyncio(SqliteFile, BlockingApiUnderAsyncioContract):
+    one_writer = True
 
 
 class TestSqliteFileAuth(SqliteFile, AuthRepositoryContract): ...
@@ -61,6 +63,7 @@ class TestSqliteMemoryTransactions(SqliteMemory, TransactionContract): ...
 
 class TestSqliteMemoryBlockingUnderAsyncio(SqliteMemory, BlockingApiUnderAsyncioContract):
     one_connection = True
+    one_writer = True
 
 
 class TestSqliteMemoryAuth(SqliteMemory, AuthRepositoryContract): ...
@@ -103,3 +106,9 @@ class TestSqliteFileRetention(SqliteFile, RetentionContract): ...
 
 
 class TestSqliteMemoryRetention(SqliteMemory, RetentionContract): ...
+
+
+class TestSqliteFileIdempotency(SqliteFile, IdempotencyContract): ...
+
+
+class TestSqliteMemoryIdempotency(SqliteMemory, IdempotencyContract): ...

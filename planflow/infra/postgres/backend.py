@@ -19,10 +19,10 @@ def open_backend(config: PlanflowConfig) -> SyncSqlBackend:
             nothing listens: about one second).
     """
     database = drive(PostgresDatabase(config, BLOCKING).open())
-    return SyncSqlBackend(SqlBackend(database, POSTGRES, MIGRATION_SQL))
+    return SyncSqlBackend(SqlBackend(database, POSTGRES, MIGRATION_SQL, config.idempotency_window))
 
 
 async def open_async_backend(config: PlanflowConfig) -> SqlBackend:
     """The same over psycopg's asyncio connections and pool, opened on the running event loop."""
     database = await PostgresDatabase(config, ASYNCIO).open()
-    return SqlBackend(database, POSTGRES, MIGRATION_SQL)
+    return SqlBackend(database, POSTGRES, MIGRATION_SQL, config.idempotency_window)

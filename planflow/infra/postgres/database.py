@@ -31,7 +31,7 @@ import os
 import time
 import uuid
 import weakref
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from functools import lru_cache
@@ -111,11 +111,21 @@ UNHEALTHY_SLICE = 0.25
 #: How long after a loss the pool counts as unhealthy.
 UNHEALTHY_FOR = 30.0
 
-#: Every this many write units, a unit first deletes the commit tokens older than an hour.
-TOKEN_CLEANUP_EVERY = 1000
+#: Seconds a commit token is kept: a lost COMMIT is resolved only while its unit is younger than this (minus a
+#: margin), and every process deletes older tokens.
+TOKEN_KEPT = 3600.0
+#: Seconds before :data:`TOKEN_KEPT` after which a lost COMMIT is not resolved (its token may be gone).
+TOKEN_MARGIN = 300.0
+#: A process deletes old tokens with its first token write and then every this many.
+TOKEN_CLEANUP_EVERY = 128
+#: Tokens deleted by one cleanup at most: a short statement, never a long lock or scan.
+TOKEN_CLEANUP_BATCH = 1000
 INSERT_TOKEN = "INSERT INTO planflow_commits DEFAULT VALUES RETURNING token::text"
-INSERT_GIVEN_TOKEN = "INSERT INTO planflow_commits (token) VALUES (?)"
-DELETE_OLD_TOKENS = "DELETE FROM planflow_commits WHERE created_at < now() - interval '1 hour'"
+DELETE_OLD_TOKENS = (
+    "DELETE FROM planflow_commits WHERE token = ANY(ARRAY(SELECT token FROM planflow_commits WHERE created_at < "
+    f"now() - interval '{int(TOKEN_KEPT)} seconds' ORDER BY created_at LIMIT {TOKEN_CLEANUP_BATCH} "
+    "FOR UPDATE SKIP LOCKED))"
+)
 #: Inserting a token again conflicts (nothing returned) when the unit committed it.
 PROBE_TOKEN = b"INSERT INTO planflow_commits (token) VALUES (%s) ON CONFLICT (token) DO NOTHING RETURNING 1"
 
@@ -136,9 +146,13 @@ def _plain(sql: str) -> bytes:
     return sql.encode()
 
 
-def _pipeline_text(steps: list[tuple[str, Params, Result]]) -> str:
-    """The statements of one pipeline (one round trip), as one text for the log."""
-    return "; ".join(sql for sql, _, _ in steps)
+@lru_cache(maxsize=512)
+def with_token(sql: str) -> str:
+    """``sql`` with a first CTE inserting a commit token (its first parameter), committed with it or not at all."""
+    head = "WITH planflow_token AS (INSERT INTO planflow_commits (token) VALUES (?)) "
+    if sql.startswith("WITH "):
+        return f"{head[:-1]}, {sql[5:]}"
+    return head + sql
 
 
 def _text(exc: BaseException) -> str:
@@ -172,10 +186,12 @@ def translate(exc: psycopg.Error, *, lost: bool = False) -> PlanflowError:
 
 @dataclass(frozen=True, slots=True)
 class CommitTicket:
-    """What a write unit needs to learn its outcome: its commit token and the backend that ran it."""
+    """What a write unit needs to learn its outcome: its commit token, the backend that ran it, and when it
+    began (``time.monotonic()``): a token older than :data:`TOKEN_KEPT` may have been deleted."""
 
     token: str
     backend_pid: int | None
+    began: float
 
 
 #: How often a watcher behind PgBouncer (no LISTEN there) looks for work again.
@@ -266,24 +282,6 @@ class PostgresConnection(Connection):
     async def execute_script(self, script: str) -> None:
         # No parameters: the simple query protocol, which runs several statements in one round trip.
         await self._run(lambda query, _: self.raw.script(query), script, ())
-
-    async def pipelined(self, steps: list[tuple[str, Params, Result]]) -> list[Any]:
-        """Run statements in one round trip; per step what its ``Result`` asks for."""
-        db = self._db
-        queries = [
-            (to_pyformat(sql) if params else _plain(sql), params or None, rows) for sql, params, rows in steps
-        ]
-        started = perf_counter() if db.log.timing() else None
-        try:
-            results = list(await self.raw.pipeline(queries))
-        except psycopg.Error as exc:
-            error = db.lost(translate(exc, lost=self.raw.closed))
-            if started is not None:
-                db.log.done(_pipeline_text(steps), started, None, error)
-            raise error from exc
-        if started is not None:
-            db.log.done(_pipeline_text(steps), started, None)
-        return results
 
     async def script_row(self, script: str) -> Row | None:
         """Run ``script`` like :meth:`execute_script`; the row of its last statement."""
@@ -541,64 +539,78 @@ class PostgresDatabase(Database):
         if not resolvable:
             await connection.execute("BEGIN")
             return None
-        self._units += 1
-        if self._units % TOKEN_CLEANUP_EVERY == 0:
-            await connection.execute(DELETE_OLD_TOKENS)
+        await self._clean_tokens_now_and_then(connection)
         # The unit's commit token, written in the same round trip as BEGIN: should the reply to COMMIT be lost,
         # committed() learns from it whether the unit committed.
+        started = time.monotonic()
         row = await connection.script_row(f"BEGIN; {INSERT_TOKEN}")
         assert row is not None
-        return CommitTicket(str(row[0]), connection.raw.backend_pid)
+        return CommitTicket(str(row[0]), connection.raw.backend_pid, started)
 
     async def write(
-        self, sql: str, params: Params, *, result: Result, reread: Work[Any], evident: bool = False
+        self,
+        sql: str,
+        params: Params,
+        *,
+        result: Result,
+        reread: Work[Any] | None = None,
+        evident: bool = False,
+        idempotent: bool = False,
     ) -> Any:
         if self.current() is not None:
             return await super().write(sql, params, result=result, reread=reread)
-        run = self._write_evident if evident else self._write_pipelined
+        run = self._write_evident if evident or idempotent else self._write_tokened
+        # Cancelled while the statement runs (an asyncio timeout, say), psycopg asks the server to cancel it and
+        # waits for its outcome before letting the cancellation through: a statement waiting for a lock is
+        # stopped; one already committing commits. Either way it is over, and the connection idle, by then.
         return await retrying(lambda: run(sql, params, result, reread), self.retry, self.sleep, self.on_retry)
 
-    async def _write_evident(self, sql: str, params: Params, result: Result, reread: Work[Any]) -> Any:
+    async def _write_evident(self, sql: str, params: Params, result: Result, reread: Work[Any] | None) -> Any:
         # The statement alone, in autocommit mode. Its reply lost, what it did is read back from the rows it
-        # marked. Should the reread come before the server finished the statement, it reports less than was
-        # done: rows claimed (or leases extended) unbeknown to the caller, which lapse with their lease and are
-        # claimed again. Never more, so nothing is done twice.
+        # marked (or, with no reread, it is simply run again: running it twice changes nothing more). Should the
+        # reread come before the server finished the statement, it reports less than was done: rows claimed (or
+        # leases extended) unbeknown to the caller, which lapse with their lease and are claimed again. Never
+        # more, so nothing is done twice.
         connection = await self.acquire()
         try:
             return await statement(connection, sql, params, result)
         except ConnectionLostError:
-            pass
+            if reread is None:
+                raise
         finally:
             await self.release(connection)
         return await self.read(reread)
 
-    async def _write_pipelined(self, sql: str, params: Params, result: Result, reread: Work[Any]) -> Any:
-        # BEGIN, the unit's commit token, the statement and COMMIT in one round trip: the token is made here, so
-        # a reply lost at any point can be resolved without having received anything.
+    async def _write_tokened(self, sql: str, params: Params, result: Result, reread: Work[Any] | None) -> Any:
+        # One statement in autocommit mode whose first CTE inserts a commit token made here: the token commits
+        # with the statement or not at all, so a reply lost at any point is resolved by looking for the token,
+        # without BEGIN, COMMIT or a pipeline.
         token = str(uuid.uuid4())
         connection = await self.acquire()
         assert isinstance(connection, PostgresConnection)
         pid = connection.raw.backend_pid
+        started = time.monotonic()
         try:
-            results = await connection.pipelined(
-                [
-                    ("BEGIN", (), "count"),
-                    (INSERT_GIVEN_TOKEN, [token], "count"),
-                    (sql, params, result),
-                    ("COMMIT", (), "count"),
-                ]
-            )
+            await self._clean_tokens_now_and_then(connection)
+            return await statement(connection, with_token(sql), [token, *params], result)
         except ConnectionLostError as lost:
             await self.release(connection)
-            if not await self.committed(CommitTicket(token, pid), lost):
+            connection = None
+            if not await self.committed(CommitTicket(token, pid, started), lost):
                 raise
-            return await self.read(reread)
-        except BaseException:
-            await self._rollback_quietly(connection)
-            await self.release(connection)
-            raise
-        await self.release(connection)
-        return results[2]
+        finally:
+            if connection is not None:
+                await self.release(connection)
+        assert reread is not None, "a tokened write needs a reread for a reply lost after it committed"
+        return await self.read(reread)
+
+    async def _clean_tokens_now_and_then(self, connection: Connection) -> None:
+        """Delete a bounded batch of expired commit tokens on this process's first token and every
+        :data:`TOKEN_CLEANUP_EVERY` th after, so that every process, however short-lived, keeps the table
+        bounded."""
+        self._units += 1
+        if self._units % TOKEN_CLEANUP_EVERY == 1:
+            await connection.execute(DELETE_OLD_TOKENS)
 
     async def committed(self, ticket: object, lost: ConnectionLostError) -> bool:
         """Whether the unit of ``ticket`` (a :class:`CommitTicket`), whose COMMIT lost its connection, committed.
@@ -613,7 +625,9 @@ class PostgresDatabase(Database):
         """
         assert isinstance(ticket, CommitTicket)
         started = time.monotonic()
-        deadline = started + max(self._config.connect_timeout, 2.0)
+        # Past this the token may have been deleted by a cleanup, and its absence would read as "not committed".
+        trusted_until = ticket.began + TOKEN_KEPT - TOKEN_MARGIN
+        deadline = min(started + max(self._config.connect_timeout, 2.0), trusted_until)
         delay = 0.02
         why = "the server did not answer"
         while True:
@@ -690,6 +704,9 @@ class PostgresDatabase(Database):
 
     async def sleep(self, seconds: float) -> None:
         await self._io.sleep(seconds)
+
+    async def uninterrupted(self, work: Awaitable[T]) -> T:
+        return await self._io.uninterrupted(work)
 
     def pool_stats(self) -> dict[str, int]:
         """psycopg_pool's statistics: ``pool_size``, ``pool_available``, ``requests_waiting`` and counters."""

@@ -67,6 +67,8 @@ POSTGRES = Dialect(
     defer_foreign_keys="SET CONSTRAINTS ALL DEFERRED",
     skip_locked=" FOR UPDATE SKIP LOCKED",
     limit_union_arms=True,
+    clock="now()",
+    clock_plus="(now() + ? * interval '1 second')",
 )
 
 MIGRATION_SQL = MigrationSql(

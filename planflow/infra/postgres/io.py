@@ -12,13 +12,16 @@ import asyncio
 import itertools
 import time
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence
-from typing import Any
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from typing import Any, TypeVar
 
 import psycopg
 from psycopg.rows import TupleRow
 from psycopg_pool import AsyncConnectionPool, ConnectionPool
 
+from planflow.infra.shielding import finish_then_cancel
+
+T = TypeVar("T")
 Query = bytes
 Params = Sequence[object] | None
 Row = tuple[Any, ...]
@@ -46,14 +49,6 @@ class Raw(ABC):
         except psycopg.OperationalError:
             return None
 
-    @property
-    def socket(self) -> int:
-        """The file descriptor of its socket (-1 once closed)."""
-        try:
-            return self.conn.pgconn.socket
-        except psycopg.OperationalError:
-            return -1
-
     @abstractmethod
     async def one(self, query: Query, params: Params) -> Row | None:
         """Run a statement; its first row."""
@@ -73,11 +68,6 @@ class Raw(ABC):
     @abstractmethod
     async def many(self, query: Query, rows: Iterable[Sequence[object]]) -> None:
         """Run a statement once per row of parameters, pipelined (one round trip for the batch)."""
-
-    @abstractmethod
-    async def pipeline(self, steps: Sequence[tuple[Query, Params, str]]) -> list[Any]:
-        """Run statements in one round trip (psycopg's pipeline mode); per step ``(query, params, result)``, its
-        first row (``"one"``), all its rows (``"all"``) or how many rows it changed (``"count"``)."""
 
     @abstractmethod
     async def script(self, script: Query) -> Row | None:
@@ -135,6 +125,18 @@ class PostgresIO(ABC):
     async def sleep(self, seconds: float) -> None:
         """Wait."""
 
+    @abstractmethod
+    async def uninterrupted(self, work: Awaitable[T]) -> T:
+        """Await ``work`` to its end even if the caller is cancelled meanwhile; the cancellation propagates
+        after it (a COMMIT sent finishes: its outcome is then known to the server and to the caller's retry)."""
+
+
+def _prepare(params: Params) -> bool | None:
+    """psycopg's ``prepare`` for a statement: never for one without parameters (BEGIN, COMMIT, ROLLBACK,
+    SAVEPOINT: nothing to gain, and no named statement to keep in step with the server), else psycopg's rule
+    (prepared on the server from its sixth execution on the connection)."""
+    return False if params is None else None
+
 
 def _cursor_name() -> str:
     return f"planflow_{next(_cursor_numbers)}"
@@ -157,13 +159,13 @@ class _BlockingRaw(Raw):
         return self.conn  # pyright: ignore[reportReturnType]
 
     async def one(self, query: Query, params: Params) -> Row | None:
-        return self._conn.execute(query, params).fetchone()
+        return self._conn.execute(query, params, prepare=_prepare(params)).fetchone()
 
     async def all(self, query: Query, params: Params) -> list[Row]:
-        return self._conn.execute(query, params).fetchall()
+        return self._conn.execute(query, params, prepare=_prepare(params)).fetchall()
 
     async def count(self, query: Query, params: Params) -> int:
-        return self._conn.execute(query, params).rowcount
+        return self._conn.execute(query, params, prepare=_prepare(params)).rowcount
 
     async def stream(self, query: Query, params: Params, batch: int) -> AsyncIterator[list[Row]]:
         with self._conn.cursor(name=_cursor_name()) as cursor:
@@ -174,18 +176,6 @@ class _BlockingRaw(Raw):
     async def many(self, query: Query, rows: Iterable[Sequence[object]]) -> None:
         with self._conn.cursor() as cursor:
             cursor.executemany(query, rows)
-
-    async def pipeline(self, steps: Sequence[tuple[Query, Params, str]]) -> list[Any]:
-        with self._conn.pipeline():
-            cursors = [(self._conn.execute(query, params), result) for query, params, result in steps]
-        return [
-            cursor.fetchone()
-            if result == "one"
-            else cursor.fetchall()
-            if result == "all"
-            else cursor.rowcount
-            for cursor, result in cursors
-        ]
 
     async def script(self, script: Query) -> Row | None:
         cursor = self._conn.execute(script, prepare=False)
@@ -233,6 +223,10 @@ class _BlockingIO(PostgresIO):
     async def sleep(self, seconds: float) -> None:
         time.sleep(seconds)
 
+    async def uninterrupted(self, work: Awaitable[T]) -> T:
+        # Blocking calls are not cancelled part way.
+        return await work
+
 
 # Asyncio -----------------------------------------------------------------------------------------------------
 
@@ -248,15 +242,15 @@ class _AsyncRaw(Raw):
         return self.conn  # pyright: ignore[reportReturnType]
 
     async def one(self, query: Query, params: Params) -> Row | None:
-        cursor = await self._conn.execute(query, params)
+        cursor = await self._conn.execute(query, params, prepare=_prepare(params))
         return await cursor.fetchone()
 
     async def all(self, query: Query, params: Params) -> list[Row]:
-        cursor = await self._conn.execute(query, params)
+        cursor = await self._conn.execute(query, params, prepare=_prepare(params))
         return await cursor.fetchall()
 
     async def count(self, query: Query, params: Params) -> int:
-        return (await self._conn.execute(query, params)).rowcount
+        return (await self._conn.execute(query, params, prepare=_prepare(params))).rowcount
 
     async def stream(self, query: Query, params: Params, batch: int) -> AsyncIterator[list[Row]]:
         async with self._conn.cursor(name=_cursor_name()) as cursor:
@@ -267,18 +261,6 @@ class _AsyncRaw(Raw):
     async def many(self, query: Query, rows: Iterable[Sequence[object]]) -> None:
         async with self._conn.cursor() as cursor:
             await cursor.executemany(query, rows)
-
-    async def pipeline(self, steps: Sequence[tuple[Query, Params, str]]) -> list[Any]:
-        async with self._conn.pipeline():
-            cursors = [(await self._conn.execute(query, params), result) for query, params, result in steps]
-        return [
-            await cursor.fetchone()
-            if result == "one"
-            else await cursor.fetchall()
-            if result == "all"
-            else cursor.rowcount
-            for cursor, result in cursors
-        ]
 
     async def script(self, script: Query) -> Row | None:
         cursor = await self._conn.execute(script, prepare=False)
@@ -332,6 +314,9 @@ class _AsyncIO(PostgresIO):
 
     async def sleep(self, seconds: float) -> None:
         await asyncio.sleep(seconds)
+
+    async def uninterrupted(self, work: Awaitable[T]) -> T:
+        return await finish_then_cancel(work)
 
 
 BLOCKING: PostgresIO = _BlockingIO()

@@ -11,9 +11,10 @@ from contextlib import AbstractAsyncContextManager, AbstractContextManager
 from planflow.config import RetrySettings
 from planflow.infra.drive import SyncContext, drive, sync_facade
 from planflow.infra.sql.auth import SqlAuthRepository
-from planflow.infra.sql.database import Connection, Database
+from planflow.infra.sql.database import Connection, Database, Interruptible
 from planflow.infra.sql.dialect import Dialect
 from planflow.infra.sql.executions import SqlExecutionRepository
+from planflow.infra.sql.idempotency import IdempotencyKeys, TransactionKeys
 from planflow.infra.sql.metadata import SqlMetadataRepository
 from planflow.infra.sql.migrations import MigrationSql, Migrator
 from planflow.infra.sql.tasks import SqlTaskRepository
@@ -31,11 +32,16 @@ from planflow.schema import Migration, MigrationStatus
 class SqlBackend:
     """Everything a provider needs from a SQL driver, as coroutines."""
 
-    def __init__(self, database: Database, dialect: Dialect, migration_sql: MigrationSql) -> None:
+    def __init__(
+        self, database: Database, dialect: Dialect, migration_sql: MigrationSql, idempotency_window: float
+    ) -> None:
         self.driver = dialect.name
         self.database = database
-        self.tasks = SqlTaskRepository(database, dialect)
-        self.workflows = SqlWorkflowRepository(database, dialect)
+        keys = IdempotencyKeys(database, dialect, idempotency_window)
+        #: Idempotency keys of ``run_in_transaction``, claimed in the current transaction.
+        self.keys = TransactionKeys(keys, database)
+        self.tasks = SqlTaskRepository(database, dialect, keys)
+        self.workflows = SqlWorkflowRepository(database, dialect, keys)
         self.auth = SqlAuthRepository(database, dialect)
         self.executions = SqlExecutionRepository(database, dialect)
         self.metadata = SqlMetadataRepository(database, dialect)
@@ -79,6 +85,17 @@ class SyncSqlBackend:
         self.auth: AuthRepository = sync_facade(core.auth, AuthRepository)
         self.executions: ExecutionRepository = sync_facade(core.executions, ExecutionRepository)
         self.metadata: MetadataRepository = sync_facade(core.metadata, MetadataRepository)
+        self.keys = SyncKeys(core.keys)
+
+    def interruptible(self) -> Interruptible | None:
+        """The database, made to track what each thread does so that a call can be stopped part way, where it
+        can be (SQLite: ``SqliteDatabase.interrupt``); ``None`` where it cannot. For the asynchronous API over
+        this backend's worker threads."""
+        database = self.core.database
+        if not isinstance(database, Interruptible):
+            return None
+        database.interruptible = True
+        return database
 
     def transaction(self) -> AbstractContextManager[object]:
         """See :meth:`SqlBackend.transaction`."""
@@ -95,3 +112,18 @@ class SyncSqlBackend:
     def close(self) -> None:
         """Close every connection."""
         drive(self.core.aclose())
+
+
+class SyncKeys:
+    """:class:`TransactionKeys` for the synchronous API."""
+
+    def __init__(self, keys: TransactionKeys) -> None:
+        self._keys = keys
+
+    def claim(self, key: str, request: str) -> str | None:
+        """See :meth:`TransactionKeys.claim`."""
+        return drive(self._keys.claim(key, request))
+
+    def record(self, key: str, outcome: str) -> None:
+        """See :meth:`TransactionKeys.record`."""
+        drive(self._keys.record(key, outcome))

@@ -135,6 +135,7 @@ def decode_cursor(cursor: str, order: str = "asc") -> tuple[datetime, str]:
         if not isinstance(key, str) or moment.tzinfo is None or direction not in ([], ["desc"]):
             raise ValueError("bad cursor payload")
         inputs.check_id(key, "cursor")
+        inputs.check_aware(moment, "cursor")  # one that no engine can compare (no UTC form) is not ours
     except (ValueError, TypeError, RecursionError, binascii.Error, UnicodeError, ValidationError) as exc:
         raise ValidationError(f"invalid page cursor {cursor[:80]!r}") from exc
     made_for = direction[0] if direction else "asc"

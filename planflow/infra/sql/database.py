@@ -38,10 +38,10 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager, suppres
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from time import perf_counter
-from typing import Any, Literal, TypeVar, cast
+from typing import Any, Literal, Protocol, TypeVar, cast, runtime_checkable
 
 from planflow.config import RetrySettings
-from planflow.errors import CommitUnknownError, TransientError, ValidationError
+from planflow.errors import CommitUnknownError, PlanflowError, TransientError, ValidationError
 
 T = TypeVar("T")
 Row = Sequence[Any]
@@ -60,6 +60,28 @@ class WaitedTooLongError(TransientError):
 
 class ConnectionLostError(TransientError):
     """The connection broke (server restart, failover, a killed backend): what was in flight is in doubt."""
+
+
+class Interrupted(PlanflowError):  # noqa: N818 - what happened, not a kind of failure
+    """A blocking call stopped because the asyncio caller it ran for was cancelled (never retried; the caller
+    sees its cancellation, not this)."""
+
+
+@runtime_checkable
+class Interruptible(Protocol):
+    """A database whose blocking calls can be stopped part way, for asyncio callers that are cancelled while
+    their call runs on a worker thread (SQLite's; see ``SqliteDatabase.interrupt``)."""
+
+    #: Set true to have the database track what each thread does (off for the synchronous API: it costs).
+    interruptible: bool
+
+    def interrupt(self, thread: int) -> None:
+        """Stop, where it can be stopped, the call running on ``thread``."""
+        ...
+
+    def settle(self, thread: int) -> None:
+        """The call of ``thread`` has ended: let the thread work again."""
+        ...
 
 
 class Connection(ABC):
@@ -346,6 +368,12 @@ class Database(ABC):
     async def sleep(self, seconds: float) -> None:
         """Wait between attempts (blocking for the synchronous API, ``asyncio.sleep`` for the async one)."""
 
+    async def uninterrupted(self, work: Awaitable[T]) -> T:
+        """Await ``work`` (a COMMIT) to its end even when the caller is cancelled meanwhile, then let the
+        cancellation through: what was sent is applied or not, and the server, not the cancellation, decides.
+        Calls that cannot be cancelled part way (blocking ones) simply await it."""
+        return await work
+
     @abstractmethod
     async def aclose(self) -> None:
         """Close every connection."""
@@ -439,7 +467,14 @@ class Database(ABC):
             await self.release(connection)
 
     async def write(
-        self, sql: str, params: Params, *, result: Result, reread: Work[Any], evident: bool = False
+        self,
+        sql: str,
+        params: Params,
+        *,
+        result: Result,
+        reread: Work[Any] | None = None,
+        evident: bool = False,
+        idempotent: bool = False,
     ) -> Any:
         """Run one writing statement as a unit of work of its own (joining the current one, if any).
 
@@ -448,12 +483,13 @@ class Database(ABC):
         committed, ``reread`` reads what the caller would have got instead (the row as stored now, or a count).
 
         Where the outcome of an autocommitted statement is always known (SQLite) it simply runs in autocommit
-        mode; PostgreSQL sends BEGIN, a commit token, the statement and COMMIT in one round trip. ``evident``
-        says the write's effect shows in the rows themselves, so that ``reread`` alone tells whether it applied
-        and what it returned (a claim marks the rows it took with its worker and lease end): PostgreSQL then
-        runs it in autocommit mode, without a token.
+        mode. PostgreSQL runs it in autocommit mode too, with a commit token inserted by the same statement, so
+        that a lost reply can be resolved. ``evident`` says the write's effect shows in the rows themselves, so
+        that ``reread`` alone tells whether it applied and what it returned (a claim marks the rows it took with
+        its worker and lease end); ``idempotent`` that running it twice changes nothing more than once (an
+        upsert of the same values by key), so that a lost reply is simply followed by running it again: neither
+        needs a token.
         """
-
         return await self.run(
             lambda connection: statement(connection, sql, params, result), single_statement=True
         )
@@ -571,7 +607,7 @@ class Database(ABC):
         _ambient.set(tuple(other for other in _ambient.get() if other is not tx))
         try:
             if error is None:
-                await self._commit(tx)
+                await self.uninterrupted(self._commit(tx))
             else:
                 await self._rollback_quietly(tx.connection)
         finally:

@@ -45,6 +45,9 @@ class Dialect:
             Append) only when each is limited: plain arms are flattened into the union, where a status condition
             no longer lets an index led by the status yield the order. SQLite merges plain arms in order, and
             would sort again the rows of a limited arm read through a subquery.
+        clock: SQL for the database's current time, which every process that compares times shares (leases,
+            key expiry), in the form of the stored timestamps; ``clock_plus`` the same plus a number of seconds
+            bound as ``seconds_param(seconds)``.
     """
 
     name: str
@@ -61,3 +64,15 @@ class Dialect:
     skip_locked: str = ""
     by_lease: str = "task_states"
     limit_union_arms: bool = False
+    clock: str = ""
+    clock_plus: str = ""
+    seconds_param: Callable[[float], object] = float
+
+    def at(self, *, plus_seconds: bool = False) -> str:
+        """SQL for the database's current time, plus a number of seconds bound to ``?`` when ``plus_seconds``
+        (its parameter comes from :meth:`at_params`)."""
+        return self.clock_plus if plus_seconds else self.clock
+
+    def at_params(self, seconds: float | None = None) -> list[object]:
+        """The parameters of :meth:`at`: none, or the number of seconds."""
+        return [] if seconds is None else [self.seconds_param(seconds)]

@@ -42,12 +42,9 @@ async def every_item(fetch: Callable[[str | None], Awaitable[Page[M]]]) -> Async
 
 
 async def write_idempotent(database: Database, sql: str, params: Sequence[object]) -> None:
-    """Run an upsert or a delete by key: running it again changes nothing more, so a lost reply needs no reread."""
-    await database.write(sql, params, result="count", reread=_done)
-
-
-async def _done(_: Connection) -> int:
-    return 1
+    """Run an upsert or a delete by key: running it again changes nothing more, so a lost reply is followed by
+    running it again."""
+    await database.write(sql, params, result="count", idempotent=True)
 
 
 def batches(items: Iterable[T], size: int = BATCH_SIZE) -> Iterator[list[T]]:

@@ -28,6 +28,9 @@ Kind = Literal[
 ]
 #: Columns that the repository sets on every write, never taken from the caller's model.
 MANAGED = ("version", "created_at", "updated_at")
+#: Columns that only the claims change (``tasks.claim``, ``heartbeat``, ``release``), never an upsert or an update
+#: of a caller's copy of the state: a stale copy written back must not move a lease or a holder.
+CLAIMED = ("claimed_by", "lease_expires_at")
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,7 +65,7 @@ class Table(Generic[M]):
     columns: tuple[Column, ...]
     #: How a record of the table is called in error messages ("task 'x': ...").
     label: str = "record"
-    #: Names of the columns a caller's model supplies (all but the managed ones), in table order.
+    #: Names of the columns a caller's model supplies (all but the managed and claimed ones), in table order.
     written: tuple[str, ...] = field(init=False)
     from_row: Callable[[Sequence[Any], Callable[[Any], datetime]], M] = field(init=False)
     params: Callable[[M, Callable[[str], object], Callable[[datetime], object]], list[object]] = field(
@@ -70,7 +73,8 @@ class Table(Generic[M]):
     )
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "written", tuple(c.name for c in self.columns if c.name not in MANAGED))
+        kept = (*MANAGED, *CLAIMED)
+        object.__setattr__(self, "written", tuple(c.name for c in self.columns if c.name not in kept))
         object.__setattr__(self, "from_row", _row_mapper(self))
         object.__setattr__(self, "params", _param_builder(self))
 

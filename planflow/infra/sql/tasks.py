@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from planflow.errors import ConflictError, NotFoundError, TransactionRequiredError, ValidationError
-from planflow.infra.inputs import checked
+from planflow.infra.inputs import check_aware, check_optional_id, checked
 from planflow.infra.sql.codec import loads, now, stored_meta
 from planflow.infra.sql.database import Connection, Database, ForeignKeyViolation, Row
 from planflow.infra.sql.dialect import Dialect
+from planflow.infra.sql.idempotency import IdempotencyKeys
 from planflow.infra.sql.shared import (
     batches,
     delete_one,
@@ -20,9 +21,10 @@ from planflow.infra.sql.shared import (
     page,
     where_clause,
 )
-from planflow.infra.sql.tables import MANAGED, TASK_STATES
+from planflow.infra.sql.tables import TASK_STATES
 from planflow.infra.sql.usage import UsageMerger
 from planflow.models import (
+    Heartbeat,
     JsonObject,
     Order,
     Page,
@@ -45,14 +47,16 @@ UPSERT = (
     f"ON CONFLICT (task_exec_id) DO UPDATE SET {_SET}, version = task_states.version + 1, "
     "updated_at = excluded.updated_at"
 )
-UPSERT_RETURNING = UPSERT + " RETURNING version, created_at"
+#: What a write returns besides the caller's values: what the repository and the claims keep.
+STORED = "version, created_at, claimed_by, lease_expires_at"
+UPSERT_RETURNING = UPSERT + f" RETURNING {STORED}"
 IMPORT = (
     f"INSERT INTO task_states ({TABLE.select_list}) VALUES ({', '.join('?' for _ in TABLE.names)}) "
     f"ON CONFLICT (task_exec_id) DO UPDATE SET {', '.join(f'{c} = excluded.{c}' for c in TABLE.names[1:])}"
 )
 UPDATE_VERSIONED = (
     f"UPDATE task_states SET {', '.join(f'{c} = ?' for c in WRITTEN[1:])}, "
-    "version = version + 1, updated_at = ? WHERE task_exec_id = ? AND version = ? RETURNING version, created_at"
+    f"version = version + 1, updated_at = ? WHERE task_exec_id = ? AND version = ? RETURNING {STORED}"
 )
 #: Indexed columns that a task keeps through almost every write. SQLite rewrites the index entries of every
 #: column in an UPDATE's SET list, changed or not; so there (``Dialect.split_update``) an optimistic update
@@ -78,7 +82,7 @@ def update_in_place_sql(dialect: Dialect) -> str:
     return (
         f"UPDATE task_states SET {', '.join(f'{WRITTEN[i]} = ?' for i in _CHANGING_AT)}, "
         "version = version + 1, updated_at = ? WHERE task_exec_id = ? AND version = ? AND "
-        f"{' AND '.join(dialect.same(c) for c in STABLE_COLUMNS)} RETURNING version, created_at"
+        f"{' AND '.join(dialect.same(c) for c in STABLE_COLUMNS)} RETURNING {STORED}"
     )
 
 
@@ -102,7 +106,7 @@ SELECT = TABLE.select
 GET = f"{SELECT} WHERE task_exec_id = ?"
 #: What ``missing_or_conflict`` reads after a versioned write matched nothing (the raw benchmarks run it too).
 GET_VERSION = "SELECT version FROM task_states WHERE task_exec_id = ?"
-STORED_VERSION = "SELECT version, created_at FROM task_states WHERE task_exec_id = ?"
+STORED_VERSION = f"SELECT {STORED} FROM task_states WHERE task_exec_id = ?"
 IN_WORKFLOW = f"{SELECT} WHERE workflow_exec_id = ? {ORDER}"
 #: The newest state per task id of a workflow execution, by ``created_at``.
 LATEST_IN_WORKFLOW = (
@@ -136,20 +140,31 @@ _DEPTH_AT = len(TABLE.names)
 
 #: The columns of a claimed state, as the claiming UPDATE returns them.
 RETURNING_ALL = f" RETURNING {TABLE.select_list}"
-HEARTBEAT = (
-    "UPDATE task_states SET lease_expires_at = ? WHERE {ids} AND claimed_by = ? AND status = 'RUNNING' "
-    "RETURNING task_exec_id"
-)
 RELEASE = (
     "UPDATE task_states SET status = 'PENDING', claimed_by = NULL, lease_expires_at = NULL, version = version + 1, "
     f"updated_at = ? WHERE task_exec_id = ? AND claimed_by = ? AND status = 'RUNNING'{RETURNING_ALL}"
 )
 HOLDER = "SELECT claimed_by, status FROM task_states WHERE task_exec_id = ?"
 
+# Leases are set and compared on the database's clock (``Dialect.at``): every worker of every machine reads the
+# same time, whatever its own clock says.
 
-def any_lapsed(by_lease: str) -> str:
+
+def heartbeat_sql(dialect: Dialect) -> str:
+    """Extend the leases ``worker`` holds among an id list to now plus ``?`` seconds.
+
+    Parameters: the lease (``Dialect.at_params``), the ids, the worker.
+    """
+    return (
+        f"UPDATE task_states SET lease_expires_at = {dialect.at(plus_seconds=True)} "
+        f"WHERE {dialect.in_ids('task_exec_id')} AND claimed_by = ? AND status = 'RUNNING' "
+        "RETURNING task_exec_id, lease_expires_at"
+    )
+
+
+def any_lapsed(dialect: Dialect) -> str:
     """Whether any lease has lapsed at all: one probe of the ``task_states_leases`` index (usually false)."""
-    return f"EXISTS (SELECT 1 FROM {by_lease} WHERE status = 'RUNNING' AND lease_expires_at < ?)"
+    return f"EXISTS (SELECT 1 FROM {dialect.by_lease} WHERE status = 'RUNNING' AND lease_expires_at < {dialect.at()})"
 
 
 def claim_sql(where: str, dialect: Dialect) -> str:
@@ -162,35 +177,67 @@ def claim_sql(where: str, dialect: Dialect) -> str:
     running task the filter matches). On PostgreSQL every candidate is locked with ``SKIP LOCKED``, so
     concurrent claimers pass over each other's rows; on SQLite the claim runs inside the database's write lock.
 
-    Parameters: now, now, the filter's, limit; the filter's, limit; limit; worker, lease end, now.
+    Parameters (see :func:`claim_params`): the filter's, limit; the filter's, limit; limit; worker, lease,
+    updated_at.
     """
     columns, skip_locked = "task_exec_id, created_at", dialect.skip_locked
     return (
-        f"WITH expired AS (SELECT {columns} FROM {dialect.by_lease} WHERE {any_lapsed(dialect.by_lease)}"
-        f" AND status = 'RUNNING' AND lease_expires_at < ?{where} ORDER BY lease_expires_at LIMIT ?{skip_locked}),"
+        f"WITH expired AS (SELECT {columns} FROM {dialect.by_lease} WHERE {any_lapsed(dialect)}"
+        f" AND status = 'RUNNING' AND lease_expires_at < {dialect.at()}{where}"
+        f" ORDER BY lease_expires_at LIMIT ?{skip_locked}),"
         f" pending AS (SELECT {columns} FROM task_states WHERE status = 'PENDING'{where}"
         f" ORDER BY created_at, task_exec_id LIMIT ?{skip_locked}),"
         f" chosen AS (SELECT task_exec_id FROM (SELECT {columns} FROM expired UNION ALL SELECT {columns} FROM pending)"
         " candidates ORDER BY created_at, task_exec_id LIMIT ?)"
-        " UPDATE task_states SET status = 'RUNNING', claimed_by = ?, lease_expires_at = ?, version = version + 1,"
-        f" updated_at = ? WHERE task_exec_id IN (SELECT task_exec_id FROM chosen){RETURNING_ALL}"
+        f" UPDATE task_states SET status = 'RUNNING', claimed_by = ?, lease_expires_at = {dialect.at(plus_seconds=True)},"
+        f" version = version + 1, updated_at = ? WHERE task_exec_id IN (SELECT task_exec_id FROM chosen){RETURNING_ALL}"
     )
 
 
-def work_sql(where: str, by_lease: str) -> str:
-    """Whether work matching ``where`` is claimable now, and when the next lease (of any task) lapses.
+def claim_params(
+    dialect: Dialect,
+    filter_params: Sequence[object],
+    *,
+    limit: int,
+    worker: str,
+    lease: float,
+    stamp: datetime,
+) -> list[object]:
+    """The parameters of :func:`claim_sql`, ``stamp`` being the caller's clock (``updated_at``)."""
+    return [
+        *filter_params,
+        limit,
+        *filter_params,
+        limit,
+        limit,
+        worker,
+        *dialect.at_params(lease),
+        dialect.ts_param(stamp),
+    ]
+
+
+def work_sql(where: str, dialect: Dialect) -> str:
+    """Whether work matching ``where`` is claimable now, when the next lease (of any task) lapses, and the
+    time now, all by the database's clock (the wait until that lapse is the difference of the last two).
 
     The next lapse is not narrowed to ``where``: one index probe rather than a read of every matching running
     task. A waiter woken by the lapse of a task it cannot claim looks again and waits on.
 
-    Parameters: the filter's; now, now, the filter's; now.
+    Parameters: the filter's, the filter's.
     """
+    by_lease, at = dialect.by_lease, dialect.at()
     return (
         f"SELECT EXISTS (SELECT 1 FROM task_states WHERE status = 'PENDING'{where}),"
-        f" {any_lapsed(by_lease)} AND EXISTS (SELECT 1 FROM {by_lease} WHERE status = 'RUNNING'"
-        f" AND lease_expires_at < ?{where}),"
-        f" (SELECT MIN(lease_expires_at) FROM {by_lease} WHERE status = 'RUNNING' AND lease_expires_at >= ?)"
+        f" {any_lapsed(dialect)} AND EXISTS (SELECT 1 FROM {by_lease} WHERE status = 'RUNNING'"
+        f" AND lease_expires_at < {at}{where}),"
+        f" (SELECT MIN(lease_expires_at) FROM {by_lease} WHERE status = 'RUNNING' AND lease_expires_at >= {at}),"
+        f" {at}"
     )
+
+
+#: Longest single wait of ``wait_for_work`` (it loops until its deadline): bounded, so that a huge timeout
+#: never reaches a blocking call that cannot take it.
+MAX_WAIT_SLICE = 3600.0
 
 
 def _seconds(lease: float | timedelta) -> float:
@@ -211,13 +258,13 @@ def own_parent(values: Sequence[object]) -> None:
 class SqlTaskRepository:
     """TaskRepository over a :class:`Database` (see ``planflow.protocols.TaskRepository`` for the contract)."""
 
-    def __init__(self, database: Database, dialect: Dialect) -> None:
+    def __init__(self, database: Database, dialect: Dialect, keys: IdempotencyKeys) -> None:
         self._db = database
         self._dialect = dialect
         self._by_ids = f"{SELECT} WHERE {dialect.in_ids('task_exec_id')} {ORDER}"
         self._get_for_update = GET + dialect.for_update
         self._update_in_place = update_in_place_sql(dialect) if dialect.split_update else None
-        self._usage = UsageMerger(database, dialect, "task_states", "task_exec_id", "task")
+        self._usage = UsageMerger(database, dialect, "task_states", "task_exec_id", "task", keys=keys)
         #: Claiming statements by filter clause (a handful: one per combination of filter fields in use).
         self._claims: dict[str, str] = {}
         self._filters: dict[TaskFilter | None, tuple[str, tuple[object, ...]]] = {}
@@ -279,7 +326,7 @@ class SqlTaskRepository:
         return self._as_stored(state, row, stamp)
 
     def _stored(self, task_exec_id: object) -> Callable[[Connection], Awaitable[Row | None]]:
-        """Reads ``(version, created_at)`` as stored: what a write returns when its reply was lost."""
+        """Reads ``STORED`` as stored: what a write returns when its reply was lost."""
 
         async def reread(conn: Connection) -> Row | None:
             return await conn.fetch_one(STORED_VERSION, [task_exec_id])
@@ -288,9 +335,15 @@ class SqlTaskRepository:
 
     def _as_stored(self, state: TaskState, row: Row | None, stamp: object) -> TaskState:
         assert row is not None
-        version, created = row
+        version, created, holder, lease = row
         load_ts = self._dialect.load_ts
-        return state.evolve(version=version, created_at=load_ts(created), updated_at=load_ts(stamp))
+        return state.evolve(
+            version=version,
+            created_at=load_ts(created),
+            updated_at=load_ts(stamp),
+            claimed_by=holder,
+            lease_expires_at=None if lease is None else load_ts(lease),
+        )
 
     async def bulk_upsert(self, states: Iterable[TaskState]) -> int:
         def to_params(state: TaskState) -> list[object]:
@@ -319,9 +372,16 @@ class SqlTaskRepository:
             state.version, state.created_at, state.updated_at, f"task {state.task_exec_id!r}"
         )
         ts = self._dialect.ts_param
-        managed = {"version": version, "created_at": ts(created), "updated_at": ts(updated)}
+        lease = state.lease_expires_at
         by_name = dict(zip(WRITTEN, values, strict=True))
-        return [by_name[name] if name not in MANAGED else managed[name] for name in TABLE.names]
+        by_name |= {
+            "version": version,
+            "created_at": ts(created),
+            "updated_at": ts(updated),
+            "claimed_by": check_optional_id(state.claimed_by, "claimed_by"),
+            "lease_expires_at": None if lease is None else ts(check_aware(lease, "lease_expires_at")),
+        }
+        return [by_name[name] for name in TABLE.names]
 
     async def _write_batches(
         self,
@@ -387,8 +447,10 @@ class SqlTaskRepository:
 
         return await self._db.read(work)
 
-    async def merge_usage(self, task_exec_id: str, usage: UsageSummary) -> UsageSummary:
-        return await self._usage.merge(task_exec_id, usage)
+    async def merge_usage(
+        self, task_exec_id: str, usage: UsageSummary, *, idempotency_key: str | None = None
+    ) -> UsageSummary:
+        return await self._usage.merge(task_exec_id, usage, idempotency_key)
 
     async def delete_state(self, task_exec_id: str) -> None:
         await delete_one(self._db, TABLE, task_exec_id, "task state")
@@ -417,19 +479,20 @@ class SqlTaskRepository:
         self, filter: TaskFilter | None = None, *, worker: str, limit: int = 1, lease: float | timedelta
     ) -> list[TaskState]:
         where, params = self._filter_and(filter)
-        moment = now()
-        ts = self._dialect.ts_param
-        expires = ts(moment + timedelta(seconds=_seconds(lease)))
+        stamp = now()
         sql = self._claims.get(where)
         if sql is None:
             sql = self._claims[where] = claim_sql(where, self._dialect)
-        stamp = ts(moment)
-        args = [stamp, stamp, *params, limit, *params, limit, limit, worker, expires, stamp]
+        args = claim_params(
+            self._dialect, params, limit=limit, worker=worker, lease=_seconds(lease), stamp=stamp
+        )
+        marked = self._dialect.ts_param(stamp)
 
         async def reread(conn: Connection) -> list[Row]:
-            # The reply was lost after the claim committed: what this claim took carries its lease exactly.
+            # The reply was lost after the claim committed: what this claim took carries its worker and the
+            # claim's own updated_at (the caller's clock, to the microsecond) exactly.
             return await conn.fetch_all(
-                f"{SELECT} WHERE claimed_by = ? AND lease_expires_at = ?", [worker, expires]
+                f"{SELECT} WHERE claimed_by = ? AND updated_at = ? AND status = 'RUNNING'", [worker, marked]
             )
 
         rows = await self._db.write(sql, args, result="all", reread=reread, evident=True)
@@ -441,25 +504,22 @@ class SqlTaskRepository:
 
     async def heartbeat(
         self, task_exec_ids: Sequence[str], *, worker: str, lease: float | timedelta
-    ) -> list[str]:
+    ) -> Heartbeat:
         if not task_exec_ids:
-            return []
+            return Heartbeat(held=[], lost=[], lease_expires_at=None)
         wanted = list(dict.fromkeys(task_exec_ids))
-        expires = self._dialect.ts_param(now() + timedelta(seconds=_seconds(lease)))
-        sql = HEARTBEAT.format(ids=self._dialect.in_ids("task_exec_id"))
-        params = [expires, self._dialect.ids_param(wanted), worker]
-
-        async def reread(conn: Connection) -> list[Row]:
-            return await conn.fetch_all(
-                f"SELECT task_exec_id FROM task_states WHERE {self._dialect.in_ids('task_exec_id')} "
-                "AND claimed_by = ? AND lease_expires_at = ?",
-                [self._dialect.ids_param(wanted), worker, expires],
-            )
-
-        kept = {
-            row[0] for row in await self._db.write(sql, params, result="all", reread=reread, evident=True)
-        }
-        return [task_exec_id for task_exec_id in wanted if task_exec_id not in kept]
+        dialect = self._dialect
+        params = [*dialect.at_params(_seconds(lease)), dialect.ids_param(wanted), worker]
+        # Idempotent: a heartbeat whose reply was lost is sent again, which extends the same leases a little
+        # further (from its own now).
+        rows = await self._db.write(heartbeat_sql(dialect), params, result="all", idempotent=True)
+        kept = {row[0]: row[1] for row in rows}
+        ends = [dialect.load_ts(end) for end in kept.values()]
+        return Heartbeat(
+            held=[task_exec_id for task_exec_id in wanted if task_exec_id in kept],
+            lost=[task_exec_id for task_exec_id in wanted if task_exec_id not in kept],
+            lease_expires_at=max(ends) if ends else None,
+        )
 
     async def release(self, task_exec_id: str, *, worker: str) -> TaskState:
         stamp = self._dialect.ts_param(now())
@@ -484,13 +544,13 @@ class SqlTaskRepository:
 
     async def wait_for_work(self, filter: TaskFilter | None = None, *, timeout: float) -> bool:
         where, params = self._filter_and(filter)
-        sql = work_sql(where, self._dialect.by_lease)
+        dialect = self._dialect
+        sql = work_sql(where, dialect)
         deadline = time.monotonic() + timeout
         async with self._db.watch() as watcher:
             while True:
                 # After watching began: work committed from now on wakes the watcher, earlier work is seen here.
-                stamp = self._dialect.ts_param(now())
-                row = await self._db.fetch_one(sql, [*params, stamp, stamp, *params, stamp])
+                row = await self._db.fetch_one(sql, [*params, *params])
                 assert row is not None
                 if row[0] or row[1]:
                     return True
@@ -498,18 +558,18 @@ class SqlTaskRepository:
                 if remaining <= 0:
                     return False
                 if row[2] is not None:  # a lease lapses before the deadline: look again then
-                    remaining = min(
-                        remaining, max((self._dialect.load_ts(row[2]) - now()).total_seconds(), 0.001)
-                    )
-                await watcher.wait(remaining)
+                    lapses_in = (dialect.load_ts(row[2]) - dialect.load_ts(row[3])).total_seconds()
+                    remaining = min(remaining, max(lapses_in, 0.001))
+                await watcher.wait(min(remaining, MAX_WAIT_SLICE))
 
     async def list_lapsed(self, filter: TaskFilter | None = None, *, limit: int = 100) -> list[TaskState]:
         where, params = self._filter_and(filter)
+        dialect = self._dialect
         sql = (
-            f"SELECT {TABLE.select_list} FROM {self._dialect.by_lease} WHERE status = 'RUNNING' AND lease_expires_at < ?"
-            f"{where} ORDER BY lease_expires_at LIMIT ?"
+            f"SELECT {TABLE.select_list} FROM {dialect.by_lease} WHERE status = 'RUNNING' "
+            f"AND lease_expires_at < {dialect.at()}{where} ORDER BY lease_expires_at LIMIT ?"
         )
-        return await self._all(sql, [self._dialect.ts_param(now()), *params, limit])
+        return await self._all(sql, [*params, limit])
 
     # Reads ------------------------------------------------------------------------------------------------
 

@@ -6,6 +6,7 @@ from planflow.errors import NotFoundError
 from planflow.infra.sql.codec import dump_usage, load_usage, now
 from planflow.infra.sql.database import Connection, Database
 from planflow.infra.sql.dialect import Dialect
+from planflow.infra.sql.idempotency import IdempotencyKeys
 from planflow.models import UsageSummary
 
 
@@ -17,15 +18,22 @@ class UsageMerger:
     summary (the argument layer); the merged summary is checked again before it is written.
     """
 
-    def __init__(self, database: Database, dialect: Dialect, table: str, key: str, kind: str) -> None:
+    def __init__(
+        self, database: Database, dialect: Dialect, table: str, key: str, kind: str, *, keys: IdempotencyKeys
+    ) -> None:
         self._db = database
         self._dialect = dialect
+        self._keys = keys
         self._kind = kind
         self._select = f"SELECT usage FROM {table} WHERE {key} = ?{dialect.for_update}"
         self._update = f"UPDATE {table} SET usage = ?, version = version + 1, updated_at = ? WHERE {key} = ?"
 
-    async def merge(self, key: str, usage: UsageSummary) -> UsageSummary:
-        """Add ``usage`` into the row ``key``; returns the merged summary; ``NotFoundError`` if absent."""
+    async def merge(self, key: str, usage: UsageSummary, idempotency_key: str | None = None) -> UsageSummary:
+        """Add ``usage`` into the row ``key``; returns the merged summary; ``NotFoundError`` if absent.
+
+        With ``idempotency_key``, a merge already applied with that key within the window is not applied again:
+        its merged summary is returned as it was then.
+        """
         dump_usage(usage)
 
         async def work(conn: Connection) -> UsageSummary:
@@ -40,4 +48,17 @@ class UsageMerger:
             )
             return merged
 
-        return await self._db.run(work)
+        request = f"{self._kind}s.merge_usage({key!r}, {dump_usage(usage)})" if idempotency_key else ""
+        return await self._keys.run(idempotency_key, request, work, _dumped, _loaded)
+
+
+def _dumped(summary: UsageSummary) -> str:
+    text = dump_usage(summary)
+    assert text is not None
+    return text
+
+
+def _loaded(text: str) -> UsageSummary:
+    summary = load_usage(text)
+    assert summary is not None
+    return summary

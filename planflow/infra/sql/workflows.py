@@ -12,6 +12,7 @@ from planflow.infra.sql import tasks as tasks_sql
 from planflow.infra.sql.codec import load_usage, loads, now, stored_meta
 from planflow.infra.sql.database import Connection, Database, Row
 from planflow.infra.sql.dialect import Dialect
+from planflow.infra.sql.idempotency import IdempotencyKeys
 from planflow.infra.sql.shared import (
     delete_one,
     every_item,
@@ -173,11 +174,13 @@ TASK_LOOKUPS = ("task_id", "agent_id", "tool_id")
 class SqlWorkflowRepository:
     """WorkflowRepository over a :class:`Database` (see ``planflow.protocols.WorkflowRepository``)."""
 
-    def __init__(self, database: Database, dialect: Dialect) -> None:
+    def __init__(self, database: Database, dialect: Dialect, keys: IdempotencyKeys) -> None:
         self._db = database
         self._dialect = dialect
         self._lock = GET + dialect.for_update
-        self._usage = UsageMerger(database, dialect, "workflow_states", "workflow_exec_id", "workflow")
+        self._usage = UsageMerger(
+            database, dialect, "workflow_states", "workflow_exec_id", "workflow", keys=keys
+        )
         self._tasks_of_many = latest_tasks(dialect.in_ids("workflow_exec_id"), "workflow_exec_id, task_id")
 
     def _workflow(self, row: Row, tasks: dict[str, TaskState] | None = None) -> WorkflowState:
@@ -247,8 +250,10 @@ class SqlWorkflowRepository:
 
         return await write_batches(self._db, states, row, IMPORT)
 
-    async def merge_usage(self, workflow_exec_id: str, usage: UsageSummary) -> UsageSummary:
-        return await self._usage.merge(workflow_exec_id, usage)
+    async def merge_usage(
+        self, workflow_exec_id: str, usage: UsageSummary, *, idempotency_key: str | None = None
+    ) -> UsageSummary:
+        return await self._usage.merge(workflow_exec_id, usage, idempotency_key)
 
     async def delete(self, workflow_exec_id: str) -> None:
         await delete_one(self._db, TABLE, workflow_exec_id, "workflow state")

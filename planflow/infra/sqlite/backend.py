@@ -10,7 +10,7 @@ from planflow.infra.sqlite.dialect import MIGRATION_SQL, SQLITE
 
 def open_core(config: PlanflowConfig) -> SqlBackend:
     """The SQLite backend for ``config.path`` (a file, created with mode 0600, or ``:memory:``)."""
-    return SqlBackend(SqliteDatabase(config), SQLITE, MIGRATION_SQL)
+    return SqlBackend(SqliteDatabase(config), SQLITE, MIGRATION_SQL, config.idempotency_window)
 
 
 def open_backend(config: PlanflowConfig) -> SyncSqlBackend:

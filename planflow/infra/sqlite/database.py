@@ -19,7 +19,7 @@ import sqlite3
 import threading
 import time
 from collections import deque
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import asynccontextmanager, suppress
 from pathlib import Path
 from time import perf_counter
@@ -40,6 +40,7 @@ from planflow.infra.sql.database import (
     Connection,
     Database,
     ForeignKeyViolation,
+    Interrupted,
     Params,
     Row,
     StatementLog,
@@ -55,20 +56,24 @@ _BUSY_CODES = frozenset({sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED})
 _abandoned: list[object] = []
 
 
+#: Extended result codes of constraint violations that name a duplicate key.
+_DUPLICATE_CODES = frozenset({sqlite3.SQLITE_CONSTRAINT_UNIQUE, sqlite3.SQLITE_CONSTRAINT_PRIMARYKEY})
+
+
 def translate(exc: sqlite3.Error) -> PlanflowError:
-    """The planflow error for a sqlite3 exception (the caller chains the original)."""
+    """The planflow error for a sqlite3 exception (the caller chains the original), by its result code."""
     message = str(exc)
-    code = getattr(exc, "sqlite_errorcode", None)
-    if isinstance(exc, sqlite3.IntegrityError):
-        if "FOREIGN KEY" in message:
-            return ForeignKeyViolation(f"a referenced row does not exist ({message})")
-        if "UNIQUE" in message or "PRIMARY KEY" in message:
-            return DuplicateError(message)
+    code: int = getattr(exc, "sqlite_errorcode", None) or 0
+    if code == sqlite3.SQLITE_CONSTRAINT_FOREIGNKEY:
+        return ForeignKeyViolation(f"a referenced row does not exist ({message})")
+    if code in _DUPLICATE_CODES:
+        return DuplicateError(message)
+    if code & 0xFF == sqlite3.SQLITE_CONSTRAINT:
         return ValidationError(f"rejected by the database: {message}")
-    if (code is not None and code & 0xFF in _BUSY_CODES) or "locked" in message:
+    if code & 0xFF in _BUSY_CODES:
         return TransientError(f"SQLite database is busy: {message}")
-    if "malformed JSON" in message:
-        return ValidationError(f"rejected by the database: {message}")
+    if code == sqlite3.SQLITE_INTERRUPT:
+        return Interrupted(f"SQLite call interrupted: {message}")
     return DatabaseError(f"SQLite error: {message}")
 
 
@@ -180,42 +185,81 @@ class _SqliteWatcher(Watcher):
                 return
 
 
+#: How often a wait for the turn to write looks whether its caller was cancelled (see ``SqliteDatabase.interrupt``).
+STOP_POLL = 0.02
+
+
 class _TurnLock:
     """This process's turn to write: handed to its waiters in the order they asked.
 
     ``threading.Lock`` lets the thread that releases it take it again before a waiter wakes, so one busy
     writer (a purge running batch after batch) could keep the others waiting for many turns in a row. Here a
     release hands the lock straight to the longest waiter, which holds it as it wakes.
+
+    A thread never waits for a turn that it holds itself (through another asyncio task running on it, say, whose
+    transaction is open across an ``await``): nothing could end that turn while it waited, so it is refused at
+    once.
     """
 
-    __slots__ = ("_guard", "_held", "_waiters")
+    __slots__ = ("_guard", "_held", "_holder", "_waiters")
 
     def __init__(self) -> None:
         self._guard = threading.Lock()
         self._held = False
+        #: The thread holding the turn, while it is held.
+        self._holder: int | None = None
         self._waiters: deque[threading.Lock] = deque()
 
-    def acquire(self, timeout: float) -> bool:
-        """Take the turn within ``timeout`` seconds; False when it did not come."""
+    def acquire(self, timeout: float, stop: Callable[[], bool] | None = None) -> bool:
+        """Take the turn within ``timeout`` seconds; False when it did not come.
+
+        ``stop``, when given, is asked every :data:`STOP_POLL` seconds of the wait: true ends it (raising
+        :class:`Interrupted`).
+
+        Raises:
+            UnsupportedError: this very thread holds the turn (another task of its event loop does).
+            Interrupted: ``stop()`` became true while waiting.
+        """
+        me = threading.get_ident()
         with self._guard:
             if not self._held:
-                self._held = True
+                self._held, self._holder = True, me
                 return True
+            if self._holder == me:
+                raise UnsupportedError(
+                    "a write of this SQLite database waits for a transaction that another asyncio task on this "
+                    "thread holds open across an await: the synchronous API would block the event loop that task "
+                    "needs to finish. In asyncio code use open_async_provider(), or do not await inside "
+                    "provider.transaction()"
+                )
             gate = threading.Lock()
             gate.acquire()
             self._waiters.append(gate)
-        if gate.acquire(timeout=timeout):
-            return True
+        deadline = time.monotonic() + timeout
+        while True:
+            remaining = deadline - time.monotonic()
+            slice_ = remaining if stop is None else min(remaining, STOP_POLL)
+            if gate.acquire(timeout=max(slice_, 0)):
+                self._holder = me
+                return True
+            if remaining <= slice_ or (stop is not None and stop()):
+                break
         with self._guard:
             try:
                 self._waiters.remove(gate)
             except ValueError:  # handed over as the wait ended: the turn is ours
+                self._holder = me
                 return True
+        if stop is not None and stop():
+            raise Interrupted(
+                "the wait for this process's turn to write was stopped: its caller was cancelled"
+            )
         return False
 
     def release(self) -> None:
         """End the turn: the longest waiter has it now, or nobody does."""
         with self._guard:
+            self._holder = None
             if self._waiters:
                 self._waiters.popleft().release()
             else:
@@ -242,7 +286,8 @@ class _OwnedLock:
                 if self._thread == thread:
                     raise UnsupportedError(
                         "the in-memory SQLite database is inside a transaction of another asyncio task on "
-                        "this thread; use a database file (or one task at a time) for concurrent tasks"
+                        "this thread, and waiting for it would block the event loop it needs; in asyncio code "
+                        "use open_async_provider(), else a database file (or one task at a time)"
                     )
                 self._condition.wait()
             self._owner, self._thread = me, thread
@@ -274,6 +319,13 @@ class SqliteDatabase(Database):
         self._shared_lock = _OwnedLock()
         self._writer = _TurnLock()
         self._shared: SqliteConnection | None = None
+        # What interrupt() needs: the connection each thread uses, the threads asked to stop, and those committing.
+        # Kept only when calls run on worker threads for asyncio callers (see interrupt()).
+        self.interruptible = False
+        self._interrupt_guard = threading.Lock()
+        self._in_use: dict[int, SqliteConnection] = {}
+        self._stopping: set[int] = set()
+        self._committing: set[int] = set()
         if self._memory:
             self._shared = SqliteConnection(self._open(), self)
         else:
@@ -332,6 +384,8 @@ class SqliteDatabase(Database):
     async def acquire(self) -> Connection:
         if self._closed:
             raise ClosedError("the provider is closed")
+        if self.interruptible:
+            self._stop_if_asked()
         if self._shared is not None:
             self._shared_lock.acquire()
             connection = self._shared
@@ -341,13 +395,60 @@ class SqliteDatabase(Database):
             except IndexError:
                 connection = SqliteConnection(self._open(), self)
         connection.changes = connection.raw.total_changes
+        if self.interruptible:
+            self._in_use[threading.get_ident()] = connection
         return connection
+
+    # Interrupting a call whose asyncio caller was cancelled ---------------------------------------------------
+
+    def interrupt(self, thread: int) -> None:
+        """Stop what ``thread`` does on this database where it can be stopped, because the asyncio caller it
+        runs for was cancelled: a wait for this process's turn to write ends, a running statement other than a
+        COMMIT is interrupted (SQLite then rolls back its unit of work), and no new connection is lent to the
+        thread until :meth:`settle`. A COMMIT already running finishes. The call then ends with its outcome
+        settled (applied or not), and is not retried.
+        """
+        with self._interrupt_guard:
+            self._stopping.add(thread)
+            connection = self._in_use.get(thread)
+            if connection is not None and thread not in self._committing:
+                connection.raw.interrupt()
+
+    def settle(self, thread: int) -> None:
+        """The interrupted call of ``thread`` has ended: the thread may work again."""
+        with self._interrupt_guard:
+            self._stopping.discard(thread)
+
+    def _stop_if_asked(self) -> None:
+        if threading.get_ident() in self._stopping:
+            raise Interrupted("the call was stopped: its asyncio caller was cancelled")
+
+    def _stopping_here(self) -> bool:
+        return threading.get_ident() in self._stopping
+
+    async def uninterrupted(self, work: Awaitable[T]) -> T:
+        if not self.interruptible:
+            return await work
+        thread = threading.get_ident()
+        with self._interrupt_guard:  # interrupt() sees the mark, or interrupted before the COMMIT began
+            self._committing.add(thread)
+        try:
+            return await work
+        finally:
+            with self._interrupt_guard:
+                self._committing.discard(thread)
 
     async def acquire_for_write(self) -> Connection:
         connection = await self.acquire()
         assert isinstance(connection, SqliteConnection)
         if self._shared is None:  # the one in-memory connection is already had by one at a time
-            if not self._writer.acquire(timeout=self._config.busy_timeout):
+            stop = self._stopping_here if self.interruptible else None
+            try:
+                turn = self._writer.acquire(self._config.busy_timeout, stop)
+            except BaseException:
+                await self.release(connection)
+                raise
+            if not turn:
                 await self.release(connection)
                 raise TransientError(
                     f"SQLite database is busy: another writer of this process held it for busy_timeout="
@@ -358,6 +459,10 @@ class SqliteDatabase(Database):
 
     async def release(self, connection: Connection) -> None:
         assert isinstance(connection, SqliteConnection)
+        if self.interruptible:
+            thread = threading.get_ident()
+            if self._in_use.get(thread) is connection:
+                del self._in_use[thread]
         wrote = connection.raw.total_changes != connection.changes and not connection.raw.in_transaction
         if connection.writing:
             connection.writing = False

@@ -19,6 +19,15 @@ def ts_param(moment: datetime) -> str:
 load_ts = datetime.fromisoformat
 
 
+#: SQLite's clock (the machine's, read once per statement) as :func:`ts_param` writes times, to the millisecond.
+CLOCK = "(strftime('%Y-%m-%dT%H:%M:%f', 'now') || '000+00:00')"
+CLOCK_PLUS = "(strftime('%Y-%m-%dT%H:%M:%f', 'now', ?) || '000+00:00')"
+
+
+def _seconds_modifier(seconds: float) -> str:
+    return f"{seconds:+.6f} seconds"
+
+
 def _in_ids(column: str) -> str:
     # One bound variable holding a JSON array: any number of ids stays far below SQLITE_MAX_VARIABLE_NUMBER.
     return f"{column} IN (SELECT value FROM json_each(?))"
@@ -50,6 +59,9 @@ SQLITE = Dialect(
     defer_foreign_keys="PRAGMA defer_foreign_keys = ON",
     split_update=True,
     by_lease="task_states INDEXED BY task_states_leases",
+    clock=CLOCK,
+    clock_plus=CLOCK_PLUS,
+    seconds_param=_seconds_modifier,
 )
 
 MIGRATION_SQL = MigrationSql(

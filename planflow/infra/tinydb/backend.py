@@ -22,6 +22,8 @@ class TinyDbBackend:
     tasks = None
     workflows = None
     auth = None
+    #: No transactions, so no idempotency keys of units of work.
+    keys = None
 
     def __init__(self, db: TinyDB, retry: RetrySettings | None = None) -> None:
         self._db = db
