@@ -387,6 +387,13 @@ def pytest_configure(config: pytest.Config) -> None:
         os.environ[IMAGE_VARIABLE] = str(image)
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark ``postgres`` every test that uses the server, so that ``-m postgres`` selects each of them."""
+    for item in items:
+        if "postgres_server_url" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.postgres)
+
+
 def pytest_sessionfinish(session: pytest.Session) -> None:
     """Remove this process's container; a pytest-xdist worker hands its summary line to the controller."""
     line = summary_line()
