@@ -184,9 +184,12 @@ def _start_container(image: str | None) -> tuple[str, str]:
                     f"the Docker engine has no PostgreSQL image and cannot pull {image} ({type(exc).__name__}); "
                     f"build one offline with scripts/postgres-image 17",
                 )
-    from testcontainers.community.postgres import (  # pyright: ignore[reportMissingTypeStubs]
-        PostgresContainer,
-    )
+    try:  # testcontainers >= 4.15 moved the module (the old name warns)
+        from testcontainers.community.postgres import (  # pyright: ignore[reportMissingTypeStubs]
+            PostgresContainer,
+        )
+    except ImportError:
+        from testcontainers.postgres import PostgresContainer  # pyright: ignore[reportMissingTypeStubs]
     from testcontainers.core.config import (  # pyright: ignore[reportMissingTypeStubs]
         ConnectionMode,
         testcontainers_config,
