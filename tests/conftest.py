@@ -8,21 +8,10 @@ from pathlib import Path
 import pytest
 
 from planflow import Provider, open_provider
-from tests.pg import (
-    new_postgres_url,
-    postgres_provider,
-    postgres_server_url,
-    postgres_url,
-    pytest_terminal_summary,
-)
 
-__all__ = [
-    "new_postgres_url",
-    "postgres_provider",
-    "postgres_server_url",
-    "postgres_url",
-    "pytest_terminal_summary",
-]
+# The PostgreSQL server, its fixtures (postgres_server_url, new_postgres_url, postgres_url, postgres_provider),
+# the --postgres-image option and the summary line naming the server used.
+pytest_plugins = ("tests.pg",)
 
 
 @pytest.fixture

@@ -54,7 +54,7 @@ from planflow import (
     WorkflowState,
     open_provider,
 )
-from tests.pg import create_schema, drop_schema, server_url, with_search_path
+from tests.pg import create_schema, drop_schema, with_search_path
 
 EXAMPLES = 25
 #: A few ids every store knows, so that many calls find what they ask for.
@@ -353,8 +353,10 @@ def seeded(provider: Provider) -> Provider:
 
 
 @pytest.fixture(scope="module")
-def sql_stores(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Provider]]:
-    base = server_url()
+def sql_stores(
+    tmp_path_factory: pytest.TempPathFactory, postgres_server_url: str
+) -> Iterator[dict[str, Provider]]:
+    base = postgres_server_url
     schema = create_schema(base)
     path: Path = tmp_path_factory.mktemp("hostile") / "hostile.db"
     stores = {

@@ -13,12 +13,12 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 from opentelemetry import trace
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.trace import SpanKind, StatusCode
+from psycopg.conninfo import conninfo_to_dict
 
 from planflow import (
     ConfigError,
@@ -31,6 +31,7 @@ from planflow import (
     open_provider,
 )
 from tests.observability.conftest import Telemetry
+from tests.pg import url_with_password
 
 tracer = trace.get_tracer("tests")
 
@@ -83,10 +84,11 @@ def test_postgres_spans_name_the_server_database_and_schema(telemetry: Telemetry
     assert span.attributes is not None
     attributes = dict(span.attributes)
     schema = postgres_url.rsplit("search_path%3D", maxsplit=1)[-1].split("&", maxsplit=1)[0]
+    server = conninfo_to_dict(postgres_url)
     assert attributes["db.system.name"] == "postgresql"
-    assert attributes["db.namespace"] == f"test|{schema}"
-    assert attributes["server.address"] == "127.0.0.1"
-    assert attributes["server.port"] == 5432
+    assert attributes["db.namespace"] == f"{server['dbname']}|{schema}"
+    assert attributes["server.address"] == server["host"]
+    assert attributes["server.port"] == int(server.get("port") or 5432)
     assert attributes["db.collection.name"] == "task_states"
 
 
@@ -190,12 +192,13 @@ def test_pool_gauges_report_connections_in_use_idle_and_waiting(
     telemetry: Telemetry, postgres_url: str
 ) -> None:
     config = {"url": postgres_url, "pool_min_size": 2, "pool_max_size": 2}
+    database = f"{conninfo_to_dict(postgres_url)['dbname']}|"  # a pool is named database|schema
     with open_provider(config, telemetry=True) as provider:
         with provider.transaction():
             provider.metadata.items()
             counts = _points(telemetry, "db.client.connection.count")
             waiting = _points(telemetry, "db.client.connection.pending_requests")
-        mine = [p for p in counts if str(p.attributes["db.client.connection.pool.name"]).startswith("test|")]
+        mine = [p for p in counts if str(p.attributes["db.client.connection.pool.name"]).startswith(database)]
         states = {p.attributes["db.client.connection.state"]: p.value for p in mine}
         assert states == {"used": 1, "idle": 1}
         assert all(p.value == 0 for p in waiting)
@@ -205,7 +208,9 @@ def test_pool_gauges_report_connections_in_use_idle_and_waiting(
         p.attributes["db.client.connection.pool.name"]
         for p in _points(telemetry, "db.client.connection.count")
     }
-    assert not any(str(n).startswith("test|") for n in names_after)  # a closed provider is no longer observed
+    assert not any(
+        str(n).startswith(database) for n in names_after
+    )  # a closed provider is no longer observed
 
 
 def test_a_failing_exporter_never_breaks_a_call(
@@ -279,16 +284,14 @@ def test_the_telemetry_setting_turns_it_on(telemetry: Telemetry) -> None:
 
 # No secrets ----------------------------------------------------------------------------------------------------
 
-PASSWORD = "Pw-SECRET-7f3a9"
 JSON_SECRET = "json-SECRET-c41d"
 
 
 @pytest.fixture
-def secret_url(postgres_url: str) -> str:
-    """The test schema's URL with a password (the server trusts the user, so any password is accepted)."""
-    split = urlsplit(postgres_url)
-    netloc = f"{split.username}:{PASSWORD}@{split.hostname}:{split.port}"
-    return urlunsplit((split.scheme, netloc, split.path, split.query, ""))
+def secret_url(postgres_url: str) -> tuple[str, str]:
+    """The test schema's URL with a password in it, and that password (the server's, or made up where the
+    server asks for none)."""
+    return url_with_password(postgres_url)
 
 
 class _Everything(logging.Handler):
@@ -325,19 +328,20 @@ def _texts(record: logging.LogRecord) -> str:
 
 @pytest.mark.postgres
 def test_no_password_or_bound_value_in_any_log_record_span_or_metric(
-    telemetry: Telemetry, secret_url: str, every_record: _Everything
+    telemetry: Telemetry, secret_url: tuple[str, str], every_record: _Everything
 ) -> None:
+    url, password = secret_url
     events: list[object] = []
 
     async def asynchronous() -> None:
         async with await open_async_provider(
-            {"url": secret_url, "slow_statement_ms": 0}, listeners=[events.append], telemetry=True
+            {"url": url, "slow_statement_ms": 0}, listeners=[events.append], telemetry=True
         ) as provider:
             await provider.workflows.upsert_state(WorkflowState(f"wf-{JSON_SECRET}-a", "wf"))
             await provider.workflows.get_state(f"wf-{JSON_SECRET}-a")
 
     with open_provider(
-        {"url": secret_url, "slow_statement_ms": 0}, listeners=[events.append], telemetry=True
+        {"url": url, "slow_statement_ms": 0}, listeners=[events.append], telemetry=True
     ) as provider:
         provider.workflows.upsert_state(WorkflowState("wf-secret", "wf", input={"token": JSON_SECRET}))
         provider.tasks.upsert_state(
@@ -360,16 +364,16 @@ def test_no_password_or_bound_value_in_any_log_record_span_or_metric(
     assert any("INSERT INTO task_states" in sql for sql in logged_sql)  # the writes were logged, values not
     for record in every_record.records:
         text = _texts(record)
-        assert PASSWORD not in text, record
+        assert password not in text, record
         assert JSON_SECRET not in text, record
     spans = telemetry.spans.get_finished_spans()
     assert spans
     for span in spans:
-        assert PASSWORD not in span.to_json()
+        assert password not in span.to_json()
         assert JSON_SECRET not in span.to_json()
     data = telemetry.metrics.get_metrics_data()
     assert data is not None
     dumped = data.to_json()
-    assert PASSWORD not in dumped
+    assert password not in dumped
     assert JSON_SECRET not in dumped
-    assert all(PASSWORD not in repr(e) and JSON_SECRET not in repr(e) for e in events)
+    assert all(password not in repr(e) and JSON_SECRET not in repr(e) for e in events)

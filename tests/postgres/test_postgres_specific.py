@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from multiprocessing.synchronize import Barrier as ProcessBarrier
 from queue import Queue
 from typing import Any
-from urllib.parse import parse_qsl, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, urlsplit
 
 import psycopg
 import pytest
@@ -39,7 +39,7 @@ from planflow import (
 from planflow.infra.sql.database import ForeignKeyViolation
 from planflow.infra.sql.migrations import TABLE, load_migrations
 from tests.driven import SyncConnection, database, logged_statements
-from tests.pg import with_query
+from tests.pg import url_with_password, with_database, with_login, with_query
 
 pytestmark = pytest.mark.postgres
 
@@ -466,15 +466,12 @@ def open_failing(url: str, connect_timeout: float) -> tuple[PlanflowError, float
 
 
 def test_rejected_login_is_a_config_error_without_the_password(postgres_server_url: str) -> None:
-    # The CI server trusts 127.0.0.1 (pg_hba "trust"), where any password is accepted for an existing role, so
-    # a wrong password cannot be rejected there; a role that does not exist is rejected by every server (and a
-    # server with password authentication rejects it as a failed password).
+    # A server that trusts its clients (pg_hba "trust") accepts any password for an existing role, so a wrong
+    # password cannot be rejected everywhere; a role that does not exist is rejected by every server (one with
+    # password authentication rejects it as a failed password).
     password = f"pw-{uuid.uuid4().hex}"
     role = f"planflow_nobody_{uuid.uuid4().hex[:8]}"
-    parts = urlsplit(postgres_server_url)
-    url = urlunsplit(
-        (parts.scheme, f"{role}:{password}@{parts.hostname}:{parts.port or 5432}", parts.path, "", "")
-    )
+    url = with_login(postgres_server_url, user=role, password=password)
     error, elapsed = open_failing(url, connect_timeout=3)
     assert isinstance(error, ConfigError), repr(error)
     assert role in str(error) and "***" in str(error)
@@ -483,13 +480,11 @@ def test_rejected_login_is_a_config_error_without_the_password(postgres_server_u
 
 
 def test_missing_database_is_a_config_error_without_the_password(postgres_server_url: str) -> None:
-    password = f"pw-{uuid.uuid4().hex}"
+    # The server's own password (or, where it asks for none, a made-up one): the login succeeds, the database
+    # is what is missing.
+    login, password = url_with_password(postgres_server_url)
     name = f"planflow_missing_{uuid.uuid4().hex[:8]}"
-    parts = urlsplit(postgres_server_url)
-    user = parts.username or "postgres"
-    url = urlunsplit(
-        (parts.scheme, f"{user}:{password}@{parts.hostname}:{parts.port or 5432}", f"/{name}", "", "")
-    )
+    url = with_database(login, name)
     error, elapsed = open_failing(url, connect_timeout=3)
     assert isinstance(error, ConfigError), repr(error)
     assert f'database "{name}" does not exist' in str(error)
