@@ -80,6 +80,8 @@ class PlanflowConfig:
             slower than this many milliseconds; ``None`` (default): no statement is timed for it.
         telemetry: Report every repository call to OpenTelemetry (spans and metrics; needs the ``otel``
             extra). ``open_provider(..., telemetry=...)`` overrides it.
+        read_only: Open the store for reading only: nothing is created, migrated or compacted, and a write
+            raises :class:`~planflow.errors.ReadOnlyError`.
     """
 
     driver: str = "sqlite"
@@ -98,6 +100,7 @@ class PlanflowConfig:
     tinydb_on_corrupt: OnCorrupt = "raise"
     slow_statement_ms: float | None = None
     telemetry: bool = False
+    read_only: bool = False
 
     def __post_init__(self) -> None:
         if self.driver not in DRIVERS:
@@ -134,7 +137,7 @@ class PlanflowConfig:
                 raise ConfigError(
                     f"slow_statement_ms must be a finite number of milliseconds >= 0, got {value!r}"
                 )
-        for name in ("auto_migrate", "pgbouncer", "telemetry"):
+        for name in ("auto_migrate", "pgbouncer", "telemetry", "read_only"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"{name} must be True or False, got {getattr(self, name)!r}")
 
@@ -219,6 +222,7 @@ _SETTING_TYPES: dict[str, type] = {
     "tinydb_on_corrupt": str,
     "slow_statement_ms": float,
     "telemetry": bool,
+    "read_only": bool,
 }
 _RETRY_TYPES: dict[str, type] = {"max_attempts": int, "base_delay": float, "max_delay": float}
 
