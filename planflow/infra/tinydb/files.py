@@ -51,13 +51,17 @@ def decode_store(raw: bytes) -> StoreData | None:
     """The database in ``raw``; ``None`` for an empty file.
 
     Raises:
-        ValueError: ``raw`` is not UTF-8 JSON shaped as a TinyDB database (tables of documents).
+        ValueError: ``raw`` is not UTF-8 JSON shaped as a TinyDB database (tables of documents), or nests
+            deeper than the JSON parser can follow.
     """
     # utf-8-sig: a file saved by a Windows editor may start with a byte order mark.
     text = raw.decode("utf-8-sig")
     if not text.strip():
         return None
-    data: object = json.loads(text)
+    try:
+        data: object = json.loads(text)
+    except RecursionError as exc:
+        raise ValueError(f"the JSON nests too deeply to be read ({exc})") from None
     if not isinstance(data, dict):
         raise ValueError(f"expected a JSON object of tables, found {type(data).__name__}")
     # JSON object keys are strings; the casts only tell the checker what json.loads already guarantees.

@@ -14,10 +14,16 @@ Opening reads ``NAME`` once (validating it is a TinyDB database), replays the jo
 result in memory; every read is served from memory. A write appends one record (a whole ``batch()`` is one
 record), flushed and fsynced before the call returns, and only then changes the data in memory.
 
-A crash can tear only the last record, the one whose write never returned: a last record that is incomplete
-or fails its checksum is discarded at open (logged). A bad record followed by a good one is corruption, not a
-crash: :class:`~planflow.errors.CorruptStoreError` names the journal and the files are left untouched (or,
-with ``on_corrupt="move_aside"``, both files are moved aside and the store starts empty).
+A crash can tear only the last record, the one whose write never returned (records are appended one at a
+time, each fsynced before the next begins): an incomplete last record, without its terminating newline, is
+discarded at open (logged). A complete record, newline included, was written whole: if it fails its checksum
+or holds no valid operations, that is damage, not a crash, wherever it is (the last record included, since
+its write was acknowledged). Damage raises :class:`~planflow.errors.CorruptStoreError` naming the file and the
+record, and the files are left untouched; with ``on_corrupt="move_aside"`` only what is damaged is set aside
+and everything intact is kept: a damaged journal keeps ``NAME`` and the records before the damaged one, and the
+damaged record with everything after it goes to ``NAME.journal.corrupt-<UTC timestamp>``; a ``NAME`` that
+cannot be decoded (whatever the reason, nesting too deep for the parser included) is renamed to
+``NAME.corrupt-<UTC timestamp>`` and the intact journal records are kept.
 
 Compaction folds the journal into ``NAME``: the whole data to a temporary file in the same folder, fsync,
 ``os.replace`` onto ``NAME`` (retried while Windows refuses it), fsync of the folder on POSIX, then the journal
@@ -40,6 +46,7 @@ import weakref
 import zlib
 from collections.abc import Generator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import cast
 
@@ -101,8 +108,9 @@ class JournaledStorage(Storage):
         Args:
             path: The JSON file. Its folder must exist; the file need not.
             on_corrupt: ``"raise"`` a :class:`~planflow.errors.CorruptStoreError` on a store that cannot be
-                decoded, or ``"move_aside"`` to rename its files to ``NAME.corrupt-<UTC timestamp>`` (and
-                ``NAME.journal.corrupt-...``) and start an empty store.
+                decoded, or ``"move_aside"`` to set aside only what is damaged (``NAME`` renamed to
+                ``NAME.corrupt-<UTC timestamp>``; the damaged end of the journal copied to
+                ``NAME.journal.corrupt-<UTC timestamp>``) and open with everything intact.
             compact_after: Journal size in bytes past which a write compacts the store (the size of ``NAME``
                 when that is larger).
             replace_attempts: How many times a ``PermissionError`` from ``os.replace`` is tried in all.
@@ -331,43 +339,57 @@ class JournaledStorage(Storage):
         # Everything is read and checked before anything is changed: a corrupt store is left as it was.
         main_raw = _read_bytes(self._path)
         journal_raw = _read_bytes(self._journal_path)
-        try:
-            with collector_paused():
+        main_error: ValueError | None = None
+        with collector_paused():
+            try:
                 data = decode_store(main_raw) or {}
-        except ValueError as exc:
-            self._start_empty(f"the TinyDB store {self._path} is corrupt", exc)
-            return
-        try:
-            with collector_paused():
-                records, good = _scan(journal_raw)
-        except ValueError as exc:
-            self._start_empty(f"the journal {self._journal_path} of the TinyDB store is corrupt", exc)
-            return
-        for ops in records:
+            except ValueError as exc:
+                data, main_error = {}, exc
+            scan = _scan(journal_raw)
+        if main_error is not None:
+            self._corrupt_main(main_error)
+        if scan.damage is not None:
+            self._corrupt_journal(journal_raw, scan.good, scan.damage)
+        for ops in scan.records:
             _apply(data, ops)
-        if good < len(journal_raw):
+        if scan.torn:
             logger.warning(
-                "discarded the torn last record of the journal %s (%d bytes: a write cut short by a crash, "
-                "never acknowledged)",
+                "discarded the torn last record of the journal %s (%d bytes without their newline: a write cut "
+                "short by a crash, never acknowledged)",
                 self._journal_path,
-                len(journal_raw) - good,
+                scan.torn,
             )
         self._data = data
-        self._main_size = len(main_raw)
-        self._finish_open(good)
+        self._main_size = 0 if main_error is not None else len(main_raw)
+        self._finish_open(scan.good)
 
-    def _start_empty(self, message: str, cause: ValueError) -> None:
+    def _corrupt_main(self, cause: ValueError) -> None:
+        message = f"the TinyDB store {self._path} is corrupt"
         if self._on_corrupt == "raise":
             raise CorruptStoreError(f"{message} and was left untouched: {cause}") from cause
-        for path in (self._path, self._journal_path):
-            if path.exists():
-                aside = aside_name(path)
-                replace_retrying(
-                    path, aside, store=self._path, attempts=self._replace_attempts, delay=self._replace_delay
-                )
-                logger.warning("%s (%s); moved %s to %s and started empty", message, cause, path.name, aside)
-        self._data = {}
-        self._finish_open(0)
+        aside = aside_name(self._path)
+        replace_retrying(
+            self._path, aside, store=self._path, attempts=self._replace_attempts, delay=self._replace_delay
+        )
+        logger.warning(
+            "%s (%s); moved it to %s and kept the intact records of its journal", message, cause, aside.name
+        )
+
+    def _corrupt_journal(self, raw: bytes, good: int, damage: str) -> None:
+        message = f"the journal {self._journal_path} of the TinyDB store is corrupt"
+        if self._on_corrupt == "raise":
+            raise CorruptStoreError(f"{message} and was left untouched: {damage}")
+        # The damaged end is copied aside before the journal is cut to its good part (at _open_journal): a crash
+        # in between leaves the journal as it was, to be set aside again at the next open.
+        aside = aside_name(self._journal_path)
+        write_atomically(aside, raw[good:], attempts=self._replace_attempts, delay=self._replace_delay)
+        logger.warning(
+            "%s: %s; kept the records before it and moved the damaged rest (%d bytes) to %s",
+            message,
+            damage,
+            len(raw) - good,
+            aside.name,
+        )
 
     def _finish_open(self, good: int) -> None:
         remove_stale_temps(self._path)
@@ -478,10 +500,12 @@ def read_store(path: str | os.PathLike[str]) -> StoreData:
     journal = main.with_name(main.name + JOURNAL_SUFFIX)
     try:
         data = decode_store(_read_bytes(main)) or {}
-        records, _ = _scan(_read_bytes(journal))
     except ValueError as exc:
         raise CorruptStoreError(f"the TinyDB store {main} cannot be read: {exc}") from exc
-    for ops in records:
+    scan = _scan(_read_bytes(journal))
+    if scan.damage is not None:
+        raise CorruptStoreError(f"the TinyDB store {main} cannot be read: its journal's {scan.damage}")
+    for ops in scan.records:
         _apply(data, ops)
     return data
 
@@ -503,19 +527,19 @@ def _encode(ops: Sequence[Op], journal: Path) -> bytes:
         raise ValidationError(f"cannot write to the TinyDB store of {journal}: {exc}") from exc
 
 
-def _parse(line: bytes) -> list[Op] | None:
-    """The operations of one record (without its newline), or None when it is torn or fails its checksum."""
+def _parse(line: bytes) -> list[Op] | str:
+    """The operations of one complete record (without its newline), or why it is damaged."""
     if len(line) < 10 or not _RECORD_START.match(line):
-        return None
+        return "does not start with a checksum"
     text = line[9:]
     if int(line[:8], 16) != zlib.crc32(text):
-        return None
+        return "fails its checksum"
     try:
         ops: object = json.loads(text)
-    except ValueError:
-        return None
+    except (ValueError, RecursionError):
+        return "passes its checksum but is not JSON that can be read"
     if not isinstance(ops, list) or not all(map(_valid_op, cast("list[object]", ops))):
-        return None
+        return "passes its checksum but holds no valid list of operations"
     return cast("list[Op]", ops)
 
 
@@ -533,37 +557,33 @@ def _valid_op(op: object) -> bool:
     return kind == PUT and len(parts) == 4 and isinstance(parts[2], str) and isinstance(parts[3], dict)
 
 
-def _scan(raw: bytes) -> tuple[list[list[Op]], int]:
-    """The records of a journal and the length of its good part.
+@dataclass(frozen=True, slots=True)
+class _Scan:
+    """What a journal holds: its intact records, where they end, and what follows them."""
 
-    Raises:
-        ValueError: A bad record is followed by a good one: that is corruption, not a torn last write.
-    """
+    records: list[list[Op]]
+    #: The length of the intact part: every record in it is complete and passes its checks.
+    good: int
+    #: Why the complete record at ``good`` is damaged (``None``: no damage).
+    damage: str | None = None
+    #: Bytes of an incomplete last record (no newline): a write a crash cut short, never acknowledged.
+    torn: int = 0
+
+
+def _scan(raw: bytes) -> _Scan:
+    """Read a journal record by record, up to its end, its torn last record or its first damaged record."""
     records: list[list[Op]] = []
     start = 0
     while start < len(raw):
         end = raw.find(b"\n", start)
-        ops = None if end < 0 else _parse(raw[start:end])
-        if ops is None:
-            later = _next_good_record(raw, start + 1)
-            if later is not None:
-                raise ValueError(
-                    f"record {len(records) + 1} (at byte {start}) is damaged but a good record follows at byte "
-                    f"{later}"
-                )
-            return records, start
+        if end < 0:
+            return _Scan(records, start, torn=len(raw) - start)
+        ops = _parse(raw[start:end])
+        if isinstance(ops, str):
+            return _Scan(records, start, f"record {len(records) + 1} (at byte {start}) {ops}")
         records.append(ops)
         start = end + 1
-    return records, start
-
-
-def _next_good_record(raw: bytes, start: int) -> int | None:
-    # A flipped byte may have removed a newline, so a good record may begin anywhere, not only after one.
-    for match in _RECORD_START.finditer(raw, start):
-        end = raw.find(b"\n", match.start())
-        if end >= 0 and _parse(raw[match.start() : end]) is not None:
-            return match.start()
-    return None
+    return _Scan(records, start)
 
 
 def _apply(data: StoreData, ops: Sequence[Op]) -> None:
