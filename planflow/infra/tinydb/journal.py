@@ -36,7 +36,6 @@ document wins, as it did before the crash. Temporary files of a crashed compacti
 
 from __future__ import annotations
 
-import gc
 import json
 import logging
 import os
@@ -44,16 +43,27 @@ import re
 import threading
 import weakref
 import zlib
-from collections.abc import Generator, Sequence
-from contextlib import contextmanager
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from types import MappingProxyType
 from typing import cast
 
 from tinydb.storages import Storage
 
 from planflow.config import OnCorrupt
 from planflow.errors import ConfigError, CorruptStoreError, StoreWriteError, ValidationError
+from planflow.infra.tinydb.documents import (
+    CREATE_TABLE,
+    DELETE,
+    DROP_TABLE,
+    PUT,
+    Op,
+    apply_ops,
+    collector_paused,
+    diff,
+    in_document_order,
+)
 from planflow.infra.tinydb.files import (
     StoreData,
     aside_name,
@@ -76,12 +86,8 @@ SYNC_EVERY = 1024 * 1024
 #: Documents dumped per call: the dump of a large store yields the interpreter between chunks.
 DUMP_CHUNK = 1000
 
-PUT, DELETE, CREATE_TABLE, DROP_TABLE = "p", "d", "t", "T"
-
-#: One journal operation, as JSON: see the module docstring.
-Op = tuple[str, str] | tuple[str, str, str] | tuple[str, str, str, object]
-
 _RECORD_START = re.compile(rb"[0-9a-f]{8} ")
+_EMPTY: Mapping[str, object] = MappingProxyType({})
 
 
 class JournaledStorage(Storage):
@@ -170,13 +176,24 @@ class JournaledStorage(Storage):
         return self._changes
 
     @property
+    def read_only(self) -> bool:
+        """True when the store was opened for reading only."""
+        return False
+
+    @property
     def closed(self) -> bool:
         """True once :meth:`close` ran."""
         return not self._finalizer.alive
 
-    def view(self) -> StoreData:
-        """The data itself, not a copy: for the repository, which changes it only through :meth:`apply`."""
-        return self._data
+    def documents(self, table: str) -> Mapping[str, object]:
+        """A read-only view of the documents of ``table`` (empty when it does not exist), in document id order.
+
+        What a storage engine reads instead of a copy of the whole database (see
+        :mod:`planflow.infra.tinydb.engine`): the view follows the data, which changes only through
+        :meth:`apply` and :meth:`write`. Its documents must not be changed.
+        """
+        docs = self._data.get(table)
+        return _EMPTY if docs is None else MappingProxyType(docs)
 
     def read(self) -> StoreData | None:
         """Return a copy of the whole database (TinyDB edits what it reads), or ``None`` when it is empty."""
@@ -196,14 +213,18 @@ class JournaledStorage(Storage):
             StoreWriteError: The journal could not be written; nothing was changed.
         """
         with self.guard:
-            self._commit(_diff(self._data, data), as_stored=True)
+            ops = diff(self._data, data)
+            self._commit(ops, as_stored=True)
+            for name in {op[1] for op in ops if op[0] in (PUT, CREATE_TABLE)}:
+                # TinyDB numbers new documents past the largest id, but a caller may choose an id of its own.
+                self._data[name] = in_document_order(self._data[name])
 
     def apply(self, ops: Sequence[Op]) -> None:
         """Append ``ops`` as one journal record, fsync it, then apply them to the data in memory.
 
-        Applying operations the data already holds changes nothing, so the repository may change its view of
-        the data first (reads inside a batch see it) and pass the same operations here at commit. Its
-        documents must be plain JSON values (dicts, lists, str, int, float, bool, None).
+        The documents of the operations become the store's own and must not be changed afterwards; they must be
+        plain JSON values (dicts, lists, str, int, float, bool, None). A put of a new document must use an id
+        past every stored one (as TinyDB numbers them), so that the tables stay in document id order.
 
         Raises:
             ValidationError: An operation holds something JSON cannot represent; nothing was written.
@@ -218,7 +239,7 @@ class JournaledStorage(Storage):
         self._require_open()
         text = _encode(ops, self._journal_path)
         self._append(b"%08x %s\n" % (zlib.crc32(text), text))
-        _apply(self._data, cast("list[Op]", json.loads(text)) if as_stored else ops)
+        apply_ops(self._data, cast("list[Op]", json.loads(text)) if as_stored else ops)
         self._changes += 1
         if self._journal_size >= max(self._compact_after, self._main_size):
             self._start_background("its journal passed its size threshold")
@@ -351,7 +372,9 @@ class JournaledStorage(Storage):
         if scan.damage is not None:
             self._corrupt_journal(journal_raw, scan.good, scan.damage)
         for ops in scan.records:
-            _apply(data, ops)
+            apply_ops(data, ops)
+        for name, docs in data.items():
+            data[name] = in_document_order(docs)
         if scan.torn:
             logger.warning(
                 "discarded the torn last record of the journal %s (%d bytes without their newline: a write cut "
@@ -468,25 +491,6 @@ class _Handles:
             self.lock.release()
 
 
-@contextmanager
-def collector_paused() -> Generator[None, None, None]:
-    """Pause the cyclic garbage collector while a store is loaded; the previous state comes back after.
-
-    Loading creates hundreds of thousands of objects that all live on, and every collection the allocations
-    trigger walks all of those made so far: with the collector running, parsing and decoding 100 000
-    executions took 2.6 times as long (1.3 s against 0.5 s). Reference counting frees garbage meanwhile; only
-    cycles wait, for the end of the load. Nothing is paused when the caller had paused it already.
-    """
-    if not gc.isenabled():
-        yield
-        return
-    gc.disable()
-    try:
-        yield
-    finally:
-        gc.enable()
-
-
 def read_store(path: str | os.PathLike[str]) -> StoreData:
     """What a journaled store holds right now, read without opening it (no lock, nothing written).
 
@@ -506,7 +510,7 @@ def read_store(path: str | os.PathLike[str]) -> StoreData:
     if scan.damage is not None:
         raise CorruptStoreError(f"the TinyDB store {main} cannot be read: its journal's {scan.damage}")
     for ops in scan.records:
-        _apply(data, ops)
+        apply_ops(data, ops)
     return data
 
 
@@ -586,36 +590,6 @@ def _scan(raw: bytes) -> _Scan:
     return _Scan(records, start)
 
 
-def _apply(data: StoreData, ops: Sequence[Op]) -> None:
-    for op in ops:
-        kind, table = op[0], op[1]
-        if kind == PUT:
-            data.setdefault(table, {})[cast("tuple[str, str, str, object]", op)[2]] = cast(
-                "tuple[str, str, str, object]", op
-            )[3]
-        elif kind == DELETE:
-            docs = data.get(table)
-            if docs is not None:
-                docs.pop(cast("tuple[str, str, str]", op)[2], None)
-        elif kind == CREATE_TABLE:
-            data.setdefault(table, {})
-        else:
-            data.pop(table, None)
-
-
-def _diff(old: StoreData, new: StoreData) -> list[Op]:
-    """The operations that turn ``old`` into ``new``: O(size), for writes through TinyDB's own API."""
-    ops: list[Op] = [(DROP_TABLE, name) for name in old if name not in new]
-    for name, docs in new.items():
-        before = old.get(name)
-        if before is None:
-            ops.append((CREATE_TABLE, name))
-            before = {}
-        ops.extend((DELETE, name, key) for key in before if key not in docs)
-        ops.extend((PUT, name, key, doc) for key, doc in docs.items() if before.get(key) != doc)
-    return ops
-
-
 def _dump(data: StoreData) -> bytes:
     """``data`` as the JSON text of a TinyDB file, dumped a chunk of documents at a time.
 
@@ -645,11 +619,4 @@ def _copy(value: object) -> object:
     return value
 
 
-__all__ = [
-    "DEFAULT_COMPACT_AFTER",
-    "JOURNAL_SUFFIX",
-    "JournaledStorage",
-    "Op",
-    "collector_paused",
-    "read_store",
-]
+__all__ = ["DEFAULT_COMPACT_AFTER", "JOURNAL_SUFFIX", "JournaledStorage", "read_store"]
