@@ -75,7 +75,7 @@ class PlanflowConfig:
         pgbouncer: Postgres: the URL points at PgBouncer in transaction-pooling mode (no server-side prepared
             statements, no startup options).
         retry: Backoff for transient failures.
-        tinydb_on_corrupt: ``raise`` (default) or ``move_aside`` a corrupt TinyDB file and start afresh.
+        tinydb_on_corrupt: ``raise`` (default), or ``move_aside`` what is damaged of a TinyDB store and open the rest.
         slow_statement_ms: Log a WARNING (on ``planflow.sqlite`` / ``planflow.postgres``) for every statement
             slower than this many milliseconds; ``None`` (default): no statement is timed for it.
         telemetry: Report every repository call to OpenTelemetry (spans and metrics; needs the ``otel``

@@ -10,6 +10,11 @@ The files of a store ``NAME``:
   ``["T", table]`` drops one. Empty after a clean close.
 - ``NAME.lock``: empty; held by the process that has the store open (see :mod:`planflow.infra.tinydb.lock`).
 
+Opening a store that does not exist creates its journal and lock file (so that a second writer is refused, and
+an unwritable folder reported, at open), and closing it unwritten removes them again: a store opened and closed
+without a write leaves the folder as it was. The first write goes to the journal; ``NAME`` appears, a plain
+TinyDB document, at the first compaction (at close at the latest).
+
 Opening reads ``NAME`` once (validating it is a TinyDB database), replays the journal onto it and keeps the
 result in memory; every read is served from memory. A write appends one record (a whole ``batch()`` is one
 record), flushed and fsynced before the call returns, and only then changes the data in memory.
@@ -32,6 +37,15 @@ journal past a threshold (``compact_after`` bytes, or the size of ``NAME`` when 
 cost per write stays constant). Replaying a journal onto a ``NAME`` that already holds its records (a crash
 between the replace and the truncation) is harmless: every operation is absolute, so the last one of each
 document wins, as it did before the crash. Temporary files of a crashed compaction are removed at open.
+
+``read_only=True`` opens a store for reading only: it creates no file, takes no lock, never compacts, and every
+write raises :class:`~planflow.errors.ReadOnlyError`. It reads ``NAME`` and then the journal, as the next open
+would, and sees the data as of that moment even beside a live writer: a record the writer is appending is
+not complete yet and is left out, and if the writer replaced ``NAME`` (a compaction) between the two reads,
+which could cut records out of the journal read, both are read again (a few times, then
+:class:`~planflow.errors.TransientError`). Damage is reported (``CorruptStoreError``), never moved aside; a JSON
+file that is not a TinyDB document raises :class:`~planflow.errors.ForeignStoreError`, and a store with
+neither file a :class:`~planflow.errors.ConfigError`.
 """
 
 from __future__ import annotations
@@ -52,7 +66,15 @@ from typing import cast
 from tinydb.storages import Storage
 
 from planflow.config import OnCorrupt
-from planflow.errors import ConfigError, CorruptStoreError, StoreWriteError, ValidationError
+from planflow.errors import (
+    ConfigError,
+    CorruptStoreError,
+    ForeignStoreError,
+    ReadOnlyError,
+    StoreWriteError,
+    TransientError,
+    ValidationError,
+)
 from planflow.infra.tinydb.documents import (
     CREATE_TABLE,
     DELETE,
@@ -65,9 +87,11 @@ from planflow.infra.tinydb.documents import (
     in_document_order,
 )
 from planflow.infra.tinydb.files import (
+    NotTinyDBError,
     StoreData,
     aside_name,
     decode_store,
+    discard,
     fsync_folder,
     remove_stale_temps,
     replace_retrying,
@@ -85,6 +109,8 @@ DEFAULT_COMPACT_AFTER = 4 * 1024 * 1024
 SYNC_EVERY = 1024 * 1024
 #: Documents dumped per call: the dump of a large store yields the interpreter between chunks.
 DUMP_CHUNK = 1000
+#: How many times a read-only open reads a store whose writer compacts it meanwhile.
+READ_ATTEMPTS = 5
 
 _RECORD_START = re.compile(rb"[0-9a-f]{8} ")
 _EMPTY: Mapping[str, object] = MappingProxyType({})
@@ -97,7 +123,8 @@ class JournaledStorage(Storage):
     locked while open: a second ``JournaledStorage`` on the same file, in this process or another, raises
     :class:`~planflow.errors.StoreLockedError`. Close the ``TinyDB`` (or use it in a ``with`` block) to fold
     the journal into the file and release the lock; a storage dropped unclosed releases the lock when
-    collected, and its journal is replayed at the next open.
+    collected, and its journal is replayed at the next open. With ``read_only=True`` nothing is locked or
+    written (see the module docstring).
     """
 
     def __init__(
@@ -108,6 +135,7 @@ class JournaledStorage(Storage):
         compact_after: int = DEFAULT_COMPACT_AFTER,
         replace_attempts: int = 10,
         replace_delay: float = 0.05,
+        read_only: bool = False,
     ) -> None:
         """Open the store: lock it, read ``NAME``, replay the journal, compact it if it is not empty.
 
@@ -121,13 +149,18 @@ class JournaledStorage(Storage):
                 when that is larger).
             replace_attempts: How many times a ``PermissionError`` from ``os.replace`` is tried in all.
             replace_delay: Seconds to sleep between those attempts.
+            read_only: Only read the store as it is now: no lock, no file created or changed, every write a
+                :class:`~planflow.errors.ReadOnlyError`.
 
         Raises:
-            ConfigError: The folder does not exist, or an option is out of range.
+            ConfigError: The folder does not exist, or an option is out of range, or (``read_only``) there is
+                no store at ``path``.
+            ForeignStoreError: (``read_only``) ``NAME`` is JSON but not a TinyDB document; nothing was changed.
             StoreLockedError: The store is open in this process or another one.
             CorruptStoreError: ``NAME`` or the journal cannot be read or decoded; nothing was changed.
             StoreWriteError: The journal or the lock file cannot be created or written.
-            TransientError: Moving a corrupt store aside was refused past the retry budget.
+            TransientError: Moving a corrupt store aside was refused past the retry budget, or (``read_only``)
+                the store's writer compacted it during every attempt to read it.
         """
         super().__init__()
         self._path = store_path(path, on_corrupt, replace_attempts, replace_delay)
@@ -150,12 +183,16 @@ class JournaledStorage(Storage):
         self._retry_at = 0
         #: While a compaction runs: the journal records written since it copied the data.
         self._written_since_copy: list[bytes] | None = None
-        self._handles = _Handles(StoreLock.acquire(self._path))
+        self._read_only = read_only
+        self._handles = _Handles(None if read_only else StoreLock.acquire(self._path), self._journal_path)
         # A storage dropped unclosed still closes its journal and releases the lock when collected.
         self._finalizer = weakref.finalize(self, self._handles.close)
         self._data: StoreData = {}
         try:
-            self._open()
+            if read_only:
+                self._open_read_only()
+            else:
+                self._open()
         except BaseException:
             self._finalizer()
             raise
@@ -178,7 +215,12 @@ class JournaledStorage(Storage):
     @property
     def read_only(self) -> bool:
         """True when the store was opened for reading only."""
-        return False
+        return self._read_only
+
+    def table_names(self) -> list[str]:
+        """The names of the tables, without copying their documents (as ``TinyDB.tables()`` would)."""
+        with self.guard:
+            return list(self._data)
 
     @property
     def closed(self) -> bool:
@@ -211,8 +253,10 @@ class JournaledStorage(Storage):
         Raises:
             ValidationError: ``data`` holds something JSON cannot represent; nothing was written.
             StoreWriteError: The journal could not be written; nothing was changed.
+            ReadOnlyError: The store was opened read-only; nothing was changed.
         """
         with self.guard:
+            self._refuse_if_read_only("a write")
             ops = diff(self._data, data)
             self._commit(ops, as_stored=True)
             for name in {op[1] for op in ops if op[0] in (PUT, CREATE_TABLE)}:
@@ -229,9 +273,15 @@ class JournaledStorage(Storage):
         Raises:
             ValidationError: An operation holds something JSON cannot represent; nothing was written.
             StoreWriteError: The store is closed or the journal could not be written; nothing was written.
+            ReadOnlyError: The store was opened read-only; nothing was written.
         """
         with self.guard:
+            self._refuse_if_read_only("a write")
             self._commit(ops, as_stored=False)
+
+    def _refuse_if_read_only(self, what: str) -> None:
+        if self._read_only:
+            raise ReadOnlyError(f"{what} was refused: the TinyDB store {self._path} is open read-only")
 
     def _commit(self, ops: Sequence[Op], *, as_stored: bool) -> None:
         if not ops:
@@ -259,7 +309,9 @@ class JournaledStorage(Storage):
             StoreWriteError: ``NAME`` or the journal could not be written; the store is intact (the journal
                 still holds every write).
             TransientError: ``os.replace`` was refused past the retry budget; the store is intact.
+            ReadOnlyError: The store was opened read-only.
         """
+        self._refuse_if_read_only("a compaction")
         if background:
             self._start_background("asked to")
             return
@@ -270,7 +322,8 @@ class JournaledStorage(Storage):
         """Compact the store if its journal is not empty, then close the journal and release the lock.
 
         Waits for a compaction running in the background. A compaction that fails is logged, not raised: the
-        journal keeps every write and is replayed at the next open. Closing twice is harmless. Do not close
+        journal keeps every write and is replayed at the next open. A store that was never written (there is
+        no ``NAME`` and the journal is empty) has its journal and lock file removed. Closing twice is harmless. Do not close
         the store inside a ``batch()`` of its repository (a background compaction would wait for the batch).
         """
         with self._compaction, self.guard:
@@ -280,6 +333,13 @@ class JournaledStorage(Storage):
                 if self._journal_size and self._broken is None:
                     self._fold_quietly("it was closing")
             finally:
+                # A store that was never written (no NAME, an empty journal) leaves nothing behind.
+                self._handles.vacant = (
+                    not self._read_only
+                    and self._broken is None
+                    and self._journal_size == 0
+                    and not os.path.lexists(self._path)
+                )
                 self._finalizer()
 
     def _fold(self) -> None:
@@ -386,6 +446,47 @@ class JournaledStorage(Storage):
         self._main_size = 0 if main_error is not None else len(main_raw)
         self._finish_open(scan.good)
 
+    def _open_read_only(self) -> None:
+        # NAME, then the journal; then NAME must still be the file read first (see the module docstring).
+        for _ in range(READ_ATTEMPTS):
+            before = _identity(self._path)
+            main_raw = _read_bytes(self._path)
+            journal_raw = _read_bytes(self._journal_path)
+            if _identity(self._path) == before:
+                break
+        else:
+            raise TransientError(
+                f"the TinyDB store {self._path} was compacted by its writer during each of {READ_ATTEMPTS} "
+                f"attempts to read it; try again"
+            )
+        if before is None and not journal_raw:
+            raise ConfigError(
+                f"there is no TinyDB store at {self._path}: a store opened read-only must exist (a writer's "
+                f"first write creates it)"
+            )
+        try:
+            with collector_paused():
+                data = decode_store(main_raw) or {}
+        except NotTinyDBError as exc:
+            raise ForeignStoreError(
+                f"{self._path} is not a planflow store: it holds JSON that is not a TinyDB document ({exc}); "
+                f"it was left untouched (planflow migrate --force adopts it)"
+            ) from exc
+        except ValueError as exc:
+            raise CorruptStoreError(f"the TinyDB store {self._path} is corrupt: {exc}") from exc
+        scan = _scan(journal_raw)
+        if scan.damage is not None:
+            raise CorruptStoreError(
+                f"the journal {self._journal_path} of the TinyDB store is corrupt: {scan.damage}"
+            )
+        for ops in scan.records:
+            apply_ops(data, ops)
+        for name, docs in data.items():
+            data[name] = in_document_order(docs)
+        if scan.torn:
+            logger.debug("left out the last record of %s, still being written", self._journal_path)
+        self._data = data
+
     def _corrupt_main(self, cause: ValueError) -> None:
         message = f"the TinyDB store {self._path} is corrupt"
         if self._on_corrupt == "raise":
@@ -476,19 +577,26 @@ class JournaledStorage(Storage):
 
 
 class _Handles:
-    """What an open store holds: the journal's file descriptor and the store lock."""
+    """What an open store holds: the journal's file descriptor and the store lock (none when read-only)."""
 
-    def __init__(self, lock: StoreLock) -> None:
+    def __init__(self, lock: StoreLock | None, journal: Path) -> None:
         self.lock = lock
+        self.journal = journal
         self.fd: int | None = None
+        #: Set by close(): the store holds nothing, so its journal and lock file go too.
+        self.vacant = False
 
     def close(self) -> None:
         fd, self.fd = self.fd, None
         try:
             if fd is not None:
                 os.close(fd)
+            if self.vacant and self.lock is not None:
+                # Still locked: no writer can have opened the journal meanwhile.
+                discard(self.journal)
         finally:
-            self.lock.release()
+            if self.lock is not None:
+                self.lock.release(remove=self.vacant)
 
 
 def read_store(path: str | os.PathLike[str]) -> StoreData:
@@ -512,6 +620,15 @@ def read_store(path: str | os.PathLike[str]) -> StoreData:
     for ops in scan.records:
         apply_ops(data, ops)
     return data
+
+
+def _identity(path: Path) -> tuple[int, int, int, int] | None:
+    """What tells one version of a file from the next (a replace makes a new file), or None when missing."""
+    try:
+        found = os.stat(path)
+    except OSError:  # missing, or unreadable: then reading it says so
+        return None
+    return found.st_dev, found.st_ino, found.st_size, found.st_mtime_ns
 
 
 def _read_bytes(path: Path) -> bytes:
