@@ -302,21 +302,23 @@ def _field(doc: object, name: str) -> object:
 
 
 class _Change(Generic[V]):
-    """What one change replaced, for undoing it: the pending state and decoded value of one document."""
+    """What one change replaced, for undoing it: the pending state and decoded value of one document, and
+    the table's next document id."""
 
-    __slots__ = ("doc_id", "error", "pending", "table", "value", "was_pending")
+    __slots__ = ("doc_id", "error", "next_id", "pending", "table", "value", "was_pending")
 
-    def __init__(self, table: _Table[V], doc_id: str) -> None:
+    def __init__(self, table: _Table[V], doc_id: str, next_id: int) -> None:
         self.table = table
         self.doc_id = doc_id
+        self.next_id = next_id
         self.was_pending = doc_id in table.pending
         self.pending = table.pending.get(doc_id)
         self.value = table.values.get(doc_id)
         self.error = table.errors.get(doc_id)
 
 
-#: A point in the running unit: changes made, operations made, each table's next document id.
-_Mark = tuple[int, int, dict[str, int]]
+#: A point in the running unit: how many changes and operations it had made.
+_Mark = tuple[int, int]
 
 
 class Unit:
@@ -328,7 +330,7 @@ class Unit:
         self.ops: list[Op] = []
 
     def _table(self, spec: TableSpec[V]) -> _Table[V]:
-        return cast("_Table[V]", self._tables[spec.table])
+        return self._tables[spec.table]
 
     def find(self, spec: TableSpec[V], key: str) -> str | None:
         """The id of the document whose key field is ``key`` (the last one added), or None."""
@@ -384,15 +386,17 @@ class Unit:
         ``doc`` becomes the store's and must not be changed afterwards; ``value`` is its decoded form.
         """
         table = self._table(spec)
+        next_id = table.next_id
         doc_id = table.by_key.get(key)
         if doc_id is None:
-            doc_id = str(table.next_id)
+            doc_id = str(next_id)
             table.next_id += 1
-        self._change(table, doc_id, doc, value)
+        self._change(table, doc_id, doc, value, next_id)
 
     def remove(self, spec: TableSpec[V], doc_id: str) -> None:
         """Remove document ``doc_id``."""
-        self._change(self._table(spec), doc_id, None, None)
+        table = self._table(spec)
+        self._change(table, doc_id, None, None, table.next_id)
 
     def remove_key(self, spec: TableSpec[V], key: str) -> None:
         """Remove the document whose key field is ``key``, if there is one."""
@@ -401,31 +405,31 @@ class Unit:
             self.remove(spec, doc_id)
 
     def _change(
-        self, table: _Table[V], doc_id: str, doc: Mapping[str, object] | None, value: V | None
+        self, table: _Table[V], doc_id: str, doc: Mapping[str, object] | None, value: V | None, next_id: int
     ) -> None:
-        self._changes.append(_Change(table, doc_id))
+        self._changes.append(_Change(table, doc_id, next_id))
         table.set(doc_id, doc, value)
         name = table.spec.table
         self.ops.append((PUT, name, doc_id, doc) if doc is not None else (DELETE, name, doc_id))
 
     def mark(self) -> _Mark:
         """Where the unit stands now, for :meth:`rollback`."""
-        return len(self._changes), len(self.ops), {name: t.next_id for name, t in self._tables.items()}
+        return len(self._changes), len(self.ops)
 
-    def rollback(self, mark: _Mark) -> None:
-        """Undo the changes made since ``mark``."""
-        changes_at, ops_at, next_ids = mark
+    def rollback(self, mark: _Mark = (0, 0)) -> None:
+        """Undo the changes made since ``mark`` (by default, all of them)."""
+        changes_at, ops_at = mark
         while len(self._changes) > changes_at:
             change = self._changes.pop()
             change.table.restore(change.doc_id, change)
+            change.table.next_id = change.next_id
         del self.ops[ops_at:]
-        for name, next_id in next_ids.items():
-            self._tables[name].next_id = next_id
 
     def forget(self) -> None:
         """End the unit: its changes were stored or undone."""
-        self._changes.clear()
-        self.ops.clear()
+        if self.ops or self._changes:
+            self._changes.clear()
+            self.ops.clear()
 
 
 class Engine:
@@ -448,7 +452,6 @@ class Engine:
         self._seen = -1
         self._depth = 0
         self._unit = Unit(self._tables)
-        self._start: _Mark = (0, 0, {})
 
     @classmethod
     def of(cls, db: TinyDB, specs: Sequence[TableSpec[Any]]) -> Engine:
@@ -470,21 +473,19 @@ class Engine:
             for table in new:
                 self._tables[table.spec.table] = table
             if self._reload is None and self._depth == 0 and self._source.changes != self._seen:
-                self._sync()
+                self._rebuild()
                 return
             for table in new:
                 table.rebuild(self._source.documents(table.spec.table))
 
-    def _sync(self) -> None:
-        """Make the indexes match the source: rebuilt when its data changed beside the engine."""
+    def _rebuild(self) -> None:
+        """Index the source afresh (read again first when the storage keeps no data in memory)."""
         if self._reload is not None:
             self._reload()
-        changes = self._source.changes
-        if changes != self._seen:
-            with collector_paused():
-                for table in self._tables.values():
-                    table.rebuild(self._source.documents(table.spec.table))
-            self._seen = changes
+        with collector_paused():
+            for table in self._tables.values():
+                table.rebuild(self._source.documents(table.spec.table))
+        self._seen = self._source.changes
 
     @contextmanager
     def unit(self, writes: str | None = None) -> Generator[Unit, None, None]:
@@ -515,14 +516,15 @@ class Engine:
                 finally:
                     self._depth -= 1
                 return
-            self._sync()
-            self._start = unit.mark()
+            if self._reload is not None or self._source.changes != self._seen:
+                # Another storage is read afresh by every unit; a journaled one was written beside the engine.
+                self._rebuild()
             self._depth = 1
             try:
                 try:
                     yield unit
                 except BaseException:
-                    unit.rollback(self._start)
+                    unit.rollback()
                     raise
                 self._commit()
             finally:
@@ -537,7 +539,7 @@ class Engine:
         try:
             self._source.apply(unit.ops)
         except BaseException:
-            unit.rollback(self._start)
+            unit.rollback()
             raise
         if not beside:
             self._seen = self._source.changes
