@@ -869,3 +869,30 @@ def test_read_store_of_a_damaged_journal_is_a_corrupt_store_error(tmp_path: Path
     journal.write_bytes(b"00000000 [garbage]\n" + good)
     with pytest.raises(CorruptStoreError, match="cannot be read"):
         read_store(path)
+
+
+def test_a_deeply_nested_document_put_there_by_hand_is_read_through_tinydb(path: Path) -> None:
+    deep: object = {"leaf": 1}
+    for _ in range(600):
+        deep = {"x": deep}
+    path.write_text(json.dumps({"notes": {"1": deep}}), encoding="utf-8")
+    with TinyDB(path, storage=JournaledStorage) as db:
+        assert db.table("notes").all() == [deep]
+
+
+def test_a_document_too_deep_to_copy_for_tinydb_is_a_corrupt_store_error(path: Path) -> None:
+    import inspect
+    import sys
+
+    deep: object = {"leaf": 1}
+    for _ in range(300):
+        deep = {"x": deep}
+    path.write_text(json.dumps({"notes": {"1": deep}}), encoding="utf-8")
+    with TinyDB(path, storage=JournaledStorage) as db:
+        limit = sys.getrecursionlimit()
+        sys.setrecursionlimit(len(inspect.stack()) + 150)  # as if the caller's own stack were that deep
+        try:
+            with pytest.raises(CorruptStoreError, match="nests too deeply to be read through TinyDB"):
+                storage_of(db).read()
+        finally:
+            sys.setrecursionlimit(limit)
