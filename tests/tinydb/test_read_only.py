@@ -19,13 +19,12 @@ from tinydb import TinyDB
 from planflow import (
     ConfigError,
     CorruptStoreError,
-    ForeignStoreError,
     PlanflowConfig,
-    ReadOnlyError,
     StoreLockedError,
     TransientError,
     open_provider,
 )
+from planflow.errors import ForeignStoreError, ReadOnlyError
 from planflow.infra.tinydb import JournaledStorage, TinyDbExecutionRepository
 from planflow.infra.tinydb import journal as journal_module
 from planflow.infra.tinydb import lock as lock_module
