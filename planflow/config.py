@@ -80,8 +80,6 @@ class PlanflowConfig:
             slower than this many milliseconds; ``None`` (default): no statement is timed for it.
         telemetry: Report every repository call to OpenTelemetry (spans and metrics; needs the ``otel``
             extra). ``open_provider(..., telemetry=...)`` overrides it.
-        read_only: Open the store for reading only: nothing is created, migrated or compacted, and a write
-            raises :class:`~planflow.errors.ReadOnlyError`.
     """
 
     driver: str = "sqlite"
