@@ -346,6 +346,132 @@ def run_tinydb_scale(
     return points
 
 
+# --- the first write after opening ---
+
+FIRST_WRITE_SIZE = 20_000
+
+
+@dataclass(slots=True)
+class FirstWritePoint:
+    """One store size: per round the seconds to open, of the first add, and of each later add."""
+
+    size: int
+    open_seconds: list[float] = field(default_factory=list[float])
+    first_seconds: list[float] = field(default_factory=list[float])
+    later_seconds: list[float] = field(default_factory=list[float])
+    #: The floor, the same way: a record-sized append+fsync to a new file after parsing the store, then more.
+    floor_first_seconds: list[float] = field(default_factory=list[float])
+    floor_later_seconds: list[float] = field(default_factory=list[float])
+
+    def summary(self) -> dict[str, object]:
+        """Medians and quantiles in milliseconds, JSON-ready."""
+        later_p50 = _quantile(self.later_seconds, 0.5)
+        return {
+            "size": self.size,
+            "rounds": len(self.first_seconds),
+            "open_median_ms": statistics.median(self.open_seconds) * 1e3,
+            "first_add_median_ms": statistics.median(self.first_seconds) * 1e3,
+            "first_add_max_ms": max(self.first_seconds) * 1e3,
+            "later_add_p50_ms": later_p50 * 1e3,
+            "later_add_p99_ms": _quantile(self.later_seconds, 0.99) * 1e3,
+            "first_over_later_p50": statistics.median(self.first_seconds) / later_p50,
+            "floor_first_median_ms": statistics.median(self.floor_first_seconds) * 1e3,
+            "floor_later_p50_ms": _quantile(self.floor_later_seconds, 0.5) * 1e3,
+        }
+
+
+def run_first_write(
+    sizes: Sequence[int] = (FIRST_WRITE_SIZE,),
+    *,
+    rounds: int = 5,
+    later: int = 200,
+    workdir: str | None = None,
+    progress: Progress | None = None,
+) -> list[FirstWritePoint]:
+    """Open a store of each size, time the first ``add_execution`` and ``later`` more; ``rounds`` times.
+
+    Each round opens a fresh copy of one file written as raw TinyDB writes it, so no round profits from the
+    previous one's compaction.
+    """
+    points: list[FirstWritePoint] = []
+    folder = Path(tempfile.mkdtemp(prefix="planflow-bench-tinydb-first-", dir=workdir))
+    try:
+        for size in sizes:
+            records = data.executions(size + 1 + later)
+            base = folder / "base.json"
+            _base_store(base, records[:size])
+            point = FirstWritePoint(size)
+            for turn in range(rounds):
+                path = folder / f"store-{turn}.json"
+                shutil.copyfile(base, path)
+                gc.collect()
+                start = time.perf_counter()
+                db = TinyDB(path, storage=JournaledStorage)
+                repo = TinyDbExecutionRepository(db)
+                point.open_seconds.append(time.perf_counter() - start)
+                try:
+                    start = time.perf_counter()
+                    repo.add_execution(records[size])
+                    point.first_seconds.append(time.perf_counter() - start)
+                    for record in records[size + 1 :]:
+                        start = time.perf_counter()
+                        repo.add_execution(record)
+                        point.later_seconds.append(time.perf_counter() - start)
+                finally:
+                    db.close()
+                _floor(base, path.with_suffix(".floor"), records[size:], point)
+                for leftover in folder.iterdir():
+                    if leftover != base:
+                        leftover.unlink()
+                if progress is not None:
+                    progress(f"tinydb first write {size:,}: round {turn + 1}/{rounds}")
+            base.unlink()
+            points.append(point)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    return points
+
+
+def _floor(base: Path, path: Path, records: Sequence[TaskExecution], point: FirstWritePoint) -> None:
+    """Append+fsync record-sized lines to a new file, the first right after parsing the store as an open does.
+
+    The first fsync after the disk sat idle (as it does while an open parses the store) costs more on some
+    machines than the ones that follow it, whoever writes: this is that floor for the first and later adds.
+    """
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    try:
+        json.loads(base.read_bytes())
+        for n, record in enumerate(records):
+            line = json.dumps(raw_doc(record)).encode() + b"\n"
+            start = time.perf_counter()
+            os.write(fd, line)
+            os.fsync(fd)
+            (point.floor_later_seconds if n else point.floor_first_seconds).append(
+                time.perf_counter() - start
+            )
+    finally:
+        os.close(fd)
+
+
+def first_write_table(points: Sequence[FirstWritePoint]) -> str:
+    """The first-write run as a Markdown table."""
+    lines = [
+        "| records | open (median) | first add after open (median / max) | later adds p50 / p99 | first / later p50 "
+        "| append+fsync floor: first / later p50 |",
+        "|---|---|---|---|---|---|",
+    ]
+    for p in points:
+        summary = p.summary()
+        lines.append(
+            f"| {p.size:,} | {summary['open_median_ms']:.1f} ms "
+            f"| {summary['first_add_median_ms']:.2f} / {summary['first_add_max_ms']:.2f} ms "
+            f"| {summary['later_add_p50_ms']:.2f} / {summary['later_add_p99_ms']:.2f} ms "
+            f"| {summary['first_over_later_p50']:.1f}x "
+            f"| {summary['floor_first_median_ms']:.2f} / {summary['floor_later_p50_ms']:.2f} ms |"
+        )
+    return "\n".join(lines)
+
+
 def scale_table(points: Sequence[ScalePoint]) -> str:
     """The scale run as a Markdown table."""
     lines = [
@@ -376,24 +502,44 @@ def scale_table(points: Sequence[ScalePoint]) -> str:
     return "\n".join(lines)
 
 
+def _print(line: str) -> None:
+    print(line, flush=True)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m benchmarks.tinydb_bench [--sizes 100,1000] [--adds N] [--json FILE]``."""
+    """``python -m benchmarks.tinydb_bench [--sizes 100,1000] [--adds N] [--json FILE] [--first-write]``."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     parser.add_argument(
-        "--sizes", default=",".join(map(str, SCALE_SIZES)), help="store sizes, comma-separated"
+        "--sizes", help=f"store sizes, comma-separated (default {SCALE_SIZES}; first write: 20000)"
     )
     parser.add_argument("--adds", type=int, default=1_000, help="adds timed on the journaled store")
     parser.add_argument("--baseline-budget", type=float, default=40.0, help="seconds per baseline and size")
+    parser.add_argument(
+        "--first-write",
+        action="store_true",
+        help="only time the first add after opening against the later ones (with --rounds)",
+    )
+    parser.add_argument("--rounds", type=int, default=5, help="first write: stores opened per size")
     parser.add_argument("--json", help="write the results (with raw samples) to this file")
     parser.add_argument("--workdir", help="folder for the temporary stores")
     args = parser.parse_args(argv)
-    sizes = [int(size) for size in args.sizes.split(",")]
+    if args.first_write:
+        sizes = [int(size) for size in args.sizes.split(",")] if args.sizes else [FIRST_WRITE_SIZE]
+        first = run_first_write(sizes, rounds=args.rounds, workdir=args.workdir, progress=_print)
+        print(first_write_table(first))
+        if args.json:
+            Path(args.json).write_text(
+                json.dumps([{"summary": p.summary(), "samples": asdict(p)} for p in first], indent=1),
+                encoding="utf-8",
+            )
+        return 0
+    sizes = [int(size) for size in args.sizes.split(",")] if args.sizes else list(SCALE_SIZES)
     points = run_tinydb_scale(
         sizes,
         adds=args.adds,
         baseline_budget=args.baseline_budget,
         workdir=args.workdir,
-        progress=lambda line: print(line, flush=True),
+        progress=_print,
     )
     print(scale_table(points))
     if args.json:

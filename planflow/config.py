@@ -75,7 +75,7 @@ class PlanflowConfig:
         pgbouncer: Postgres: the URL points at PgBouncer in transaction-pooling mode (no server-side prepared
             statements, no startup options).
         retry: Backoff for transient failures.
-        tinydb_on_corrupt: ``raise`` (default) or ``move_aside`` a corrupt TinyDB file and start afresh.
+        tinydb_on_corrupt: ``raise`` (default), or ``move_aside`` what is damaged of a TinyDB store and open the rest.
         slow_statement_ms: Log a WARNING (on ``planflow.sqlite`` / ``planflow.postgres``) for every statement
             slower than this many milliseconds; ``None`` (default): no statement is timed for it.
         telemetry: Report every repository call to OpenTelemetry (spans and metrics; needs the ``otel``
@@ -101,6 +101,7 @@ class PlanflowConfig:
     slow_statement_ms: float | None = None
     telemetry: bool = False
     idempotency_window: float = 86400.0
+    read_only: bool = False
 
     def __post_init__(self) -> None:
         if self.driver not in DRIVERS:
@@ -144,7 +145,7 @@ class PlanflowConfig:
                 raise ConfigError(
                     f"slow_statement_ms must be a finite number of milliseconds >= 0, got {value!r}"
                 )
-        for name in ("auto_migrate", "pgbouncer", "telemetry"):
+        for name in ("auto_migrate", "pgbouncer", "telemetry", "read_only"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"{name} must be True or False, got {getattr(self, name)!r}")
 
@@ -230,6 +231,7 @@ _SETTING_TYPES: dict[str, type] = {
     "slow_statement_ms": float,
     "telemetry": bool,
     "idempotency_window": float,
+    "read_only": bool,
 }
 _RETRY_TYPES: dict[str, type] = {"max_attempts": int, "base_delay": float, "max_delay": float}
 

@@ -106,6 +106,14 @@ class StoreLockedError(PlanflowError):
     """A TinyDB store is already open for writing, in this process or another; it was not opened again."""
 
 
+class ReadOnlyError(PlanflowError):
+    """A write was asked of a store opened with ``read_only=True``; nothing was written."""
+
+
+class ForeignStoreError(ConfigError):
+    """The database or file holds data but no planflow store; ``planflow migrate --force`` adopts it."""
+
+
 __all__ = [
     "AlreadyBootstrappedError",
     "ClosedError",
@@ -116,9 +124,11 @@ __all__ = [
     "CorruptStoreError",
     "DatabaseError",
     "DuplicateError",
+    "ForeignStoreError",
     "MigrationError",
     "NotFoundError",
     "PlanflowError",
+    "ReadOnlyError",
     "SchemaTooNewError",
     "StoreLockedError",
     "StoreWriteError",

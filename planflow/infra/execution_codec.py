@@ -35,13 +35,12 @@ from planflow.executions import (
     TaskExecution,
     TaskOccurrence,
 )
+from planflow.infra.inputs import MAX_ID_LENGTH, check_id
 from planflow.models import JsonValue
 
 T = TypeVar("T")
 L = TypeVar("L", bound=str)
 
-#: The longest id accepted, in characters.
-MAX_ID_LENGTH = 512
 #: Stored counts (retries) fit a signed 64-bit integer, which every driver's JSON reads back exactly.
 MIN_COUNT, MAX_COUNT = -(2**63), 2**63 - 1
 
@@ -411,12 +410,14 @@ def _optional_text(value: object, where: str) -> str | None:
 
 
 def _id(value: object, where: str) -> str:
+    # The id rules are the input rules' (planflow.infra.inputs.check_id); only the wording is the codec's,
+    # which names the record and field. Text has passed NUL and surrogates, so only the length can fail here.
     text = _text(value, where)
-    if not text:
-        raise ValidationError(f"{where} must be a non-empty id")
-    if len(text) > MAX_ID_LENGTH:
-        raise ValidationError(f"{where} must be at most {MAX_ID_LENGTH} characters, found {len(text)}")
-    return text
+    try:
+        return check_id(text, where)
+    except ValidationError:
+        expected = "a non-empty id" if not text else f"at most {MAX_ID_LENGTH} characters, found {len(text)}"
+        raise ValidationError(f"{where} must be {expected}") from None
 
 
 def _count(value: object, where: str) -> int:

@@ -91,6 +91,20 @@ def test_tinydb_scale_command_prints_a_table_and_writes_json(
     assert out.exists()
 
 
+def test_tinydb_first_write_run_times_the_first_and_the_later_adds_after_opening(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    [point] = tinydb_bench.run_first_write((40,), rounds=2, later=3, workdir=str(tmp_path))
+
+    assert point.size == 40
+    assert len(point.open_seconds) == len(point.first_seconds) == 2
+    assert len(point.later_seconds) == len(point.floor_later_seconds) == 6
+    assert point.summary()["rounds"] == 2
+    assert list(tmp_path.iterdir()) == []
+    assert tinydb_bench.main(["--first-write", "--sizes", "30", "--rounds", "1"]) == 0
+    assert "| 30 |" in capsys.readouterr().out
+
+
 def _seed(provider: Provider) -> None:
     provider.workflows.upsert_state(data.workflow("wf"))
     provider.tasks.bulk_upsert(data.tree("tree", 25, "wf") + data.flat("flat", 30, "wf"))

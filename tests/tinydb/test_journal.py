@@ -245,11 +245,30 @@ def flip(raw: bytes, at: int) -> bytes:
     return raw[:at] + bytes([raw[at] ^ 0x20]) + raw[at + 1 :]
 
 
-def test_a_flipped_byte_in_the_last_record_drops_only_that_record(path: Path) -> None:
+def test_a_flipped_byte_in_the_complete_last_record_is_corruption_not_a_torn_write(path: Path) -> None:
+    # The last record ends with its newline: its write returned (fsynced), so it was acknowledged.
+    fill(path)
+    raw = journal_of(path).read_bytes()
+    last = raw.rstrip(b"\n").rfind(b"\n") + 1
+    damaged = flip(raw, last + 30)
+    journal_of(path).write_bytes(damaged)
+    main = path.read_bytes()
+    with pytest.raises(CorruptStoreError, match=r"journal .*record 5 \(at byte \d+\) fails its checksum"):
+        TinyDB(path, storage=JournaledStorage)
+    assert (path.read_bytes(), journal_of(path).read_bytes()) == (main, damaged)
+
+
+def test_move_aside_of_a_damaged_last_record_keeps_every_record_before_it(path: Path) -> None:
     fill(path)
     raw = journal_of(path).read_bytes()
     last = raw.rstrip(b"\n").rfind(b"\n") + 1
     journal_of(path).write_bytes(flip(raw, last + 30))
+    with TinyDB(path, storage=JournaledStorage, on_corrupt="move_aside") as db:
+        assert [e.occurrence_id for e in TinyDbExecutionRepository(db).list_executions()] == [
+            f"o{n}" for n in range(9)
+        ]
+    [aside] = [p for p in path.parent.iterdir() if p.name.startswith("store.json.journal.corrupt-")]
+    assert aside.read_bytes() == flip(raw, last + 30)[last:]
     assert stored_ids(path) == [f"o{n}" for n in range(9)]
 
 
@@ -310,20 +329,27 @@ def test_malformed_operations_are_damage(path: Path, op: list[object]) -> None:
         TinyDB(path, storage=JournaledStorage)
 
 
-def test_a_damaged_journal_with_move_aside_is_moved_with_the_file_and_the_store_starts_empty(
+def test_move_aside_of_a_damaged_journal_keeps_the_file_and_the_good_records_and_sets_aside_only_the_rest(
     path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    fill(path)
-    damaged = flip(journal_of(path).read_bytes(), 40)
+    fill(path, 25)  # 25 executions in the file, 25 more in the journal
+    lines = journal_lines(path)
+    at = sum(len(line) for line in lines[:12]) + 30  # inside record 13
+    damaged = flip(journal_of(path).read_bytes(), at)
     journal_of(path).write_bytes(damaged)
     with caplog.at_level(logging.WARNING, logger="planflow.tinydb"):
         db = TinyDB(path, storage=JournaledStorage, on_corrupt="move_aside")
-    assert TinyDbExecutionRepository(db).list_executions() == []
+    kept = [f"o{n}" for n in range(25 + 12)]
+    assert [e.occurrence_id for e in TinyDbExecutionRepository(db).list_executions()] == kept
     db.close()
-    [aside] = [p for p in path.parent.iterdir() if p.name.startswith("store.json.journal.corrupt-")]
-    assert aside.read_bytes() == damaged
-    assert len([p for p in path.parent.iterdir() if p.name.startswith("store.json.corrupt-")]) == 1
-    assert any("moved" in r.getMessage() for r in caplog.records)
+    [aside] = [p for p in path.parent.iterdir() if ".corrupt-" in p.name]
+    assert aside.name.startswith("store.json.journal.corrupt-")  # the file itself was not moved
+    assert aside.read_bytes() == damaged[sum(len(line) for line in lines[:12]) :]
+    assert stored_ids(path) == kept
+    assert any(
+        "record 13" in r.getMessage() and "kept the records before it" in r.getMessage()
+        for r in caplog.records
+    )
 
 
 CORRUPT_MAIN = {
@@ -724,11 +750,73 @@ def forged(*ops: list[object]) -> bytes:
     return b"%08x %s\n" % (zlib.crc32(text), text)
 
 
-def test_a_torn_tail_that_looks_like_records_is_still_only_a_torn_tail(path: Path) -> None:
+def test_complete_records_failing_their_checksums_after_the_last_good_one_are_corruption_not_a_torn_tail(
+    path: Path,
+) -> None:
+    # A crash tears at most the one record being appended, and never leaves its newline: complete records
+    # after the last good one are damage.
     fill(path)
     raw = journal_of(path).read_bytes()
     journal_of(path).write_bytes(raw + b"0000000a [1]\n0000000b [2]\n12345678 [3")
+    with pytest.raises(CorruptStoreError, match=r"record 6 .* fails its checksum"):
+        TinyDB(path, storage=JournaledStorage)
+    with TinyDB(path, storage=JournaledStorage, on_corrupt="move_aside") as db:
+        assert len(TinyDbExecutionRepository(db).list_executions()) == 10
+    [aside] = [p for p in path.parent.iterdir() if ".corrupt-" in p.name]
+    assert aside.read_bytes() == b"0000000a [1]\n0000000b [2]\n12345678 [3"
+
+
+def test_an_incomplete_last_record_after_a_complete_one_is_only_a_torn_tail(path: Path) -> None:
+    fill(path)
+    raw = journal_of(path).read_bytes()
+    journal_of(path).write_bytes(raw + b'12345678 [["p","executions","11",{"occ')
     assert stored_ids(path) == [f"o{n}" for n in range(10)]
+    assert [p.name for p in path.parent.iterdir() if ".corrupt-" in p.name] == []
+
+
+def nested(depth: int) -> bytes:
+    return b'{"tasks": {"1": {"deep": ' + b"[" * depth + b"]" * depth + b"}}}"
+
+
+def test_a_file_nested_too_deep_for_the_parser_is_a_corrupt_store_error_naming_it(path: Path) -> None:
+    path.write_bytes(nested(2000))
+    with pytest.raises(CorruptStoreError, match=rf"{re.escape(path.name)} is corrupt and was left untouched"):
+        TinyDB(path, storage=JournaledStorage)
+    with pytest.raises(CorruptStoreError, match="cannot be read"):
+        read_store(path)
+    with (
+        pytest.raises(CorruptStoreError, match="is corrupt"),
+        TinyDB(path, storage=CrashSafeJSONStorage) as db,
+    ):
+        TinyDbExecutionRepository(db).list_tasks()
+    assert path.read_bytes() == nested(2000)
+
+
+def test_a_record_nested_too_deep_for_the_parser_is_damage(path: Path) -> None:
+    fill(path)
+    text = b'[["p","notes","1",{"deep":' + b"[" * 2000 + b"]" * 2000 + b"}]]"
+    with journal_of(path).open("ab") as journal:
+        journal.write(b"%08x %s\n" % (zlib.crc32(text), text))
+    with pytest.raises(CorruptStoreError, match=r"record 6 .* not JSON that can be read"):
+        TinyDB(path, storage=JournaledStorage)
+
+
+def test_move_aside_of_a_corrupt_file_keeps_the_intact_records_of_its_journal(
+    path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    fill(path)  # o0..o4 in the file, o5..o9 only in the journal
+    path.write_bytes(nested(2000))
+    with caplog.at_level(logging.WARNING, logger="planflow.tinydb"):
+        db = TinyDB(path, storage=JournaledStorage, on_corrupt="move_aside")
+    assert [e.occurrence_id for e in TinyDbExecutionRepository(db).list_executions()] == [
+        f"o{n}" for n in range(5, 10)
+    ]
+    db.close()
+    [aside] = [p for p in path.parent.iterdir() if ".corrupt-" in p.name]
+    assert aside.name.startswith("store.json.corrupt-")
+    assert aside.read_bytes() == nested(2000)
+    assert stored_ids(path) == [f"o{n}" for n in range(5, 10)]
+    assert any("kept the intact records of its journal" in r.getMessage() for r in caplog.records)
 
 
 def test_deleting_from_a_table_that_is_not_there_replays_as_nothing(path: Path) -> None:
@@ -781,3 +869,30 @@ def test_read_store_of_a_damaged_journal_is_a_corrupt_store_error(tmp_path: Path
     journal.write_bytes(b"00000000 [garbage]\n" + good)
     with pytest.raises(CorruptStoreError, match="cannot be read"):
         read_store(path)
+
+
+def test_a_deeply_nested_document_put_there_by_hand_is_read_through_tinydb(path: Path) -> None:
+    deep: object = {"leaf": 1}
+    for _ in range(600):
+        deep = {"x": deep}
+    path.write_text(json.dumps({"notes": {"1": deep}}), encoding="utf-8")
+    with TinyDB(path, storage=JournaledStorage) as db:
+        assert db.table("notes").all() == [deep]
+
+
+def test_a_document_too_deep_to_copy_for_tinydb_is_a_corrupt_store_error(path: Path) -> None:
+    import inspect
+    import sys
+
+    deep: object = {"leaf": 1}
+    for _ in range(300):
+        deep = {"x": deep}
+    path.write_text(json.dumps({"notes": {"1": deep}}), encoding="utf-8")
+    with TinyDB(path, storage=JournaledStorage) as db:
+        limit = sys.getrecursionlimit()
+        sys.setrecursionlimit(len(inspect.stack()) + 150)  # as if the caller's own stack were that deep
+        try:
+            with pytest.raises(CorruptStoreError, match="nests too deeply to be read through TinyDB"):
+                storage_of(db).read()
+        finally:
+            sys.setrecursionlimit(limit)

@@ -1,4 +1,8 @@
-"""The add-on's ExecutionRepository on the SQL drivers: the shared codec's documents in a JSON column."""
+"""The add-on's ExecutionRepository on the SQL drivers: the shared codec's documents in a JSON column.
+
+The repository's rules (what a record is, its key and task, the codec, what purge selects) are
+:mod:`planflow.infra.execution_rules`, shared with the TinyDB driver; this module holds the SQL and the I/O.
+"""
 
 from __future__ import annotations
 
@@ -9,15 +13,7 @@ from datetime import datetime
 from typing import TypeVar
 
 from planflow.executions import TaskDefinition, TaskExecution, TaskOccurrence
-from planflow.infra.execution_codec import (
-    execution_from_doc,
-    execution_to_doc,
-    occurrence_from_doc,
-    occurrence_to_doc,
-    scheduled_before,
-    task_from_doc,
-    task_to_doc,
-)
+from planflow.infra.execution_rules import EXECUTIONS, OCCURRENCES, TASKS, purged
 from planflow.infra.inputs import checked
 from planflow.infra.sql.codec import loads
 from planflow.infra.sql.database import Connection, Database
@@ -74,53 +70,59 @@ class SqlExecutionRepository:
 
     async def add_task(self, task: TaskDefinition) -> None:
         """Insert or replace a task definition (keeps its place in ``list_tasks``)."""
-        await self._write(ADD_TASK, [task.id, self._doc(task_to_doc(task))])
+        record = TASKS.record(task)
+        await self._write(ADD_TASK, [record.key, self._doc(record.doc)])
 
     async def get_task(self, task_id: str) -> TaskDefinition | None:
         """The task definition with ``task_id``, or ``None``."""
-        found = await self._read("SELECT doc FROM exec_tasks WHERE id = ?", [task_id], task_from_doc)
+        found = await self._read("SELECT doc FROM exec_tasks WHERE id = ?", [task_id], TASKS.decode)
         return found[0] if found else None
 
     async def list_tasks(self) -> list[TaskDefinition]:
         """All task definitions in the order they were first added."""
-        return await self._read("SELECT doc FROM exec_tasks ORDER BY seq", [], task_from_doc)
+        return await self._read("SELECT doc FROM exec_tasks ORDER BY seq", [], TASKS.decode)
 
     async def add_occurrence(self, occ: TaskOccurrence) -> None:
         """Insert or replace an occurrence (keeps its place)."""
-        await self._write(ADD_OCCURRENCE, [occ.id, occ.task_id, self._doc(occurrence_to_doc(occ))])
+        record = OCCURRENCES.record(occ)
+        await self._write(ADD_OCCURRENCE, [record.key, record.group, self._doc(record.doc)])
 
     async def get_occurrence(self, occurrence_id: str) -> TaskOccurrence | None:
         """The occurrence with ``occurrence_id``, or ``None``."""
         found = await self._read(
-            "SELECT doc FROM exec_occurrences WHERE id = ?", [occurrence_id], occurrence_from_doc
+            "SELECT doc FROM exec_occurrences WHERE id = ?", [occurrence_id], OCCURRENCES.decode
         )
         return found[0] if found else None
 
     async def list_occurrences(self, task_id: str | None = None) -> list[TaskOccurrence]:
         """Occurrences (of one task when ``task_id`` is given) in the order they were first added."""
         if task_id is None:
-            return await self._read("SELECT doc FROM exec_occurrences ORDER BY seq", [], occurrence_from_doc)
+            return await self._read("SELECT doc FROM exec_occurrences ORDER BY seq", [], OCCURRENCES.decode)
         return await self._read(
-            "SELECT doc FROM exec_occurrences WHERE task_id = ? ORDER BY seq", [task_id], occurrence_from_doc
+            "SELECT doc FROM exec_occurrences WHERE task_id = ? ORDER BY seq", [task_id], OCCURRENCES.decode
         )
 
     async def add_execution(self, execution: TaskExecution) -> None:
         """Insert or replace the execution of an occurrence (keyed by ``occurrence_id``)."""
-        await self._write(ADD_EXECUTION, [execution.occurrence_id, self._doc(execution_to_doc(execution))])
+        record = EXECUTIONS.record(execution)
+        await self._write(ADD_EXECUTION, [record.key, self._doc(record.doc)])
 
     async def get_execution(self, occurrence_id: str) -> TaskExecution | None:
         """The execution of ``occurrence_id``, or ``None``."""
         found = await self._read(
-            "SELECT doc FROM exec_executions WHERE occurrence_id = ?", [occurrence_id], execution_from_doc
+            "SELECT doc FROM exec_executions WHERE occurrence_id = ?", [occurrence_id], EXECUTIONS.decode
         )
         return found[0] if found else None
 
     async def list_executions(self) -> list[TaskExecution]:
         """All executions in the order they were first added."""
-        return await self._read("SELECT doc FROM exec_executions ORDER BY seq", [], execution_from_doc)
+        return await self._read("SELECT doc FROM exec_executions ORDER BY seq", [], EXECUTIONS.decode)
 
     async def delete_task_and_related(self, task_id: str) -> None:
-        """Delete a task definition, its occurrences and their executions, in one transaction."""
+        """Delete a task definition, its occurrences and their executions, in one transaction.
+
+        The three statements remove what ``execution_rules`` says ``delete_task_and_related`` removes.
+        """
 
         async def work(conn: Connection) -> None:
             await conn.execute(DELETE_EXECUTIONS_OF_TASK, [task_id])
@@ -137,7 +139,7 @@ class SqlExecutionRepository:
         ``before`` is deleted, with its executions, in one transaction.
         """
         rows = await self._db.fetch_all(ALL_OCCURRENCES, [])
-        doomed = [row[0] for row in rows if scheduled_before(occurrence_from_doc(loads(row[1])), before)]
+        doomed = purged(((row[0], OCCURRENCES.decode(loads(row[1]))) for row in rows), before)
         in_ids, ids_param = self._dialect.in_ids, self._dialect.ids_param
         reread = f"SELECT id, doc FROM exec_occurrences WHERE {in_ids('id')}{self._dialect.for_update}"
         removed = 0
@@ -145,9 +147,7 @@ class SqlExecutionRepository:
 
             async def work(conn: Connection, batch: list[str] = batch) -> int:
                 current = await conn.fetch_all(reread, [ids_param(batch)])
-                still = [
-                    row[0] for row in current if scheduled_before(occurrence_from_doc(loads(row[1])), before)
-                ]
+                still = purged(((row[0], OCCURRENCES.decode(loads(row[1]))) for row in current), before)
                 if not still:
                     return 0
                 await conn.execute(

@@ -47,24 +47,36 @@ def store_path(path: str | os.PathLike[str], on_corrupt: str, attempts: int, del
     return store
 
 
+class NotTinyDBError(ValueError):
+    """The file is JSON, but not a TinyDB document (an object of tables, each an object of documents)."""
+
+
 def decode_store(raw: bytes) -> StoreData | None:
     """The database in ``raw``; ``None`` for an empty file.
 
     Raises:
-        ValueError: ``raw`` is not UTF-8 JSON shaped as a TinyDB database (tables of documents).
+        NotTinyDBError: ``raw`` is JSON but not a TinyDB document: not an object of tables, or a table not an
+            object.
+        ValueError: ``raw`` is not UTF-8 JSON (or nests deeper than the JSON parser can follow), or a document
+            of a table is not an object.
     """
     # utf-8-sig: a file saved by a Windows editor may start with a byte order mark.
     text = raw.decode("utf-8-sig")
     if not text.strip():
         return None
-    data: object = json.loads(text)
+    try:
+        data: object = json.loads(text)
+    except RecursionError as exc:
+        raise ValueError(f"the JSON nests too deeply to be read ({exc})") from None
     if not isinstance(data, dict):
-        raise ValueError(f"expected a JSON object of tables, found {type(data).__name__}")
+        raise NotTinyDBError(f"expected a JSON object of tables, found {type(data).__name__}")
     # JSON object keys are strings; the casts only tell the checker what json.loads already guarantees.
     tables = cast("dict[str, object]", data)
     for name, table in tables.items():
         if not isinstance(table, dict):
-            raise ValueError(f"table {name!r} is a {type(table).__name__}, not a JSON object of documents")
+            raise NotTinyDBError(
+                f"table {name!r} is a {type(table).__name__}, not a JSON object of documents"
+            )
         for doc_id, doc in cast("dict[str, object]", table).items():
             if not isinstance(doc, dict):
                 raise ValueError(
@@ -183,6 +195,7 @@ def fsync_folder(folder: Path) -> None:
 
 __all__ = [
     "TEMP_SUFFIX",
+    "NotTinyDBError",
     "StoreData",
     "aside_name",
     "decode_store",

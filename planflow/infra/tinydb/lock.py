@@ -7,12 +7,16 @@ other open (another provider or ``TinyDB`` in this process, another process) is 
 
 Across processes the lock is an OS lock on ``NAME.lock`` beside the store: ``fcntl.flock`` on POSIX,
 ``msvcrt.locking`` on Windows, both non-blocking, both released by the OS when the process dies (so a crash
-never leaves a store locked). The lock file stays empty and is never deleted: deleting it would let a later
-writer lock a new file while an older one still holds the old.
+never leaves a store locked). The lock file stays empty. Its holder may remove it as it lets go (a store that
+was never written leaves nothing behind): on POSIX it unlinks the file while it still holds the lock, and
+whoever takes a lock checks, once it holds it, that the file it locked is still the one at ``NAME.lock``
+(else it locked a removed file, and tries the new one); Windows refuses to delete a file another process has
+open, so there the holder unlinks it after letting go, and leaves it when refused.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import threading
@@ -56,38 +60,71 @@ class StoreLock:
                     f"the TinyDB store {store} is already open in this process; close the first TinyDB (or "
                     f"provider) on it, or share it, instead of opening the file twice"
                 )
-            try:
-                fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | getattr(os, "O_BINARY", 0), 0o600)
-            except OSError as exc:
-                raise StoreWriteError(
-                    f"cannot create the lock file {lock_path} of the TinyDB store: {exc}"
-                ) from exc
-            try:
-                _lock(fd)
-            except OSError as exc:
+            while True:
+                try:
+                    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | getattr(os, "O_BINARY", 0), 0o600)
+                except OSError as exc:
+                    raise StoreWriteError(
+                        f"cannot create the lock file {lock_path} of the TinyDB store: {exc}"
+                    ) from exc
+                try:
+                    _lock(fd)
+                except OSError as exc:
+                    os.close(fd)
+                    raise StoreLockedError(
+                        f"the TinyDB store {store} is open in another process (it holds {lock_path}); "
+                        f"close that program first"
+                    ) from exc
+                if _still_there(fd, lock_path):
+                    break
+                # Its last holder removed the file between our open and our lock: lock the one there now.
+                _unlock(fd)
                 os.close(fd)
-                raise StoreLockedError(
-                    f"the TinyDB store {store} is open in another process (it holds {lock_path}); "
-                    f"close that program first"
-                ) from exc
             lock = _held[key] = cls(key, lock_path, fd)
         return lock
 
-    def release(self) -> None:
-        """Give the lock back; releasing twice is harmless."""
+    def release(self, *, remove: bool = False) -> None:
+        """Give the lock back; releasing twice is harmless.
+
+        Args:
+            remove: Delete the lock file too (the store was never written: nothing of it is left behind).
+        """
         with _held_guard:
             fd, self._fd = self._fd, None
             if fd is None:
                 return
             if _held.get(self._key) is self:  # pragma: no branch - only a forked child could find another
                 del _held[self._key]
+            # A forked child shares the parent's lock (one open file description): unlocking it there would
+            # free the parent's store, so the child only closes its copy.
+            owner = os.getpid() == self._pid
             try:
-                # A forked child shares the parent's lock (one open file description): unlocking it there
-                # would free the parent's store, so the child only closes its copy.
-                if os.getpid() == self._pid:  # pragma: no branch - the other side runs in forked children
+                if owner:  # pragma: no branch - the other side runs in forked children
+                    if remove and sys.platform != "win32":
+                        _discard(self.path)  # while still held: see the module docstring
                     _unlock(fd)
             finally:
                 os.close(fd)
+            if (
+                remove and owner and sys.platform == "win32"
+            ):  # pragma: no cover - Windows only; CI runs on POSIX
+                with contextlib.suppress(OSError):  # another process has it open: it stays
+                    os.unlink(self.path)
+
+
+def _still_there(fd: int, path: Path) -> bool:
+    """Whether ``path`` is still the file open as ``fd`` (its holder may have removed it meanwhile)."""
+    try:
+        found = os.stat(path)
+    except FileNotFoundError:
+        return False
+    held = os.fstat(fd)
+    return (held.st_dev, held.st_ino) == (found.st_dev, found.st_ino)
+
+
+def _discard(path: Path) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)
 
 
 def _lock(fd: int) -> None:
