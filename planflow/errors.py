@@ -16,6 +16,13 @@ class ConfigError(PlanflowError):
     """The configuration is invalid, names an unknown driver, or a driver's dependency is missing."""
 
 
+class ForeignStoreError(ConfigError):
+    """The store holds data but no planflow schema (an application's own database or file); it was not changed.
+
+    ``planflow migrate --force`` adopts it (creates planflow's tables beside what it holds).
+    """
+
+
 class ValidationError(PlanflowError):
     """Input was rejected before (or by) the database: bad value, bad reference, constraint violation."""
 
@@ -102,6 +109,10 @@ class UnsupportedError(PlanflowError):
     """The driver does not serve the requested repository or operation."""
 
 
+class ReadOnlyError(PlanflowError):
+    """A write through a provider opened with ``read_only`` (or to a store the engine holds read-only)."""
+
+
 class StoreLockedError(PlanflowError):
     """A TinyDB store is already open for writing, in this process or another; it was not opened again."""
 
@@ -116,9 +127,11 @@ __all__ = [
     "CorruptStoreError",
     "DatabaseError",
     "DuplicateError",
+    "ForeignStoreError",
     "MigrationError",
     "NotFoundError",
     "PlanflowError",
+    "ReadOnlyError",
     "SchemaTooNewError",
     "StoreLockedError",
     "StoreWriteError",

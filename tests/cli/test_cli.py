@@ -574,7 +574,7 @@ def test_copy_from_tinydb_moves_the_addon_data_into_sqlite(tmp_path: Path) -> No
     ("url", "says"),
     [
         ("not-a-url", "malformed URL 'not-a-url'; accepted: sqlite:///path/to.db"),
-        ("sqlite://", "malformed URL 'sqlite://'"),
+        ("nosuch.db", "'nosuch.db' is a file path, not a URL: did you mean sqlite:///nosuch.db?"),
         (
             "mysql://root:hunter2@db.example.com/app",
             "unknown driver 'mysql' in URL 'mysql://root:***@db.example.com/app'",

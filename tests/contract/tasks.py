@@ -5,6 +5,7 @@ A driver's test module subclasses :class:`TaskRepositoryContract` and provides a
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 from datetime import UTC, datetime
 
@@ -173,6 +174,19 @@ class TaskRepositoryContract:
         assert updated.version == 2
         assert updated.created_at == stored.created_at
         assert provider.tasks.get_state(stored.task_exec_id) == updated
+
+    def test_a_status_given_as_its_value_comes_back_as_the_member_from_every_write(
+        self, provider: Provider
+    ) -> None:
+        wf = workflow(provider)
+        stored = task(provider, wf)
+        as_text = dataclasses.replace(stored, status="SUCCESS")  # pyright: ignore[reportArgumentType]
+
+        updated = provider.tasks.update_state(as_text, stored.version)
+        upserted = provider.tasks.upsert_state(as_text)
+
+        assert updated.status is TaskStatus.SUCCESS and upserted.status is TaskStatus.SUCCESS
+        assert provider.tasks.get_state(stored.task_exec_id) == upserted
 
     def test_update_with_stale_version_raises_conflict_naming_both_versions(self, provider: Provider) -> None:
         wf = workflow(provider)
