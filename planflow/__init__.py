@@ -55,6 +55,7 @@ from planflow.executions import (
 )
 from planflow.infra.provider import (
     AsyncProvider,
+    AsyncProviderOpening,
     AsyncRepositories,
     Provider,
     Repositories,
@@ -107,6 +108,7 @@ __all__ = [
     "AsyncExecutionRepository",
     "AsyncMetadataRepository",
     "AsyncProvider",
+    "AsyncProviderOpening",
     "AsyncRepositories",
     "AsyncTaskRepository",
     "AsyncWorkflowRepository",

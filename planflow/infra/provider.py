@@ -499,18 +499,60 @@ ASYNC_PROTOCOLS: dict[str, type] = {
 }
 
 
-async def open_async_provider(
+class AsyncProviderOpening(Awaitable[AsyncProvider], AbstractAsyncContextManager[AsyncProvider]):
+    """What :func:`open_async_provider` returns: await it for the provider, or use it with ``async with``.
+
+    Nothing happens until it is awaited or entered, and it opens one provider at most: as aiosqlite's
+    ``connect()`` and asyncpg's ``create_pool()`` do, both ``async with open_async_provider(url) as p`` (closed
+    when the block ends) and ``p = await open_async_provider(url)`` (closed by ``await p.aclose()``) work.
+    """
+
+    __slots__ = ("_open", "_provider")
+
+    def __init__(self, opener: Callable[[], Awaitable[AsyncProvider]]) -> None:
+        self._open = opener
+        self._provider: AsyncProvider | None = None
+
+    def __await__(self) -> Generator[Any, None, AsyncProvider]:
+        return self._opened().__await__()
+
+    async def _opened(self) -> AsyncProvider:
+        if self._provider is None:
+            self._provider = await self._open()
+        return self._provider
+
+    async def __aenter__(self) -> AsyncProvider:
+        return await self._opened()
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if self._provider is not None:
+            await self._provider.aclose()
+
+
+def open_async_provider(
     config: ConfigSource = None, *, listeners: Sequence[Listener] = (), telemetry: bool | None = None
-) -> AsyncProvider:
-    """Open a store for asyncio programs and return its AsyncProvider (the arguments as for
-    :func:`open_provider`).
+) -> AsyncProviderOpening:
+    """Open a store for asyncio programs: ``async with open_async_provider(url) as provider`` or
+    ``provider = await open_async_provider(url)`` (the arguments as for :func:`open_provider`).
 
     PostgreSQL runs on psycopg's asyncio connections and pool, with no thread. SQLite and TinyDB block, so their
     calls run on a bounded set of worker threads (``pool_max_size`` of them), never on the event loop.
 
+    Returns:
+        An :class:`AsyncProviderOpening`: awaited, the open :class:`AsyncProvider`; entered with ``async with``,
+        the same, closed when the block ends.
+
     Raises:
-        As :func:`open_provider`.
+        As :func:`open_provider`, when awaited or entered.
     """
+    return AsyncProviderOpening(lambda: _open_async(config, listeners, telemetry))
+
+
+async def _open_async(
+    config: ConfigSource, listeners: Sequence[Listener], telemetry: bool | None
+) -> AsyncProvider:
     resolved = resolve_config(config)
     check_listeners(listeners)
     module = driver_module(resolved)
@@ -545,6 +587,7 @@ async def open_async_provider(
 __all__ = [
     "AsyncBackend",
     "AsyncProvider",
+    "AsyncProviderOpening",
     "AsyncRepositories",
     "Backend",
     "PlanflowError",
