@@ -78,8 +78,14 @@ def test_tinydb_provider_serves_executions_and_names_what_it_does_not_serve(tmp_
         assert provider.driver == "tinydb"
         assert provider.executions.list_tasks() == []
         for name in ("tasks", "workflows", "auth"):
-            with pytest.raises(UnsupportedError, match=f"tinydb driver does not serve the {name} repository"):
+            with pytest.raises(
+                UnsupportedError, match=f"tinydb driver does not serve the {name} repository"
+            ) as no:
                 getattr(provider, name)
+            # What it serves instead, and which driver to open for this repository.
+            assert "it serves only executions (the PlanFlow add-on's" in str(no.value)
+            assert f"for {name}, open a store of the sqlite driver (sqlite:///" in str(no.value)
+            assert "postgres driver (postgresql://" in str(no.value)
         with pytest.raises(UnsupportedError, match="batch"), provider.transaction():
             pass
         assert provider.migrate() == []

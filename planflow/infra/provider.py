@@ -128,7 +128,18 @@ class Serving(Generic[TR, WR, AR, ER, MR]):
         return dict(numbers)
 
     def _unserved(self, name: str) -> UnsupportedError:
-        return UnsupportedError(f"the {self.driver} driver does not serve the {name} repository")
+        served = [repo for repo in ("tasks", "workflows", "auth", "executions") if getattr(self, f"_{repo}")]
+        what = (
+            "the PlanFlow add-on's task definitions, occurrences and executions"
+            if served == ["executions"]
+            else ""
+        )
+        return UnsupportedError(
+            f"the {self.driver} driver does not serve the {name} repository: it serves only "
+            f"{', '.join(served) or 'nothing'}{f' ({what})' if what else ''}; for {name}, open a store of the sqlite "
+            "driver (sqlite:///path/to.db: stdlib sqlite3, no server) or of the postgres driver "
+            "(postgresql://user:pw@host/db)"
+        )
 
     @property
     def tasks(self) -> TR:
