@@ -29,7 +29,9 @@ def test_evolve_changes_only_what_it_is_given() -> None:
 
     changed = state.evolve(status=TaskStatus.SUCCESS, output={"ok": True}, agent_id=None)
 
-    assert changed == dataclasses.replace(state, status=TaskStatus.SUCCESS, output={"ok": True}, agent_id=None)
+    assert changed == dataclasses.replace(
+        state, status=TaskStatus.SUCCESS, output={"ok": True}, agent_id=None
+    )
     assert state.status is TaskStatus.PENDING
 
 
@@ -49,7 +51,9 @@ def test_evolve_turns_enum_values_into_members() -> None:
     assert WorkflowState("run-1", "checkout").evolve(status="FAILED").status is TaskStatus.FAILED  # type: ignore[arg-type]
 
 
-@pytest.mark.skipif(shutil.which("pyright", path=str(Path(sys.executable).parent)) is None, reason="no pyright")
+@pytest.mark.skipif(
+    shutil.which("pyright", path=str(Path(sys.executable).parent)) is None, reason="no pyright"
+)
 def test_pyright_strict_catches_a_misspelt_field_and_wrongly_typed_values(tmp_path: Path) -> None:
     program = tmp_path / "newcomer.py"
     program.write_text(
