@@ -235,7 +235,8 @@ class TaskState:
 
 @dataclass(frozen=True, slots=True)
 class TaskTreeNode:
-    """One task of a tree returned by ``get_task_tree``: the state and its depth below the root (root = 0)."""
+    """One task of a tree returned by ``get_task_tree`` (depth-first): the state and its depth below the root
+    (root = 0)."""
 
     state: TaskState
     depth: int

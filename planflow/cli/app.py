@@ -866,7 +866,8 @@ def _at_most(states: list[TaskState], limit: int) -> tuple[list[TaskState], bool
 
 
 def _forest(states: list[TaskState]) -> list[list[TaskTreeNode]]:
-    """The trees of a workflow's tasks, each root first then by depth and ``created_at`` (as ``get_task_tree``).
+    """The trees of a workflow's tasks, each depth-first with children in ``created_at`` order (as
+    ``get_task_tree``).
 
     Built from one listing of the workflow's tasks rather than one recursive query per root: the listing is
     needed anyway to find the roots. A task whose parent is not among them (a cycle in stored data) is left out.
@@ -880,13 +881,12 @@ def _forest(states: list[TaskState]) -> list[list[TaskTreeNode]]:
             children.setdefault(state.parent_state_id, []).append(state)
     forests: list[list[TaskTreeNode]] = []
     for root in roots:
-        nodes = [TaskTreeNode(root, 0)]
-        level = [root]
-        depth = 0
-        while level:
-            depth += 1
-            level = [child for parent in level for child in children.get(parent.task_exec_id, ())]
-            nodes += [TaskTreeNode(state, depth) for state in level]
+        nodes: list[TaskTreeNode] = []
+        stack = [(root, 0)]
+        while stack:
+            state, depth = stack.pop()
+            nodes.append(TaskTreeNode(state, depth))
+            stack += [(child, depth + 1) for child in reversed(children.get(state.task_exec_id, ()))]
         forests.append(nodes)
     return forests
 

@@ -98,7 +98,8 @@ def hidden_summary(counts: Mapping[TaskStatus, int]) -> Text:
 def add_task_tree(
     root: Tree, nodes: Sequence[TaskTreeNode], *, max_children: int | None = None, exec_ids: bool = True
 ) -> None:
-    """Attach a task tree (as ``get_task_tree`` returns it: depth, then ``created_at``) under ``root``.
+    """Attach a task tree under ``root``: its nodes with every parent before its children (as ``get_task_tree``
+    returns them, depth-first), each parent's children in creation order.
 
     Args:
         root: Where the tree's root task goes.
