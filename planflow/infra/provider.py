@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import importlib
 import time
-from collections.abc import AsyncGenerator, Awaitable, Callable, Generator, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Callable, Coroutine, Generator, Sequence
 from contextlib import (
     AbstractAsyncContextManager,
     AbstractContextManager,
@@ -295,6 +295,7 @@ def open_provider(
         TransientError: the database stayed unreachable for ``connect_timeout`` seconds (nothing listening
             on the port: about one second).
         MigrationError: a migration failed or the schema is newer than the code (``auto_migrate`` on).
+        ForeignStoreError: ``read_only``, and the store holds data but no planflow schema (left unchanged).
     """
     resolved = resolve_config(config)
     check_listeners(listeners)
@@ -305,7 +306,7 @@ def open_provider(
         observer = make_observer(resolved, backend, listeners, telemetry)
         if observer is not None:
             _observe_sync(backend, observer)
-        if resolved.auto_migrate:
+        if resolved.auto_migrate and not resolved.read_only:
             backend.migrate()
     except BaseException:
         backend.close()
@@ -510,27 +511,48 @@ ASYNC_PROTOCOLS: dict[str, type] = {
 }
 
 
-class AsyncProviderOpening(Awaitable[AsyncProvider], AbstractAsyncContextManager[AsyncProvider]):
+class AsyncProviderOpening(Coroutine[Any, Any, AsyncProvider], AbstractAsyncContextManager[AsyncProvider]):
     """What :func:`open_async_provider` returns: await it for the provider, or use it with ``async with``.
 
     Nothing happens until it is awaited or entered, and it opens one provider at most: as aiosqlite's
     ``connect()`` and asyncpg's ``create_pool()`` do, both ``async with open_async_provider(url) as p`` (closed
-    when the block ends) and ``p = await open_async_provider(url)`` (closed by ``await p.aclose()``) work.
+    when the block ends) and ``p = await open_async_provider(url)`` (closed by ``await p.aclose()``) work. It is
+    a coroutine too, so ``asyncio.run``, ``create_task`` and ``wait_for`` take it as they took the coroutine
+    that ``open_async_provider`` used to be.
     """
 
-    __slots__ = ("_open", "_provider")
+    __slots__ = ("_open", "_provider", "_running")
 
     def __init__(self, opener: Callable[[], Awaitable[AsyncProvider]]) -> None:
         self._open = opener
         self._provider: AsyncProvider | None = None
-
-    def __await__(self) -> Generator[Any, None, AsyncProvider]:
-        return self._opened().__await__()
+        self._running: Coroutine[Any, Any, AsyncProvider] | None = None
 
     async def _opened(self) -> AsyncProvider:
         if self._provider is None:
             self._provider = await self._open()
         return self._provider
+
+    def _coroutine(self) -> Coroutine[Any, Any, AsyncProvider]:
+        if self._running is None:
+            self._running = self._opened()
+        return self._running
+
+    def __await__(self) -> Generator[Any, None, AsyncProvider]:
+        return self._coroutine().__await__()
+
+    def send(self, value: Any, /) -> Any:
+        """Advance the opening (the coroutine protocol, for event loops)."""
+        return self._coroutine().send(value)
+
+    def throw(self, typ: Any, val: Any = None, tb: TracebackType | None = None, /) -> Any:
+        """Raise an exception inside the opening (the coroutine protocol, for event loops)."""
+        return self._coroutine().throw(typ, val, tb)
+
+    def close(self) -> None:
+        """Abandon an opening that was started and not finished (the coroutine protocol)."""
+        if self._running is not None:
+            self._running.close()
 
     async def __aenter__(self) -> AsyncProvider:
         return await self._opened()
@@ -585,7 +607,7 @@ async def _open_async(
         observer = make_observer(resolved, backend, listeners, telemetry)
         if observer is not None:
             _observe_async(backend, observer)
-        if resolved.auto_migrate:
+        if resolved.auto_migrate and not resolved.read_only:
             await backend.migrate()
     except BaseException:
         await backend.aclose()

@@ -279,6 +279,7 @@ def test_an_opening_never_awaited_opens_nothing_and_warns_of_nothing(tmp_path: P
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         opening = open_async_provider(f"sqlite:///{tmp_path / 'never.db'}")
+        assert asyncio.iscoroutine(opening)  # so asyncio.run, create_task and wait_for take it as before
         del opening
         gc.collect()
 

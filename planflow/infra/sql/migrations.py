@@ -59,11 +59,13 @@ def load_migrations(driver: str) -> list[Migration]:
 
 @dataclass(frozen=True, slots=True)
 class MigrationSql:
-    """A driver's statements for the runner: take the migration lock, create and find the record table."""
+    """A driver's statements for the runner: take the migration lock, create and find the record table, and
+    name the first few tables (and views) of the store, whoever made them."""
 
     lock: str
     create_table: str
     table_exists: str
+    some_tables: str
 
 
 class Migrator:
@@ -109,6 +111,17 @@ class Migrator:
             return await self._applied(conn) if exists else {}
 
         return await self._db.run(work, write=False)
+
+    async def foreign_tables(self) -> list[str]:
+        """The first tables of a store that holds tables but no planflow schema (``[]`` for planflow's own
+        stores and for empty ones). Reads only."""
+
+        async def work(conn: Connection) -> list[str]:
+            if await conn.fetch_one(self._sql.table_exists):
+                return []
+            return [str(row[0]) for row in await conn.fetch_all(self._sql.some_tables)]
+
+        return await self._db.read(work)
 
     async def migrate(self) -> list[Migration]:
         """Apply every pending migration in one locked transaction; return those applied (none: no-op).

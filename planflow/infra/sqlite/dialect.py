@@ -59,4 +59,8 @@ MIGRATION_SQL = MigrationSql(
         "checksum TEXT NOT NULL, applied_at TEXT NOT NULL) STRICT;"
     ),
     table_exists=f"SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = '{TABLE}'",
+    some_tables=(
+        "SELECT name FROM sqlite_master WHERE type IN ('table', 'view') AND name NOT LIKE 'sqlite!_%' ESCAPE '!' "
+        "ORDER BY name LIMIT 5"
+    ),
 )
