@@ -269,7 +269,7 @@ def test_tasks_stuck_lists_lapsed_claims_with_their_holders_and_status_counts_th
     assert "2 stuck tasks" in text.out
     assert_fits(text.out)
     assert isinstance(status, dict) and status["stuck_tasks"] == 2
-    assert "2 stuck task(s)" in status_text.out and "planflow tasks --stuck" in status_text.out
+    assert "2 stuck tasks: RUNNING" in status_text.out and "planflow tasks --stuck" in status_text.out
     assert isinstance(everything, list) and len(everything) == 4
 
     planflow(

@@ -82,4 +82,6 @@ MIGRATION_SQL = MigrationSql(
         "SELECT table_name FROM information_schema.tables WHERE table_schema = current_schema() "
         "ORDER BY table_name LIMIT 5"
     ),
+    begin="BEGIN",
+    now="now()",
 )

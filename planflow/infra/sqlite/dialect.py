@@ -63,4 +63,7 @@ MIGRATION_SQL = MigrationSql(
         "SELECT name FROM sqlite_master WHERE type IN ('table', 'view') AND name NOT LIKE 'sqlite!_%' ESCAPE '!' "
         "ORDER BY name LIMIT 5"
     ),
+    begin="BEGIN IMMEDIATE",
+    # The text ts_param writes: microseconds (SQLite gives milliseconds, padded) and an explicit UTC offset.
+    now="strftime('%Y-%m-%dT%H:%M:%f000+00:00', 'now')",
 )
