@@ -700,7 +700,9 @@ def migrate(
             )
         elif applied:
             names = ", ".join(f"{m.version:04d}_{m.name}" for m in applied)
-            console.print(f"Applied {len(applied)} migration(s) to {_where(provider)}: {names}")
+            console.print(
+                f"Applied {len(applied)} {render.plural(len(applied), 'migration')} to {_where(provider)}: {names}"
+            )
         else:
             console.print(f"{_where(provider)} is up to date (schema version {version}); nothing to apply.")
 
