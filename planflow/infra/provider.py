@@ -263,13 +263,21 @@ def driver_module(config: PlanflowConfig) -> ModuleType:
         ConfigError: a module the driver needs is missing, naming the extra that installs it.
     """
     module_name, extra, needs = DRIVER_MODULES[config.driver]
+    hint = f"install it with: pip install 'planflow[{extra}]'" if extra else "this Python lacks it"
+    if config.driver == "postgres":
+        hint = (
+            "install it with: pip install 'planflow[postgres-binary]' (or 'planflow[postgres]' beside a psycopg "
+            "that finds libpq: psycopg[c], or a system libpq)"
+        )
     try:
         return importlib.import_module(module_name)
     except ImportError as exc:
         missing = (exc.name or "").split(".")[0]
+        if not missing and config.driver == "postgres":
+            # psycopg is there but found no libpq to run on (no psycopg-binary, psycopg-c or system libpq).
+            raise ConfigError(f"the postgres driver cannot load psycopg ({exc}); {hint}") from exc
         if missing not in needs:
             raise
-        hint = f"install it with: pip install 'planflow[{extra}]'" if extra else "this Python lacks it"
         raise ConfigError(
             f"the {config.driver} driver needs the {missing!r} module, which is missing; {hint}"
         ) from exc
