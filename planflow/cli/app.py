@@ -1,10 +1,16 @@
-"""The ``planflow`` command: demo, migrate, status, workflows, tasks, tree, show, purge, copy.
+"""The ``planflow`` command: config, demo, migrate, status, workflows, tasks, tree, show, purge, copy.
 
-Every subcommand takes ``--db URL`` (default: ``PLANFLOW_DATABASE_URL``, else the embedded SQLite file
-``planflow.db`` in the current directory); listings take ``--json``. A planflow error prints one line to stderr
-and exits 1; bad usage exits 2; Ctrl-C exits 130. Locations are printed with any password replaced by ``***``.
-Tables fit an 80-column terminal (ids fold onto a second line rather than being cut), and the commands worth
-running next are printed one a line, whole, so that they can be pasted.
+Every subcommand but ``copy`` (``--from`` / ``--to``) takes ``--db URL`` (default: ``PLANFLOW_DATABASE_URL``, else
+the embedded SQLite file ``planflow.db`` in the current directory), before or after the command name, as does
+``-v``; listings take ``--json``. A planflow error prints one line to stderr and exits 1; bad usage exits 2; Ctrl-C
+exits 130; a reader that closes the output early ends it quietly. Locations are printed with any password
+replaced by ``***``. Tables fit an 80-column terminal (ids and times whole where they can be; ids fold onto a
+second line rather than being cut), and the commands worth running next are printed one a line, whole, so that
+they can be pasted.
+
+Each command opens the store for what it does: reading commands read-only (no migration, no journal mode change,
+no file created; a store without planflow's schema reads as empty), writing ones after refusing a store that
+holds data but no planflow schema, which only ``migrate --force`` adopts.
 """
 
 from __future__ import annotations
