@@ -1547,7 +1547,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         SystemExit: always; 0 on success, 1 after a planflow error (one line on stderr, no traceback), 2 on
             bad usage, 130 after Ctrl-C.
     """
-    sys.stdout = _PipeAware(sys.stdout)
+    if not isinstance(sys.stdout, _PipeAware):
+        sys.stdout = _PipeAware(sys.stdout)
     try:
         app(args=None if argv is None else list(argv), prog_name="planflow")
     except PlanflowError as exc:
