@@ -20,7 +20,16 @@ class ForeignStoreError(ConfigError):
     """The store holds data but no planflow schema (an application's own database or file); it was not changed.
 
     ``planflow migrate --force`` adopts it (creates planflow's tables beside what it holds).
+
+    Attributes:
+        location: The store, as it is safe to print.
+        tables: The first few of its tables (or other things it holds), by name.
     """
+
+    def __init__(self, message: str, *, location: str = "", tables: tuple[str, ...] = ()) -> None:
+        super().__init__(message)
+        self.location = location
+        self.tables = tables
 
 
 class ValidationError(PlanflowError):

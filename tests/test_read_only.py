@@ -103,6 +103,7 @@ def test_an_applications_own_sqlite_file_is_refused_and_left_byte_for_byte(tmp_p
 
     assert str(path) in str(refused.value) and "planflow migrate --force" in str(refused.value)
     assert isinstance(refused.value, ConfigError)
+    assert (refused.value.location, refused.value.tables) == (str(path), ("orders",))
     assert fingerprint(path) == before
 
 

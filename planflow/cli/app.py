@@ -224,14 +224,19 @@ def _open_to_read(db: str | None, *, option: str = "--db") -> Provider:
     try:
         return open_provider(config)
     except ForeignStoreError as exc:
-        raise ForeignStoreError(_foreign_message(exc, db, adopt=option == "--db")) from exc
+        raise ForeignStoreError(
+            _foreign_message(exc, db, adopt=option == "--db"), location=exc.location, tables=exc.tables
+        ) from exc
 
 
 def _foreign_message(exc: ForeignStoreError, db: str | None, *, adopt: bool = True) -> str:
-    said = str(exc).split("; it was left unchanged")[0]
+    """What the command line says of a foreign store: the library's facts, and the command that adopts it."""
+    if not exc.location:  # a driver that says it in its own words
+        return str(exc)
+    said = f"the store {exc.location} holds tables ({', '.join(exc.tables)}) but no planflow schema; it was left unchanged"
     if not adopt:
-        return f"{said}; it was left unchanged"
-    return f"{said}; it was left unchanged. Adopt it (create planflow's tables beside its own) with: {_adopt_command(db)}"
+        return said
+    return f"{said}. Adopt it (create planflow's tables beside its own) with: {_adopt_command(db)}"
 
 
 def _open_to_write(
@@ -249,7 +254,9 @@ def _open_to_write(
         try:
             open_provider(dataclasses.replace(config, read_only=True)).close()
         except ForeignStoreError as exc:
-            raise ForeignStoreError(_foreign_message(exc, db)) from exc
+            raise ForeignStoreError(
+                _foreign_message(exc, db), location=exc.location, tables=exc.tables
+            ) from exc
     return open_provider(config)
 
 

@@ -74,7 +74,9 @@ class SqlBackend:
             raise ForeignStoreError(
                 f"the {self.driver} store {location} holds tables ({', '.join(tables)}) but no planflow schema; "
                 "it was left unchanged. To create planflow's tables beside them, run: planflow migrate --force "
-                "--db URL"
+                "--db URL",
+                location=location,
+                tables=tuple(tables),
             )
 
     async def aclose(self) -> None:
