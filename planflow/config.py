@@ -2,7 +2,7 @@
 
 Accepted URLs::
 
-    sqlite:///relative/path.db      sqlite:////absolute/path.db     sqlite://:memory:
+    sqlite:///relative/path.db      sqlite:////absolute/path.db     sqlite://:memory: (or sqlite://)
     postgresql://user:pw@host:5432/db   (also postgres:// and SQLAlchemy's postgresql+psycopg://)
     tinydb:///relative/path.json    tinydb:////absolute/path.json   tinydb://memory
 
@@ -82,6 +82,10 @@ class PlanflowConfig:
             extra). ``open_provider(..., telemetry=...)`` overrides it.
         idempotency_window: Seconds an idempotency key is remembered after the write it was given to (default a
             day): a second call with the key within the window returns the first outcome and applies nothing.
+        read_only: Open the store for reading only: never migrate (``auto_migrate`` is ignored), never create
+            a file or directory, never change the journal mode or another persistent setting. A write raises
+            ``ReadOnlyError``; a store that holds data but no planflow schema raises ``ForeignStoreError``, a
+            missing SQLite file ``ConfigError``; an empty one reads as an empty store.
     """
 
     driver: str = "sqlite"
@@ -287,10 +291,10 @@ def _settings(values: Mapping[str, object], origin: str) -> dict[str, object]:
     return out
 
 
-def _file_path(rest: str, url_for_errors: str) -> str:
+def _file_path(scheme: str, rest: str, url_for_errors: str) -> str:
     """Path part of ``sqlite:///x`` / ``tinydb:///x`` (``rest`` is what follows ``scheme://``)."""
-    if rest in (MEMORY, "memory", "/" + MEMORY, "/memory"):
-        return MEMORY
+    if rest in (MEMORY, "memory", "/" + MEMORY, "/memory") or (scheme == "sqlite" and not rest):
+        return MEMORY  # "sqlite://" alone: SQLAlchemy's spelling of an in-memory database
     if not rest.startswith("/") or rest == "/":
         raise ConfigError(
             f"malformed URL {redact_url(url_for_errors)!r}: no file path; {SLASH_RULE}; accepted: {ACCEPTED_URLS}"
@@ -322,7 +326,7 @@ def config_from_url(url: str, **overrides: object) -> PlanflowConfig:
     """
     scheme, sep, rest = url.partition("://")
     if not sep:
-        raise ConfigError(f"malformed URL {redact_url(url)!r}; accepted: {ACCEPTED_URLS}")
+        raise ConfigError(f"{_not_a_url(url)}; accepted: {ACCEPTED_URLS}")
     scheme = scheme.lower()
     rest, _, query = rest.partition("?")
     params = dict(parse_qsl(query, keep_blank_values=True))
@@ -343,12 +347,22 @@ def config_from_url(url: str, **overrides: object) -> PlanflowConfig:
         clean = urlunsplit(("postgresql", split.netloc, split.path, urlencode(theirs, quote_via=quote), ""))
         return PlanflowConfig(driver="postgres", url=clean, **_settings({**ours, **overrides}, "the URL"))  # pyright: ignore[reportArgumentType]
     if scheme in ("sqlite", "tinydb"):
-        path = _file_path(rest, url)
+        path = _file_path(scheme, rest, url)
         return PlanflowConfig(driver=scheme, path=path, **_settings({**params, **overrides}, "the URL"))  # pyright: ignore[reportArgumentType]
     raise ConfigError(
         f"unknown driver {scheme!r} in URL {redact_url(url)!r}; valid drivers: {', '.join(DRIVERS)}; "
         f"accepted: {ACCEPTED_URLS}"
     )
+
+
+def _not_a_url(text: str) -> str:
+    """What to say of a config string without ``scheme://``: a file path gets the URL that names it."""
+    stripped = text.strip()
+    looks_like_a_file = "/" in stripped or "." in stripped.rsplit("/", 1)[-1]
+    if not looks_like_a_file or any(c.isspace() for c in stripped) or ":" in stripped.split("/", 1)[0]:
+        return f"malformed URL {redact_url(text)!r}"
+    scheme = "tinydb" if stripped.lower().endswith(".json") else "sqlite"
+    return f"{stripped!r} is a file path, not a URL: did you mean {scheme}:///{stripped}?"
 
 
 def config_from_mapping(values: Mapping[str, object]) -> PlanflowConfig:

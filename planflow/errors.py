@@ -16,6 +16,22 @@ class ConfigError(PlanflowError):
     """The configuration is invalid, names an unknown driver, or a driver's dependency is missing."""
 
 
+class ForeignStoreError(ConfigError):
+    """The store holds data but no planflow schema (an application's own database or file); it was not changed.
+
+    ``planflow migrate --force`` adopts it (creates planflow's tables beside what it holds).
+
+    Attributes:
+        location: The store, as it is safe to print.
+        tables: The first few of its tables (or other things it holds), by name.
+    """
+
+    def __init__(self, message: str, *, location: str = "", tables: tuple[str, ...] = ()) -> None:
+        super().__init__(message)
+        self.location = location
+        self.tables = tables
+
+
 class ValidationError(PlanflowError):
     """Input was rejected before (or by) the database: bad value, bad reference, constraint violation."""
 
@@ -102,16 +118,12 @@ class UnsupportedError(PlanflowError):
     """The driver does not serve the requested repository or operation."""
 
 
+class ReadOnlyError(PlanflowError):
+    """A write through a provider opened with ``read_only`` (or to a store the engine holds read-only)."""
+
+
 class StoreLockedError(PlanflowError):
     """A TinyDB store is already open for writing, in this process or another; it was not opened again."""
-
-
-class ReadOnlyError(PlanflowError):
-    """A write was asked of a store opened with ``read_only=True``; nothing was written."""
-
-
-class ForeignStoreError(ConfigError):
-    """The database or file holds data but no planflow store; ``planflow migrate --force`` adopts it."""
 
 
 __all__ = [

@@ -11,13 +11,42 @@ import dataclasses
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from enum import StrEnum
+from enum import Enum, StrEnum
 from typing import Generic, Literal, Self, TypeAlias, TypeVar
 
 JsonValue: TypeAlias = "str | int | float | bool | list[JsonValue] | dict[str, JsonValue] | None"
 JsonObject: TypeAlias = "dict[str, JsonValue]"
 
 T = TypeVar("T")
+S = TypeVar("S")
+
+
+class _Keep(Enum):
+    """The default of ``evolve``'s parameters: keep the field as it is."""
+
+    KEEP = "KEEP"
+
+
+KEEP = _Keep.KEEP
+
+#: The enum of each enum field, by field name: ``evolve`` turns values given as plain strings into members.
+_ENUM_FIELDS: dict[str, type[Enum]] = {}
+
+
+def _normalised(state: S) -> S:
+    """``state`` with enum fields given as their values (``"SUCCESS"``) turned into members.
+
+    A value that is no member's is left as it is: the repository refuses it, naming the field.
+    """
+    for name, kind in _ENUM_FIELDS.items():
+        value = getattr(state, name, None)
+        if isinstance(value, str) and not isinstance(value, kind):
+            try:
+                member = kind(value)
+            except ValueError:
+                continue
+            object.__setattr__(state, name, member)
+    return state
 
 
 class TaskStatus(StrEnum):
@@ -81,6 +110,9 @@ class ParallelStrategy(StrEnum):
     FAIL_FAST = "fail_fast"
     BEST_EFFORT = "best_effort"
     RACE = "race"
+
+
+_ENUM_FIELDS.update(status=TaskStatus, component=ComponentType, execution_type=ExecutionType)
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,9 +201,36 @@ class TaskState:
     #: When that worker's claim lapses (it may ``heartbeat`` to extend it); ``None`` when never claimed.
     lease_expires_at: datetime | None = None
 
-    def evolve(self, **changes: object) -> Self:
-        """Return a copy with ``changes`` applied (``dataclasses.replace``)."""
-        return dataclasses.replace(self, **changes)  # pyright: ignore[reportArgumentType]
+    def evolve(
+        self,
+        *,
+        task_exec_id: str | _Keep = KEEP,
+        task_id: str | _Keep = KEEP,
+        workflow_exec_id: str | _Keep = KEEP,
+        workflow_id: str | _Keep = KEEP,
+        component: ComponentType | _Keep = KEEP,
+        status: TaskStatus | _Keep = KEEP,
+        execution_type: ExecutionType | _Keep = KEEP,
+        parent_state_id: str | _Keep | None = KEEP,
+        agent_id: str | _Keep | None = KEEP,
+        action_id: str | _Keep | None = KEEP,
+        tool_id: str | _Keep | None = KEEP,
+        input: JsonObject | _Keep | None = KEEP,
+        output: JsonObject | _Keep | None = KEEP,
+        error: JsonObject | _Keep | None = KEEP,
+        usage: UsageSummary | _Keep | None = KEEP,
+        version: int | _Keep = KEEP,
+        created_at: datetime | _Keep | None = KEEP,
+        updated_at: datetime | _Keep | None = KEEP,
+        claimed_by: str | _Keep | None = KEEP,
+        lease_expires_at: datetime | _Keep | None = KEEP,
+    ) -> Self:
+        """Return a copy with the given fields changed (each parameter is the field of that name).
+
+        Enum fields given as their values (``"SUCCESS"``) come back as members (``TaskStatus.SUCCESS``).
+        """
+        changed = {name: value for name, value in locals().items() if value is not KEEP and name != "self"}
+        return _normalised(dataclasses.replace(self, **changed))
 
 
 @dataclass(frozen=True, slots=True)
@@ -188,7 +247,8 @@ class Heartbeat:
 
 @dataclass(frozen=True, slots=True)
 class TaskTreeNode:
-    """One task of a tree returned by ``get_task_tree``: the state and its depth below the root (root = 0)."""
+    """One task of a tree returned by ``get_task_tree`` (depth-first): the state and its depth below the root
+    (root = 0)."""
 
     state: TaskState
     depth: int
@@ -210,9 +270,27 @@ class WorkflowState:
     updated_at: datetime | None = None
     tasks: Mapping[str, TaskState] = field(default_factory=dict[str, TaskState])
 
-    def evolve(self, **changes: object) -> Self:
-        """Return a copy with ``changes`` applied (``dataclasses.replace``)."""
-        return dataclasses.replace(self, **changes)  # pyright: ignore[reportArgumentType]
+    def evolve(
+        self,
+        *,
+        workflow_exec_id: str | _Keep = KEEP,
+        workflow_id: str | _Keep = KEEP,
+        status: TaskStatus | _Keep = KEEP,
+        usage: UsageSummary | _Keep | None = KEEP,
+        input: JsonObject | _Keep | None = KEEP,
+        output: JsonObject | _Keep | None = KEEP,
+        error: JsonObject | _Keep | None = KEEP,
+        version: int | _Keep = KEEP,
+        created_at: datetime | _Keep | None = KEEP,
+        updated_at: datetime | _Keep | None = KEEP,
+        tasks: Mapping[str, TaskState] | _Keep = KEEP,
+    ) -> Self:
+        """Return a copy with the given fields changed (each parameter is the field of that name).
+
+        A status given as its value (``"SUCCESS"``) comes back as a member (``TaskStatus.SUCCESS``).
+        """
+        changed = {name: value for name, value in locals().items() if value is not KEEP and name != "self"}
+        return _normalised(dataclasses.replace(self, **changed))
 
 
 #: The direction of a listing by ``(created_at, id)``: oldest first (``"asc"``) or newest first (``"desc"``).

@@ -135,7 +135,14 @@ class TaskRepository(Protocol):
         ...
 
     def get_task_tree(self, root_state_id: str, *, max_depth: int = 100) -> list[TaskTreeNode]:
-        """The root (depth 0) and its descendants down to ``max_depth``, by depth then ``created_at``.
+        """The root (depth 0) and its descendants down to ``max_depth``, depth-first.
+
+        Pre-order: each task comes before its children, and a task's children (each followed by its own
+        subtree) in creation order (``created_at``, then ``task_exec_id``). So indenting each node by its
+        ``depth`` draws the tree::
+
+            for node in provider.tasks.get_task_tree(root_id):
+                print("  " * node.depth + node.state.task_id)
 
         One recursive query; stops on a parent cycle in stored data; an unknown root gives ``[]``.
         """

@@ -23,8 +23,10 @@ class Migration:
 
 @dataclass(frozen=True, slots=True)
 class MigrationStatus:
-    """A known migration and when it was applied (``None``: pending)."""
+    """A known migration and when it was applied (``None``: pending), with the SHA-256 of its file (an applied
+    migration's file must still have the checksum recorded when it was applied)."""
 
     version: int
     name: str
     applied_at: datetime | None
+    checksum: str = ""

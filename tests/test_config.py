@@ -152,8 +152,30 @@ def test_postgres_urls_in_every_common_spelling_choose_the_postgres_driver(schem
 
 def test_a_file_url_without_a_path_explains_the_slash_rule() -> None:
     with pytest.raises(ConfigError, match="three slashes") as caught:
-        resolve_config("sqlite://")
+        resolve_config("tinydb://")
     assert "sqlite:///path/to.db" in str(caught.value)
+
+
+def test_sqlite_without_a_path_is_sqlalchemys_in_memory_database() -> None:
+    config = resolve_config("sqlite://")
+    assert config.driver == "sqlite" and config.is_memory
+    with open_provider("sqlite://") as provider:
+        assert provider.workflows.list_states().items == []
+
+
+@pytest.mark.parametrize(
+    ("given", "suggested"),
+    [
+        ("nosuch.db", "sqlite:///nosuch.db"),
+        ("data/state.sqlite3", "sqlite:///data/state.sqlite3"),
+        ("/var/lib/planflow.db", "sqlite:////var/lib/planflow.db"),
+        ("addon.json", "tinydb:///addon.json"),
+    ],
+)
+def test_a_plain_file_path_is_refused_with_the_url_that_names_it(given: str, suggested: str) -> None:
+    with pytest.raises(ConfigError, match="is a file path, not a URL") as caught:
+        resolve_config(given)
+    assert f"did you mean {suggested}?" in str(caught.value)
 
 
 def test_a_multi_host_url_for_failover_is_accepted_and_its_password_masked() -> None:

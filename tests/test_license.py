@@ -13,6 +13,6 @@ def test_the_license_file_is_the_mit_license_pyproject_declares() -> None:
     declared = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["license"]
     text = (ROOT / "LICENSE").read_text()
 
-    assert declared == {"text": "MIT"}
+    assert declared == "MIT"  # an SPDX expression (PEP 639)
     assert text.startswith("MIT License\n")
     assert "Permission is hereby granted, free of charge" in text

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import textwrap
@@ -10,9 +11,13 @@ from pathlib import Path
 from planflow import open_provider
 
 
-def _run(code: str) -> subprocess.CompletedProcess[str]:
+def _run(code: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True, check=False
+        [sys.executable, "-c", textwrap.dedent(code)],
+        capture_output=True,
+        text=True,
+        check=False,
+        env=None if env is None else {**os.environ, **env},
     )
 
 
@@ -44,8 +49,27 @@ def test_a_missing_driver_dependency_fails_only_when_chosen_naming_the_extra(tmp
     )
     assert result.returncode == 0, result.stderr
     assert "sqlite ok" in result.stdout
-    assert "pip install 'planflow[postgres]'" in result.stdout
+    assert (
+        "pip install 'planflow[postgres-binary]' (or 'planflow[postgres]' beside a psycopg" in result.stdout
+    )
     assert "secret" not in result.stdout
+
+
+def test_psycopg_without_a_libpq_to_run_on_is_a_config_error_naming_both_extras(tmp_path: Path) -> None:
+    # PSYCOPG_IMPL=c asks for psycopg's C build, which is not installed: as psycopg without any libpq wrapper.
+    result = _run(
+        """
+        from planflow import open_provider, ConfigError
+        try:
+            open_provider("postgresql://u:secret@127.0.0.1:1/db")
+        except ConfigError as exc:
+            print("ConfigError:", exc)
+        """,
+        env={"PSYCOPG_IMPL": "c"},
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("ConfigError: the postgres driver cannot load psycopg (")
+    assert "planflow[postgres-binary]" in result.stdout and "secret" not in result.stdout
 
 
 def test_repositories_are_typed_as_protocols_and_hide_the_driver(tmp_path: Path) -> None:
@@ -78,8 +102,14 @@ def test_tinydb_provider_serves_executions_and_names_what_it_does_not_serve(tmp_
         assert provider.driver == "tinydb"
         assert provider.executions.list_tasks() == []
         for name in ("tasks", "workflows", "auth"):
-            with pytest.raises(UnsupportedError, match=f"tinydb driver does not serve the {name} repository"):
+            with pytest.raises(
+                UnsupportedError, match=f"tinydb driver does not serve the {name} repository"
+            ) as no:
                 getattr(provider, name)
+            # What it serves instead, and which driver to open for this repository.
+            assert "it serves only executions (the PlanFlow add-on's" in str(no.value)
+            assert f"for {name}, open a store of the sqlite driver (sqlite:///" in str(no.value)
+            assert "postgres driver (postgresql://" in str(no.value)
         with pytest.raises(UnsupportedError, match="batch"), provider.transaction():
             pass
         assert provider.migrate() == []

@@ -258,7 +258,8 @@ class OrmStore:
             .order_by(tree.c.depth, TaskRow.created_at, TaskRow.task_exec_id)
         )
         with self._sessions() as session:
-            return [TaskTreeNode(row.to_state(), depth) for row, depth in session.execute(stmt)]
+            nodes = [TaskTreeNode(row.to_state(), depth) for row, depth in session.execute(stmt)]
+        return _depth_first(nodes)
 
     def list_page(
         self, workflow_exec_id: str, limit: int, cursor: object | None
@@ -293,3 +294,20 @@ class OrmStore:
 
     def close(self) -> None:
         self._engine.dispose()
+
+
+def _depth_first(nodes: list[TaskTreeNode]) -> list[TaskTreeNode]:
+    """A tree read level by level, put in planflow's order: depth-first, each task before its children.
+
+    What an ORM user writes on top of the recursive CTE (whose rows come by depth, then creation), in Python.
+    """
+    children: dict[str | None, list[TaskTreeNode]] = {}
+    for node in nodes[1:]:
+        children.setdefault(node.state.parent_state_id, []).append(node)
+    ordered: list[TaskTreeNode] = []
+    stack = nodes[:1]
+    while stack:
+        node = stack.pop()
+        ordered.append(node)
+        stack += reversed(children.get(node.state.task_exec_id, []))
+    return ordered

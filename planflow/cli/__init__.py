@@ -1,4 +1,5 @@
-"""The ``planflow`` command line: ``demo``, ``migrate``, ``status``, ``workflows``, ``tree``, ``show``, ``copy``.
+"""The ``planflow`` command line: ``config``, ``demo``, ``migrate``, ``status``, ``workflows``, ``tasks``, ``tree``,
+``show``, ``purge``, ``copy``.
 
 It needs the ``cli`` extra (``pip install 'planflow[cli]'``: typer and rich); ``import planflow`` never imports
 this package, so planflow vendored without them (as the screen-reader add-on does) still works. Without them,

@@ -1,17 +1,26 @@
-"""The ``planflow`` command: demo, migrate, status, workflows, tasks, tree, show, purge, copy.
+"""The ``planflow`` command: config, demo, migrate, status, workflows, tasks, tree, show, purge, copy.
 
-Every subcommand takes ``--db URL`` (default: ``PLANFLOW_DATABASE_URL``, else the embedded SQLite file
-``planflow.db`` in the current directory); listings take ``--json``. A planflow error prints one line to stderr
-and exits 1; bad usage exits 2; Ctrl-C exits 130. Locations are printed with any password replaced by ``***``.
-Tables fit an 80-column terminal (ids fold onto a second line rather than being cut), and the commands worth
-running next are printed one a line, whole, so that they can be pasted.
+Every subcommand but ``copy`` (``--from`` / ``--to``) takes ``--db URL`` (default: ``PLANFLOW_DATABASE_URL``, else
+the embedded SQLite file ``planflow.db`` in the current directory), before or after the command name, as does
+``-v``; listings take ``--json``. A planflow error prints one line to stderr and exits 1; bad usage exits 2; Ctrl-C
+exits 130; a reader that closes the output early ends it quietly. Locations are printed with any password
+replaced by ``***``. Tables fit an 80-column terminal (ids and times whole where they can be; ids fold onto a
+second line rather than being cut), and the commands worth running next are printed one a line, whole, so that
+they can be pasted.
+
+Each command opens the store for what it does: reading commands read-only (no migration, no journal mode change,
+no file created; a store without planflow's schema reads as empty), writing ones after refusing a store that
+holds data but no planflow schema, which only ``migrate --force`` adopts.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import importlib
+import io
 import json
 import logging
+import os
 import re
 import shlex
 import sys
@@ -19,7 +28,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, TextIO
 
 import typer
 from rich.console import Console, Group
@@ -51,20 +60,25 @@ from planflow.cli.demo import (
 )
 from planflow.cli.progress import RichProgress
 from planflow.cli.records import WorkflowsTable, served_tables, serves, to_json, workflow_json
+from planflow.cli.settings import effective_settings
 from planflow.config import PlanflowConfig, redact_url, resolve_config
-from planflow.errors import ConfigError, MigrationError, NotFoundError, PlanflowError
+from planflow.errors import ConfigError, ForeignStoreError, MigrationError, NotFoundError, PlanflowError
 from planflow.infra.execution_codec import scheduled_before
 from planflow.infra.provider import Provider, open_provider
+from planflow.infra.sql.migrations import MigrationSql, load_migrations, migration_script
 from planflow.models import (
     TERMINAL_STATUSES,
     JsonObject,
     JsonValue,
+    Page,
     TaskFilter,
     TaskState,
     TaskStatus,
     TaskTreeNode,
     WorkflowFilter,
+    WorkflowState,
 )
+from planflow.schema import MigrationStatus
 
 app = typer.Typer(
     name="planflow",
@@ -79,8 +93,8 @@ DbOption = Annotated[
         "--db",
         metavar="URL",
         show_default=False,
-        help="Store URL (sqlite:///file.db, postgresql://user:pw@host/db, tinydb:///file.json). "
-        "Default: $PLANFLOW_DATABASE_URL, else the SQLite file planflow.db here.",
+        help="Store URL: sqlite:///file.db, postgresql://host/db or tinydb:///file.json (default: "
+        "$PLANFLOW_DATABASE_URL, else the SQLite file planflow.db here). Before or after the command.",
     ),
 ]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")]
@@ -122,28 +136,64 @@ def _verbosity(count: int) -> None:
     _log_handler = handler
 
 
+def _verbose_callback(ctx: typer.Context, count: int) -> int:
+    return _verbose(ctx, count)
+
+
+VerboseOption = Annotated[
+    int,
+    typer.Option(
+        "--verbose",
+        "-v",
+        count=True,
+        metavar="",
+        show_default=False,
+        callback=_verbose_callback,
+        help="Log to stderr: -v migrations, retries and slow statements; -vv also every statement.",
+    ),
+]
+
+
+def _verbose(ctx: typer.Context, count: int) -> int:
+    """``-v`` given before the command, after it, or both: the counts add up (``planflow -v status -v``)."""
+    before = ctx.parent.params.get("verbose", 0) if ctx.parent is not None else 0
+    if ctx.parent is not None and count:
+        _verbosity(int(before or 0) + count)
+    return count
+
+
 @app.callback()
 def _root(
     version: Annotated[
         bool,
         typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit."),
     ] = False,
-    verbose: Annotated[
-        int,
-        typer.Option(
-            "--verbose",
-            "-v",
-            count=True,
-            help="Log to stderr: -v migrations, retries and slow statements; -vv also every statement.",
-        ),
-    ] = 0,
+    db: DbOption = None,
+    verbose: VerboseOption = 0,
 ) -> None:
-    """Workflow and task execution state on SQLite, PostgreSQL or TinyDB: run a demo, migrate, inspect, copy."""
+    """Workflow and task execution state on SQLite, PostgreSQL or TinyDB: run a demo, migrate, inspect, copy.
+
+    Options may come before the command or after it: planflow --db URL status, planflow status --db URL -v.
+    """
+    global _given_db
+    _given_db = db
     _verbosity(verbose)
 
 
-def _config(db: str | None, *, auto_migrate: bool | None = None, must_exist: bool = False) -> PlanflowConfig:
-    """The config of ``--db``; ``must_exist`` refuses a store file that is not there (reads never create one)."""
+#: ``--db`` as given before the command (``planflow --db URL status``), set by every run of the command line.
+_given_db: str | None = None
+
+
+def _store(db: str | None) -> str | None:
+    """The store a command was given: its own ``--db``, else the one given before it (``planflow --db URL ...``)."""
+    return _given_db if db is None else db
+
+
+def _config(
+    db: str | None, *, auto_migrate: bool | None = None, must_exist: bool = False, option: str = "--db"
+) -> PlanflowConfig:
+    """The config of ``--db`` (``option`` names the flag that gave it, for messages); ``must_exist`` refuses a
+    store file that is not there (reads never create one)."""
     config = resolve_config(db)
     if auto_migrate is not None:
         config = dataclasses.replace(config, auto_migrate=auto_migrate)
@@ -154,14 +204,67 @@ def _config(db: str | None, *, auto_migrate: bool | None = None, must_exist: boo
             if config.driver == "tinydb"
             else "create one with 'planflow migrate' or 'planflow demo'"
         )
-        raise ConfigError(
-            f"no {config.driver} store at {config.location}; pass --db URL, set PLANFLOW_DATABASE_URL, or {create}"
-        )
+        given = f"pass {option} URL" if option != "--db" else "pass --db URL, set PLANFLOW_DATABASE_URL,"
+        raise ConfigError(f"no {config.driver} store at {config.location}; {given} or {create}")
     return config
 
 
-def _open(db: str | None, *, auto_migrate: bool | None = None, must_exist: bool = False) -> Provider:
-    return open_provider(_config(db, auto_migrate=auto_migrate, must_exist=must_exist))
+def _adopt_command(db: str | None) -> str:
+    return _command("planflow", "migrate", "--force", *(["--db", db] if db else []))
+
+
+def _open_to_read(db: str | None, *, option: str = "--db") -> Provider:
+    """The store, opened read-only: never migrated, its journal mode left alone, no file created.
+
+    Raises:
+        ConfigError: a store file that does not exist.
+        ForeignStoreError: the store holds data but no planflow schema (it is left unchanged).
+    """
+    config = dataclasses.replace(_config(db, must_exist=True, option=option), read_only=True)
+    try:
+        return open_provider(config)
+    except ForeignStoreError as exc:
+        raise ForeignStoreError(
+            _foreign_message(exc, db, adopt=option == "--db"), location=exc.location, tables=exc.tables
+        ) from exc
+
+
+def _foreign_message(exc: ForeignStoreError, db: str | None, *, adopt: bool = True) -> str:
+    """What the command line says of a foreign store: the library's facts, and the command that adopts it."""
+    if not exc.location:  # a driver that says it in its own words
+        return str(exc)
+    said = f"the store {exc.location} holds tables ({', '.join(exc.tables)}) but no planflow schema; it was left unchanged"
+    if not adopt:
+        return said
+    return f"{said}. Adopt it (create planflow's tables beside its own) with: {_adopt_command(db)}"
+
+
+def _open_to_write(
+    db: str | None, *, force: bool = False, auto_migrate: bool = True, must_exist: bool = False
+) -> Provider:
+    """The store, opened to write (and migrated, unless ``auto_migrate`` is off); a store that holds data but no
+    planflow schema is refused unless ``force`` (``migrate --force``), and left unchanged.
+
+    Raises:
+        ForeignStoreError: as said.
+    """
+    config = _config(db, auto_migrate=auto_migrate, must_exist=must_exist)
+    exists = config.driver == "postgres" or (not config.is_memory and Path(config.location).exists())
+    if exists and not force:
+        try:
+            open_provider(dataclasses.replace(config, read_only=True)).close()
+        except ForeignStoreError as exc:
+            raise ForeignStoreError(
+                _foreign_message(exc, db), location=exc.location, tables=exc.tables
+            ) from exc
+    return open_provider(config)
+
+
+def _has_schema(provider: Provider) -> bool:
+    """Whether the store holds planflow's schema (TinyDB: always); a read-only command reads a store without
+    one as empty, since it may not create it. (One whose schema is older is read as it is.)"""
+    statuses = provider.migration_status()
+    return not statuses or any(m.applied_at is not None for m in statuses)
 
 
 def _print_json(value: JsonValue) -> None:
@@ -198,6 +301,29 @@ def _warn_if_incomplete(provider: Provider) -> None:
         )
 
 
+# config -----------------------------------------------------------------------------------------------------
+
+
+@app.command(
+    name="config",
+    help="Show the configuration the commands use and where each setting came from: --db URL (and its "
+    "?setting= parameters), PLANFLOW_DATABASE_URL, PLANFLOW_DB_* variables, or the default. Passwords show as ***. "
+    "Nothing is opened.",
+)
+def show_config(
+    *,
+    db: DbOption = None,
+    verbose: VerboseOption = 0,
+    as_json: JsonOption = False,
+) -> None:
+    """Show the effective configuration and where each setting came from (passwords as ***)."""
+    config, settings = effective_settings(_store(db), os.environ)
+    if as_json:
+        _print_json({s.name: {"value": s.value, "source": s.source} for s in settings})
+        return
+    console.print(render.settings_table(settings, location=f"{config.driver} {config.location}"))
+
+
 # demo -------------------------------------------------------------------------------------------------------
 
 
@@ -209,6 +335,7 @@ def _warn_if_incomplete(provider: Provider) -> None:
 def demo(
     *,
     db: DbOption = None,
+    verbose: VerboseOption = 0,
     tasks: Annotated[
         int | None,
         typer.Option(
@@ -261,7 +388,8 @@ def demo(
     On a store that serves only the add-on's records (tinydb), run the add-on's scheduler instead: task
     definitions, their occurrences, and executions written from timer threads.
     """
-    with _open(db) as provider:
+    db = _store(db)
+    with _open_to_write(db) as provider:
         try:
             if serves(provider, "tasks") and serves(provider, "workflows"):
                 _workflow_demo(
@@ -480,9 +608,8 @@ def _addon_json(provider: Provider, result: AddonResult) -> JsonValue:
 # migrate and status -----------------------------------------------------------------------------------------
 
 
-def _file_state(provider: Provider) -> JsonObject | None:
+def _file_state(config: PlanflowConfig) -> JsonObject | None:
     """The size and modification time of a file store, or ``None`` (in memory, on a server, or not yet written)."""
-    config = provider.config
     path = Path(config.location)
     if config.driver not in _FILE_DRIVERS or config.is_memory or not path.exists():
         return None
@@ -491,26 +618,93 @@ def _file_state(provider: Provider) -> JsonObject | None:
     return {"bytes": stat.st_size, "modified": modified}
 
 
-@app.command()
+def _missing_file(config: PlanflowConfig) -> bool:
+    return config.driver in _FILE_DRIVERS and not config.is_memory and not Path(config.location).exists()
+
+
+def _migration_statuses(
+    db: str | None, config: PlanflowConfig, *, force: bool = False
+) -> list[MigrationStatus]:
+    """Every migration and whether it was applied, read without changing the store: a missing SQLite file, or
+    (with ``force``) a store holding data but no planflow schema, has every migration pending."""
+    if not _missing_file(config):
+        try:
+            with _open_to_read(db) as provider:
+                return provider.migration_status()
+        except ForeignStoreError:
+            if not force:
+                raise
+    return [MigrationStatus(m.version, m.name, None, m.checksum) for m in load_migrations(config.driver)]
+
+
+@app.command(
+    help="Apply pending schema migrations (a no-op when the schema is current; a TinyDB store has none).\n\n"
+    "A database or file that holds data but no planflow schema is refused unless --force, which creates planflow's "
+    "tables beside what it holds. --sql prints what would run (for review, or to apply by hand); --history and "
+    "--status list the migrations; none of these three changes the store."
+)
 def migrate(
+    *,
     db: DbOption = None,
+    verbose: VerboseOption = 0,
     status: Annotated[
         bool, typer.Option("--status", help="List applied and pending migrations instead.")
+    ] = False,
+    history: Annotated[
+        bool,
+        typer.Option(
+            "--history",
+            help="List every migration with its file's checksum and when it was applied, or pending.",
+        ),
+    ] = False,
+    sql: Annotated[
+        bool,
+        typer.Option(
+            "--sql",
+            help="Print the SQL that would apply the pending migrations and record them, in one transaction; "
+            "apply nothing.",
+        ),
+    ] = False,
+    force: Annotated[
+        bool,
+        typer.Option(
+            "--force",
+            help="Adopt a database or file that holds data but no planflow schema: migrate it anyway.",
+        ),
     ] = False,
     as_json: JsonOption = False,
 ) -> None:
     """Apply pending schema migrations (a no-op when the schema is current; a TinyDB store has none)."""
-    with _open(db, auto_migrate=False) as provider:
-        if provider.driver not in _SCHEMA_DRIVERS:
-            _no_schema(provider, listing=status, as_json=as_json)
-            return
-        if status:
-            statuses = provider.migration_status()
-            if as_json:
-                _print_json([to_json(s) for s in statuses])
-            else:
-                console.print(render.migrations_table(statuses))
-            return
+    db = _store(db)
+    if status + history + sql > 1:
+        raise typer.BadParameter("give one of --status, --history and --sql", param_hint="'--status'")
+    config = _config(db)
+    if config.driver not in _SCHEMA_DRIVERS:
+        _no_schema(config, listing=status or history, as_json=as_json)
+        return
+    if sql:
+        statuses = _migration_statuses(db, config, force=force)
+        pending = [
+            m
+            for m in load_migrations(config.driver)
+            if m.version in {s.version for s in statuses if s.applied_at is None}
+        ]
+        if pending:
+            typer.echo(migration_script(pending, _migration_sql(config.driver)), nl=False)
+        else:
+            version = max((s.version for s in statuses), default=0)
+            typer.echo(
+                f"-- {config.driver} {config.location}: schema version {version} is current; nothing to apply"
+            )
+        return
+    if status or history:
+        statuses = _migration_statuses(db, config)
+        if as_json:
+            _print_json([to_json(s) for s in statuses])
+        else:
+            console.print(render.migrations_table(statuses, checksums=history))
+        return
+    with _open_to_write(db, force=force, auto_migrate=False) as provider:
         applied = provider.migrate()
         version = max((s.version for s in provider.migration_status() if s.applied_at), default=0)
         if as_json:
@@ -519,18 +713,27 @@ def migrate(
             )
         elif applied:
             names = ", ".join(f"{m.version:04d}_{m.name}" for m in applied)
-            console.print(f"Applied {len(applied)} migration(s) to {_where(provider)}: {names}")
+            console.print(
+                f"Applied {len(applied)} {render.plural(len(applied), 'migration')} to {_where(provider)}: {names}"
+            )
         else:
             console.print(f"{_where(provider)} is up to date (schema version {version}); nothing to apply.")
 
 
-def _no_schema(provider: Provider, *, listing: bool, as_json: bool) -> None:
+def _migration_sql(driver: str) -> MigrationSql:
+    """The migration statements of a SQL driver (its dialect module, imported now)."""
+    module = importlib.import_module(f"planflow.infra.{driver}.dialect")
+    found: MigrationSql = module.MIGRATION_SQL
+    return found
+
+
+def _no_schema(config: PlanflowConfig, *, listing: bool, as_json: bool) -> None:
     """What ``migrate`` says of a store without a schema: nothing to migrate, and the state of its file."""
-    state = _file_state(provider)
+    state = _file_state(config)
     if as_json:
         _print_json([] if listing else {"applied": [], "schema_version": None, "file": state})
         return
-    if provider.config.is_memory:
+    if config.is_memory:
         where = "it lives in memory"
     elif state is None:
         where = (
@@ -539,8 +742,8 @@ def _no_schema(provider: Provider, *, listing: bool, as_json: bool) -> None:
     else:
         where = f"the file holds {state['bytes']:,} bytes"
     console.print(
-        f"{_where(provider)}: a TinyDB store keeps documents without a schema, so there is nothing to "
-        f"migrate; {where}."
+        f"{config.driver} {config.location}: a TinyDB store keeps documents without a schema, so there is nothing "
+        f"to migrate; {where}."
     )
 
 
@@ -594,6 +797,7 @@ def _pool_status(provider: Provider, as_json: bool) -> None:
 @app.command()
 def status(
     db: DbOption = None,
+    verbose: VerboseOption = 0,
     as_json: JsonOption = False,
     pool: Annotated[
         bool,
@@ -604,11 +808,12 @@ def status(
     ] = False,
 ) -> None:
     """Show the store: driver, location, schema version, records per table and workflows per status."""
+    db = _store(db)
     if pool:
-        with _open(db, auto_migrate=False, must_exist=True) as provider:
+        with _open_to_read(db) as provider:
             _pool_status(provider, as_json)
         return
-    with _open(db, auto_migrate=False, must_exist=True) as provider:
+    with _open_to_read(db) as provider:
         schema = provider.driver in _SCHEMA_DRIVERS
         migrations = provider.migration_status()
         version = max((m.version for m in migrations if m.applied_at), default=0)
@@ -633,7 +838,7 @@ def status(
                     "location": provider.config.location,
                     "schema_version": version if schema else None,
                     "pending_migrations": [f"{m.version:04d}_{m.name}" for m in pending],
-                    "file": _file_state(provider),
+                    "file": _file_state(provider.config),
                     "incomplete_copy": mark,
                     "counts": dict(counts),
                     "workflows_by_status": dict(by_status),
@@ -650,7 +855,7 @@ def status(
             )
         else:
             about.add_row("schema", "none: a TinyDB store keeps documents (nothing to migrate)")
-        state = _file_state(provider)
+        state = _file_state(provider.config)
         if state is not None:
             modified = str(state["modified"]).replace("T", " ").replace("+00:00", " UTC")
             about.add_row("file", f"{state['bytes']:,} bytes, modified {modified}")
@@ -664,7 +869,8 @@ def status(
         if pending:
             console.print(
                 Text(
-                    f"{len(pending)} pending migration(s): run 'planflow migrate' to see the records.",
+                    f"{len(pending)} pending {render.plural(len(pending), 'migration')}: run "
+                    f"'{_command('planflow', 'migrate', *(['--db', db] if db else []))}' to see the records.",
                     "yellow",
                 )
             )
@@ -676,7 +882,8 @@ def status(
             shown = f"more than {STUCK_COUNTED:,}" if stuck > STUCK_COUNTED else f"{stuck:,}"
             console.print(
                 Text(
-                    f"{shown} stuck task(s): RUNNING with a lapsed lease; see 'planflow tasks --stuck'.",
+                    f"{shown} {render.plural(stuck, 'stuck task')}: RUNNING with a lapsed lease; see "
+                    "'planflow tasks --stuck'.",
                     "yellow",
                 )
             )
@@ -717,11 +924,22 @@ def parse_duration(text: str, option: str) -> timedelta:
         raise typer.BadParameter(f"{text!r} is too long a duration", param_hint=f"'{option}'") from None
 
 
+def before_now(span: timedelta, option: str) -> datetime:
+    """The moment ``span`` before now (a usage error when that is before the calendar starts)."""
+    try:
+        return datetime.now(UTC) - span
+    except OverflowError:
+        raise typer.BadParameter(
+            f"{span.days:,} days back is before the year 1, where the calendar starts",
+            param_hint=f"'{option}'",
+        ) from None
+
+
 def parse_moment(text: str, option: str) -> datetime:
     """A bound of a listing: a duration back from now (``7d``), or an ISO 8601 date or time (UTC without an
     offset)."""
     if _DURATION.match(text):
-        return datetime.now(UTC) - parse_duration(text, option)
+        return before_now(parse_duration(text, option), option)
     try:
         moment = datetime.fromisoformat(text.strip())
     except ValueError:
@@ -785,6 +1003,7 @@ def _bounds(since: str | None, until: str | None) -> tuple[datetime | None, date
 def workflows(
     *,
     db: DbOption = None,
+    verbose: VerboseOption = 0,
     status: StatusesOption = None,
     since: SinceOption = None,
     until: UntilOption = None,
@@ -795,13 +1014,16 @@ def workflows(
     """List workflow executions, the newest first."""
     after, before = _bounds(since, until)
     flt = WorkflowFilter(statuses=parse_statuses(status), created_after=after, created_before=before)
-    with _open(db, must_exist=True) as provider:
-        _warn_if_incomplete(provider)
-        page = provider.workflows.list_states(flt, limit=limit, order="asc" if oldest_first else "desc")
+    db = _store(db)
+    with _open_to_read(db) as provider:
+        page: Page[WorkflowState] = Page([])
+        if _has_schema(provider):  # else a store without planflow's schema: nothing in it yet
+            _warn_if_incomplete(provider)
+            page = provider.workflows.list_states(flt, limit=limit, order="asc" if oldest_first else "desc")
         if as_json:
             _print_json([{**workflow_json(s), "task_count": len(s.tasks)} for s in page.items])
             return
-        console.print(render.workflows_table(page.items))
+        console.print(render.workflows_table(page.items, width=console.width))
         if page.next_cursor is not None:
             console.print(Text(f"More exist: raise --limit (now {limit}).", "dim"))
 
@@ -810,6 +1032,7 @@ def workflows(
 def tasks(
     *,
     db: DbOption = None,
+    verbose: VerboseOption = 0,
     workflow: Annotated[
         str | None,
         typer.Option("--workflow", metavar="EXEC_ID", help="Only this workflow execution's tasks."),
@@ -835,18 +1058,24 @@ def tasks(
     filter = TaskFilter(
         workflow_exec_id=workflow, statuses=statuses, created_after=after, created_before=before
     )
-    with _open(db, must_exist=True) as provider:
+    if stuck and statuses is not None and TaskStatus.RUNNING not in statuses:
+        named = ",".join(sorted(s.value for s in statuses))
+        raise PlanflowError(f"--stuck lists RUNNING tasks; --status {named} contradicts it")
+    db = _store(db)
+    with _open_to_read(db) as provider:
         if not serves(provider, "tasks"):
             raise PlanflowError(
                 f"a {provider.driver} store keeps no workflow tasks (the add-on's records only)"
             )
-        _warn_if_incomplete(provider)
-        if stuck:
-            if statuses is not None and TaskStatus.RUNNING not in statuses:
-                named = ",".join(sorted(s.value for s in statuses))
-                raise PlanflowError(f"--stuck lists RUNNING tasks; --status {named} contradicts it")
+        states: list[TaskState] = []
+        more = False
+        if not _has_schema(provider):  # a store without planflow's schema: nothing in it yet
+            pass
+        elif stuck:
+            _warn_if_incomplete(provider)
             states, more = _at_most(provider.tasks.list_lapsed(filter, limit=limit + 1), limit)
         else:
+            _warn_if_incomplete(provider)
             page = provider.tasks.list_states(filter, limit=limit, order="asc" if oldest_first else "desc")
             states, more = page.items, page.next_cursor is not None
         if as_json:
@@ -855,8 +1084,12 @@ def tasks(
         if stuck and not states:
             console.print("No stuck tasks: every RUNNING task's lease is current.")
             return
-        title = "stuck tasks (lease lapsed)" if stuck else "task states"
-        console.print(render.tasks_table(states, title=title, now=datetime.now(UTC) if stuck else None))
+        title = "stuck task (lease lapsed)" if stuck else "task state"
+        console.print(
+            render.tasks_table(
+                states, title=title, now=datetime.now(UTC) if stuck else None, width=console.width
+            )
+        )
         if more:
             console.print(Text(f"More exist: raise --limit (now {limit}).", "dim"))
 
@@ -866,7 +1099,8 @@ def _at_most(states: list[TaskState], limit: int) -> tuple[list[TaskState], bool
 
 
 def _forest(states: list[TaskState]) -> list[list[TaskTreeNode]]:
-    """The trees of a workflow's tasks, each root first then by depth and ``created_at`` (as ``get_task_tree``).
+    """The trees of a workflow's tasks, each depth-first with children in ``created_at`` order (as
+    ``get_task_tree``).
 
     Built from one listing of the workflow's tasks rather than one recursive query per root: the listing is
     needed anyway to find the roots. A task whose parent is not among them (a cycle in stored data) is left out.
@@ -880,13 +1114,12 @@ def _forest(states: list[TaskState]) -> list[list[TaskTreeNode]]:
             children.setdefault(state.parent_state_id, []).append(state)
     forests: list[list[TaskTreeNode]] = []
     for root in roots:
-        nodes = [TaskTreeNode(root, 0)]
-        level = [root]
-        depth = 0
-        while level:
-            depth += 1
-            level = [child for parent in level for child in children.get(parent.task_exec_id, ())]
-            nodes += [TaskTreeNode(state, depth) for state in level]
+        nodes: list[TaskTreeNode] = []
+        stack = [(root, 0)]
+        while stack:
+            state, depth = stack.pop()
+            nodes.append(TaskTreeNode(state, depth))
+            stack += [(child, depth + 1) for child in reversed(children.get(state.task_exec_id, ()))]
         forests.append(nodes)
     return forests
 
@@ -901,9 +1134,7 @@ def _trees(provider: Provider, exec_id: str) -> tuple[Tree, list[list[TaskTreeNo
         try:
             task = provider.tasks.get_state(exec_id)
         except NotFoundError:
-            raise NotFoundError(
-                f"no workflow or task with exec id {exec_id!r} in {_where(provider)}"
-            ) from None
+            raise _not_found(provider, exec_id) from None
         nodes = list(provider.tasks.iter_task_tree(task.task_exec_id))
         return Tree("", hide_root=True), [nodes], None
     workflow = found.items[0]
@@ -914,7 +1145,9 @@ def _trees(provider: Provider, exec_id: str) -> tuple[Tree, list[list[TaskTreeNo
 @app.command()
 def tree(
     exec_id: Annotated[str, typer.Argument(help="A workflow exec id (all its tasks) or a task exec id.")],
+    *,
     db: DbOption = None,
+    verbose: VerboseOption = 0,
     max_children: Annotated[
         int,
         typer.Option(
@@ -925,7 +1158,10 @@ def tree(
     as_json: JsonOption = False,
 ) -> None:
     """Show a workflow's or a task's tree with statuses (--json: every task)."""
-    with _open(db, must_exist=True) as provider:
+    db = _store(db)
+    with _open_to_read(db) as provider:
+        if not _has_schema(provider):
+            raise _not_found(provider, exec_id)
         _warn_if_incomplete(provider)
         top, forests, header = _trees(provider, exec_id)
         if as_json:
@@ -941,10 +1177,14 @@ def tree(
 def show(
     exec_id: Annotated[str, typer.Argument(help="A workflow exec id or a task exec id.")],
     db: DbOption = None,
+    verbose: VerboseOption = 0,
     with_tasks: Annotated[bool, typer.Option("--tasks", help="Include a workflow's tasks.")] = False,
 ) -> None:
     """Print one stored state, workflow or task, as JSON."""
-    with _open(db, must_exist=True) as provider:
+    db = _store(db)
+    with _open_to_read(db) as provider:
+        if not _has_schema(provider):
+            raise _not_found(provider, exec_id)
         _warn_if_incomplete(provider)
         try:
             _print_json(workflow_json(provider.workflows.get_state(exec_id), with_tasks=with_tasks))
@@ -954,9 +1194,11 @@ def show(
         try:
             _print_json(to_json(provider.tasks.get_state(exec_id)))
         except NotFoundError:
-            raise NotFoundError(
-                f"no workflow or task with exec id {exec_id!r} in {_where(provider)}"
-            ) from None
+            raise _not_found(provider, exec_id) from None
+
+
+def _not_found(provider: Provider, exec_id: str) -> NotFoundError:
+    return NotFoundError(f"no workflow or task with exec id {exec_id!r} in {_where(provider)}")
 
 
 # purge ------------------------------------------------------------------------------------------------------
@@ -977,6 +1219,7 @@ def purge(
         ),
     ],
     db: DbOption = None,
+    verbose: VerboseOption = 0,
     status: Annotated[
         list[str] | None,
         typer.Option(
@@ -989,27 +1232,46 @@ def purge(
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Count what would be purged; delete nothing.")
     ] = False,
+    yes: Annotated[
+        bool,
+        typer.Option(
+            "--yes",
+            "-y",
+            help="Purge without asking (scripts; without a terminal to ask on, purge needs it or --dry-run).",
+        ),
+    ] = False,
     batch_size: Annotated[
         int, typer.Option(min=1, metavar="N", help="Tasks deleted per transaction (the write lock's length).")
     ] = 500,
     as_json: JsonOption = False,
 ) -> None:
     """Purge old finished workflows and old occurrences of the add-on."""
-    cutoff = datetime.now(UTC) - parse_duration(older_than, "--older-than")
+    cutoff = before_now(parse_duration(older_than, "--older-than"), "--older-than")
     statuses = parse_statuses(status) or TERMINAL_STATUSES
-    with _open(db, must_exist=True) as provider:
-        _warn_if_incomplete(provider)
+    db = _store(db)
+    opened = _open_to_read(db) if dry_run else _open_to_write(db, must_exist=True)
+    with opened as provider:
         report: JsonObject = {
             "dry_run": dry_run,
             "before": cutoff.isoformat(),
             "statuses": [s.value for s in sorted(statuses)],
         }
+        schema = _has_schema(provider)  # a store without planflow's schema holds nothing to purge
+        if schema:
+            _warn_if_incomplete(provider)
         # The same condition as workflows.purge: one of the statuses, last written before the cutoff.
         old = WorkflowFilter(statuses=statuses, updated_before=cutoff)
-        workflows = provider.workflows.count_states(old) if serves(provider, "workflows") else None
+        workflows: int | None = None
+        if serves(provider, "workflows"):
+            workflows = provider.workflows.count_states(old) if schema else 0
         occurrences: int | None = None
         if serves(provider, "executions"):
-            occurrences = sum(scheduled_before(o, cutoff) for o in provider.executions.list_occurrences())
+            occurrences = 0
+            if schema:
+                occurrences = sum(scheduled_before(o, cutoff) for o in provider.executions.list_occurrences())
+        if not dry_run and (workflows or occurrences) and not yes:
+            what = _purged(workflows, occurrences, statuses, older_than, cutoff)
+            _confirm_purge(f"Purge {what} from {_where(provider)}?")
         if not dry_run:
             with RichProgress(console, enabled=not as_json) as bar:
                 if workflows:
@@ -1030,15 +1292,8 @@ def purge(
             _print_json(report)
             return
         verb = "would purge" if dry_run else "purged"
-        parts: list[str] = []
-        if workflows is not None:
-            named = ", ".join(sorted(s.value for s in statuses))
-            parts.append(f"{workflows:,} workflows ({named}) with their tasks")
-        if occurrences is not None:
-            parts.append(f"{occurrences:,} occurrences with their executions")
         console.print(
-            f"{_where(provider)}: {verb} {' and '.join(parts)}, older than {older_than.strip()} "
-            f"(before {cutoff:%Y-%m-%d %H:%M:%S} UTC)."
+            f"{_where(provider)}: {verb} {_purged(workflows, occurrences, statuses, older_than, cutoff)}."
         )
         if dry_run:
             _next(
@@ -1051,6 +1306,38 @@ def purge(
                     *(f"--status={s.value}" for s in sorted(statuses) if statuses != TERMINAL_STATUSES),
                 ],
             )
+
+
+def _purged(
+    workflows: int | None,
+    occurrences: int | None,
+    statuses: frozenset[TaskStatus],
+    age: str,
+    cutoff: datetime,
+) -> str:
+    """What a purge deletes (or would), in words."""
+    parts: list[str] = []
+    if workflows is not None:
+        named = ", ".join(sorted(s.value for s in statuses))
+        parts.append(f"{workflows:,} {render.plural(workflows, 'workflow')} ({named}) with their tasks")
+    if occurrences is not None:
+        parts.append(f"{occurrences:,} {render.plural(occurrences, 'occurrence')} with their executions")
+    return f"{' and '.join(parts)}, older than {age.strip()} (before {cutoff:%Y-%m-%d %H:%M:%S} UTC)"
+
+
+def _confirm_purge(question: str) -> None:
+    """Ask on a terminal before deleting; without one (a script, a pipe), refuse: ``--yes`` says so instead.
+
+    Raises:
+        PlanflowError: no terminal to ask on, or the answer was no; nothing was deleted.
+    """
+    if not sys.stdin.isatty():
+        raise PlanflowError(
+            "purge deletes without undo: pass --yes to purge without a terminal to confirm on "
+            "(or --dry-run to count what would go); nothing was deleted"
+        )
+    if not typer.confirm(question, default=False, err=True):
+        raise PlanflowError("purge cancelled: nothing was deleted")
 
 
 # copy -------------------------------------------------------------------------------------------------------
@@ -1113,6 +1400,7 @@ def copy(
     batch_size: Annotated[
         int, typer.Option(min=1, metavar="N", help="Records per read and write.")
     ] = DEFAULT_BATCH,
+    verbose: VerboseOption = 0,
     as_json: JsonOption = False,
 ) -> None:
     """Copy every repository both stores serve, verbatim, then verify counts and checksums per table.
@@ -1121,6 +1409,10 @@ def copy(
     --only or --skip says what to copy. While the copy runs the target is marked incomplete ('planflow status'
     shows it); Ctrl-C says what was copied and how to resume (--merge), which clears the mark.
     """
+    if _store(None) is not None:
+        raise typer.BadParameter(
+            "copy takes its two stores as --from URL and --to URL, not --db", param_hint="'--db'"
+        )
     if only and skip:
         raise typer.BadParameter("give --only or --skip, not both", param_hint="'--only' / '--skip'")
     chosen = None if not only else [r.value for r in only]
@@ -1128,17 +1420,18 @@ def copy(
     selection = [word for r in only or () for word in ("--only", r.value)] + [
         word for r in skip or () for word in ("--skip", r.value)
     ]
-    source_config = _config(from_url, auto_migrate=False, must_exist=True)
-    target_config = _config(to_url, auto_migrate=True)
+    source_config = _config(from_url, must_exist=True, option="--from")
+    target_config = _config(to_url)
     # Kept in the target's mark, so it must work from any folder: file stores by their absolute path.
     ends = ["--from", _absolute(from_url, source_config), "--to", _absolute(to_url, target_config)]
     resume = _command("planflow", "copy", *ends, *selection, "--merge")
-    with open_provider(source_config) as source, open_provider(target_config) as target:
+    with _open_to_read(from_url, option="--from") as source, _open_to_write(to_url) as target:
         pending = [m for m in source.migration_status() if m.applied_at is None]
         if pending:
             raise MigrationError(
-                f"the source {_where(source)} has {len(pending)} pending migration(s); "
-                "migrate it first with: planflow migrate --db <source URL>"
+                f"the source {_where(source)} has {len(pending)} pending "
+                f"{render.plural(len(pending), 'migration')}; migrate it first with: "
+                f"{_command('planflow', 'migrate', '--db', from_url)}"
             )
         if not as_json:
             console.print(Text.assemble("copy ", (_where(source), "bold"), " → ", (_where(target), "bold")))
@@ -1206,6 +1499,51 @@ def _say_interrupted(report: CopyReport, resume: str) -> None:
     errors.print(Text(f"  {resume}"), soft_wrap=True)
 
 
+class _PipeAware(io.TextIOBase):
+    """Standard output that takes a reader closing it early (``planflow status | head -1``) as the end of the
+    output, not as an error: what is written after that goes nowhere and the command ends as it would have."""
+
+    def __init__(self, stream: TextIO) -> None:
+        super().__init__()
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        try:
+            return self._stream.write(text)
+        except BrokenPipeError:
+            self._closed_by_reader()
+            return len(text)
+
+    def flush(self) -> None:
+        try:
+            self._stream.flush()
+        except BrokenPipeError:
+            self._closed_by_reader()
+
+    def _closed_by_reader(self) -> None:
+        # The descriptor goes to /dev/null: what the stream still buffers, and what follows, is dropped there,
+        # including the flush at exit, which would otherwise report the closed pipe and set the exit status.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        try:
+            os.dup2(devnull, self._stream.fileno())
+        finally:
+            os.close(devnull)
+
+    def isatty(self) -> bool:
+        return self._stream.isatty()
+
+    def fileno(self) -> int:
+        return self._stream.fileno()
+
+    @property
+    def encoding(self) -> str:  # pyright: ignore[reportIncompatibleVariableOverride]
+        return self._stream.encoding
+
+    @property
+    def errors(self) -> str | None:  # pyright: ignore[reportIncompatibleVariableOverride]
+        return self._stream.errors
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     """Run the ``planflow`` command (the console script and ``python -m planflow``).
 
@@ -1216,6 +1554,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         SystemExit: always; 0 on success, 1 after a planflow error (one line on stderr, no traceback), 2 on
             bad usage, 130 after Ctrl-C.
     """
+    if not isinstance(sys.stdout, _PipeAware):
+        sys.stdout = _PipeAware(sys.stdout)
     try:
         app(args=None if argv is None else list(argv), prog_name="planflow")
     except PlanflowError as exc:

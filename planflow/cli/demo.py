@@ -483,14 +483,14 @@ class DemoRun:
         self._propagate(step.parent)
         if not self._simulate(worker, step):
             return
+        output: JsonObject | None = None
+        error: JsonObject | None = None
         if step.fails:
-            status, output = TaskStatus.FAILED, None
-            error: JsonObject | None = {
-                "code": "UPSTREAM_ERROR",
-                "message": f"{step.task_id}: upstream returned 503",
-            }
+            status = TaskStatus.FAILED
+            error = {"code": "UPSTREAM_ERROR", "message": f"{step.task_id}: upstream returned 503"}
         else:
-            status, output, error = TaskStatus.SUCCESS, {"ok": True, "worker": worker}, None
+            status = TaskStatus.SUCCESS
+            output = {"ok": True, "worker": worker}
         try:
             # The claim's version fences the write: had the lease lapsed and another worker claimed the
             # task, this raises and the other worker's run is the one that counts.
@@ -576,9 +576,8 @@ class DemoRun:
             status = info.overall_status(step.strategy)
             if status == state.status or state.status in TERMINAL_STATUSES:
                 return None
-            finished = _parent_result(info, status)
             try:
-                tasks.update_state(state.evolve(status=status, **finished), state.version)
+                tasks.update_state(_parent_result(state, info, status), state.version)
             except ConflictError:
                 with self._cond:
                     self.stats.parent_retries += 1
@@ -659,16 +658,15 @@ def _ignore_progress(done: int, total: int) -> None:
     pass
 
 
-def _parent_result(info: ProgressInfo, status: TaskStatus) -> dict[str, object]:
+def _parent_result(state: TaskState, info: ProgressInfo, status: TaskStatus) -> TaskState:
+    """The parent ``state`` in ``status``, with what its children add up to once it finished."""
     if status not in TERMINAL_STATUSES:
-        return {}
+        return state.evolve(status=status)
     output: JsonObject = {"total": info.total, "succeeded": info.success, "failed": info.failed}
     if status is TaskStatus.SUCCESS:
-        return {"output": output}
-    return {
-        "output": output,
-        "error": {"code": "CHILDREN_FAILED", "message": f"{info.failed} of {info.total} failed"},
-    }
+        return state.evolve(status=status, output=output)
+    error: JsonObject = {"code": "CHILDREN_FAILED", "message": f"{info.failed} of {info.total} failed"}
+    return state.evolve(status=status, output=output, error=error)
 
 
 __all__ = [

@@ -5,11 +5,14 @@ Labels are built as :class:`rich.text.Text`, never as markup, so ids holding ``[
 
 from __future__ import annotations
 
+import io
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
 
 from rich import box
+from rich.console import Console
+from rich.measure import Measurement
 from rich.table import Table
 from rich.text import Text
 from rich.tree import Tree
@@ -17,6 +20,7 @@ from rich.tree import Tree
 from planflow.cli.addon_demo import AddonResult
 from planflow.cli.copy import CopyReport
 from planflow.cli.records import to_json
+from planflow.cli.settings import Setting
 from planflow.models import (
     JsonObject,
     JsonValue,
@@ -98,7 +102,8 @@ def hidden_summary(counts: Mapping[TaskStatus, int]) -> Text:
 def add_task_tree(
     root: Tree, nodes: Sequence[TaskTreeNode], *, max_children: int | None = None, exec_ids: bool = True
 ) -> None:
-    """Attach a task tree (as ``get_task_tree`` returns it: depth, then ``created_at``) under ``root``.
+    """Attach a task tree under ``root``: its nodes with every parent before its children (as ``get_task_tree``
+    returns them, depth-first), each parent's children in creation order.
 
     Args:
         root: Where the tree's root task goes.
@@ -158,12 +163,18 @@ def _table(title: str, *, footer: bool = False) -> Table:
     )
 
 
-def _id_column(table: Table, header: str, ids: Iterable[str]) -> None:
-    """A column of ids, kept whole where the terminal allows: others shrink first, and what must break folds."""
+def _id_column(table: Table, header: str, ids: Iterable[str], *, whole: bool | None = None) -> None:
+    """A column of ids, kept whole where the terminal allows: others shrink first, and what must break folds.
+
+    ``whole``: never wrap them (the caller measured that they fit); ``None``: ids of up to 40 characters.
+    """
     longest = max(map(len, ids), default=0)
     # Ids that fit are never wrapped, so the narrowing a tight terminal needs falls on the other columns.
     table.add_column(
-        header, overflow="fold", no_wrap=longest <= 40, min_width=min(max(longest, len(header)), 40)
+        header,
+        overflow="fold",
+        no_wrap=longest <= 40 if whole is None else whole,
+        min_width=min(max(longest, len(header)), 40),
     )
 
 
@@ -229,68 +240,139 @@ def usage_table(usage: UsageSummary | None, *, title: str = "LLM usage") -> Tabl
     return table
 
 
-def workflows_table(states: Sequence[WorkflowState]) -> Table:
-    """One row per workflow execution."""
-    table = _table(f"{len(states)} workflow executions (times in UTC)")
-    _id_column(table, "workflow exec id", (state.workflow_exec_id for state in states))
-    _id_column(table, "workflow", (state.workflow_id for state in states))
-    table.add_column("status")
-    table.add_column("tasks", justify="right")
-    table.add_column("tokens", justify="right")
-    # A date and a time: at 10 wide they break between the two rather than inside either.
-    table.add_column("created", min_width=10)
-    table.add_column("updated", min_width=10)
-    for state in states:
-        table.add_row(
-            state.workflow_exec_id,
-            state.workflow_id,
-            status_text(state.status),
-            str(len(state.tasks)),
-            f"{state.usage.total_tokens:,}" if state.usage else "",
-            _when(state.created_at),
-            _when(state.updated_at),
-        )
-    return table
+def plural(count: int, noun: str) -> str:
+    """``noun`` as ``count`` of it reads: ``1 workflow``, ``2 workflows`` (the count is the caller's)."""
+    return noun if count == 1 else f"{noun}s"
 
 
-def tasks_table(states: Sequence[TaskState], *, title: str, now: datetime | None = None) -> Table:
-    """One row per task state; with ``now``, how long ago each lease lapsed (the stuck tasks' listing)."""
-    table = _table(f"{len(states)} {title} (times in UTC)")
-    _id_column(table, "task exec id", (state.task_exec_id for state in states))
-    table.add_column("status")
-    table.add_column("claimed by")
-    if now is None:
-        table.add_column("updated", min_width=10)
+#: How a listing writes its times, most precise first: the first whose table fits the terminal is used.
+#: One day for every row: the date goes into the title, and the cells hold the time of day.
+_TIME_FORMATS = ("%Y-%m-%d %H:%M:%S", "%Y-%m-%d %H:%M")
+
+
+def _fitting(
+    build: Callable[[str, str, bool], Table], moments: Iterable[datetime | None], width: int | None
+) -> Table:
+    """The table ``build(time format, title note, ids whole)`` makes, in the most readable form that fits
+    ``width`` columns: ids whole and times to the second where possible, then times to the minute; ids fold
+    onto a second line only when nothing else makes room. Times are never cut."""
+    days = {moment.date() for moment in moments if moment is not None}
+    if len(days) == 1:
+        day = next(iter(days))
+        forms = [("%H:%M:%S", f"times in UTC, on {day:%Y-%m-%d}")]
     else:
-        table.add_column("lease lapsed", min_width=10)
-        table.add_column("ago", justify="right")
-    for state in states:
+        forms = [(form, "times in UTC") for form in _TIME_FORMATS]
+    if width is None:
+        return build(*forms[0], True)
+    console = Console(width=width, file=io.StringIO())
+    for form, note in forms:
+        table = build(form, note, True)
+        if Measurement.get(console, console.options, table).maximum <= width:
+            return table
+    return build(*forms[-1], False)
+
+
+def workflows_table(states: Sequence[WorkflowState], *, width: int | None = None) -> Table:
+    """One row per workflow execution, fitting ``width`` columns (see :func:`_fitting`)."""
+
+    def build(form: str, note: str, whole: bool) -> Table:
+        table = _table(f"{len(states)} workflow {plural(len(states), 'execution')} ({note})")
+        _id_column(table, "workflow exec id", (state.workflow_exec_id for state in states), whole=whole)
+        _id_column(table, "workflow", (state.workflow_id for state in states), whole=whole)
+        table.add_column("status")
+        table.add_column("tasks", justify="right")
+        table.add_column("tokens", justify="right")
+        table.add_column("created", no_wrap=True)
+        table.add_column("updated", no_wrap=True)
+        for state in states:
+            table.add_row(
+                state.workflow_exec_id,
+                state.workflow_id,
+                status_text(state.status),
+                str(len(state.tasks)),
+                f"{state.usage.total_tokens:,}" if state.usage else "",
+                _when(state.created_at, form),
+                _when(state.updated_at, form),
+            )
+        return table
+
+    return _fitting(build, [m for state in states for m in (state.created_at, state.updated_at)], width)
+
+
+def tasks_table(
+    states: Sequence[TaskState], *, title: str, now: datetime | None = None, width: int | None = None
+) -> Table:
+    """One row per task state; with ``now``, how long ago each lease lapsed (the stuck tasks' listing). Fits
+    ``width`` columns (see :func:`_fitting`); ``title`` names one row (``task state``)."""
+
+    def build(form: str, note: str, whole: bool) -> Table:
+        noun, _, rest = title.partition(" (")
+        named = f"{plural(len(states), noun)}{f' ({rest}' if rest else ''}"
+        table = _table(f"{len(states)} {named} ({note})")
+        _id_column(table, "task exec id", (state.task_exec_id for state in states), whole=whole)
+        table.add_column("status", no_wrap=True)
+        table.add_column("claimed by", overflow="fold")
         if now is None:
-            table.add_row(
-                state.task_exec_id, status_text(state.status), state.claimed_by or "", _when(state.updated_at)
-            )
+            table.add_column("updated", no_wrap=True)
         else:
-            lapsed = state.lease_expires_at
-            ago = "" if lapsed is None else f"{(now - lapsed).total_seconds():,.0f} s"
-            table.add_row(
-                state.task_exec_id, status_text(state.status), state.claimed_by or "", _when(lapsed), ago
-            )
-    return table
+            table.add_column("lease lapsed", no_wrap=True)
+            table.add_column("ago", justify="right", no_wrap=True)
+        for state in states:
+            if now is None:
+                table.add_row(
+                    state.task_exec_id,
+                    status_text(state.status),
+                    state.claimed_by or "",
+                    _when(state.updated_at, form),
+                )
+            else:
+                lapsed = state.lease_expires_at
+                ago = "" if lapsed is None else f"{(now - lapsed).total_seconds():,.0f} s"
+                table.add_row(
+                    state.task_exec_id,
+                    status_text(state.status),
+                    state.claimed_by or "",
+                    _when(lapsed, form),
+                    ago,
+                )
+        return table
+
+    moments = [state.updated_at if now is None else state.lease_expires_at for state in states]
+    return _fitting(build, moments, width)
 
 
-def _when(moment: datetime | None) -> str:
-    return "" if moment is None else moment.strftime("%Y-%m-%d %H:%M:%S")
+def _when(moment: datetime | None, form: str = "%Y-%m-%d %H:%M:%S") -> str:
+    return "" if moment is None else moment.strftime(form)
 
 
-def migrations_table(statuses: Sequence[MigrationStatus]) -> Table:
-    """Every known migration, applied (with when) or pending."""
+def migrations_table(statuses: Sequence[MigrationStatus], *, checksums: bool = False) -> Table:
+    """Every known migration, applied (with when) or pending; with ``checksums``, the first 16 hex digits of
+    each file's SHA-256 (the history)."""
     table = _table("Migrations")
     table.add_column("version", justify="right")
     table.add_column("name")
-    table.add_column("applied (UTC)")
+    if checksums:
+        table.add_column("sha256", no_wrap=True)
+    table.add_column("applied (UTC)", no_wrap=True)
     for status in statuses:
         applied = Text(_when(status.applied_at)) if status.applied_at else Text("pending", style="yellow")
-        table.add_row(f"{status.version:04d}", status.name, applied)
+        row: list[str | Text] = [f"{status.version:04d}", status.name]
+        if checksums:
+            row.append(status.checksum[:16])
+        table.add_row(*row, applied)
+    return table
+
+
+def settings_table(settings: Sequence[Setting], *, location: str) -> Table:
+    """Each setting, its value and where it came from (``planflow config``)."""
+    table = _table(f"Configuration of {location}")
+    table.add_column("setting", no_wrap=True)
+    table.add_column("value", overflow="fold")
+    table.add_column("from", overflow="fold")
+    for setting in settings:
+        value = "-" if setting.value is None else str(setting.value)
+        source = Text(setting.source, style="dim" if setting.source == "default" else "")
+        table.add_row(setting.name, value, source)
     return table
 
 
@@ -413,7 +495,9 @@ __all__ = [
     "hidden_summary",
     "incomplete_copy_text",
     "migrations_table",
+    "plural",
     "progress_table",
+    "settings_table",
     "status_text",
     "task_label",
     "tree_json",

@@ -20,7 +20,9 @@ which makes the spans and records the metrics, in order. A call therefore never 
 exporter, and the SDK's work overlaps the calls' own waits for the database. The hand-over is bounded
 (:data:`BACKLOG` events): beyond that, events are dropped and counted, with a WARNING, rather than letting
 memory grow behind a stuck exporter. Closing the provider waits (up to a second) for its events to be
-reported; :meth:`OpenTelemetryListener.flush` waits on demand.
+reported; :meth:`OpenTelemetryListener.flush` waits on demand; and at interpreter exit the events not yet
+reported are handed to the SDK (for up to :data:`EXIT_FLUSH` seconds) before the SDK's own exit handler flushes
+its processors, so that a program that never closes its provider still exports every span.
 
 Metrics: ``db.client.operation.duration`` (histogram, seconds), ``planflow.db.client.retries`` and
 ``planflow.db.client.conflicts`` (counters), ``db.client.connection.wait_time`` (histogram, seconds) and, for
@@ -34,6 +36,7 @@ exporter blocks the caller (the SDK logs a failing one; the call still succeeds)
 
 from __future__ import annotations
 
+import atexit
 import itertools
 import logging
 import os
@@ -61,6 +64,8 @@ logger = logging.getLogger("planflow.observe")
 BACKLOG = 100_000
 #: Seconds ``close`` waits for the provider's events to be reported.
 CLOSE_FLUSH = 1.0
+#: Seconds the interpreter's exit waits for the events not yet reported.
+EXIT_FLUSH = 5.0
 
 
 class _Worker:
@@ -124,6 +129,21 @@ def flush(timeout: float = 5.0) -> bool:
         False when ``timeout`` seconds passed first (a stuck exporter, say).
     """
     return _worker.flush(timeout)
+
+
+def _flush_at_exit() -> None:
+    if not _worker.flush(EXIT_FLUSH):
+        logger.warning("OpenTelemetry did not take planflow's last events within %gs of exit", EXIT_FLUSH)
+
+
+def _flush_before_the_sdk_at_exit() -> None:
+    """Run :func:`_flush_at_exit` at exit before every exit handler registered so far.
+
+    Exit handlers run last registered first, and the SDK's ``TracerProvider`` registers the one that flushes its
+    span processors when it is made: moved behind it, planflow's events reach the processors first.
+    """
+    atexit.unregister(_flush_at_exit)
+    atexit.register(_flush_at_exit)
 
 
 def _after_fork() -> None:
@@ -282,6 +302,7 @@ class OpenTelemetryListener:
     def __init__(self, config: PlanflowConfig, pool_stats: PoolStats | None = None) -> None:
         from planflow import __version__
 
+        _flush_before_the_sdk_at_exit()
         self._driver = config.driver
         self._base = base_attributes(config)
         self._tracer = trace.get_tracer(SCOPE, __version__)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import importlib
 import time
-from collections.abc import AsyncGenerator, Awaitable, Callable, Generator, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Callable, Coroutine, Generator, Sequence
 from contextlib import (
     AbstractAsyncContextManager,
     AbstractContextManager,
@@ -147,7 +147,18 @@ class Serving(Generic[TR, WR, AR, ER, MR]):
         return dict(numbers)
 
     def _unserved(self, name: str) -> UnsupportedError:
-        return UnsupportedError(f"the {self.driver} driver does not serve the {name} repository")
+        served = [repo for repo in ("tasks", "workflows", "auth", "executions") if getattr(self, f"_{repo}")]
+        what = (
+            "the PlanFlow add-on's task definitions, occurrences and executions"
+            if served == ["executions"]
+            else ""
+        )
+        return UnsupportedError(
+            f"the {self.driver} driver does not serve the {name} repository: it serves only "
+            f"{', '.join(served) or 'nothing'}{f' ({what})' if what else ''}; for {name}, open a store of the sqlite "
+            "driver (sqlite:///path/to.db: stdlib sqlite3, no server) or of the postgres driver "
+            "(postgresql://user:pw@host/db)"
+        )
 
     @property
     def tasks(self) -> TR:
@@ -292,13 +303,21 @@ def driver_module(config: PlanflowConfig) -> ModuleType:
         ConfigError: a module the driver needs is missing, naming the extra that installs it.
     """
     module_name, extra, needs = DRIVER_MODULES[config.driver]
+    hint = f"install it with: pip install 'planflow[{extra}]'" if extra else "this Python lacks it"
+    if config.driver == "postgres":
+        hint = (
+            "install it with: pip install 'planflow[postgres-binary]' (or 'planflow[postgres]' beside a psycopg "
+            "that finds libpq: psycopg[c], or a system libpq)"
+        )
     try:
         return importlib.import_module(module_name)
     except ImportError as exc:
         missing = (exc.name or "").split(".")[0]
+        if not missing and config.driver == "postgres":
+            # psycopg is there but found no libpq to run on (no psycopg-binary, psycopg-c or system libpq).
+            raise ConfigError(f"the postgres driver cannot load psycopg ({exc}); {hint}") from exc
         if missing not in needs:
             raise
-        hint = f"install it with: pip install 'planflow[{extra}]'" if extra else "this Python lacks it"
         raise ConfigError(
             f"the {config.driver} driver needs the {missing!r} module, which is missing; {hint}"
         ) from exc
@@ -324,6 +343,7 @@ def open_provider(
         TransientError: the database stayed unreachable for ``connect_timeout`` seconds (nothing listening
             on the port: about one second).
         MigrationError: a migration failed or the schema is newer than the code (``auto_migrate`` on).
+        ForeignStoreError: ``read_only``, and the store holds data but no planflow schema (left unchanged).
     """
     resolved = resolve_config(config)
     check_listeners(listeners)
@@ -334,7 +354,7 @@ def open_provider(
         observer = make_observer(resolved, backend, listeners, telemetry)
         if observer is not None:
             _observe_sync(backend, observer)
-        if resolved.auto_migrate:
+        if resolved.auto_migrate and not resolved.read_only:
             backend.migrate()
     except BaseException:
         backend.close()
@@ -555,18 +575,81 @@ ASYNC_PROTOCOLS: dict[str, type] = {
 }
 
 
-async def open_async_provider(
+class AsyncProviderOpening(Coroutine[Any, Any, AsyncProvider], AbstractAsyncContextManager[AsyncProvider]):
+    """What :func:`open_async_provider` returns: await it for the provider, or use it with ``async with``.
+
+    Nothing happens until it is awaited or entered, and it opens one provider at most: as aiosqlite's
+    ``connect()`` and asyncpg's ``create_pool()`` do, both ``async with open_async_provider(url) as p`` (closed
+    when the block ends) and ``p = await open_async_provider(url)`` (closed by ``await p.aclose()``) work. It is
+    a coroutine too, so ``asyncio.run``, ``create_task`` and ``wait_for`` take it as they took the coroutine
+    that ``open_async_provider`` used to be.
+    """
+
+    __slots__ = ("_open", "_provider", "_running")
+
+    def __init__(self, opener: Callable[[], Awaitable[AsyncProvider]]) -> None:
+        self._open = opener
+        self._provider: AsyncProvider | None = None
+        self._running: Coroutine[Any, Any, AsyncProvider] | None = None
+
+    async def _opened(self) -> AsyncProvider:
+        if self._provider is None:
+            self._provider = await self._open()
+        return self._provider
+
+    def _coroutine(self) -> Coroutine[Any, Any, AsyncProvider]:
+        if self._running is None:
+            self._running = self._opened()
+        return self._running
+
+    def __await__(self) -> Generator[Any, None, AsyncProvider]:
+        return self._coroutine().__await__()
+
+    def send(self, value: Any, /) -> Any:
+        """Advance the opening (the coroutine protocol, for event loops)."""
+        return self._coroutine().send(value)
+
+    def throw(self, typ: Any, val: Any = None, tb: TracebackType | None = None, /) -> Any:
+        """Raise an exception inside the opening (the coroutine protocol, for event loops)."""
+        return self._coroutine().throw(typ, val, tb)
+
+    def close(self) -> None:
+        """Abandon an opening that was started and not finished (the coroutine protocol)."""
+        if self._running is not None:
+            self._running.close()
+
+    async def __aenter__(self) -> AsyncProvider:
+        return await self._opened()
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if self._provider is not None:
+            await self._provider.aclose()
+
+
+def open_async_provider(
     config: ConfigSource = None, *, listeners: Sequence[Listener] = (), telemetry: bool | None = None
-) -> AsyncProvider:
-    """Open a store for asyncio programs and return its AsyncProvider (the arguments as for
-    :func:`open_provider`).
+) -> AsyncProviderOpening:
+    """Open a store for asyncio programs: ``async with open_async_provider(url) as provider`` or
+    ``provider = await open_async_provider(url)`` (the arguments as for :func:`open_provider`).
 
     PostgreSQL runs on psycopg's asyncio connections and pool, with no thread. SQLite and TinyDB block, so their
     calls run on a bounded set of worker threads (``pool_max_size`` of them), never on the event loop.
 
+    Returns:
+        An :class:`AsyncProviderOpening`: awaited, the open :class:`AsyncProvider`; entered with ``async with``,
+        the same, closed when the block ends.
+
     Raises:
-        As :func:`open_provider`.
+        As :func:`open_provider`, when awaited or entered.
     """
+    return AsyncProviderOpening(lambda: _open_async(config, listeners, telemetry))
+
+
+async def _open_async(
+    config: ConfigSource, listeners: Sequence[Listener], telemetry: bool | None
+) -> AsyncProvider:
     resolved = resolve_config(config)
     check_listeners(listeners)
     module = driver_module(resolved)
@@ -588,7 +671,7 @@ async def open_async_provider(
         observer = make_observer(resolved, backend, listeners, telemetry)
         if observer is not None:
             _observe_async(backend, observer)
-        if resolved.auto_migrate:
+        if resolved.auto_migrate and not resolved.read_only:
             await backend.migrate()
     except BaseException:
         await backend.aclose()
@@ -601,6 +684,7 @@ async def open_async_provider(
 __all__ = [
     "AsyncBackend",
     "AsyncProvider",
+    "AsyncProviderOpening",
     "AsyncRepositories",
     "Backend",
     "PlanflowError",

@@ -246,3 +246,42 @@ def test_tinydb_batches_of_two_tasks_never_interleave(tmp_path: Path) -> None:
     ids = asyncio.run(main())
     assert sorted(ids) == sorted(f"b{i}-{j}" for i in range(6) for j in (1, 2))
     assert all(ids[k].split("-")[0] == ids[k + 1].split("-")[0] for k in range(0, 12, 2)), ids
+
+
+@pytest.mark.filterwarnings("error")
+def test_open_async_provider_works_with_async_with_and_with_await_and_closes_what_it_opened(
+    url: str, tmp_path: Path
+) -> None:
+    async def main() -> None:
+        async with open_async_provider(url) as provider:  # no "await": as aiosqlite and asyncpg's pools allow
+            await provider.workflows.upsert_state(WorkflowState("wf-with", "w"))
+        assert provider._closed  # pyright: ignore[reportPrivateUsage]
+
+        opened = await open_async_provider(url)
+        try:
+            assert (await opened.workflows.get_state("wf-with")).workflow_id == "w"
+        finally:
+            await opened.aclose()
+
+        async with await open_async_provider(url) as again:  # the older spelling keeps working
+            assert (await again.workflows.get_state("wf-with")).workflow_id == "w"
+
+        async with open_async_provider(f"tinydb:///{tmp_path / 'addon.json'}") as addon:
+            assert await addon.executions.list_tasks() == []
+
+    asyncio.run(main())
+
+
+def test_an_opening_never_awaited_opens_nothing_and_warns_of_nothing(tmp_path: Path) -> None:
+    import gc
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        opening = open_async_provider(f"sqlite:///{tmp_path / 'never.db'}")
+        assert asyncio.iscoroutine(opening)  # so asyncio.run, create_task and wait_for take it as before
+        del opening
+        gc.collect()
+
+    assert [str(w.message) for w in caught] == []
+    assert not (tmp_path / "never.db").exists()

@@ -268,7 +268,7 @@ def test_tasks_stuck_lists_lapsed_claims_with_their_holders_and_status_counts_th
     assert "2 stuck tasks" in text.out
     assert_fits(text.out)
     assert isinstance(status, dict) and status["stuck_tasks"] == 2
-    assert "2 stuck task(s)" in status_text.out and "planflow tasks --stuck" in status_text.out
+    assert "2 stuck tasks: RUNNING" in status_text.out and "planflow tasks --stuck" in status_text.out
     assert isinstance(everything, list) and len(everything) == 4
 
     planflow(
@@ -573,7 +573,7 @@ def test_copy_from_tinydb_moves_the_addon_data_into_sqlite(tmp_path: Path) -> No
     ("url", "says"),
     [
         ("not-a-url", "malformed URL 'not-a-url'; accepted: sqlite:///path/to.db"),
-        ("sqlite://", "malformed URL 'sqlite://'"),
+        ("nosuch.db", "'nosuch.db' is a file path, not a URL: did you mean sqlite:///nosuch.db?"),
         (
             "mysql://root:hunter2@db.example.com/app",
             "unknown driver 'mysql' in URL 'mysql://root:***@db.example.com/app'",

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import io
 import re
-import time
 from collections import Counter
 from pathlib import Path
 
@@ -112,17 +111,33 @@ def test_tree_all_shows_every_child(demo_store: tuple[Path, dict[str, object]]) 
     assert len(TASK_LINE.findall(shown.out)) == result["tasks"]
 
 
-def test_tree_of_20000_tasks_takes_under_a_second(twenty_thousand: tuple[Path, str], tmp_path: Path) -> None:
+def test_tree_of_20000_tasks_prints_a_few_hundred_lines_nested_as_in_the_store(
+    twenty_thousand: tuple[Path, str], tmp_path: Path
+) -> None:
+    # How long it takes is measured by benchmarks/cli_tree_bench.py: a test asserts what it prints.
     path, workflow_exec_id = twenty_thousand
-    timings: list[float] = []
-    for _ in range(3):
-        started = time.perf_counter()
-        run = planflow("tree", workflow_exec_id, "--db", sqlite_url(path), cwd=tmp_path, env=NARROW)
-        timings.append(time.perf_counter() - started)
-        assert run.code == 0, run.err
+    run = planflow("tree", workflow_exec_id, "--db", sqlite_url(path), cwd=tmp_path)  # wide: one line a task
 
-    # The whole command, interpreter start included (4.7 to 6.2 s when it printed every child).
-    assert min(timings) < 1.0, timings
+    assert run.code == 0, run.err
+    assert len(run.out.splitlines()) < 250
+    with open_provider(sqlite_url(path)) as provider:
+        parents = {
+            s.task_exec_id: s.parent_state_id
+            for s in provider.tasks.iter_states(TaskFilter(workflow_exec_id=workflow_exec_id))
+        }
+    # Each task line sits one level (4 columns) deeper than its parent's line, which came before it.
+    stack: list[str] = []
+    lines = 0
+    for line in run.out.splitlines():
+        found = re.search(r"[├└]── .*  (\S+)$", line)
+        if found is None or found[1] not in parents:
+            continue
+        depth = line.index("──") // 4
+        stack = stack[:depth]
+        assert parents[found[1]] == (stack[-1] if stack else None), line
+        stack.append(found[1])
+        lines += 1
+    assert lines > 40
 
 
 def test_progress_bars_of_demo_and_copy_show_counts_rate_elapsed_and_eta(tmp_path: Path) -> None:

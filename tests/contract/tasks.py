@@ -5,6 +5,7 @@ A driver's test module subclasses :class:`TaskRepositoryContract` and provides a
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 from datetime import UTC, datetime
 
@@ -173,6 +174,19 @@ class TaskRepositoryContract:
         assert updated.version == 2
         assert updated.created_at == stored.created_at
         assert provider.tasks.get_state(stored.task_exec_id) == updated
+
+    def test_a_status_given_as_its_value_comes_back_as_the_member_from_every_write(
+        self, provider: Provider
+    ) -> None:
+        wf = workflow(provider)
+        stored = task(provider, wf)
+        as_text = dataclasses.replace(stored, status="SUCCESS")  # pyright: ignore[reportArgumentType]
+
+        updated = provider.tasks.update_state(as_text, stored.version)
+        upserted = provider.tasks.upsert_state(as_text)
+
+        assert updated.status is TaskStatus.SUCCESS and upserted.status is TaskStatus.SUCCESS
+        assert provider.tasks.get_state(stored.task_exec_id) == upserted
 
     def test_update_with_stale_version_raises_conflict_naming_both_versions(self, provider: Provider) -> None:
         wf = workflow(provider)
@@ -406,7 +420,7 @@ class TaskRepositoryContract:
         provider.tasks.delete_state(chain[0].task_exec_id)
         assert provider.tasks.list_by_ids([s.task_exec_id for s in chain]) == []
 
-    def test_tree_is_ordered_by_depth_then_created_at_and_respects_depth_limit(
+    def test_tree_is_depth_first_children_in_creation_order_and_respects_depth_limit(
         self, provider: Provider
     ) -> None:
         wf = workflow(provider)
@@ -416,14 +430,17 @@ class TaskRepositoryContract:
         a1 = task(provider, wf, parent=a)
         b1 = task(provider, wf, parent=b)
         a2 = task(provider, wf, parent=a)
+        a1x = task(provider, wf, parent=a1)
         tree = provider.tasks.get_task_tree(root.task_exec_id)
+        # Pre-order: indenting each task by its depth draws the tree.
         assert [(n.state.task_exec_id, n.depth) for n in tree] == [
             (root.task_exec_id, 0),
             (a.task_exec_id, 1),
-            (b.task_exec_id, 1),
             (a1.task_exec_id, 2),
-            (b1.task_exec_id, 2),
+            (a1x.task_exec_id, 3),
             (a2.task_exec_id, 2),
+            (b.task_exec_id, 1),
+            (b1.task_exec_id, 2),
         ]
         assert [
             n.state.task_exec_id for n in provider.tasks.get_task_tree(root.task_exec_id, max_depth=1)
@@ -432,8 +449,31 @@ class TaskRepositoryContract:
             a.task_exec_id,
             b.task_exec_id,
         ]
-        assert [n.depth for n in provider.tasks.get_task_tree(a.task_exec_id)] == [0, 1, 1]
+        assert [n.depth for n in provider.tasks.get_task_tree(a.task_exec_id)] == [0, 1, 2, 1]
         assert provider.tasks.get_task_tree("unknown-root") == []
+
+    def test_tree_siblings_written_at_the_same_moment_keep_their_subtrees_apart(
+        self, provider: Provider
+    ) -> None:
+        # Siblings with the same created_at are told apart by task_exec_id, and each one's children follow it,
+        # not its twin.
+        wf = workflow(provider)
+        root = task(provider, wf)
+        moment = datetime(2025, 1, 1, tzinfo=UTC)
+
+        def at_once(task_id: str, parent: str) -> TaskState:
+            return TaskState(
+                f"{parent}/{task_id}", task_id, wf.workflow_exec_id, wf.workflow_id, parent_state_id=parent,
+                version=1, created_at=moment, updated_at=moment,
+            )  # fmt: skip
+
+        names = ["b", "a", "c"]
+        provider.tasks.import_states(at_once(n, root.task_exec_id) for n in names)
+        provider.tasks.import_states(
+            at_once(f"{n}{k}", f"{root.task_exec_id}/{n}") for k in range(2) for n in names
+        )
+        tree = provider.tasks.get_task_tree(root.task_exec_id)
+        assert [n.state.task_id for n in tree[1:]] == ["a", "a0", "a1", "b", "b0", "b1", "c", "c0", "c1"]
 
     def test_tree_terminates_on_a_parent_cycle_in_stored_data(self, provider: Provider) -> None:
         wf = workflow(provider)

@@ -377,3 +377,39 @@ def test_no_password_or_bound_value_in_any_log_record_span_or_metric(
     assert password not in dumped
     assert JSON_SECRET not in dumped
     assert all(password not in repr(e) and JSON_SECRET not in repr(e) for e in events)
+
+
+#: A program that configures the SDK after the README, writes through a provider it never closes, and exits.
+NEVER_CLOSED = """
+from opentelemetry import trace
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import {processor}, ConsoleSpanExporter
+from planflow import WorkflowState, open_provider
+
+provider = TracerProvider()
+provider.add_span_processor({processor}(ConsoleSpanExporter()))
+trace.set_tracer_provider(provider)
+store = open_provider("sqlite:///state.db", telemetry=True)
+for n in range(3):
+    store.workflows.upsert_state(WorkflowState(f"run-{{n}}", "checkout"))
+"""
+
+
+@pytest.mark.parametrize("processor", ["BatchSpanProcessor", "SimpleSpanProcessor"])
+def test_spans_of_a_provider_never_closed_reach_the_exporter_before_the_interpreter_exits(
+    tmp_path: Path, processor: str
+) -> None:
+    import subprocess
+
+    for _ in range(3):  # it was lost 3 times in 3 (a daemon thread, never flushed)
+        done = subprocess.run(
+            [sys.executable, "-c", NEVER_CLOSED.format(processor=processor)],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+
+        assert done.returncode == 0, done.stderr
+        assert done.stdout.count('"name": "upsert_state workflow_states"') == 3, done.stdout + done.stderr

@@ -17,12 +17,25 @@ def open_backend(config: PlanflowConfig) -> SyncSqlBackend:
         ConfigError: the URL is invalid, the login is refused or the database does not exist.
         TransientError: the server stayed unreachable for ``config.connect_timeout`` seconds (a port where
             nothing listens: about one second).
+        ForeignStoreError: opened ``read_only``, the schema holds tables but no planflow schema.
     """
     database = drive(PostgresDatabase(config, BLOCKING).open())
-    return SyncSqlBackend(SqlBackend(database, POSTGRES, MIGRATION_SQL, config.idempotency_window))
+    backend = SqlBackend(database, POSTGRES, MIGRATION_SQL, config.idempotency_window)
+    return SyncSqlBackend(drive(_opened(backend, config)))
 
 
 async def open_async_backend(config: PlanflowConfig) -> SqlBackend:
     """The same over psycopg's asyncio connections and pool, opened on the running event loop."""
     database = await PostgresDatabase(config, ASYNCIO).open()
-    return SqlBackend(database, POSTGRES, MIGRATION_SQL, config.idempotency_window)
+    return await _opened(SqlBackend(database, POSTGRES, MIGRATION_SQL, config.idempotency_window), config)
+
+
+async def _opened(backend: SqlBackend, config: PlanflowConfig) -> SqlBackend:
+    """``backend``, after refusing a foreign schema when it is opened read-only (closed when refused)."""
+    if config.read_only:
+        try:
+            await backend.refuse_foreign(config.location)
+        except BaseException:
+            await backend.aclose()
+            raise
+    return backend

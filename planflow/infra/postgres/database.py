@@ -52,6 +52,7 @@ from planflow.errors import (
     DatabaseError,
     DuplicateError,
     PlanflowError,
+    ReadOnlyError,
     TransientError,
     ValidationError,
 )
@@ -173,6 +174,8 @@ def translate(exc: psycopg.Error, *, lost: bool = False) -> PlanflowError:
         return DuplicateError(message)
     if state == "23503":
         return ForeignKeyViolation(f"a referenced row does not exist ({message})")
+    if state == "25006":  # read_only_sql_transaction
+        return ReadOnlyError(f"the PostgreSQL session is read-only: {message}")
     if state.startswith(("22", "23")) or (not state and isinstance(exc, psycopg.DataError)):
         return ValidationError(f"rejected by the database: {message}")
     if lost or state in ("57P01", "57P02", "57P03") or state.startswith("08"):
@@ -320,6 +323,7 @@ class PostgresDatabase(Database):
         super().__init__(config.retry, StatementLog("postgres", config.slow_statement_ms))
         self._config = config
         self._io = io
+        self.read_only = config.read_only
         url = config.url or ""
         self._location = redact_url(url)
         self._secret: str | None = _url_password(url)
@@ -387,7 +391,9 @@ class PostgresDatabase(Database):
             # another client next; and it refuses startup options it does not know.
             settings["prepare_threshold"] = None
         else:
-            settings["options"] = f"{params.get('options') or ''} -c TimeZone=UTC".strip()
+            # Read-only: the server refuses every write of the session, whatever sends it.
+            read_only = " -c default_transaction_read_only=on" if self._config.read_only else ""
+            settings["options"] = f"{params.get('options') or ''} -c TimeZone=UTC{read_only}".strip()
         if "connect_timeout" not in params:
             settings["connect_timeout"] = max(2, math.ceil(self._config.connect_timeout))
         if "application_name" not in params:
@@ -557,6 +563,7 @@ class PostgresDatabase(Database):
         evident: bool = False,
         idempotent: bool = False,
     ) -> Any:
+        self.refuse_writes()
         if self.current() is not None:
             return await super().write(sql, params, result=result, reread=reread)
         run = self._write_evident if evident or idempotent else self._write_tokened

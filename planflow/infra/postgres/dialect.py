@@ -80,4 +80,10 @@ MIGRATION_SQL = MigrationSql(
     table_exists=(
         f"SELECT 1 FROM pg_catalog.pg_tables WHERE schemaname = current_schema() AND tablename = '{TABLE}'"
     ),
+    some_tables=(
+        "SELECT table_name FROM information_schema.tables WHERE table_schema = current_schema() "
+        "ORDER BY table_name LIMIT 5"
+    ),
+    begin="BEGIN",
+    now="now()",
 )

@@ -9,6 +9,7 @@ from __future__ import annotations
 from contextlib import AbstractAsyncContextManager, AbstractContextManager
 
 from planflow.config import RetrySettings
+from planflow.errors import ForeignStoreError
 from planflow.infra.drive import SyncContext, drive, sync_facade
 from planflow.infra.sql.auth import SqlAuthRepository
 from planflow.infra.sql.database import Connection, Database, Interruptible
@@ -67,6 +68,22 @@ class SqlBackend:
     async def migration_status(self) -> list[MigrationStatus]:
         """Known migrations with their applied time."""
         return await self._migrator.status()
+
+    async def refuse_foreign(self, location: str) -> None:
+        """Refuse a store that holds tables but no planflow schema (what a read-only provider must not adopt).
+
+        Raises:
+            ForeignStoreError: naming the store, a few of its tables, and ``planflow migrate --force``.
+        """
+        tables = await self._migrator.foreign_tables()
+        if tables:
+            raise ForeignStoreError(
+                f"the {self.driver} store {location} holds tables ({', '.join(tables)}) but no planflow schema; "
+                "it was left unchanged. To create planflow's tables beside them, run: planflow migrate --force "
+                "--db URL",
+                location=location,
+                tables=tuple(tables),
+            )
 
     async def aclose(self) -> None:
         """Close every connection."""

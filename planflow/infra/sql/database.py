@@ -41,7 +41,7 @@ from time import perf_counter
 from typing import Any, Literal, Protocol, TypeVar, cast, runtime_checkable
 
 from planflow.config import RetrySettings
-from planflow.errors import CommitUnknownError, PlanflowError, TransientError, ValidationError
+from planflow.errors import CommitUnknownError, PlanflowError, ReadOnlyError, TransientError, ValidationError
 
 T = TypeVar("T")
 Row = Sequence[Any]
@@ -325,6 +325,8 @@ class Database(ABC):
     #: Whether :meth:`stream` may hold a read transaction on a connection of its own while rows are consumed:
     #: false where the store is one shared connection (SQLite ``:memory:``), which then reads all rows at once.
     streams_in_transaction = True
+    #: Opened ``read_only``: every unit of work that writes is refused (the engine refuses them too).
+    read_only = False
 
     def __init__(self, retry: RetrySettings, log: StatementLog | None = None) -> None:
         self.retry = retry
@@ -384,6 +386,14 @@ class Database(ABC):
         (closing them politely would end the parent's sessions); open new ones on first use."""
 
     # Shared ---------------------------------------------------------------------------------------------
+
+    def refuse_writes(self) -> None:
+        """Raise :class:`ReadOnlyError` when the database was opened ``read_only``."""
+        if self.read_only:
+            raise ReadOnlyError(
+                "this provider was opened read-only (read_only): it never writes; open the store without "
+                "read_only to write to it"
+            )
 
     def current(self) -> Transaction | None:
         """The transaction of this database that the running task or thread opened in this context, if any."""
@@ -490,6 +500,7 @@ class Database(ABC):
         upsert of the same values by key), so that a lost reply is simply followed by running it again: neither
         needs a token.
         """
+        self.refuse_writes()
         return await self.run(
             lambda connection: statement(connection, sql, params, result), single_statement=True
         )
@@ -513,6 +524,8 @@ class Database(ABC):
             TransientError: the failure outlasted ``retry.max_attempts``.
             CommitUnknownError: the connection was lost during COMMIT and the outcome could not be learned.
         """
+        if write:
+            self.refuse_writes()
         tx = self.current()
         if tx is not None:
             return await self._in_savepoint(tx, work) if write else await work(tx.connection)
@@ -573,6 +586,8 @@ class Database(ABC):
         ``resolvable``: should its COMMIT lose its reply, learn the outcome rather than raise
         :class:`CommitUnknownError` (write units only; a read-only unit is always safe to run again).
         """
+        if write:
+            self.refuse_writes()
         tx = self.current()
         if tx is not None:
             return Frame(tx, await self._savepoint(tx))

@@ -59,11 +59,43 @@ def load_migrations(driver: str) -> list[Migration]:
 
 @dataclass(frozen=True, slots=True)
 class MigrationSql:
-    """A driver's statements for the runner: take the migration lock, create and find the record table."""
+    """A driver's statements for the runner: take the migration lock, create and find the record table, and
+    name the first few tables (and views) of the store, whoever made them; and for a script that applies
+    migrations by hand, how it begins its transaction and writes the time of applying."""
 
     lock: str
     create_table: str
     table_exists: str
+    some_tables: str
+    begin: str
+    now: str
+
+
+#: Records an applied migration (the runner binds these values; a script spells them out).
+RECORD = f"INSERT INTO {TABLE} (version, name, checksum, applied_at) VALUES (?, ?, ?, ?)"
+
+
+def migration_script(migrations: list[Migration], sql: MigrationSql) -> str:
+    """The SQL that applies ``migrations`` and records them, as ``migrate`` would, in one transaction: for a
+    person to review, or to run by hand (``psql -f``, ``sqlite3 file.db < script.sql``).
+
+    Names and checksums are spelled out as literals: they come from the migration files (``NNNN_name.sql``,
+    lowercase letters, digits and underscores; hex digits), never from input.
+    """
+    lines = [
+        "-- planflow migrations, to be applied in one transaction (as 'planflow migrate' does)",
+        f"{sql.begin};",
+    ]
+    if sql.lock:
+        lines.append(f"{sql.lock};")
+    lines.append(sql.create_table.rstrip().rstrip(";") + ";")
+    for migration in migrations:
+        lines += ["", f"-- {migration.version:04d}_{migration.name}.sql (sha256 {migration.checksum})"]
+        lines.append(migration.sql.strip())
+        values = f"{migration.version}, '{migration.name}', '{migration.checksum}', {sql.now}"
+        lines.append(RECORD.replace("?, ?, ?, ?", values) + ";")
+    lines += ["", "COMMIT;", ""]
+    return "\n".join(lines)
 
 
 class Migrator:
@@ -110,6 +142,17 @@ class Migrator:
 
         return await self._db.run(work, write=False)
 
+    async def foreign_tables(self) -> list[str]:
+        """The first tables of a store that holds tables but no planflow schema (``[]`` for planflow's own
+        stores and for empty ones). Reads only."""
+
+        async def work(conn: Connection) -> list[str]:
+            if await conn.fetch_one(self._sql.table_exists):
+                return []
+            return [str(row[0]) for row in await conn.fetch_all(self._sql.some_tables)]
+
+        return await self._db.read(work)
+
     async def migrate(self) -> list[Migration]:
         """Apply every pending migration in one locked transaction; return those applied (none: no-op).
 
@@ -142,7 +185,7 @@ class Migrator:
                         f"migration {migration.version:04d}_{migration.name}.sql failed: {exc}"
                     ) from exc
                 await conn.execute(
-                    f"INSERT INTO {TABLE} (version, name, checksum, applied_at) VALUES (?, ?, ?, ?)",
+                    RECORD,
                     [migration.version, migration.name, migration.checksum, self._dialect.ts_param(now())],
                 )
                 done.append(migration)
@@ -168,6 +211,8 @@ class Migrator:
         applied = await self._read_applied()
         self._check(applied)
         return [
-            MigrationStatus(m.version, m.name, applied[m.version][2] if m.version in applied else None)
+            MigrationStatus(
+                m.version, m.name, applied[m.version][2] if m.version in applied else None, m.checksum
+            )
             for m in self.migrations
         ]

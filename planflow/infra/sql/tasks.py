@@ -125,16 +125,28 @@ PROGRESS = "SELECT status, COUNT(*) FROM task_states WHERE parent_state_id = ? G
 WORKFLOW_EXISTS = "SELECT 1 FROM workflow_states WHERE workflow_exec_id = ?"
 TASK_EXISTS = "SELECT 1 FROM task_states WHERE task_exec_id = ?"
 # A task has one parent, so a walk down from the root can only come back to the root itself: excluding the root
-# from the recursive step is the whole cycle guard, with no path to carry.
+# from the recursive step is the whole cycle guard, with no path to carry. The nodes come depth-first (pre-order:
+# each task before its children, children by created_at then task_exec_id): the walk down finds the subtree, each
+# task is numbered among its siblings, and a second walk builds each task's path of those numbers (11 digits a
+# level, so that text order is tree order under any collation) to sort by.
 TREE = (
     "WITH RECURSIVE tree(task_exec_id, depth) AS ("
     " SELECT task_exec_id, 0 FROM task_states WHERE task_exec_id = ?"
     " UNION ALL"
     " SELECT c.task_exec_id, tree.depth + 1 FROM task_states c JOIN tree ON c.parent_state_id = tree.task_exec_id"
     " WHERE tree.depth < ? AND c.task_exec_id <> ?"
-    f") SELECT {TABLE.prefixed('t')}, tree.depth"
+    "), ranked(task_exec_id, parent_state_id, depth, step) AS ("
+    " SELECT t.task_exec_id, t.parent_state_id, tree.depth, CAST(10000000000 + ROW_NUMBER() OVER"
+    " (PARTITION BY t.parent_state_id ORDER BY t.created_at, t.task_exec_id) AS TEXT)"
     " FROM tree JOIN task_states t ON t.task_exec_id = tree.task_exec_id"
-    " ORDER BY tree.depth, t.created_at, t.task_exec_id"
+    "), walk(task_exec_id, depth, path) AS ("
+    " SELECT task_exec_id, depth, '' FROM ranked WHERE depth = 0"
+    " UNION ALL"
+    " SELECT r.task_exec_id, r.depth, walk.path || r.step FROM ranked r"
+    " JOIN walk ON r.parent_state_id = walk.task_exec_id AND r.depth = walk.depth + 1"
+    f") SELECT {TABLE.prefixed('t')}, walk.depth"
+    " FROM walk JOIN task_states t ON t.task_exec_id = walk.task_exec_id"
+    " ORDER BY walk.path"
 )
 _DEPTH_AT = len(TABLE.names)
 

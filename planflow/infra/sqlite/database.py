@@ -32,6 +32,7 @@ from planflow.errors import (
     DatabaseError,
     DuplicateError,
     PlanflowError,
+    ReadOnlyError,
     TransientError,
     UnsupportedError,
     ValidationError,
@@ -70,6 +71,8 @@ def translate(exc: sqlite3.Error) -> PlanflowError:
         return DuplicateError(message)
     if code & 0xFF == sqlite3.SQLITE_CONSTRAINT:
         return ValidationError(f"rejected by the database: {message}")
+    if code & 0xFF == sqlite3.SQLITE_READONLY:
+        return ReadOnlyError(f"the SQLite database is read-only: {message}")
     if code & 0xFF in _BUSY_CODES:
         return TransientError(f"SQLite database is busy: {message}")
     if code == sqlite3.SQLITE_INTERRUPT:
@@ -145,6 +148,8 @@ class SqliteConnection(Connection):
             )
 
 
+#: The first 16 bytes of every SQLite database file.
+SQLITE_HEADER = b"SQLite format 3\x00"
 #: How often a watcher looks at ``PRAGMA data_version`` for commits of other processes.
 POLL_INTERVAL = 0.05
 #: WAL size past which a write's release runs a checkpoint: SQLite's default, 1 000 pages of 4 KiB.
@@ -319,6 +324,7 @@ class SqliteDatabase(Database):
         self._shared_lock = _OwnedLock()
         self._writer = _TurnLock()
         self._shared: SqliteConnection | None = None
+        self.read_only = config.read_only
         # What interrupt() needs: the connection each thread uses, the threads asked to stop, and those committing.
         # Kept only when calls run on worker threads for asyncio callers (see interrupt()).
         self.interruptible = False
@@ -329,8 +335,44 @@ class SqliteDatabase(Database):
         if self._memory:
             self._shared = SqliteConnection(self._open(), self)
         else:
-            self._create_file()
+            if self.read_only:
+                self._check_readable()
+            else:
+                self._create_file()
             self._put_back(SqliteConnection(self._open(), self))
+
+    def _check_readable(self) -> None:
+        """Refuse, opened read-only, a file that is missing or not a SQLite database (neither is changed)."""
+        try:
+            with open(self._path, "rb") as file:
+                header = file.read(len(SQLITE_HEADER))
+        except FileNotFoundError:
+            raise ConfigError(
+                f"no SQLite file at {self._path!r} (opened read-only, so none was created)"
+            ) from None
+        except OSError as exc:
+            raise ConfigError(f"cannot read SQLite file {self._path!r}: {exc.strerror}") from exc
+        if header and header != SQLITE_HEADER:
+            raise ConfigError(
+                f"{self._path!r} is not a SQLite database (it does not start with SQLite's header); it was left "
+                "unchanged"
+            )
+
+    def _read_only_target(self) -> tuple[str, bool]:
+        """What a read-only connection opens, and whether it is a URI.
+
+        A database in rollback-journal mode, or in WAL mode with its ``-wal`` file present (another connection
+        has it open, or a crash left it), is opened with ``mode=ro``. In WAL mode without a ``-wal`` file,
+        ``mode=ro`` would create the ``-wal`` and ``-shm`` files and could not remove them; a read-write
+        connection that never writes (``query_only``) removes them again when it closes, as the last one.
+        """
+        wal_mode = False
+        with suppress(OSError), open(self._path, "rb") as file:
+            header = file.read(20)
+            wal_mode = len(header) == 20 and header[18] == header[19] == 2
+        if wal_mode and not os.path.exists(self._wal):
+            return self._path, False
+        return f"{Path(self._path).absolute().as_uri()}?mode=ro", True
 
     def _create_file(self) -> None:
         path = Path(self._path)
@@ -346,16 +388,23 @@ class SqliteDatabase(Database):
             raise ConfigError(f"cannot open SQLite file {self._path!r}: {exc.strerror}") from exc
 
     def _open(self) -> sqlite3.Connection:
+        target, uri = (":memory:" if self._memory else self._path), False
+        if self.read_only and not self._memory:
+            target, uri = self._read_only_target()
         try:
             raw = sqlite3.connect(
-                ":memory:" if self._memory else self._path,
+                target,
                 timeout=self._config.busy_timeout,
                 isolation_level=None,
                 check_same_thread=False,
                 cached_statements=512,
+                uri=uri,
             )
             raw.execute(f"PRAGMA busy_timeout = {int(self._config.busy_timeout * 1000)}")
-            if not self._memory:
+            if self.read_only:
+                # Read-only: no persistent setting (the journal mode) is changed, and no write gets through.
+                raw.execute("PRAGMA query_only = ON")
+            elif not self._memory:
                 raw.execute("PRAGMA journal_mode = WAL")
                 # Checkpoints are run by release(), after this process's turn to write is handed on; SQLite's
                 # own would run inside COMMIT, with every other writer of the process waiting. The WAL is
@@ -516,7 +565,7 @@ class SqliteDatabase(Database):
 
     async def aclose(self) -> None:
         self._closed = True
-        if self._idle and not self._memory:
+        if self._idle and not self._memory and not self.read_only:
             # What SQLite recommends before a connection closes: refresh the statistics the planner uses, where
             # the connection's queries showed them stale (cheap when nothing changed).
             with suppress(sqlite3.Error):

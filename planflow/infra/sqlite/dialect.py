@@ -71,4 +71,11 @@ MIGRATION_SQL = MigrationSql(
         "checksum TEXT NOT NULL, applied_at TEXT NOT NULL) STRICT;"
     ),
     table_exists=f"SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = '{TABLE}'",
+    some_tables=(
+        "SELECT name FROM sqlite_master WHERE type IN ('table', 'view') AND name NOT LIKE 'sqlite!_%' ESCAPE '!' "
+        "ORDER BY name LIMIT 5"
+    ),
+    begin="BEGIN IMMEDIATE",
+    # The text ts_param writes: microseconds (SQLite gives milliseconds, padded) and an explicit UTC offset.
+    now="strftime('%Y-%m-%dT%H:%M:%f000+00:00', 'now')",
 )
