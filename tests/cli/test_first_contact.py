@@ -16,7 +16,11 @@ import psycopg
 import pytest
 
 from planflow import TaskFilter, TaskState, TaskStatus, WorkflowState, open_provider
+from planflow.infra.sql.migrations import load_migrations
 from tests.cli.helpers import assert_fits, planflow, sqlite_url
+
+#: The schema version this planflow knows (the newest migration).
+LATEST = len(load_migrations("sqlite"))
 
 NARROW = {"COLUMNS": "80"}
 
@@ -175,7 +179,7 @@ def test_migrate_sql_prints_what_a_dba_can_apply_by_hand_and_migrate_then_agrees
     after = planflow("migrate", "--db", url, cwd=tmp_path)
     again = planflow("migrate", "--sql", "--db", url, cwd=tmp_path)
     assert isinstance(history, list) and all(m["applied_at"] for m in history)  # type: ignore[index]
-    assert "is up to date (schema version 7); nothing to apply" in after.out
+    assert f"is up to date (schema version {LATEST}); nothing to apply" in after.out
     assert again.out.startswith("-- ") and "nothing to apply" in again.out
     with open_provider(url) as provider:
         provider.workflows.upsert_state(WorkflowState("run-1", "checkout"))
@@ -193,7 +197,9 @@ def test_migrate_sql_applied_by_psql_or_a_driver_gives_postgres_the_same_schema(
         ).fetchone() == (0,)
         conn.execute(printed.out.encode())  # pyright: ignore[reportArgumentType]
     status = planflow("status", "--db", postgres_url, "--json", cwd=tmp_path).json()
-    assert isinstance(status, dict) and status["schema_version"] == 7 and status["pending_migrations"] == []
+    assert (
+        isinstance(status, dict) and status["schema_version"] == LATEST and status["pending_migrations"] == []
+    )
     with open_provider(postgres_url) as provider:
         provider.workflows.upsert_state(WorkflowState("run-1", "checkout"))
         assert provider.migrate() == []
@@ -203,11 +209,9 @@ def test_migrate_history_lists_checksums_and_times_applied_and_pending(tmp_path:
     path = tmp_path / "old.db"
     with open_provider(sqlite_url(path)):
         pass
-    with sqlite3.connect(path) as raw:  # as a store written before migration 0007
-        raw.execute("DELETE FROM planflow_migrations WHERE version = 7")
+    with sqlite3.connect(path) as raw:  # as a store written before the newest migration
+        raw.execute("DELETE FROM planflow_migrations WHERE version = ?", [LATEST])
     raw.close()
-    from planflow.infra.sql.migrations import load_migrations
-
     files = load_migrations("sqlite")
 
     text = planflow("migrate", "--history", "--db", sqlite_url(path), cwd=tmp_path, env=NARROW)
@@ -220,10 +224,10 @@ def test_migrate_history_lists_checksums_and_times_applied_and_pending(tmp_path:
             line for line in text.out.splitlines() if f" {migration.version:04d} {migration.name} " in line
         )
         assert migration.checksum[:16] in line
-        assert ("pending" in line) == (migration.version == 7)
+        assert ("pending" in line) == (migration.version == LATEST)
     assert isinstance(shown, list)
     assert [(m["version"], m["checksum"]) for m in shown] == [(m.version, m.checksum) for m in files]  # type: ignore[index]
-    assert [m["applied_at"] is None for m in shown] == [False] * 6 + [True]  # type: ignore[index]
+    assert [m["applied_at"] is None for m in shown] == [False] * (LATEST - 1) + [True]  # type: ignore[index]
 
 
 def test_config_shows_each_setting_and_where_it_came_from_without_the_password(tmp_path: Path) -> None:
