@@ -4,9 +4,9 @@ The waiter runs in a process of its own (so that nothing in-process can carry th
 LISTEN/NOTIFY, SQLite's ``PRAGMA data_version`` poll), or in a thread of the writer's process (SQLite's
 in-process signal). Each of 100 rounds waits for a workflow of its own; the writer adds one pending task to
 it once the waiter is waiting, and the wake-up is the time from the writer's commit returning to the
-waiter's ``wait_for_work`` returning, on the machine's one wall clock. The PostgreSQL waiter would sleep out its
-whole timeout (longer than the writer waits for its answer) if a commit did not wake it, so that test asserts
-only that every commit woke it; its wake-up times are printed, not asserted.
+waiter's ``wait_for_work`` returning, on the machine's one wall clock. A waiter would sleep out its whole
+timeout (longer than the writer waits for its answer) if a commit did not wake it, so the tests assert that
+every commit woke it; the wake-up times are printed, not asserted (a timing belongs in a benchmark).
 """
 
 from __future__ import annotations
@@ -22,11 +22,9 @@ from pathlib import Path
 import pytest
 
 from planflow import Provider, TaskFilter, TaskState, WorkflowState, open_provider
-from planflow.infra.sqlite.database import POLL_INTERVAL
 
 ROUNDS = 100
 SETTLE = 0.02  # after the waiter says it is about to wait, before the write
-SCHEDULING = 0.02  # what a loaded 2-core machine may add to a wake-up
 #: How long a waiter waits for its round's work: more than the writer waits for its answer (REPLY), so a
 #: commit that did not wake the waiter fails the round instead of being found when the timeout ran out.
 WAIT = 60
@@ -104,9 +102,11 @@ def test_postgres_wakes_a_waiting_process_at_every_commit(postgres_url: str) -> 
     assert len(delays) == ROUNDS
 
 
-def test_sqlite_wakes_a_waiting_process_within_the_polling_interval(tmp_path: Path) -> None:
-    p99 = report("sqlite data_version poll", across_processes(f"sqlite:///{tmp_path / 'wait.db'}"))
-    assert p99 <= POLL_INTERVAL + SCHEDULING
+def test_sqlite_wakes_a_waiting_process_at_every_commit(tmp_path: Path) -> None:
+    # The data_version poll: rounds() fails a round whose waiter stays asleep; the wake-up times are printed.
+    delays = across_processes(f"sqlite:///{tmp_path / 'wait.db'}")
+    report("sqlite data_version poll", delays)
+    assert len(delays) == ROUNDS
 
 
 def test_sqlite_wakes_a_waiting_thread_of_the_writing_process_at_once(tmp_path: Path) -> None:
@@ -139,8 +139,10 @@ def test_sqlite_wakes_a_waiting_thread_of_the_writing_process_at_once(tmp_path: 
         thread.start()
         delays = rounds(provider, receive)
         thread.join(30)
-    # The in-process signal, not the poll: well inside one polling interval.
-    assert report("sqlite in-process signal", delays) < POLL_INTERVAL / 2
+    # Every commit woke the waiter (rounds() fails one that stayed asleep); how soon is printed, and measured
+    # against the poll by benchmarks/wait_bench.py.
+    report("sqlite in-process signal", delays)
+    assert len(delays) == ROUNDS and not thread.is_alive()
 
 
 @pytest.mark.parametrize("driver", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
