@@ -57,6 +57,7 @@ from planflow.errors import (
     ValidationError,
 )
 from planflow.infra.postgres.io import Pool, PostgresIO, Raw
+from planflow.infra.postgres.listen import SharedListener
 from planflow.infra.sql.database import (
     Connection,
     ConnectionLostError,
@@ -201,14 +202,20 @@ class CommitTicket:
 POLL_INTERVAL = 0.1
 
 
-class _NotifiedWatcher(Watcher):
-    """Wakes on ``NOTIFY`` of the schema's work channel (sent by the trigger of migration 0006)."""
+class _SharedWatcher(Watcher):
+    """Waits on the provider's shared listening connection (see ``planflow.infra.postgres.listen``)."""
 
-    def __init__(self, raw: Raw) -> None:
-        self._raw = raw
+    def __init__(self, listener: SharedListener, seen: int, db: PostgresDatabase) -> None:
+        self._listener = listener
+        self._seen = seen
+        self._db = db
 
     async def wait(self, seconds: float) -> None:
-        await self._raw.notified(seconds)
+        try:
+            await self._listener.wait(self._seen, seconds)
+        except psycopg.Error as exc:
+            raise self._db.lost(translate(exc, lost=True)) from exc
+        self._seen = self._listener.signal.generation
 
 
 class _PollingWatcher(Watcher):
@@ -341,6 +348,8 @@ class PostgresDatabase(Database):
         self._pool: Pool | None = self._new_pool()
         self._lost_at = -math.inf
         self._closed = False
+        #: The listening connection shared by this provider's waiters for work, once one has waited.
+        self._listener: SharedListener | None = None
         #: How lost COMMITs were resolved: committed, aborted, unknown (a diagnostic for the fault tests).
         self.commit_outcomes = {"committed": 0, "aborted": 0, "unknown": 0}
         self._units = 0
@@ -692,22 +701,21 @@ class PostgresDatabase(Database):
             # A bouncer in transaction mode hands LISTEN's session to other clients: poll instead.
             yield _PollingWatcher(self)
             return
-        settings = {**self._settings, "autocommit": True}
-        settings.pop("prepare_threshold", None)
+        if self._closed:
+            raise ClosedError("the provider is closed")
+        if self._listener is None:
+            self._listener = SharedListener(self._io.signal(), self._connect_listener)
         try:
-            raw = await self._io.connect(self._conninfo, **settings)
+            seen = await self._listener.listening()
         except psycopg.Error as exc:
             raise self.lost(translate(exc, lost=True)) from exc
-        try:
-            row = await raw.script(b"SELECT 'planflow_work_' || md5(current_schema())")
-            assert row is not None
-            # The channel is an identifier: a hex digest cannot need quoting, but it is quoted anyway.
-            await raw.script(f'LISTEN "{row[0]}"'.encode())
-            yield _NotifiedWatcher(raw)
-        except psycopg.Error as exc:
-            raise self.lost(translate(exc, lost=raw.closed)) from exc
-        finally:
-            await raw.close()
+        yield _SharedWatcher(self._listener, seen, self)
+
+    async def _connect_listener(self) -> Raw:
+        """A connection of its own (outside the pool) for the shared listener."""
+        settings = {**self._settings, "autocommit": True}
+        settings.pop("prepare_threshold", None)
+        return await self._io.connect(self._conninfo, **settings)
 
     async def sleep(self, seconds: float) -> None:
         await self._io.sleep(seconds)
@@ -721,6 +729,8 @@ class PostgresDatabase(Database):
 
     async def aclose(self) -> None:
         self._closed = True
+        if self._listener is not None:
+            await self._listener.drop()
         if self._pool is not None:
             await self._pool.close()
 
@@ -732,8 +742,10 @@ class PostgresDatabase(Database):
         if os.name != "posix":  # pragma: no cover - no fork elsewhere
             return
         devnull = os.open(os.devnull, os.O_RDWR)
+        listening = None if self._listener is None else self._listener.abandon()
+        self._listener = None
         try:
-            for conn in list(self._known):
+            for conn in [*self._known, *([] if listening is None else [listening.conn])]:
                 try:
                     fd = conn.pgconn.socket
                 except psycopg.Error:

@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import threading
 import time
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from contextlib import suppress
 from typing import Any, TypeVar
 
 import psycopg
@@ -110,6 +112,30 @@ class Pool(ABC):
         """psycopg_pool's ``get_stats()``: pool size, available and waiting connections, counters."""
 
 
+class Signal(ABC):
+    """A generation counter for waiters on one listening connection (``planflow.infra.postgres.listen``): whoever
+    reads the connection (one at a time: the one that :meth:`lead` let in) bumps it; the others wait for it to
+    move, or for the reader to :meth:`resign` so that one of them takes over."""
+
+    generation: int = 0
+
+    @abstractmethod
+    def lead(self) -> bool:
+        """Become the reader, unless someone is: True when this caller is it now."""
+
+    @abstractmethod
+    def resign(self) -> None:
+        """Stop being the reader; wake the waiters (one of them takes over)."""
+
+    @abstractmethod
+    def bump(self) -> None:
+        """Something was heard: move the generation and wake the waiters."""
+
+    @abstractmethod
+    async def wait(self, seen: int, timeout: float) -> None:
+        """Return after at most ``timeout`` seconds, or once the generation moved past ``seen`` or nobody reads."""
+
+
 class PostgresIO(ABC):
     """How to make pools and connections and how to wait, for one of the two APIs."""
 
@@ -124,6 +150,10 @@ class PostgresIO(ABC):
     @abstractmethod
     async def sleep(self, seconds: float) -> None:
         """Wait."""
+
+    @abstractmethod
+    def signal(self) -> Signal:
+        """A new :class:`Signal` for the waiters of this API (threads, or tasks of one event loop)."""
 
     @abstractmethod
     async def uninterrupted(self, work: Awaitable[T]) -> T:
@@ -213,6 +243,33 @@ class _BlockingPool(Pool):
         return self._pool.get_stats()
 
 
+class _BlockingSignal(Signal):
+    def __init__(self) -> None:
+        self._changed = threading.Condition()
+        self._reading = False
+
+    def lead(self) -> bool:
+        with self._changed:
+            if self._reading:
+                return False
+            self._reading = True
+            return True
+
+    def resign(self) -> None:
+        with self._changed:
+            self._reading = False
+            self._changed.notify_all()
+
+    def bump(self) -> None:
+        with self._changed:
+            self.generation += 1
+            self._changed.notify_all()
+
+    async def wait(self, seen: int, timeout: float) -> None:
+        with self._changed:
+            self._changed.wait_for(lambda: self.generation != seen or not self._reading, timeout)
+
+
 class _BlockingIO(PostgresIO):
     def pool(self, conninfo: str, configure: Callable[[Any], None], **options: Any) -> Pool:
         return _BlockingPool(ConnectionPool(conninfo, open=False, configure=configure, **options))
@@ -222,6 +279,9 @@ class _BlockingIO(PostgresIO):
 
     async def sleep(self, seconds: float) -> None:
         time.sleep(seconds)
+
+    def signal(self) -> Signal:
+        return _BlockingSignal()
 
     async def uninterrupted(self, work: Awaitable[T]) -> T:
         # Blocking calls are not cancelled part way.
@@ -300,6 +360,36 @@ class _AsyncPool(Pool):
         return self._pool.get_stats()
 
 
+class _AsyncSignal(Signal):
+    def __init__(self) -> None:
+        self._changed = asyncio.Event()
+        self._reading = False
+
+    def lead(self) -> bool:
+        if self._reading:
+            return False
+        self._reading = True
+        return True
+
+    def resign(self) -> None:
+        self._reading = False
+        self._wake()
+
+    def bump(self) -> None:
+        self.generation += 1
+        self._wake()
+
+    def _wake(self) -> None:
+        self._changed.set()
+        self._changed = asyncio.Event()
+
+    async def wait(self, seen: int, timeout: float) -> None:
+        if self.generation != seen or not self._reading:
+            return
+        with suppress(TimeoutError):
+            await asyncio.wait_for(self._changed.wait(), timeout)
+
+
 class _AsyncIO(PostgresIO):
     def pool(self, conninfo: str, configure: Callable[[Any], None], **options: Any) -> Pool:
         async def configure_async(conn: AsyncConnection) -> None:
@@ -314,6 +404,9 @@ class _AsyncIO(PostgresIO):
 
     async def sleep(self, seconds: float) -> None:
         await asyncio.sleep(seconds)
+
+    def signal(self) -> Signal:
+        return _AsyncSignal()
 
     async def uninterrupted(self, work: Awaitable[T]) -> T:
         return await finish_then_cancel(work)
