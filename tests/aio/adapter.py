@@ -152,6 +152,10 @@ class _Manager:
 class SyncOverAsync:
     """A ``Provider``-shaped view of an :class:`AsyncProvider` (see the module docstring)."""
 
+    #: A callback the provider calls on the event loop (``purge``'s progress) cannot call this view back: the
+    #: loop would wait for itself.
+    reentrant_callbacks = False
+
     def __init__(self, async_provider: AsyncProvider, loop: LoopThread) -> None:
         self.async_provider = async_provider
         self._loop = loop

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
@@ -18,6 +19,7 @@ from planflow import (
     ValidationError,
     WorkflowFilter,
     WorkflowState,
+    open_provider,
 )
 from planflow.models import TERMINAL_STATUSES
 from tests.contract.helpers import task, unique, workflow
@@ -375,6 +377,82 @@ class RetentionContract:
         )
         assert provider.tasks.count_states() == 0 and provider.workflows.count_states() == 0
         assert len(calls) >= 23 // 4
+
+    def test_purge_stops_touching_a_workflow_reopened_between_its_batches(self, provider: Provider) -> None:
+        old = datetime(2020, 1, 1, tzinfo=UTC)
+        big = imported_workflow(provider, status=TaskStatus.SUCCESS, created=old, updated=old)
+        imported_tasks(provider, big, 40, status=TaskStatus.SUCCESS)
+        batches: list[int] = []
+        # Someone else resumes the workflow between the purge's batches (another provider on the same store where
+        # the callback cannot call this one back: the asynchronous API calls it on its event loop).
+        reentrant = getattr(provider, "reentrant_callbacks", True) or provider.config.is_memory
+        other = provider if reentrant else open_provider(provider.config)
+
+        def reopen_after_the_first_batch(deleted: int) -> None:
+            batches.append(deleted)
+            if len(batches) == 1:
+                other.workflows.update_status(big.workflow_exec_id, TaskStatus.RUNNING)
+
+        try:
+            purged = provider.workflows.purge(
+                finished_before=datetime(2021, 1, 1, tzinfo=UTC),
+                batch_size=10,
+                progress=reopen_after_the_first_batch,
+            )
+        finally:
+            if other is not provider:
+                other.close()
+        assert purged == 0
+        assert provider.workflows.get_state(big.workflow_exec_id).status is TaskStatus.RUNNING
+        # Only the first batch went; every task after it stays.
+        assert provider.tasks.count_states(TaskFilter(workflow_exec_id=big.workflow_exec_id)) == 30
+
+    def test_purge_waits_for_a_reopening_in_flight_and_leaves_the_workflow_whole_after_it(
+        self, provider: Provider
+    ) -> None:
+        old = datetime(2020, 1, 1, tzinfo=UTC)
+        big = imported_workflow(provider, status=TaskStatus.SUCCESS, created=old, updated=old)
+        imported_tasks(provider, big, 40, status=TaskStatus.SUCCESS)
+        reentrant = getattr(provider, "reentrant_callbacks", True) or provider.config.is_memory
+        other = provider if reentrant else open_provider(provider.config)
+        updated, release = threading.Event(), threading.Event()
+        errors: list[BaseException] = []
+
+        def reopen() -> None:
+            # Resumes the workflow in a transaction that stays open a moment after its UPDATE.
+            try:
+                with other.transaction() as tx:
+                    tx.workflows.update_status(big.workflow_exec_id, TaskStatus.RUNNING)
+                    updated.set()
+                    release.wait(30)
+            except BaseException as exc:
+                errors.append(exc)
+                updated.set()
+
+        reopener = threading.Thread(target=reopen, daemon=True)
+        batches: list[int] = []
+
+        def after_a_batch(deleted: int) -> None:
+            batches.append(deleted)
+            if len(batches) == 1:
+                reopener.start()
+                updated.wait(30)
+                threading.Timer(0.3, release.set).start()
+
+        try:
+            purged = provider.workflows.purge(
+                finished_before=datetime(2021, 1, 1, tzinfo=UTC), batch_size=10, progress=after_a_batch
+            )
+            reopener.join(30)
+        finally:
+            release.set()
+            if other is not provider:
+                other.close()
+        assert errors == []
+        assert purged == 0
+        assert provider.workflows.get_state(big.workflow_exec_id).status is TaskStatus.RUNNING
+        # The batch after the reopening waited for it, saw the workflow running and deleted nothing more.
+        assert provider.tasks.count_states(TaskFilter(workflow_exec_id=big.workflow_exec_id)) == 30
 
     def test_purge_of_nothing_returns_zero(self, provider: Provider) -> None:
         workflow(provider)

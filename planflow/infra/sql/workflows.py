@@ -318,18 +318,31 @@ class SqlWorkflowRepository:
         """Delete the tasks of one purgeable workflow ``batch_size`` at a time, while it stays purgeable, until
         at most ``batch_size`` are left for the transaction that deletes the workflow itself."""
         params = [workflow_exec_id, batch_size, workflow_exec_id, *condition]
+        still_purgeable = self._still_purgeable(len(condition) - 1)
         while True:
             row = await self._db.fetch_one(TASK_COUNT, [workflow_exec_id])
             if row is None or int(row[0]) <= batch_size:
                 return
 
             async def work(conn: Connection) -> int:
+                # The workflow's row first, locked: a transaction reopening it meanwhile is waited for, and the
+                # batch then sees it no longer purgeable (the DELETE's own check reads its snapshot, which a
+                # reopening committed during the statement would not change).
+                if await conn.fetch_one(still_purgeable, [workflow_exec_id, *condition]) is None:
+                    return 0
                 return await conn.execute(sql, params)
 
             if await self._db.run(work, idempotent=True) == 0:
                 return  # no longer purgeable: its own DELETE will match nothing either
             if progress is not None:
                 progress(0)
+
+    def _still_purgeable(self, statuses: int) -> str:
+        """Lock the row of a workflow that is still purgeable (none: it was reopened or rewritten)."""
+        return (
+            f"SELECT 1 FROM workflow_states WHERE workflow_exec_id = ? AND {purgeable(statuses)}"
+            f"{self._dialect.for_update}"
+        )
 
     async def complete_workflow(
         self, workflow_exec_id: str, transformer: OutputTransformer | None = None
