@@ -65,6 +65,8 @@ EXPECTED: dict[str, Callable[[str, str], bool]] = {
     "usage_total": lambda out, err: out == "50 + 10 failures\n15 tokens\n",
     "TinyDbExecutionRepository": lambda out, err: out == "10 occurrences\n",
     "listeners=[slow_calls]": lambda out, err: "Traceback" not in err,
+    # A repeat of a keyed merge returns the first outcome and adds nothing: 1500 tokens stored, not 3000.
+    "idempotency_key=key": lambda out, err: out.startswith("1500 1500 UsageSummary(") and "3000" not in out,
 }
 
 
