@@ -196,7 +196,7 @@ def claim_sql(where: str, dialect: Dialect) -> str:
     return (
         f"WITH expired AS (SELECT {columns} FROM {dialect.by_lease} WHERE {any_lapsed(dialect)}"
         f" AND status = 'RUNNING' AND lease_expires_at < {dialect.at()}{where}"
-        f" ORDER BY lease_expires_at LIMIT ?{skip_locked}),"
+        f" ORDER BY lease_expires_at, task_exec_id LIMIT ?{skip_locked}),"
         f" pending AS (SELECT {columns} FROM task_states WHERE status = 'PENDING'{where}"
         f" ORDER BY created_at, task_exec_id LIMIT ?{skip_locked}),"
         f" chosen AS (SELECT task_exec_id FROM (SELECT {columns} FROM expired UNION ALL SELECT {columns} FROM pending)"
@@ -579,7 +579,7 @@ class SqlTaskRepository:
         dialect = self._dialect
         sql = (
             f"SELECT {TABLE.select_list} FROM {dialect.by_lease} WHERE status = 'RUNNING' "
-            f"AND lease_expires_at < {dialect.at()}{where} ORDER BY lease_expires_at LIMIT ?"
+            f"AND lease_expires_at < {dialect.at()}{where} ORDER BY lease_expires_at, task_exec_id LIMIT ?"
         )
         return await self._all(sql, [*params, limit])
 

@@ -1,0 +1,334 @@
+"""The reference model: a plain in-memory account of what a planflow store must hold, and what each call returns.
+
+The state machines (``tests/model/machine.py``) call a real provider and this model side by side, and after every
+step compare the whole store with it. The model holds the values the store returned when they were written
+(timestamps, versions, lease ends come from the store), and decides everything else itself: which calls succeed,
+which raise what, what each read returns, in what order. Nothing here imports a driver.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from planflow import (
+    ConflictError,
+    NotFoundError,
+    PlanflowError,
+    ProgressInfo,
+    TaskFilter,
+    TaskState,
+    TaskStatus,
+    TaskTreeNode,
+    UsageSummary,
+    ValidationError,
+    WorkflowFilter,
+    WorkflowNotReadyError,
+    WorkflowState,
+)
+from planflow.models import TERMINAL_STATUSES
+
+#: Statuses that keep a workflow from completing when a top-level task has one.
+UNFINISHED = frozenset({TaskStatus.PENDING, TaskStatus.RUNNING, TaskStatus.WAITING, TaskStatus.PAUSED})
+FAILED_LIKE = frozenset({TaskStatus.FAILED, TaskStatus.TIMED_OUT, TaskStatus.CANCELED})
+
+
+@dataclass(frozen=True)
+class Expect:
+    """What a call must do: return ``value`` (checked by ``check`` when given), or raise ``error``."""
+
+    value: object = None
+    error: type[PlanflowError] | None = None
+    check: Callable[[object], bool] | None = None
+
+    @classmethod
+    def raises(cls, error: type[PlanflowError]) -> Expect:
+        return cls(error=error)
+
+
+def _age(state: TaskState) -> tuple[datetime, str]:
+    assert state.created_at is not None
+    return (state.created_at, state.task_exec_id)
+
+
+def _workflow_age(state: WorkflowState) -> tuple[datetime, str]:
+    assert state.created_at is not None
+    return (state.created_at, state.workflow_exec_id)
+
+
+@dataclass
+class Model:
+    """Everything a store holds, as the public API shows it."""
+
+    workflows: dict[str, WorkflowState] = field(default_factory=dict[str, WorkflowState])
+    tasks: dict[str, TaskState] = field(default_factory=dict[str, TaskState])
+    #: Task ids whose lease has certainly lapsed (a short lease followed by a pause); the others hold theirs.
+    lapsed: set[str] = field(default_factory=set[str])
+    #: Idempotency key -> (request, outcome): the first outcome a repeat returns.
+    keys: dict[str, tuple[str, object]] = field(default_factory=dict[str, tuple[str, object]])
+
+    def copy(self) -> Model:
+        return dataclasses.replace(
+            self,
+            workflows=dict(self.workflows),
+            tasks=dict(self.tasks),
+            lapsed=set(self.lapsed),
+            keys=dict(self.keys),
+        )
+
+    # Tasks ------------------------------------------------------------------------------------------------
+
+    def task_write_error(self, state: TaskState) -> type[PlanflowError] | None:
+        """Why an upsert or update of ``state`` must be refused (references), or ``None``."""
+        if state.parent_state_id == state.task_exec_id:
+            return ValidationError
+        if state.workflow_exec_id not in self.workflows:
+            return ValidationError
+        if state.parent_state_id is not None and state.parent_state_id not in self.tasks:
+            return ValidationError
+        return None
+
+    def stored_task(self, given: TaskState, returned: TaskState) -> TaskState:
+        """What the store keeps of an upsert or update of ``given`` that returned ``returned``: the caller's
+        fields, the store's version and times, the claim fields as they were."""
+        before = self.tasks.get(given.task_exec_id)
+        return given.evolve(
+            version=returned.version,
+            created_at=returned.created_at if before is None else before.created_at,
+            updated_at=returned.updated_at,
+            claimed_by=None if before is None else before.claimed_by,
+            lease_expires_at=None if before is None else before.lease_expires_at,
+        )
+
+    def children(self, parent: str) -> list[TaskState]:
+        return sorted((t for t in self.tasks.values() if t.parent_state_id == parent), key=_age)
+
+    def subtree(self, root: str) -> set[str]:
+        """``root`` and every task below it (what deleting it deletes)."""
+        found = {root}
+        frontier = [root]
+        while frontier:
+            current = frontier.pop()
+            for task in self.tasks.values():
+                if task.parent_state_id == current and task.task_exec_id not in found:
+                    found.add(task.task_exec_id)
+                    frontier.append(task.task_exec_id)
+        return found
+
+    def delete_tasks(self, ids: Iterable[str]) -> None:
+        for task_exec_id in ids:
+            self.tasks.pop(task_exec_id, None)
+            self.lapsed.discard(task_exec_id)
+
+    def delete_workflow(self, workflow_exec_id: str) -> None:
+        del self.workflows[workflow_exec_id]
+        self.delete_tasks(
+            [t.task_exec_id for t in self.tasks.values() if t.workflow_exec_id == workflow_exec_id]
+        )
+
+    def task_matches(self, task: TaskState, flt: TaskFilter | None) -> bool:
+        if flt is None:
+            return True
+        for name in (
+            "status",
+            "workflow_id",
+            "workflow_exec_id",
+            "task_id",
+            "task_exec_id",
+            "parent_state_id",
+            "agent_id",
+            "action_id",
+            "tool_id",
+            "execution_type",
+        ):
+            wanted = getattr(flt, name)
+            if wanted is not None and getattr(task, name) != wanted:
+                return False
+        if flt.statuses is not None and task.status not in set(flt.statuses):
+            return False
+        return _within(task.created_at, task.updated_at, flt)
+
+    def tasks_matching(self, flt: TaskFilter | None, order: str = "asc") -> list[TaskState]:
+        found = sorted((t for t in self.tasks.values() if self.task_matches(t, flt)), key=_age)
+        return found[::-1] if order == "desc" else found
+
+    def latest_per_task_id(self, tasks: Iterable[TaskState]) -> dict[str, TaskState]:
+        latest: dict[str, TaskState] = {}
+        for task in sorted(tasks, key=_age):
+            latest[task.task_id] = task
+        return dict(sorted(latest.items(), key=lambda item: _age(item[1])))
+
+    def tree(self, root: str, max_depth: int) -> list[TaskTreeNode]:
+        if root not in self.tasks:
+            return []
+        nodes: list[TaskTreeNode] = []
+
+        def walk(task: TaskState, depth: int) -> None:
+            nodes.append(TaskTreeNode(task, depth))
+            if depth >= max_depth:
+                return
+            for child in self.children(task.task_exec_id):
+                if child.task_exec_id != root:
+                    walk(child, depth + 1)
+
+        walk(self.tasks[root], 0)
+        return nodes
+
+    def progress(self, parent: str) -> ProgressInfo:
+        counts: dict[TaskStatus, int] = {}
+        for child in self.children(parent):
+            counts[child.status] = counts.get(child.status, 0) + 1
+        return ProgressInfo(total=sum(counts.values()), status_counts=counts)
+
+    def children_outputs(self, parent: str) -> dict[str, object]:
+        return {c.task_id: c.output for c in self.children(parent) if c.output is not None}
+
+    # Claims -----------------------------------------------------------------------------------------------
+
+    def claimable(self, flt: TaskFilter | None) -> list[TaskState]:
+        """Every claimable task matching ``flt`` (pending, or running with a lapsed lease), oldest first."""
+        return [
+            t
+            for t in self.tasks_matching(flt)
+            if t.status is TaskStatus.PENDING
+            or (t.status is TaskStatus.RUNNING and t.task_exec_id in self.lapsed)
+        ]
+
+    def claimed_by_a_claim(self, flt: TaskFilter | None, limit: int) -> list[TaskState]:
+        """What ``claim(flt, limit=limit)`` takes, oldest first: of the ``limit`` oldest pending tasks and the
+        ``limit`` whose leases lapsed first, the ``limit`` oldest."""
+        pending = [t for t in self.tasks_matching(flt) if t.status is TaskStatus.PENDING][:limit]
+        lapsed = self.lapsed_matching(flt)[:limit]
+        return sorted([*pending, *lapsed], key=_age)[:limit]
+
+    def lapsed_matching(self, flt: TaskFilter | None) -> list[TaskState]:
+        found = [
+            t
+            for t in self.tasks_matching(flt)
+            if t.status is TaskStatus.RUNNING and t.task_exec_id in self.lapsed
+        ]
+        return sorted(found, key=lambda t: (t.lease_expires_at, t.task_exec_id))
+
+    def held_by(self, ids: Sequence[str], worker: str) -> list[str]:
+        wanted = list(dict.fromkeys(ids))
+        return [
+            i
+            for i in wanted
+            if i in self.tasks
+            and self.tasks[i].status is TaskStatus.RUNNING
+            and self.tasks[i].claimed_by == worker
+        ]
+
+    # Workflows --------------------------------------------------------------------------------------------
+
+    def workflow_matches(self, wf: WorkflowState, flt: WorkflowFilter | None) -> bool:
+        if flt is None:
+            return True
+        for name in ("status", "workflow_id", "workflow_exec_id"):
+            wanted = getattr(flt, name)
+            if wanted is not None and getattr(wf, name) != wanted:
+                return False
+        if flt.statuses is not None and wf.status not in set(flt.statuses):
+            return False
+        return _within(wf.created_at, wf.updated_at, flt)
+
+    def workflows_matching(self, flt: WorkflowFilter | None, order: str = "asc") -> list[WorkflowState]:
+        found = sorted(
+            (w for w in self.workflows.values() if self.workflow_matches(w, flt)), key=_workflow_age
+        )
+        return found[::-1] if order == "desc" else found
+
+    def with_tasks(self, wf: WorkflowState) -> WorkflowState:
+        mine = [t for t in self.tasks.values() if t.workflow_exec_id == wf.workflow_exec_id]
+        return wf.evolve(tasks=self.latest_per_task_id(mine))
+
+    def newest_workflow(
+        self, workflow_id: str, having: Callable[[TaskState], bool] | None = None
+    ) -> WorkflowState | None:
+        candidates = [
+            w
+            for w in self.workflows.values()
+            if w.workflow_id == workflow_id
+            and (
+                having is None
+                or any(having(t) for t in self.tasks.values() if t.workflow_exec_id == w.workflow_exec_id)
+            )
+        ]
+        if not candidates:
+            return None
+        return max(candidates, key=_workflow_age)
+
+    def usage_total(self, workflow_exec_id: str) -> UsageSummary:
+        entries = list(
+            self.workflows[workflow_exec_id].usage.entries if self.workflows[workflow_exec_id].usage else ()
+        )
+        for task in sorted(
+            (
+                t
+                for t in self.tasks.values()
+                if t.workflow_exec_id == workflow_exec_id and t.usage is not None
+            ),
+            key=_age,
+        ):
+            assert task.usage is not None
+            entries.extend(task.usage.entries)
+        return UsageSummary.of(entries)
+
+    def completion(
+        self, workflow_exec_id: str
+    ) -> tuple[TaskStatus, dict[str, object], dict[str, object] | None] | type[PlanflowError]:
+        """The status, default output and error ``complete_workflow`` gives, or the error it raises: decided from
+        the newest top-level task of each task id."""
+        wf = self.workflows.get(workflow_exec_id)
+        if wf is None:
+            return NotFoundError
+        top = self.latest_per_task_id(
+            t
+            for t in self.tasks.values()
+            if t.workflow_exec_id == workflow_exec_id and t.parent_state_id is None
+        )
+        if any(t.status in UNFINISHED for t in top.values()):
+            return WorkflowNotReadyError
+        failed = sorted(task_id for task_id, t in top.items() if t.status in FAILED_LIKE)
+        status = TaskStatus.FAILED if failed else TaskStatus.SUCCESS
+        error = (
+            {"code": "TASKS_FAILED", "message": f"top-level tasks did not succeed: {', '.join(failed)}"}
+            if failed
+            else None
+        )
+        return status, {task_id: t.output for task_id, t in top.items()}, error
+
+    def purgeable(self, finished_before: datetime, statuses: frozenset[TaskStatus]) -> list[str]:
+        return [
+            w.workflow_exec_id
+            for w in self.workflows.values()
+            if w.status in statuses and w.updated_at is not None and w.updated_at < finished_before
+        ]
+
+    # Idempotency keys -------------------------------------------------------------------------------------
+
+    def keyed(self, key: str, request: str) -> Expect | None:
+        """What a keyed write must do when its key was used (a replay, or a conflict); ``None`` when it applies."""
+        found = self.keys.get(key)
+        if found is None:
+            return None
+        if found[0] != request:
+            return Expect.raises(ConflictError)
+        return Expect(value=found[1])
+
+
+def _within(created: datetime | None, updated: datetime | None, flt: TaskFilter | WorkflowFilter) -> bool:
+    assert created is not None and updated is not None
+    if flt.created_after is not None and not created > flt.created_after:
+        return False
+    if flt.created_before is not None and not created < flt.created_before:
+        return False
+    if flt.updated_after is not None and not updated > flt.updated_after:
+        return False
+    return not (flt.updated_before is not None and not updated < flt.updated_before)
+
+
+def terminal(status: TaskStatus) -> bool:
+    return status in TERMINAL_STATUSES

@@ -1,0 +1,82 @@
+"""The model-based walks (see ``tests/model/machine.py``): every driver, both APIs, one long-lived connection.
+
+Each test walks :data:`~tests.model.harness.STEPS` steps (2 000) of the state machine on one provider opened
+for the whole test with a single pooled connection; ``-m soak`` walks :data:`~tests.model.harness.SOAK_STEPS`
+(200 000) on SQLite and PostgreSQL, sync and async.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+from pathlib import Path
+
+import pytest
+
+from tests.model.drivers import Driver
+from tests.model.harness import (
+    SOAK_STEPS,
+    STEPS,
+    async_driver,
+    postgres_reset,
+    sqlite_reset,
+    sync_driver,
+    walk,
+)
+from tests.model.machine import TaskMachine
+
+Opener = Callable[[dict[str, object], Callable[[], None]], AbstractContextManager[Driver]]
+APIS: dict[str, Opener] = {"sync": sync_driver, "async": async_driver}
+
+
+def report(walked: dict[str, int], steps: int = STEPS) -> None:
+    rules = ", ".join(f"{name} {count}" for name, count in sorted(walked.items()) if name != "steps")
+    print(f"\n[model] {walked['steps']} steps; rules run: {rules}")
+    assert walked["steps"] >= steps, f"walked {walked['steps']} steps, not the {steps} asked for"
+
+
+@pytest.fixture
+def sqlite_store(tmp_path: Path) -> tuple[dict[str, object], Callable[[], None]]:
+    path = str(tmp_path / "model.db")
+    return {"url": f"sqlite:///{path}"}, sqlite_reset(path)
+
+
+@pytest.fixture
+def postgres_store(postgres_url: str) -> tuple[dict[str, object], Callable[[], None]]:
+    return {"url": postgres_url}, postgres_reset(postgres_url)
+
+
+@pytest.mark.parametrize("api", APIS)
+def test_tasks_and_workflows_walk_on_sqlite(
+    api: str, sqlite_store: tuple[dict[str, object], Callable[[], None]]
+) -> None:
+    config, reset = sqlite_store
+    with APIS[api](config, reset) as driver:
+        report(walk(TaskMachine, driver, STEPS))
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("api", APIS)
+def test_tasks_and_workflows_walk_on_postgres(
+    api: str, postgres_store: tuple[dict[str, object], Callable[[], None]]
+) -> None:
+    config, reset = postgres_store
+    with APIS[api](config, reset) as driver:
+        report(walk(TaskMachine, driver, STEPS))
+
+
+@pytest.mark.soak
+@pytest.mark.parametrize("api", APIS)
+def test_soak_on_sqlite(api: str, sqlite_store: tuple[dict[str, object], Callable[[], None]]) -> None:
+    config, reset = sqlite_store
+    with APIS[api](config, reset) as driver:
+        report(walk(TaskMachine, driver, SOAK_STEPS), SOAK_STEPS)
+
+
+@pytest.mark.soak
+@pytest.mark.postgres
+@pytest.mark.parametrize("api", APIS)
+def test_soak_on_postgres(api: str, postgres_store: tuple[dict[str, object], Callable[[], None]]) -> None:
+    config, reset = postgres_store
+    with APIS[api](config, reset) as driver:
+        report(walk(TaskMachine, driver, SOAK_STEPS), SOAK_STEPS)
