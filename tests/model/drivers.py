@@ -199,9 +199,12 @@ class AsyncDriver(Driver):
     def cancelled(self, call: Call, delay: float) -> Outcome | None:
         async def cancel_after() -> Outcome | None:
             task = asyncio.ensure_future(call(self.provider))
-            done, _ = await asyncio.wait({task}, timeout=delay)
-            if not done:
-                task.cancel()
+            if delay <= 0:
+                task.cancel()  # before it even starts
+            else:
+                done, _ = await asyncio.wait({task}, timeout=delay)
+                if not done:
+                    task.cancel()
             try:
                 return Outcome(await task)
             except asyncio.CancelledError:

@@ -7,12 +7,14 @@ for the whole test with a single pooled connection; ``-m soak`` walks :data:`~te
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import uuid
+from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from pathlib import Path
 
 import pytest
 
+from tests.faults.cluster import Bouncer, Cluster
 from tests.model.drivers import Driver
 from tests.model.harness import (
     SOAK_STEPS,
@@ -80,3 +82,34 @@ def test_soak_on_postgres(api: str, postgres_store: tuple[dict[str, object], Cal
     config, reset = postgres_store
     with APIS[api](config, reset) as driver:
         report(walk(TaskMachine, driver, SOAK_STEPS), SOAK_STEPS)
+
+
+@pytest.fixture(scope="module")
+def bounced_server() -> Iterator[tuple[Cluster, Bouncer]]:
+    """A private server behind a real PgBouncer in transaction-pooling mode (its own: the shared server is
+    not ours to put a bouncer in front of)."""
+    server = Cluster({"fsync": "off", "synchronous_commit": "off"})
+    server.start()
+    try:
+        front = Bouncer(server.port)
+        try:
+            yield server, front
+        finally:
+            front.stop()
+    finally:
+        server.destroy()
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("api", APIS)
+def test_tasks_and_workflows_walk_through_pgbouncer(
+    api: str, bounced_server: tuple[Cluster, Bouncer]
+) -> None:
+    server, front = bounced_server
+    name = f"pf_model_{uuid.uuid4().hex[:10]}"
+    server.sql(f"CREATE DATABASE {name}")
+    try:
+        with APIS[api]({"url": front.url(name)}, postgres_reset(server.url(name))) as driver:
+            report(walk(TaskMachine, driver, STEPS))
+    finally:
+        server.sql(f"DROP DATABASE {name} WITH (FORCE)")
