@@ -22,6 +22,8 @@ from planflow import (
     NotFoundError,
     TaskState,
     TaskStatus,
+    UsageEntry,
+    UsageSummary,
     WorkflowState,
     open_async_provider,
 )
@@ -285,3 +287,32 @@ def test_an_opening_never_awaited_opens_nothing_and_warns_of_nothing(tmp_path: P
 
     assert [str(w.message) for w in caught] == []
     assert not (tmp_path / "never.db").exists()
+
+
+def test_merges_timed_out_and_retried_with_their_keys_count_every_token_once(url: str) -> None:
+    """asyncio.wait_for around merge_usage with a timeout that often fires mid-call: a merge that timed out may
+    have committed, and its retry with the same idempotency key never adds it a second time."""
+    one = UsageSummary((UsageEntry("openai", "gpt-4o", "task", 1, 0, 1),))
+
+    async def test(provider: AsyncProvider) -> dict[str, int]:
+        await provider.tasks.upsert_state(state("metered"))
+        timeouts = 0
+        for call in range(200):
+            key = f"merge-{call}"
+            while True:
+                try:
+                    await asyncio.wait_for(
+                        provider.tasks.merge_usage("metered", one, idempotency_key=key),
+                        timeout=random.uniform(0, 0.003),
+                    )
+                    break
+                except TimeoutError:
+                    timeouts += 1  # maybe applied: try again with the same key
+        stored = (await provider.tasks.get_state("metered")).usage
+        assert stored is not None
+        return {"timeouts": timeouts, "tokens": stored.total_tokens}
+
+    outcome = run(url, test)
+    report(f"200 merges, {outcome['timeouts']} timed out and retried: {outcome['tokens']} tokens stored")
+    assert outcome["tokens"] == 200
+    assert outcome["timeouts"] > 0, "no call timed out: the test proved nothing"

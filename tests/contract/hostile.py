@@ -8,6 +8,7 @@ the same ground with generated values.)
 from __future__ import annotations
 
 import dataclasses
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import pytest
@@ -24,6 +25,7 @@ from planflow import (
     WorkflowState,
     WrongTypeError,
 )
+from planflow.infra.sql.codec import encode_cursor
 from tests.contract.helpers import task, unique, workflow
 
 LONE_SURROGATE = "half \udc80 a pair"
@@ -172,12 +174,26 @@ class HostileInputContract:
                 provider.tasks.update_state(stored, number)
         assert provider.tasks.get_state(stored.task_exec_id).version == 1
 
-    @pytest.mark.parametrize("cursor", [123, b"bytes", "not-a-cursor", "W10=", "x" * 5000])
+    @pytest.mark.parametrize(
+        "cursor",
+        [
+            123,
+            b"bytes",
+            "not-a-cursor",
+            "W10=",
+            "x" * 5000,
+            # Well formed, but its moment has no UTC form (year 1 at +14:00): no engine can compare with it.
+            encode_cursor(datetime(1, 1, 1, tzinfo=timezone(timedelta(hours=14))), "t"),
+            encode_cursor(datetime(9999, 12, 31, 23, tzinfo=timezone(timedelta(hours=-14))), "t", "desc"),
+        ],
+    )
     def test_a_cursor_not_made_by_planflow_is_refused(self, provider: Provider, cursor: object) -> None:
         with pytest.raises(ValidationError, match="cursor"):
             provider.tasks.list_states(cursor=cursor)  # pyright: ignore[reportArgumentType]
         with pytest.raises(ValidationError, match="cursor"):
             provider.workflows.list_states(cursor=cursor)  # pyright: ignore[reportArgumentType]
+        with pytest.raises(ValidationError, match="cursor"):
+            provider.tasks.list_states(cursor=cursor, order="desc")  # pyright: ignore[reportArgumentType]
 
     @pytest.mark.parametrize(
         "bad", [object(), WorkflowFilter(), LookAlikeFilter(task_id="x"), {"task_id": "x"}]
