@@ -132,6 +132,7 @@ class TaskMachine(RuleBasedStateMachine):
     def __init__(self) -> None:
         super().__init__()
         self.model = Model()
+        self.fresh_keys = 0
         self.driver.reset()
 
     # Helpers ----------------------------------------------------------------------------------------------
@@ -896,7 +897,8 @@ class TaskMachine(RuleBasedStateMachine):
             return
         target = data.draw(st.sampled_from(sorted(self.model.tasks)))
         usage = data.draw(usages)
-        key = f"cancelled-{data.draw(st.integers(0, 10**9))}"
+        self.fresh_keys += 1
+        key = f"cancelled-{self.fresh_keys}"  # a key of its own: the first call with it must apply
         delay = data.draw(st.just(0.0) | st.floats(0, 0.004))
         first = self.driver.cancelled(
             lambda p: p.tasks.merge_usage(target, usage, idempotency_key=key), delay
