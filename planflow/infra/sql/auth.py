@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 import secrets
 import uuid
 from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
-from planflow.errors import AlreadyBootstrappedError, DuplicateError, NotFoundError
+from planflow.errors import AlreadyBootstrappedError, DuplicateError, NotFoundError, ValidationError
 from planflow.infra import inputs
 from planflow.infra.inputs import checked
 from planflow.infra.sql.codec import now
@@ -22,6 +23,8 @@ from planflow.models import APIKey, CreatedAPIKey, Role, User
 USER_COLUMNS = "id, email, role, created_at, updated_at"
 API_KEY_COLUMNS = "id, user_id, fingerprint, prefix, created_at, last_used"
 KEY_PREFIX = "pf_"
+#: What :func:`fingerprint` returns, and so the only fingerprint a key can be found by.
+FINGERPRINT = re.compile(r"[0-9a-f]{64}")
 PREFIX_LENGTH = 10
 
 INSERT_USER = (
@@ -235,7 +238,7 @@ class SqlAuthRepository:
             return [
                 inputs.check_id(key.id, "API key id"),
                 inputs.check_id(key.user_id, "user_id"),
-                inputs.check_id(key.fingerprint, "fingerprint"),
+                _fingerprint(key.fingerprint),
                 inputs.check_text(key.prefix, "prefix", max_length=64),
                 ts(inputs.check_aware(key.created_at, "created_at")),
                 None if key.last_used is None else ts(inputs.check_aware(key.last_used, "last_used")),
@@ -250,6 +253,18 @@ class SqlAuthRepository:
 
     async def delete_api_key(self, key_id: str) -> None:
         await delete_one(self._db, ("api_keys", "id"), key_id, "API key")
+
+
+def _fingerprint(value: object) -> str:
+    """An imported fingerprint: a SHA-256 hex digest as :func:`fingerprint` writes it, else no lookup (which goes
+    by that form) could ever find the key. The value is not quoted: it may be a key pasted by mistake."""
+    text = inputs.check_id(value, "fingerprint")
+    if FINGERPRINT.fullmatch(text) is None:
+        raise ValidationError(
+            f"fingerprint must be a SHA-256 digest of 64 lowercase hexadecimal digits; the {len(text)} "
+            "characters given are not one"
+        )
+    return text
 
 
 def _email(value: object) -> str:
