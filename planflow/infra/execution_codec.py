@@ -458,11 +458,15 @@ def _iso(value: object, where: str) -> str:
     if not isinstance(value, datetime):
         raise _invalid(where, "a datetime", value)
     # Stored only if the text reads back as the same moment with the same offset: a tzinfo with a
-    # sub-second offset, or one that raises, would otherwise come back different or not at all.
+    # sub-second offset, or one that raises, would otherwise come back different or not at all. Wall clock
+    # and offset are compared, not the datetimes: an aware time in a zone's fold or gap (02:30 in Paris on
+    # the last Sunday of October) is never == one of another tzinfo (PEP 495), though it reads back exactly.
     try:
         text = value.isoformat()
         back = datetime.fromisoformat(text)
-        exact = back == value and back.utcoffset() == value.utcoffset()
+        exact = (
+            back.replace(tzinfo=None) == value.replace(tzinfo=None) and back.utcoffset() == value.utcoffset()
+        )
     except (ValueError, TypeError, OverflowError) as exc:
         raise ValidationError(f"{where} cannot be stored: {exc}") from exc
     if not exact:
