@@ -123,10 +123,13 @@ class Model:
             self.lapsed.discard(task_exec_id)
 
     def delete_workflow(self, workflow_exec_id: str) -> None:
+        """The workflow, its tasks, and every task below one of them, of whatever workflow (a parent may be a task
+        of another workflow: deleting the parent deletes its subtree)."""
         del self.workflows[workflow_exec_id]
-        self.delete_tasks(
-            [t.task_exec_id for t in self.tasks.values() if t.workflow_exec_id == workflow_exec_id]
-        )
+        doomed: set[str] = set()
+        for task in [t for t in self.tasks.values() if t.workflow_exec_id == workflow_exec_id]:
+            doomed |= self.subtree(task.task_exec_id)
+        self.delete_tasks(doomed)
 
     def task_matches(self, task: TaskState, flt: TaskFilter | None) -> bool:
         if flt is None:
