@@ -20,7 +20,7 @@ import dataclasses
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta, timezone
-from typing import Any
+from typing import Any, ClassVar
 from zoneinfo import ZoneInfo
 
 from hypothesis import strategies as st
@@ -353,6 +353,10 @@ class Records:
 class ExecutionMachine(MetadataMachine):
     """The add-on's records and the store's metadata (see the module docstring). ``driver`` is set per test."""
 
+    #: Closes the driver's provider and opens the store again, for a store that outlives its provider and has
+    #: something to do at open and close (a TinyDB file: its journal); ``None``: the provider is never closed.
+    reopen: ClassVar[Callable[[Driver], None] | None] = None
+
     def __init__(self) -> None:
         super().__init__()
         self.model = Addon()
@@ -571,7 +575,8 @@ class ExecutionMachine(MetadataMachine):
         if how == "list_occurrences":
             pool = TASK_IDS
         wanted, error = self.some_id(data, pool)
-        every = data.draw(st.booleans())
+        # list_occurrences(None) is every occurrence, as list_occurrences() is.
+        every = data.draw(st.booleans()) or (how == "list_occurrences" and wanted is None)
 
         def apply(model: Addon) -> Expect:
             if how == "list_tasks":
@@ -594,7 +599,7 @@ class ExecutionMachine(MetadataMachine):
         if how in ("list_tasks", "list_executions"):
             return Op(f"{how}()", lambda r: getattr(r, how)(), apply)
         if how == "list_occurrences":
-            if every:
+            if every and wanted is not None:
                 return Op("list_occurrences()", lambda r: r.list_occurrences(), apply)
             return Op(f"list_occurrences({wanted!r:.40})", lambda r: r.list_occurrences(wanted), apply)
         return Op(f"{how}({wanted!r:.40})", lambda r: getattr(r, how)(wanted), apply)
@@ -683,6 +688,14 @@ class ExecutionMachine(MetadataMachine):
         else:
             plan = self.plan(self.write_op(data))
         self.execute_cancelled(plan, data.draw(DELAYS))
+
+    @precondition(lambda self: self.reopen is not None)
+    @step()
+    def reopen_the_store(self) -> None:
+        """Close the store and open it again: everything written reads back (on TinyDB, from the journal the
+        close folded into the file, or replayed at open)."""
+        assert self.reopen is not None
+        self.reopen(self.driver)
 
     @initialize()
     def empty_store(self) -> None:

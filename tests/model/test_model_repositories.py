@@ -14,10 +14,11 @@ from pathlib import Path
 import pytest
 from hypothesis.stateful import RuleBasedStateMachine
 
+from planflow import open_async_provider, open_provider
 from tests.model.accounts import AccountMachine
 from tests.model.addon import ExecutionMachine, empty_through_the_api
-from tests.model.drivers import Driver
-from tests.model.harness import SOAK_STEPS, STEPS, postgres_reset, sqlite_reset, walk
+from tests.model.drivers import AsyncDriver, Driver
+from tests.model.harness import ONE_CONNECTION, SOAK_STEPS, STEPS, postgres_reset, sqlite_reset, walk
 from tests.model.test_model import APIS, report
 
 Store = tuple[dict[str, object], Callable[[], None]]
@@ -31,6 +32,27 @@ def walked(machine: type[RuleBasedStateMachine], driver: Driver, steps: int) -> 
     """Walk ``machine`` on ``driver`` and assert that it walked ``steps`` steps: hypothesis is asked for a
     quarter more, since it ends some examples early (how many depends on the machine's rules)."""
     report(walk(machine, driver, steps * 5 // 4), steps)
+
+
+class Reopen:
+    """Closes the provider of a driver and opens the store of ``config`` again in its place (for
+    ``ExecutionMachine.reopen``); the test closes the last one it opened."""
+
+    def __init__(self, config: dict[str, object]) -> None:
+        self.config = {**config, **ONE_CONNECTION}
+
+    def __call__(self, driver: Driver) -> None:
+        if isinstance(driver, AsyncDriver):
+            driver.loop.run_until_complete(driver.provider.aclose())
+            driver.provider = driver.loop.run_until_complete(open_async_provider(self.config))
+        else:
+            driver.provider.close()
+            driver.provider = open_provider(self.config)
+
+
+def reopening(config: dict[str, object]) -> type[RuleBasedStateMachine]:
+    """The execution machine with its ``reopen_the_store`` rule, on the store of ``config``."""
+    return type("ReopenedExecutionMachine", (ExecutionMachine,), {"reopen": Reopen(config)})
 
 
 class TinyDbReset:
@@ -84,7 +106,13 @@ def test_executions_and_metadata_walk_on_tinydb(
     config, reset = tinydb_store
     with APIS[api](config, reset) as driver:
         reset.driver = driver
-        walked(ExecutionMachine, driver, STEPS)
+        try:
+            walked(reopening(config), driver, STEPS)
+        finally:
+            if (
+                api == "sync"
+            ):  # the provider last reopened (the async driver closes its own; twice is harmless)
+                driver.provider.close()
 
 
 @pytest.mark.soak
@@ -114,4 +142,8 @@ def test_soak_executions_and_metadata_on_tinydb(
     config, reset = tinydb_store
     with APIS[api](config, reset) as driver:
         reset.driver = driver
-        walked(ExecutionMachine, driver, SOAK_STEPS)
+        try:
+            walked(reopening(config), driver, SOAK_STEPS)
+        finally:
+            if api == "sync":
+                driver.provider.close()
