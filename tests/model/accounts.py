@@ -666,6 +666,9 @@ class AccountMachine(MetadataMachine):
 
     def create_api_key_plan(self, data: st.DataObject) -> Plan:
         user_id, refused = self.some_id(data, self.model.users)
+        return self.create_api_key_plan_for(user_id, refused)
+
+    def create_api_key_plan_for(self, user_id: object, refused: type[PlanflowError] | None = None) -> Plan:
         if refused is None and user_id not in self.model.users:
             refused = NotFoundError
 
@@ -699,11 +702,24 @@ class AccountMachine(MetadataMachine):
 
     def touch_api_key_plan(self, data: st.DataObject) -> Plan:
         key_id, refused = self.some_id(data, self.model.keys)
-        at: object = None
-        if data.draw(st.booleans()):
-            at, wrong = self.some_moment(data)
-            refused = refused or wrong
         current = self.model.keys.get(key_id)  # pyright: ignore[reportArgumentType, reportCallIssue]
+        # Now (None), a moment of MOMENTS, or one beside the key's last use: a microsecond before, the same, after.
+        last = None if current is None else current.last_used
+        how = data.draw(st.sampled_from(["now", "moment", "earlier", "same", "later"]))
+        at, wrong = self.some_moment(data)
+        if how == "now":
+            at, wrong = None, None
+        elif how != "moment" and last is not None:
+            shift = {
+                "earlier": -timedelta(microseconds=1),
+                "same": timedelta(0),
+                "later": timedelta(seconds=1),
+            }
+            try:
+                at, wrong = last + shift[how], None
+            except OverflowError:  # beyond the first or last microsecond
+                at, wrong = last, None
+        refused = refused or wrong
         if refused is None and current is None:
             refused = NotFoundError
 
@@ -925,9 +941,25 @@ class AccountMachine(MetadataMachine):
         plan = data.draw(st.sampled_from(builders))(data)
         self.execute_cancelled(plan, data.draw(DELAYS))
 
-    @initialize()
-    def empty_store(self) -> None:
-        """Every example starts from an empty store, on the provider (and connection) of the whole test."""
+    @initialize(data=st.data())
+    def seed(self, data: st.DataObject) -> None:
+        """Every example starts from an empty store (on the provider and connection of the whole test), into
+        which most put a few users with keys, through the API and checked as any call is: without them most
+        calls of an example would meet no user or key (a key needs a user, and few calls make one)."""
+        distinct = [email for index, email in enumerate(EMAILS) if index in (0, 2, 4, 6, 8, 9)]
+        for email in data.draw(st.lists(st.sampled_from(distinct), max_size=3, unique=True)):
+            role = data.draw(st.sampled_from([Role.USER, Role.ADMIN]))
+            self.execute(
+                Plan(
+                    f"create_user({email!r})",
+                    lambda p, e=email, r=role: p.auth.create_user(e, r),
+                    None,
+                    self.new_user(email, role, False),
+                )
+            )
+            user_id = next(reversed(self.model.users))
+            for _ in range(data.draw(st.integers(0, 2))):
+                self.execute(self.create_api_key_plan_for(user_id))
 
 
 def _listing(what: str, found: Sequence[Any], expected: Sequence[Any]) -> str:

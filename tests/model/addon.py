@@ -392,6 +392,14 @@ class ExecutionMachine(MetadataMachine):
                 f"{name}: the store differs from the model\nstore {getattr(found, name)!r:.1500}\n"
                 f"model {getattr(expected, name)!r:.1500}"
             )
+        # Each task's occurrences, in the order they were first added (an occurrence moved to another task by an
+        # upsert keeps its place among them).
+        for task_id in dict.fromkeys(o.task_id for o in self.model.occurrences.values()):
+            listed = self.call(lambda p, t=task_id: p.executions.list_occurrences(t))
+            wanted = [o for o in self.model.occurrences.values() if o.task_id == task_id]
+            assert exact(self.expect_value(listed, "list_occurrences")) == exact(wanted), (
+                f"list_occurrences({task_id!r:.40}): {listed.value!r:.1000}\nmodel {wanted!r:.1000}"
+            )
 
     # Plans -----------------------------------------------------------------------------------------------
 
