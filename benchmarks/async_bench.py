@@ -6,7 +6,8 @@
    their own among 1 000: throughput and per-cycle p50/p99 latency of
    - planflow's async API;
    - hand-written psycopg async code on an ``AsyncConnectionPool`` running the same statements (the update as
-     planflow sends it: BEGIN, a commit token, the UPDATE and COMMIT in one pipeline), target planflow >= 0.9x;
+     planflow sends it: one autocommitted statement whose first CTE inserts the commit token), target
+     planflow >= 0.9x;
    - the same hand-written code with the UPDATE alone in autocommit (no exactly-once), for reference;
    - SQLAlchemy 2.0's asyncio ORM (psycopg's async dialect) on the same tables, target planflow >= 2x.
 2. SQLite: 10 000 ``get_state`` and 10 000 ``update_state`` awaited one after the other, and by 8 coroutines,
@@ -31,7 +32,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from benchmarks.compare import postgres_schema, sqlite_file
 from planflow import TaskState, WorkflowState, open_async_provider, open_provider
-from planflow.infra.postgres.database import INSERT_GIVEN_TOKEN, to_pyformat
+from planflow.infra.postgres.database import to_pyformat, with_token
 from planflow.infra.postgres.dialect import load_ts
 from planflow.infra.sql import tasks as tasks_sql
 from planflow.infra.sql.tables import TASK_STATES
@@ -82,7 +83,7 @@ async def postgres(rounds: int, cycles: int) -> None:
         )
         await pool.open(wait=True)
         get_sql, update_sql = to_pyformat(tasks_sql.GET), to_pyformat(tasks_sql.UPDATE_VERSIONED)
-        token_sql = to_pyformat(INSERT_GIVEN_TOKEN)
+        token_sql = to_pyformat(with_token(tasks_sql.UPDATE_VERSIONED))
 
         async def planflow(task_exec_id: str, number: int) -> None:
             state = await provider.tasks.get_state(task_exec_id)
@@ -102,11 +103,7 @@ async def postgres(rounds: int, cycles: int) -> None:
         async def raw_same(task_exec_id: str, number: int) -> None:
             state = await raw_read(task_exec_id)
             async with pool.connection() as conn:
-                async with conn.pipeline():
-                    await conn.execute(b"BEGIN")
-                    await conn.execute(token_sql, [str(uuid.uuid4())])
-                    cursor = await conn.execute(update_sql, update_params(state, number))
-                    await conn.execute(b"COMMIT")
+                cursor = await conn.execute(token_sql, [str(uuid.uuid4()), *update_params(state, number)])
                 assert await cursor.fetchone() is not None
 
         async def raw_autocommit(task_exec_id: str, number: int) -> None:

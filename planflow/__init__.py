@@ -12,6 +12,13 @@ embedded SQLite default) and use its repositories::
 Importing planflow imports no database driver: each is loaded when chosen.
 """
 
+from planflow.async_protocols import (
+    AsyncAuthRepository,
+    AsyncExecutionRepository,
+    AsyncMetadataRepository,
+    AsyncTaskRepository,
+    AsyncWorkflowRepository,
+)
 from planflow.config import PlanflowConfig, RetrySettings, redact_url, resolve_config
 from planflow.errors import (
     AlreadyBootstrappedError,
@@ -86,11 +93,6 @@ from planflow.models import (
     WorkflowState,
 )
 from planflow.protocols import (
-    AsyncAuthRepository,
-    AsyncExecutionRepository,
-    AsyncMetadataRepository,
-    AsyncTaskRepository,
-    AsyncWorkflowRepository,
     AuthRepository,
     ExecutionRepository,
     MetadataRepository,

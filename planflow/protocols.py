@@ -1,12 +1,13 @@
-"""The repository Protocols: all a caller ever sees of a driver."""
+"""The repository Protocols: all a caller ever sees of a driver (the asynchronous ones: planflow.async_protocols)."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Collection, Iterable, Iterator, Sequence
-from contextlib import AbstractAsyncContextManager, AbstractContextManager
-from datetime import datetime, timedelta
-from typing import Protocol, TypeVar
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
+from contextlib import AbstractContextManager
+from datetime import datetime
+from typing import Protocol
 
+from planflow.arguments import Count, Cursor, Email, Id, Lease, Past, Text, Timeout, Version
 from planflow.executions import TaskDefinition, TaskExecution, TaskOccurrence
 from planflow.models import (
     TERMINAL_STATUSES,
@@ -48,7 +49,7 @@ class TaskRepository(Protocol):
         """
         ...
 
-    def update_state(self, state: TaskState, expected_version: int) -> TaskState:
+    def update_state(self, state: TaskState, expected_version: Version) -> TaskState:
         """Overwrite the stored state only if its version is ``expected_version`` (optimistic lock).
 
         Raises:
@@ -57,11 +58,11 @@ class TaskRepository(Protocol):
         """
         ...
 
-    def get_state(self, task_exec_id: str) -> TaskState:
+    def get_state(self, task_exec_id: Id) -> TaskState:
         """The state with ``task_exec_id``; raises ``NotFoundError`` if absent."""
         ...
 
-    def get_state_for_update(self, task_exec_id: str) -> TaskState:
+    def get_state_for_update(self, task_exec_id: Id) -> TaskState:
         """Like ``get_state`` but holds a write lock on the row until the transaction ends.
 
         Raises:
@@ -73,8 +74,8 @@ class TaskRepository(Protocol):
         self,
         filter: TaskFilter | None = None,
         *,
-        limit: int = 100,
-        cursor: str | None = None,
+        limit: Count = 100,
+        cursor: Cursor | None = None,
         order: Order = "asc",
     ) -> Page[TaskState]:
         """States matching every field of ``filter``, ordered by ``created_at`` then ``task_exec_id``.
@@ -93,7 +94,9 @@ class TaskRepository(Protocol):
         """
         ...
 
-    def iter_states(self, filter: TaskFilter | None = None, *, batch_size: int = 1000) -> Iterator[TaskState]:
+    def iter_states(
+        self, filter: TaskFilter | None = None, *, batch_size: Count = 1000
+    ) -> Iterator[TaskState]:
         """Every state matching ``filter`` in ``list_states`` order, read ``batch_size`` at a time.
 
         Memory stays at one batch whatever the number of states; each batch is a short read of its own (no
@@ -106,35 +109,35 @@ class TaskRepository(Protocol):
         """How many states match ``filter`` (all of them without one)."""
         ...
 
-    def list_by_ids(self, task_exec_ids: Sequence[str]) -> list[TaskState]:
+    def list_by_ids(self, task_exec_ids: Sequence[Id]) -> list[TaskState]:
         """States with any of the ids (any number of them), in ``created_at`` order; missing ids are skipped."""
         ...
 
-    def list_tasks_in_workflow(self, workflow_exec_id: str) -> dict[str, TaskState]:
+    def list_tasks_in_workflow(self, workflow_exec_id: Id) -> dict[str, TaskState]:
         """The latest state per ``task_id`` in one workflow execution."""
         ...
 
-    def list_tasks_by_status(self, workflow_exec_id: str, status: TaskStatus) -> list[TaskState]:
+    def list_tasks_by_status(self, workflow_exec_id: Id, status: TaskStatus) -> list[TaskState]:
         """States with ``status`` in one workflow execution, in ``created_at`` order."""
         ...
 
-    def list_tasks_by_agent(self, workflow_exec_id: str, agent_id: str) -> list[TaskState]:
+    def list_tasks_by_agent(self, workflow_exec_id: Id, agent_id: Id) -> list[TaskState]:
         """States of ``agent_id`` in one workflow execution, in ``created_at`` order."""
         ...
 
-    def list_tasks_by_tool(self, workflow_exec_id: str, tool_id: str) -> list[TaskState]:
+    def list_tasks_by_tool(self, workflow_exec_id: Id, tool_id: Id) -> list[TaskState]:
         """States of ``tool_id`` in one workflow execution, in ``created_at`` order."""
         ...
 
-    def list_children(self, parent_state_id: str) -> list[TaskState]:
+    def list_children(self, parent_state_id: Id) -> list[TaskState]:
         """Direct children of a task, in ``created_at`` order."""
         ...
 
-    def get_child_by_task_id(self, parent_state_id: str, task_id: str) -> TaskState:
+    def get_child_by_task_id(self, parent_state_id: Id, task_id: Id) -> TaskState:
         """The newest direct child with ``task_id``; raises ``NotFoundError`` if none."""
         ...
 
-    def get_task_tree(self, root_state_id: str, *, max_depth: int = 100) -> list[TaskTreeNode]:
+    def get_task_tree(self, root_state_id: Id, *, max_depth: Count = 100) -> list[TaskTreeNode]:
         """The root (depth 0) and its descendants down to ``max_depth``, depth-first.
 
         Pre-order: each task comes before its children, and a task's children (each followed by its own
@@ -148,7 +151,7 @@ class TaskRepository(Protocol):
         """
         ...
 
-    def iter_task_tree(self, root_state_id: str, *, max_depth: int = 100) -> Iterator[TaskTreeNode]:
+    def iter_task_tree(self, root_state_id: Id, *, max_depth: Count = 100) -> Iterator[TaskTreeNode]:
         """``get_task_tree``'s nodes, in its order, streamed from one snapshot: memory stays flat.
 
         The query's connection (and, outside a transaction, a read-only transaction of its own) is held until
@@ -156,16 +159,16 @@ class TaskRepository(Protocol):
         """
         ...
 
-    def list_children_outputs(self, parent_state_id: str) -> dict[str, JsonObject]:
+    def list_children_outputs(self, parent_state_id: Id) -> dict[str, JsonObject]:
         """``task_id -> output`` of the direct children whose output is not null."""
         ...
 
-    def get_progress_info(self, parent_state_id: str) -> ProgressInfo:
+    def get_progress_info(self, parent_state_id: Id) -> ProgressInfo:
         """Counts of the direct children by status (see ``ProgressInfo.overall_status`` for strategies)."""
         ...
 
     def merge_usage(
-        self, task_exec_id: str, usage: UsageSummary, *, idempotency_key: str | None = None
+        self, task_exec_id: Id, usage: UsageSummary, *, idempotency_key: Id | None = None
     ) -> UsageSummary:
         """Add ``usage`` into the stored summary atomically; returns the merged summary.
 
@@ -182,12 +185,12 @@ class TaskRepository(Protocol):
         """
         ...
 
-    def delete_state(self, task_exec_id: str) -> None:
+    def delete_state(self, task_exec_id: Id) -> None:
         """Delete the state and its whole subtree; raises ``NotFoundError`` if absent."""
         ...
 
     def claim(
-        self, filter: TaskFilter | None = None, *, worker: str, limit: int = 1, lease: float | timedelta
+        self, filter: TaskFilter | None = None, *, worker: Id, limit: Count = 1, lease: Lease
     ) -> list[TaskState]:
         """Hand up to ``limit`` claimable tasks matching ``filter`` to ``worker``, oldest first.
 
@@ -211,7 +214,7 @@ class TaskRepository(Protocol):
         """
         ...
 
-    def heartbeat(self, task_exec_ids: Sequence[str], *, worker: str, lease: float | timedelta) -> Heartbeat:
+    def heartbeat(self, task_exec_ids: Sequence[Id], *, worker: Id, lease: Lease) -> Heartbeat:
         """Extend, to ``lease`` seconds from now (the database's clock), the leases ``worker`` still holds on
         ``task_exec_ids``.
 
@@ -224,7 +227,7 @@ class TaskRepository(Protocol):
         """
         ...
 
-    def release(self, task_exec_id: str, *, worker: str) -> TaskState:
+    def release(self, task_exec_id: Id, *, worker: Id) -> TaskState:
         """Give a task ``worker`` holds back as PENDING (claim and lease cleared, version bumped); returns it.
 
         Raises:
@@ -233,7 +236,7 @@ class TaskRepository(Protocol):
         """
         ...
 
-    def wait_for_work(self, filter: TaskFilter | None = None, *, timeout: float) -> bool:
+    def wait_for_work(self, filter: TaskFilter | None = None, *, timeout: Timeout) -> bool:
         """Block until a task matching ``filter`` may be claimable, or ``timeout`` seconds pass.
 
         Returns True at once when work is claimable now (a pending task, or a lapsed lease) and as soon as some
@@ -243,7 +246,7 @@ class TaskRepository(Protocol):
         """
         ...
 
-    def list_lapsed(self, filter: TaskFilter | None = None, *, limit: int = 100) -> list[TaskState]:
+    def list_lapsed(self, filter: TaskFilter | None = None, *, limit: Count = 100) -> list[TaskState]:
         """RUNNING tasks matching ``filter`` whose lease lapsed (stuck: their worker died or hung), longest first.
 
         Each names who held it (``claimed_by``) and when its lease ended; the next ``claim`` takes it over.
@@ -271,7 +274,7 @@ class WorkflowRepository(Protocol):
         ...
 
     def update_status(
-        self, workflow_exec_id: str, status: TaskStatus, *, expected_version: int | None = None
+        self, workflow_exec_id: Id, status: TaskStatus, *, expected_version: Version | None = None
     ) -> WorkflowState:
         """Set the status; with ``expected_version``, only if the stored version matches.
 
@@ -281,23 +284,23 @@ class WorkflowRepository(Protocol):
         """
         ...
 
-    def get_state(self, workflow_exec_id: str) -> WorkflowState:
+    def get_state(self, workflow_exec_id: Id) -> WorkflowState:
         """The workflow with its tasks, read consistently; raises ``NotFoundError`` if absent."""
         ...
 
-    def get_state_by_workflow_id(self, workflow_id: str) -> WorkflowState:
+    def get_state_by_workflow_id(self, workflow_id: Id) -> WorkflowState:
         """The newest execution of ``workflow_id``, with its tasks."""
         ...
 
-    def get_state_by_task_id(self, workflow_id: str, task_id: str) -> WorkflowState:
+    def get_state_by_task_id(self, workflow_id: Id, task_id: Id) -> WorkflowState:
         """The newest execution of ``workflow_id`` that has a task ``task_id``."""
         ...
 
-    def get_state_by_agent_id(self, workflow_id: str, agent_id: str) -> WorkflowState:
+    def get_state_by_agent_id(self, workflow_id: Id, agent_id: Id) -> WorkflowState:
         """The newest execution of ``workflow_id`` that has a task run by ``agent_id``."""
         ...
 
-    def get_state_by_tool_id(self, workflow_id: str, tool_id: str) -> WorkflowState:
+    def get_state_by_tool_id(self, workflow_id: Id, tool_id: Id) -> WorkflowState:
         """The newest execution of ``workflow_id`` that has a task using ``tool_id``."""
         ...
 
@@ -305,8 +308,8 @@ class WorkflowRepository(Protocol):
         self,
         filter: WorkflowFilter | None = None,
         *,
-        limit: int = 100,
-        cursor: str | None = None,
+        limit: Count = 100,
+        cursor: Cursor | None = None,
         with_tasks: bool = True,
         order: Order = "asc",
     ) -> Page[WorkflowState]:
@@ -318,7 +321,7 @@ class WorkflowRepository(Protocol):
         ...
 
     def iter_states(
-        self, filter: WorkflowFilter | None = None, *, batch_size: int = 1000
+        self, filter: WorkflowFilter | None = None, *, batch_size: Count = 1000
     ) -> Iterator[WorkflowState]:
         """Every workflow matching ``filter`` in ``list_states`` order, without tasks, ``batch_size`` at a time.
 
@@ -336,7 +339,7 @@ class WorkflowRepository(Protocol):
         ...
 
     def merge_usage(
-        self, workflow_exec_id: str, usage: UsageSummary, *, idempotency_key: str | None = None
+        self, workflow_exec_id: Id, usage: UsageSummary, *, idempotency_key: Id | None = None
     ) -> UsageSummary:
         """Add ``usage`` into the stored summary atomically; returns the merged summary.
 
@@ -353,11 +356,11 @@ class WorkflowRepository(Protocol):
         """
         ...
 
-    def delete(self, workflow_exec_id: str) -> None:
+    def delete(self, workflow_exec_id: Id) -> None:
         """Delete the workflow and all its tasks; raises ``NotFoundError`` if absent."""
         ...
 
-    def usage_total(self, workflow_exec_id: str) -> UsageSummary:
+    def usage_total(self, workflow_exec_id: Id) -> UsageSummary:
         """The workflow's own usage plus that of all its tasks, read in one query and summed by merge key.
 
         Returns:
@@ -371,9 +374,9 @@ class WorkflowRepository(Protocol):
     def purge(
         self,
         *,
-        finished_before: datetime,
+        finished_before: Past,
         statuses: Collection[TaskStatus] = TERMINAL_STATUSES,
-        batch_size: int = 500,
+        batch_size: Count = 500,
         progress: PurgeProgress | None = None,
     ) -> int:
         """Delete the workflows in ``statuses`` last written before ``finished_before``, with all their tasks.
@@ -399,7 +402,7 @@ class WorkflowRepository(Protocol):
         ...
 
     def complete_workflow(
-        self, workflow_exec_id: str, transformer: OutputTransformer | None = None
+        self, workflow_exec_id: Id, transformer: OutputTransformer | None = None
     ) -> WorkflowState:
         """Finish a workflow from its top-level tasks, in one transaction.
 
@@ -414,15 +417,15 @@ class WorkflowRepository(Protocol):
 class AuthRepository(Protocol):
     """Users and API keys (tables ``users`` and ``api_keys``)."""
 
-    def create_user(self, email: str, role: Role = Role.USER) -> User:
+    def create_user(self, email: Email, role: Role = Role.USER) -> User:
         """Create a user; raises ``DuplicateError`` if the email (case-insensitive) exists."""
         ...
 
-    def get_user(self, user_id: str) -> User:
+    def get_user(self, user_id: Id) -> User:
         """The user with ``user_id``; ``NotFoundError`` if absent."""
         ...
 
-    def get_user_by_email(self, email: str) -> User:
+    def get_user_by_email(self, email: Email) -> User:
         """The user with ``email`` (case-insensitive); ``NotFoundError`` if absent."""
         ...
 
@@ -430,35 +433,35 @@ class AuthRepository(Protocol):
         """All users, oldest first."""
         ...
 
-    def update_user(self, user_id: str, *, email: str | None = None, role: Role | None = None) -> User:
+    def update_user(self, user_id: Id, *, email: Email | None = None, role: Role | None = None) -> User:
         """Change a user's email and/or role; ``DuplicateError`` if the new email is taken."""
         ...
 
-    def delete_user(self, user_id: str) -> None:
+    def delete_user(self, user_id: Id) -> None:
         """Delete a user and its API keys; ``NotFoundError`` if absent."""
         ...
 
-    def create_initial_admin(self, email: str) -> User:
+    def create_initial_admin(self, email: Email) -> User:
         """Create the first admin, atomically; ``AlreadyBootstrappedError`` if an admin exists."""
         ...
 
-    def create_api_key(self, user_id: str) -> CreatedAPIKey:
+    def create_api_key(self, user_id: Id) -> CreatedAPIKey:
         """Create a key for ``user_id``; the plaintext is in the result and nowhere else, ever."""
         ...
 
-    def get_api_key(self, key_id: str) -> APIKey:
+    def get_api_key(self, key_id: Id) -> APIKey:
         """The key with ``key_id``; ``NotFoundError`` if absent."""
         ...
 
-    def get_api_key_by_fingerprint(self, fingerprint: str) -> APIKey:
+    def get_api_key_by_fingerprint(self, fingerprint: Id) -> APIKey:
         """The key whose SHA-256 fingerprint is ``fingerprint`` (compared in constant time)."""
         ...
 
-    def list_api_keys(self, user_id: str) -> list[APIKey]:
+    def list_api_keys(self, user_id: Id) -> list[APIKey]:
         """Keys of ``user_id``, oldest first."""
         ...
 
-    def touch_api_key(self, key_id: str, at: datetime | None = None) -> APIKey:
+    def touch_api_key(self, key_id: Id, at: datetime | None = None) -> APIKey:
         """Record a use at ``at`` (default now); ``last_used`` never moves backwards."""
         ...
 
@@ -470,7 +473,7 @@ class AuthRepository(Protocol):
         """Write API keys verbatim, upserting by id; ``NotFoundError`` if a key's user is missing."""
         ...
 
-    def delete_api_key(self, key_id: str) -> None:
+    def delete_api_key(self, key_id: Id) -> None:
         """Delete a key; ``NotFoundError`` if absent."""
         ...
 
@@ -482,15 +485,15 @@ class MetadataRepository(Protocol):
     surrogate. Anything else raises ``ValidationError`` before the store is touched.
     """
 
-    def get(self, key: str) -> str | None:
+    def get(self, key: Id) -> str | None:
         """The value stored under ``key``, or ``None`` when there is none."""
         ...
 
-    def set(self, key: str, value: str) -> None:
+    def set(self, key: Id, value: Text) -> None:
         """Store ``value`` under ``key``, replacing any value there."""
         ...
 
-    def delete(self, key: str) -> None:
+    def delete(self, key: Id) -> None:
         """Remove ``key``; removing a key that is not stored is no error."""
         ...
 
@@ -521,7 +524,7 @@ class ExecutionRepository(Protocol):
         """
         ...
 
-    def get_task(self, task_id: str) -> TaskDefinition | None:
+    def get_task(self, task_id: Id) -> TaskDefinition | None:
         """Return the task with id ``task_id``, or ``None`` when it is not stored."""
         ...
 
@@ -542,11 +545,11 @@ class ExecutionRepository(Protocol):
         """
         ...
 
-    def get_occurrence(self, occurrence_id: str) -> TaskOccurrence | None:
+    def get_occurrence(self, occurrence_id: Id) -> TaskOccurrence | None:
         """Return the occurrence with id ``occurrence_id``, or ``None`` when it is not stored."""
         ...
 
-    def list_occurrences(self, task_id: str | None = None) -> list[TaskOccurrence]:
+    def list_occurrences(self, task_id: Id | None = None) -> list[TaskOccurrence]:
         """Return the stored occurrences, in the order they were first added.
 
         Args:
@@ -568,7 +571,7 @@ class ExecutionRepository(Protocol):
         """
         ...
 
-    def get_execution(self, occurrence_id: str) -> TaskExecution | None:
+    def get_execution(self, occurrence_id: Id) -> TaskExecution | None:
         """Return the execution of occurrence ``occurrence_id``, or ``None`` when it is not stored."""
         ...
 
@@ -576,7 +579,7 @@ class ExecutionRepository(Protocol):
         """Return every stored execution, in the order the executions were first added."""
         ...
 
-    def delete_task_and_related(self, task_id: str) -> None:
+    def delete_task_and_related(self, task_id: Id) -> None:
         """Remove a task, its occurrences and their executions, in one durable write.
 
         Records of other tasks are not touched. Deleting a task that is not stored removes whatever
@@ -610,160 +613,5 @@ class ExecutionRepository(Protocol):
         ...
 
 
-# The asynchronous API ---------------------------------------------------------------------------------------
-#
-# Method for method the Protocols above, as coroutines (iterators and context managers as their asynchronous
-# kinds): the same names, arguments, results and errors. The docstrings are the synchronous ones, copied by
-# ``mirrors`` so that they are written once; tests/test_async_protocols.py holds the two sides to each other.
-
-P = TypeVar("P", bound=type)
-
-
-def mirrors(sync: type) -> Callable[[P], P]:
-    """Give the decorated asynchronous Protocol the docstrings of the synchronous one it mirrors."""
-
-    def copy(cls: P) -> P:
-        cls.__doc__ = (
-            f"{sync.__doc__}\n\nThe asynchronous twin of :class:`{sync.__name__}`: every method is awaited."
-        )
-        for name, member in vars(cls).items():
-            original = vars(sync).get(name)
-            if callable(member) and original is not None:
-                member.__doc__ = original.__doc__
-        return cls
-
-    return copy
-
-
-@mirrors(TaskRepository)
-class AsyncTaskRepository(Protocol):
-    async def upsert_state(self, state: TaskState) -> TaskState: ...
-    async def update_state(self, state: TaskState, expected_version: int) -> TaskState: ...
-    async def get_state(self, task_exec_id: str) -> TaskState: ...
-    async def get_state_for_update(self, task_exec_id: str) -> TaskState: ...
-    async def list_states(
-        self,
-        filter: TaskFilter | None = None,
-        *,
-        limit: int = 100,
-        cursor: str | None = None,
-        order: Order = "asc",
-    ) -> Page[TaskState]: ...
-    def iter_states(
-        self, filter: TaskFilter | None = None, *, batch_size: int = 1000
-    ) -> AsyncIterator[TaskState]: ...
-    async def count_states(self, filter: TaskFilter | None = None) -> int: ...
-    async def list_by_ids(self, task_exec_ids: Sequence[str]) -> list[TaskState]: ...
-    async def list_tasks_in_workflow(self, workflow_exec_id: str) -> dict[str, TaskState]: ...
-    async def list_tasks_by_status(self, workflow_exec_id: str, status: TaskStatus) -> list[TaskState]: ...
-    async def list_tasks_by_agent(self, workflow_exec_id: str, agent_id: str) -> list[TaskState]: ...
-    async def list_tasks_by_tool(self, workflow_exec_id: str, tool_id: str) -> list[TaskState]: ...
-    async def list_children(self, parent_state_id: str) -> list[TaskState]: ...
-    async def get_child_by_task_id(self, parent_state_id: str, task_id: str) -> TaskState: ...
-    async def get_task_tree(self, root_state_id: str, *, max_depth: int = 100) -> list[TaskTreeNode]: ...
-    def iter_task_tree(self, root_state_id: str, *, max_depth: int = 100) -> AsyncIterator[TaskTreeNode]: ...
-    async def list_children_outputs(self, parent_state_id: str) -> dict[str, JsonObject]: ...
-    async def get_progress_info(self, parent_state_id: str) -> ProgressInfo: ...
-    async def merge_usage(
-        self, task_exec_id: str, usage: UsageSummary, *, idempotency_key: str | None = None
-    ) -> UsageSummary: ...
-    async def delete_state(self, task_exec_id: str) -> None: ...
-    async def claim(
-        self, filter: TaskFilter | None = None, *, worker: str, limit: int = 1, lease: float | timedelta
-    ) -> list[TaskState]: ...
-    async def heartbeat(
-        self, task_exec_ids: Sequence[str], *, worker: str, lease: float | timedelta
-    ) -> Heartbeat: ...
-    async def release(self, task_exec_id: str, *, worker: str) -> TaskState: ...
-    async def wait_for_work(self, filter: TaskFilter | None = None, *, timeout: float) -> bool: ...
-    async def list_lapsed(self, filter: TaskFilter | None = None, *, limit: int = 100) -> list[TaskState]: ...
-    async def bulk_upsert(self, states: Iterable[TaskState]) -> int: ...
-    async def import_states(self, states: Iterable[TaskState]) -> int: ...
-
-
-@mirrors(WorkflowRepository)
-class AsyncWorkflowRepository(Protocol):
-    async def upsert_state(self, state: WorkflowState) -> WorkflowState: ...
-    async def update_status(
-        self, workflow_exec_id: str, status: TaskStatus, *, expected_version: int | None = None
-    ) -> WorkflowState: ...
-    async def get_state(self, workflow_exec_id: str) -> WorkflowState: ...
-    async def get_state_by_workflow_id(self, workflow_id: str) -> WorkflowState: ...
-    async def get_state_by_task_id(self, workflow_id: str, task_id: str) -> WorkflowState: ...
-    async def get_state_by_agent_id(self, workflow_id: str, agent_id: str) -> WorkflowState: ...
-    async def get_state_by_tool_id(self, workflow_id: str, tool_id: str) -> WorkflowState: ...
-    async def list_states(
-        self,
-        filter: WorkflowFilter | None = None,
-        *,
-        limit: int = 100,
-        cursor: str | None = None,
-        with_tasks: bool = True,
-        order: Order = "asc",
-    ) -> Page[WorkflowState]: ...
-    def iter_states(
-        self, filter: WorkflowFilter | None = None, *, batch_size: int = 1000
-    ) -> AsyncIterator[WorkflowState]: ...
-    async def count_states(self, filter: WorkflowFilter | None = None) -> int: ...
-    async def import_states(self, states: Iterable[WorkflowState]) -> int: ...
-    async def merge_usage(
-        self, workflow_exec_id: str, usage: UsageSummary, *, idempotency_key: str | None = None
-    ) -> UsageSummary: ...
-    async def delete(self, workflow_exec_id: str) -> None: ...
-    async def usage_total(self, workflow_exec_id: str) -> UsageSummary: ...
-    async def purge(
-        self,
-        *,
-        finished_before: datetime,
-        statuses: Collection[TaskStatus] = TERMINAL_STATUSES,
-        batch_size: int = 500,
-        progress: PurgeProgress | None = None,
-    ) -> int: ...
-    async def complete_workflow(
-        self, workflow_exec_id: str, transformer: OutputTransformer | None = None
-    ) -> WorkflowState: ...
-
-
-@mirrors(AuthRepository)
-class AsyncAuthRepository(Protocol):
-    async def create_user(self, email: str, role: Role = Role.USER) -> User: ...
-    async def get_user(self, user_id: str) -> User: ...
-    async def get_user_by_email(self, email: str) -> User: ...
-    async def list_users(self) -> list[User]: ...
-    async def update_user(
-        self, user_id: str, *, email: str | None = None, role: Role | None = None
-    ) -> User: ...
-    async def delete_user(self, user_id: str) -> None: ...
-    async def create_initial_admin(self, email: str) -> User: ...
-    async def create_api_key(self, user_id: str) -> CreatedAPIKey: ...
-    async def get_api_key(self, key_id: str) -> APIKey: ...
-    async def get_api_key_by_fingerprint(self, fingerprint: str) -> APIKey: ...
-    async def list_api_keys(self, user_id: str) -> list[APIKey]: ...
-    async def touch_api_key(self, key_id: str, at: datetime | None = None) -> APIKey: ...
-    async def import_users(self, users: Iterable[User]) -> int: ...
-    async def import_api_keys(self, keys: Iterable[APIKey]) -> int: ...
-    async def delete_api_key(self, key_id: str) -> None: ...
-
-
-@mirrors(MetadataRepository)
-class AsyncMetadataRepository(Protocol):
-    async def get(self, key: str) -> str | None: ...
-    async def set(self, key: str, value: str) -> None: ...
-    async def delete(self, key: str) -> None: ...
-    async def items(self) -> dict[str, str]: ...
-
-
-@mirrors(ExecutionRepository)
-class AsyncExecutionRepository(Protocol):
-    async def add_task(self, task: TaskDefinition) -> None: ...
-    async def get_task(self, task_id: str) -> TaskDefinition | None: ...
-    async def list_tasks(self) -> list[TaskDefinition]: ...
-    async def add_occurrence(self, occ: TaskOccurrence) -> None: ...
-    async def get_occurrence(self, occurrence_id: str) -> TaskOccurrence | None: ...
-    async def list_occurrences(self, task_id: str | None = None) -> list[TaskOccurrence]: ...
-    async def add_execution(self, execution: TaskExecution) -> None: ...
-    async def get_execution(self, occurrence_id: str) -> TaskExecution | None: ...
-    async def list_executions(self) -> list[TaskExecution]: ...
-    async def delete_task_and_related(self, task_id: str) -> None: ...
-    async def purge(self, *, before: datetime) -> int: ...
-    def batch(self) -> AbstractAsyncContextManager[object]: ...
+# The asynchronous twins of these Protocols are generated from them (tools/generate_adapters.py) into
+# planflow.async_protocols, and exported by planflow like these.

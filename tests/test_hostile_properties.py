@@ -245,17 +245,18 @@ def transformer(output: object) -> Callable[[WorkflowState], object]:
     return lambda _: output
 
 
-#: (parameter name or "*", annotation) -> strategy, as the input rules key their checks.
+#: (parameter name or "*", annotation as written in the Protocol) -> strategy.
 STRATEGIES: dict[tuple[str, str], st.SearchStrategy[Any]] = {
-    ("*", "str"): id_arg,
-    ("*", "str | None"): optional_id,
-    ("email", "str"): st.one_of(hostile_text, st.just("someone@example.org")),
-    ("email", "str | None"): st.one_of(st.none(), hostile_text, st.just("other@example.org")),
-    ("value", "str"): hostile_text,
-    ("cursor", "str | None"): st.one_of(st.none(), hostile_text, st.integers(), st.just("W10=")),
-    ("*", "int"): numbers,
-    ("*", "int | None"): st.one_of(st.none(), numbers),
-    ("*", "Sequence[str]"): st.one_of(st.lists(id_arg, max_size=5), st.just("t-1"), st.integers()),
+    ("*", "Id"): id_arg,
+    ("*", "Id | None"): optional_id,
+    ("email", "Email"): st.one_of(hostile_text, st.just("someone@example.org")),
+    ("email", "Email | None"): st.one_of(st.none(), hostile_text, st.just("other@example.org")),
+    ("value", "Text"): hostile_text,
+    ("cursor", "Cursor | None"): st.one_of(st.none(), hostile_text, st.integers(), st.just("W10=")),
+    ("*", "Count"): numbers,
+    ("*", "Version"): numbers,
+    ("*", "Version | None"): st.one_of(st.none(), numbers),
+    ("*", "Sequence[Id]"): st.one_of(st.lists(id_arg, max_size=5), st.just("t-1"), st.integers()),
     ("*", "Iterable[TaskState]"): st.one_of(st.lists(task_states, max_size=3), st.just("states")),
     ("*", "Iterable[WorkflowState]"): st.one_of(st.lists(workflow_states, max_size=3), st.just(5)),
     ("*", "Iterable[User]"): st.lists(users, max_size=2),
@@ -270,6 +271,7 @@ STRATEGIES: dict[tuple[str, str], st.SearchStrategy[Any]] = {
     ("*", "Role | None"): st.sampled_from([None, Role.ADMIN, "user", "god"]),
     ("*", "datetime | None"): st.one_of(st.none(), moments),
     ("*", "datetime"): moments,
+    ("*", "Past"): moments,
     ("order", "Order"): st.sampled_from(["asc", "desc", "DESC", "newest", None, 1]),
     ("statuses", "Collection[TaskStatus]"): st.one_of(
         st.sets(st.sampled_from(list(TaskStatus)), max_size=3),
@@ -278,10 +280,10 @@ STRATEGIES: dict[tuple[str, str], st.SearchStrategy[Any]] = {
     ("*", "PurgeProgress | None"): st.sampled_from([None, lambda _: None, "nope"]),
     ("*", "OutputTransformer | None"): st.one_of(st.none(), json_objects.map(transformer), st.just("nope")),
     ("*", "bool"): st.sampled_from([True, False, 1, "yes"]),
-    ("lease", "float | timedelta"): st.sampled_from(
+    ("lease", "Lease"): st.sampled_from(
         [30, 0.5, timedelta(minutes=1), 0, -1, float("nan"), float("inf"), "30", True, timedelta(0)]
     ),
-    ("timeout", "float"): st.sampled_from([0, 0.01, -1, float("nan"), float("inf"), "1", None]),
+    ("timeout", "Timeout"): st.sampled_from([0, 0.01, -1, float("nan"), float("inf"), "1", None]),
     ("*", "TaskDefinition"): st.one_of(definitions, not_a_string),
     ("*", "TaskOccurrence"): st.one_of(occurrences, not_a_string),
     ("*", "TaskExecution"): st.one_of(executions, not_a_string),

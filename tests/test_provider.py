@@ -76,12 +76,11 @@ def test_repositories_are_typed_as_protocols_and_hide_the_driver(tmp_path: Path)
     import typing
 
     from planflow.infra.provider import Repositories
+    from planflow.infra.registry import NAMES
 
-    # Provider.tasks is typed by the parameters of its generic base: the Protocols, never a driver class.
-    served = typing.get_args(Repositories.__orig_bases__[0])  # type: ignore[attr-defined]
-    assert [
-        kind.__forward_arg__ if isinstance(kind, typing.ForwardRef) else kind.__name__ for kind in served
-    ] == [
+    # Provider.tasks and the others are typed as the Protocols, never a driver class.
+    served = [typing.get_type_hints(getattr(Repositories, name).fget)["return"] for name in NAMES]
+    assert [kind.__name__ for kind in served] == [
         "TaskRepository",
         "WorkflowRepository",
         "AuthRepository",

@@ -6,8 +6,8 @@ What every driver does the same way lives here, as pure functions and constants 
 
 - **What is stored.** Each model is a :class:`Kind`: its table, the field its upserts go by (``id``; an
   execution's ``occurrence_id``), the field that ties it to a task (an occurrence's ``task_id``), and the
-  shared codec's document (:mod:`planflow.infra.execution_codec`). :meth:`Kind.record` accepts only the typed
-  model (:class:`~planflow.errors.WrongTypeError` naming the call otherwise), applies the input rules and
+  shared codec's document (:mod:`planflow.infra.execution_codec`). :meth:`Kind.record` applies the input rules
+  to a model's fields as it encodes them (the adapters already checked that it is the typed model) and
   returns the :class:`Record` to store, before any storage is touched; :meth:`Kind.decode` reads one back.
 - **Adds are idempotent upserts by key that keep the record's place**, and lists return records in the order
   they were first added: the SQL tables keep a sequence number that ``ON CONFLICT DO UPDATE`` leaves alone; a
@@ -32,7 +32,6 @@ from planflow.infra.execution_codec import (
     execution_to_doc,
     occurrence_from_doc,
     occurrence_to_doc,
-    require,
     scheduled_before,
     task_from_doc,
     task_to_doc,
@@ -64,32 +63,27 @@ class Kind(Generic[M]):
     key_field: str
     group_field: str | None
     model: type[M]
-    #: How the add method names its argument in a WrongTypeError, e.g. ``add_task(task)``.
-    argument: str
     encode: Callable[[M], dict[str, JsonValue]]
     decode: Callable[[Mapping[str, object]], M]
 
-    def record(self, value: object) -> Record:
-        """The record to store for ``value``, checked against the input rules before anything is stored.
+    def record(self, value: M) -> Record:
+        """The record to store for ``value`` (of this kind's model: the adapters checked it), its fields checked
+        against the input rules as they are encoded, before anything is stored.
 
         Raises:
-            WrongTypeError: ``value`` is not this kind's model.
             ValidationError: A field breaks the input rules (named in the message).
         """
-        doc = self.encode(require(value, self.model, self.argument))
+        doc = self.encode(value)
         group = None if self.group_field is None else cast("str", doc[self.group_field])
         return Record(cast("str", doc[self.key_field]), group, doc)
 
 
-TASKS: Kind[TaskDefinition] = Kind(
-    "tasks", "id", None, TaskDefinition, "add_task(task)", task_to_doc, task_from_doc
-)
+TASKS: Kind[TaskDefinition] = Kind("tasks", "id", None, TaskDefinition, task_to_doc, task_from_doc)
 OCCURRENCES: Kind[TaskOccurrence] = Kind(
     "occurrences",
     "id",
     "task_id",
     TaskOccurrence,
-    "add_occurrence(occ)",
     occurrence_to_doc,
     occurrence_from_doc,
 )
@@ -98,7 +92,6 @@ EXECUTIONS: Kind[TaskExecution] = Kind(
     "occurrence_id",
     None,
     TaskExecution,
-    "add_execution(execution)",
     execution_to_doc,
     execution_from_doc,
 )

@@ -8,23 +8,24 @@ limits and depths are ints within 1..2**31-1, versions within 0..2**31-1. Anythi
 :class:`ValidationError` (a :class:`WrongTypeError` for a value of the wrong type) naming the field, raised
 before the database is touched.
 
-Arguments reach the checks through one layer: :func:`checked` wraps every public method of a repository with
-the checks its parameters' names and annotations call for (see ``RULES``); a parameter without a rule is an
-error when the class is defined, so no argument can slip through unchecked.
+Arguments reach the checks through one layer: the generated adapters (``planflow/infra/facades``) check every
+argument of every public method by its type (``planflow.arguments`` names the rule of each argument type), once,
+on the way in; the rules of a record's fields are applied by the code that encodes the record for its store, as
+it encodes it. Nothing is checked twice on the way down.
 """
 
 from __future__ import annotations
 
-import inspect
 import json
 import math
 import re
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime, timedelta
 from enum import Enum
-from typing import Any, TypeVar, cast
+from typing import TypeVar, cast
 
 from planflow.errors import ValidationError, WrongTypeError
+from planflow.models import TaskStatus
 
 T = TypeVar("T")
 E = TypeVar("E", bound=Enum)
@@ -235,105 +236,81 @@ def dump_json_object(value: object, field: str) -> str | None:
     return dump_json(cast("dict[str, object]", value), field)
 
 
-# The argument layer ------------------------------------------------------------------------------------------
-
-Checker = Callable[[Any, str], Any]
+# Checks of arguments, by their types (the generated adapters call them; see tools/generate_adapters.py) ----
 
 
-def _optional(check: Checker) -> Checker:
-    def optional(value: object, field: str) -> object:
-        return None if value is None else check(value, field)
-
-    return optional
-
-
-def _ids(value: object, field: str) -> object:
-    if isinstance(value, str | bytes) or not isinstance(value, Iterable):
-        raise wrong_type(field, "a sequence of ids", value)
-    ids = list(cast("Iterable[object]", value))
-    for item in ids:
-        check_id(item, f"an id in {field}")
-    return ids
-
-
-def _iterable(value: object, field: str) -> object:
-    # The items are checked one by one as they are written: an iterable may be a generator of millions.
-    if isinstance(value, str | bytes | Mapping) or not isinstance(value, Iterable):
-        raise wrong_type(field, "an iterable", cast(object, value))
-    return cast("Iterable[object]", value)
-
-
-def _callable(value: object, field: str) -> object:
-    if not callable(value):
-        raise wrong_type(field, "a callable", value)
-    return value
-
-
-def _order(value: object, field: str) -> object:
-    if value not in ("asc", "desc"):
-        raise ValidationError(f"{field} must be 'asc' or 'desc', got {value!r}")
-    return value
-
-
-def _cursor(value: object, field: str) -> object:
-    # Its content is checked where it is decoded; here only that it can be one.
-    if not isinstance(value, str):
-        raise wrong_type(field, "a cursor string from a previous page", value)
-    return value
-
-
-def _email(value: object, field: str) -> object:
+def check_email(value: object, field: str) -> str:
+    """An email address: text of at most 320 characters with an ``@``, no surrounding spaces."""
     text = check_text(value, field, max_length=320)
     if "@" not in text or text != text.strip():
         raise ValidationError(f"{field} {text!r} is not an email address")
     return text
 
 
-def _instance(kind: str) -> Checker:
-    # Resolved lazily by name: models import this module's checks, so this module cannot import the models.
-    def check(value: object, field: str) -> object:
-        if type(value).__name__ != kind and kind not in (c.__name__ for c in type(value).__mro__):
-            raise wrong_type(field, f"a {kind}", value)
-        return value
-
-    return check
+def check_cursor(value: object, field: str) -> str:
+    """A page cursor (its content is checked where it is decoded; here only that it can be one)."""
+    if not isinstance(value, str):
+        raise wrong_type(field, "a cursor string from a previous page", value)
+    return value
 
 
-def _exact(kind: str) -> Checker:
-    # Filters must be the filter type of their repository, not any look-alike whose field names reach SQL.
-    def check(value: object, field: str) -> object:
-        if type(value).__name__ != kind:
-            raise wrong_type(field, f"a {kind}", value)
-        return value
-
-    return check
-
-
-def _enum_named(kind: str) -> Checker:
-    def check(value: object, field: str) -> object:
-        from planflow import models
-
-        enum: type[Enum] = getattr(models, kind)
-        return check_enum(enum, value, field)
-
-    return check
+def check_ids(value: object, field: str) -> list[str]:
+    """A sequence of ids (not a single string), as a list."""
+    if isinstance(value, str | bytes) or not isinstance(value, Iterable):
+        raise wrong_type(field, "a sequence of ids", value)
+    ids = list(cast("Iterable[object]", value))
+    for item in ids:
+        check_id(item, f"an id in {field}")
+    return cast("list[str]", ids)
 
 
-def _aware(value: object, field: str) -> object:
-    return check_aware(value, field)
+def check_iterable(value: Iterable[T], field: str) -> Iterable[T]:
+    """An iterable of records (not a string or a mapping): its items are checked one by one as they are written,
+    since it may be a generator of millions."""
+    given = cast(object, value)  # the caller may pass anything at all
+    if isinstance(given, str | bytes | Mapping) or not isinstance(given, Iterable):
+        raise wrong_type(field, "an iterable", value)
+    return value
 
 
-def _not_future(value: object, field: str) -> object:
+def check_callable(value: T, field: str) -> T:
+    """Something to call."""
+    if not callable(value):
+        raise wrong_type(field, "a callable", value)
+    return value
+
+
+def check_choice(value: T, choices: tuple[object, ...], field: str) -> T:
+    """One of ``choices`` (the values of a ``Literal``)."""
+    if value not in choices:
+        raise ValidationError(f"{field} must be {' or '.join(repr(c) for c in choices)}, got {value!r}")
+    return value
+
+
+def check_exact(value: object, kind: type[T], field: str) -> T:
+    """``value`` if it is exactly a ``kind`` (a filter: no look-alike whose field names reach SQL)."""
+    if type(value) is not kind:
+        raise wrong_type(field, f"a {kind.__name__}", value)
+    return cast(T, value)
+
+
+def check_bool(value: object, field: str) -> bool:
+    """True or False (not a truthy value)."""
+    if not isinstance(value, bool):
+        raise wrong_type(field, "True or False", value)
+    return value
+
+
+def check_past(value: object, field: str) -> datetime:
+    """An aware datetime that is not in the future."""
     moment = check_aware(value, field)
     if moment > datetime.now(moment.tzinfo):
         raise ValidationError(f"{field} must not be in the future, got {moment.isoformat()}")
     return moment
 
 
-def check_statuses(value: object, field: str = "statuses") -> frozenset[Any]:
+def check_statuses(value: object, field: str = "statuses") -> frozenset[TaskStatus]:
     """A non-empty collection of statuses (``TaskStatus`` members or their values), as a frozenset of members."""
-    from planflow.models import TaskStatus
-
     if isinstance(value, str | bytes | Mapping) or not isinstance(value, Iterable):
         raise wrong_type(field, "a collection of TaskStatus", cast(object, value))
     found = frozenset(
@@ -349,125 +326,3 @@ def check_timeout(value: object, field: str) -> float:
     if value == 0 and not isinstance(value, bool):
         return 0.0
     return check_seconds(value, field)
-
-
-#: (parameter name or ``*``, annotation) -> check. A name-specific rule wins over the ``*`` rule.
-RULES: dict[tuple[str, str], Checker] = {
-    ("*", "str"): check_id,
-    ("*", "str | None"): check_optional_id,
-    ("email", "str"): _email,
-    ("email", "str | None"): _optional(_email),
-    ("cursor", "str | None"): _optional(_cursor),
-    ("fingerprint", "str"): check_id,
-    ("value", "str"): check_text,
-    ("limit", "int"): check_limit,
-    ("batch_size", "int"): check_limit,
-    ("max_depth", "int"): check_limit,
-    ("expected_version", "int"): check_version,
-    ("expected_version", "int | None"): _optional(check_version),
-    ("*", "Sequence[str]"): _ids,
-    ("*", "Iterable[TaskState]"): _iterable,
-    ("*", "Iterable[WorkflowState]"): _iterable,
-    ("*", "Iterable[User]"): _iterable,
-    ("*", "Iterable[APIKey]"): _iterable,
-    ("*", "TaskState"): _instance("TaskState"),
-    ("*", "WorkflowState"): _instance("WorkflowState"),
-    ("*", "UsageSummary"): _instance("UsageSummary"),
-    ("*", "TaskDefinition"): _instance("TaskDefinition"),
-    ("*", "TaskOccurrence"): _instance("TaskOccurrence"),
-    ("*", "TaskExecution"): _instance("TaskExecution"),
-    ("*", "TaskFilter | None"): _optional(_exact("TaskFilter")),
-    ("*", "TaskFilter"): _exact("TaskFilter"),
-    ("*", "WorkflowFilter | None"): _optional(_exact("WorkflowFilter")),
-    ("*", "TaskStatus"): _enum_named("TaskStatus"),
-    ("*", "Role"): _enum_named("Role"),
-    ("*", "Role | None"): _optional(_enum_named("Role")),
-    ("*", "datetime | None"): _optional(_aware),
-    ("*", "datetime"): _aware,
-    ("*", "OutputTransformer | None"): _optional(_callable),
-    ("*", "PurgeProgress | None"): _optional(_callable),
-    ("statuses", "Collection[TaskStatus]"): check_statuses,
-    ("finished_before", "datetime"): _not_future,
-    ("order", "Order"): _order,
-    ("worker", "str"): check_id,
-    ("lease", "float | timedelta"): check_lease,
-    ("timeout", "float"): check_timeout,
-    ("*", "bool"): lambda value, field: value if isinstance(value, bool) else _raise_bool(field, value),
-}
-
-
-def _raise_bool(field: str, value: object) -> object:
-    raise wrong_type(field, "True or False", value)
-
-
-def rule(name: str, annotation: str) -> Checker:
-    """The check of a parameter called ``name`` annotated ``annotation``.
-
-    Raises:
-        LookupError: no rule covers it (a programming error, caught when the class is defined).
-    """
-    found = RULES.get((name, annotation)) or RULES.get(("*", annotation))
-    if found is None:
-        raise LookupError(f"no input rule for parameter {name}: {annotation}")
-    return found
-
-
-def checked(cls: type[T]) -> type[T]:
-    """Class decorator: every public coroutine method checks its arguments before it runs.
-
-    The checks come from ``RULES`` by each parameter's name and annotation. The original method stays
-    reachable as ``method.__wrapped__``.
-    """
-    for name, method in list(vars(cls).items()):
-        if name.startswith("_"):
-            continue
-        if inspect.iscoroutinefunction(method):
-            setattr(cls, name, _checking(method))
-        elif inspect.isasyncgenfunction(method):
-            setattr(cls, name, _checking(method, iterator=True))
-    return cls
-
-
-def _checking(method: Callable[..., Any], *, iterator: bool = False) -> Callable[..., Any]:
-    """``method`` behind a coroutine of the same signature that first checks every argument.
-
-    Generated source, as ``dataclasses`` generates ``__init__``: straight-line checks cost a few hundred
-    nanoseconds a call, where binding the arguments generically costs microseconds on every call.
-    """
-    signature = inspect.signature(method)
-    params = list(signature.parameters.values())[1:]  # without self
-    namespace: dict[str, object] = {"__impl": method}
-    declared: list[str] = ["self"]
-    passed: list[str] = []
-    keyword_only = False
-    for index, param in enumerate(params):
-        namespace[f"__check{index}"] = rule(param.name, str(param.annotation))
-        if param.kind is inspect.Parameter.KEYWORD_ONLY and not keyword_only:
-            declared.append("*")
-            keyword_only = True
-        if param.default is inspect.Parameter.empty:
-            declared.append(param.name)
-        else:
-            namespace[f"__default{index}"] = param.default
-            declared.append(f"{param.name}=__default{index}")
-        value = f"__check{index}({param.name}, {param.name!r})"
-        passed.append(f"{param.name}={value}" if keyword_only else value)
-    if iterator:
-        # A plain function returning the generator: its arguments are checked when it is called, before any
-        # row is read (a generator's own code runs only at the first step).
-        source = (
-            f"def {method.__name__}({', '.join(declared)}):\n    return __impl(self, {', '.join(passed)})\n"
-        )
-    else:
-        source = (
-            f"async def {method.__name__}({', '.join(declared)}):\n"
-            f"    return await __impl(self, {', '.join(passed)})\n"
-        )
-    exec(compile(source, f"<checked {method.__qualname__}>", "exec"), namespace)
-    wrapper: Callable[..., Any] = namespace[method.__name__]  # pyright: ignore[reportAssignmentType]
-    wrapper.__qualname__ = method.__qualname__
-    wrapper.__doc__ = method.__doc__
-    wrapper.__module__ = method.__module__
-    wrapper.__wrapped__ = method  # pyright: ignore[reportFunctionMemberAccess]
-    wrapper.__planflow_iterator__ = iterator  # pyright: ignore[reportFunctionMemberAccess]
-    return wrapper

@@ -1,12 +1,10 @@
-"""Listeners of a provider, and the wrapper that reports every repository call to them.
+"""Listeners of a provider, and what reports every repository call to them.
 
-The wrapper is made by introspection of the repository Protocols (every public method, by the kind its return
-annotation declares: a coroutine, an iterator or a context manager), so a method added to a Protocol is
-reported with no edit here. It wraps the asynchronous repositories; the synchronous API drives the wrapped
-coroutines like any other (``planflow.infra.drive``). TinyDB's synchronous repositories are plain methods,
-wrapped by :func:`observed_sync` the same way.
-
-A provider opened without listeners and without telemetry gets its repositories unwrapped: nothing here runs.
+The generated ``Observed*`` adapters (``planflow/infra/facades``) wrap a core's repositories and report each
+call to the provider's :class:`Observer`: a coroutine when it returns or raises, an iterator
+(:meth:`Observer.items`) when it ends, a context manager (:meth:`Observer.context`) when its block ends. Both
+APIs see the same wrapped core. A provider opened without listeners and without telemetry gets its
+repositories unwrapped: nothing here runs.
 """
 
 from __future__ import annotations
@@ -21,10 +19,10 @@ from typing import Any, TypeVar, cast
 
 from planflow.errors import ConflictError
 from planflow.events import ConflictEvent, Event, Listener, OperationEvent, PoolWaitEvent, RetryEvent
-from planflow.infra.drive import protocol_class, public_methods
 from planflow.models import Page
 
 P = TypeVar("P")
+T = TypeVar("T")
 logger = logging.getLogger("planflow.observe")
 
 
@@ -120,6 +118,23 @@ class Observer:
         if isinstance(error, ConflictError):
             self.emit(ConflictEvent(repository, method, self.driver, error.expected, error.actual))
 
+    def items(self, repository: str, method: str, make: Callable[[], AsyncIterator[T]]) -> AsyncIterator[T]:
+        """The items of the iterator ``make()`` returns, the whole iteration reported as one call (its rows: the
+        items taken). ``make`` runs now, so that its arguments are refused at once."""
+        started = perf_counter()
+        try:
+            items = make()
+        except BaseException as exc:
+            self.operation(repository, method, started, None, exc)
+            raise
+        return _observed_items(items, self, repository, method, started)
+
+    def context(
+        self, repository: str, method: str, inner: AbstractAsyncContextManager[T]
+    ) -> AbstractAsyncContextManager[T]:
+        """``inner`` (a batch), reported as one call when its block ends."""
+        return _ObservedContext(inner, self, repository, method)
+
     def retry(self, attempt: int, delay: float, cause: BaseException) -> None:
         """Report a transient failure about to be retried (see ``planflow.infra.sql.database.retrying``)."""
         self.emit(RetryEvent(self.driver, attempt, delay, type(cause).__name__))
@@ -138,38 +153,9 @@ class Observer:
                 logger.warning("closing a planflow telemetry hook failed; ignored", exc_info=True)
 
 
-# Asynchronous repositories -----------------------------------------------------------------------------------
-
-
-class _Observed:
-    __slots__ = ("observer", "repo_name", "target")
-
-    def __init__(self, target: object, repository: str, observer: Observer) -> None:
-        self.target = target
-        self.repo_name = repository
-        self.observer = observer
-
-    def __repr__(self) -> str:
-        return f"<observed {self.target!r}>"
-
-
-def _async_call(name: str) -> Callable[..., Any]:
-    async def method(self: _Observed, *args: object, **kwargs: object) -> object:
-        started = perf_counter()
-        try:
-            result = await getattr(self.target, name)(*args, **kwargs)
-        except BaseException as exc:
-            self.observer.operation(self.repo_name, name, started, None, exc)
-            raise
-        self.observer.operation(self.repo_name, name, started, result, None)
-        return result
-
-    return method
-
-
 async def _observed_items(
-    items: AsyncIterator[object], observer: Observer, repository: str, name: str, started: float
-) -> AsyncIterator[object]:
+    items: AsyncIterator[T], observer: Observer, repository: str, name: str, started: float
+) -> AsyncIterator[T]:
     count = 0
     try:
         async for item in items:
@@ -189,32 +175,21 @@ async def _observed_items(
     observer.operation(repository, name, started, count, None)
 
 
-def _async_iterator(name: str) -> Callable[..., Any]:
-    def method(self: _Observed, *args: object, **kwargs: object) -> AsyncIterator[object]:
-        started = perf_counter()
-        try:
-            items = getattr(self.target, name)(*args, **kwargs)  # checks its arguments now
-        except BaseException as exc:
-            self.observer.operation(self.repo_name, name, started, None, exc)
-            raise
-        return _observed_items(items, self.observer, self.repo_name, name, started)
-
-    method.__planflow_iterator__ = True  # pyright: ignore[reportFunctionMemberAccess]
-    return method
-
-
-class _ObservedContext(AbstractAsyncContextManager[object]):
+class _ObservedContext(AbstractAsyncContextManager[T]):
     """An asynchronous context manager (a batch) reported when its block ends."""
 
-    __slots__ = ("_inner", "_name", "_observed", "_started")
+    __slots__ = ("_inner", "_name", "_observer", "_repository", "_started")
 
-    def __init__(self, inner: AbstractAsyncContextManager[object], observed: _Observed, name: str) -> None:
+    def __init__(
+        self, inner: AbstractAsyncContextManager[T], observer: Observer, repository: str, name: str
+    ) -> None:
         self._inner = inner
-        self._observed = observed
+        self._observer = observer
+        self._repository = repository
         self._name = name
         self._started = 0.0
 
-    async def __aenter__(self) -> object:
+    async def __aenter__(self) -> T:
         self._started = perf_counter()
         try:
             return await self._inner.__aenter__()
@@ -234,25 +209,7 @@ class _ObservedContext(AbstractAsyncContextManager[object]):
         return swallowed
 
     def _report(self, error: BaseException | None) -> None:
-        observed = self._observed
-        observed.observer.operation(observed.repo_name, self._name, self._started, None, error)
+        self._observer.operation(self._repository, self._name, self._started, None, error)
 
 
-def _async_context(name: str) -> Callable[..., Any]:
-    def method(self: _Observed, *args: object, **kwargs: object) -> AbstractAsyncContextManager[object]:
-        return _ObservedContext(getattr(self.target, name)(*args, **kwargs), self, name)
-
-    return method
-
-
-_async_classes: dict[type, type] = {}
-_ASYNC_MAKERS = {"call": _async_call, "iterator": _async_iterator, "context": _async_context}
-
-
-def observed(target: object, protocol: type[P], repository: str, observer: Observer) -> P:
-    """``target`` (an asynchronous repository) with every method of ``protocol`` reported to ``observer``."""
-    cls = protocol_class(protocol, _ASYNC_MAKERS, _Observed, "Observed", _async_classes)
-    return cast(P, cls(target, repository, observer))
-
-
-__all__ = ["Observer", "observed", "public_methods", "rows_of"]
+__all__ = ["Observer", "rows_of"]

@@ -55,6 +55,7 @@ from opentelemetry.util.types import AttributeValue
 
 from planflow.config import PlanflowConfig
 from planflow.events import ConflictEvent, Event, OperationEvent, PoolWaitEvent, RetryEvent
+from planflow.infra.registry import BY_NAME
 
 Attributes = dict[str, AttributeValue]
 PoolStats = Callable[[], dict[str, int]]
@@ -157,33 +158,11 @@ if hasattr(os, "register_at_fork"):  # pragma: no branch - POSIX
 SCOPE = "planflow"
 #: planflow's driver -> OpenTelemetry's ``db.system.name``.
 SYSTEMS = {"sqlite": "sqlite", "postgres": "postgresql", "tinydb": "tinydb"}
-#: What the tables of the add-on's records are called, per driver family.
-_EXECUTION_TABLES = {
-    "sql": ("exec_tasks", "exec_occurrences", "exec_executions"),
-    "tinydb": ("tasks", "occurrences", "executions"),
-}
 
 
 def collection(driver: str, repository: str, method: str) -> str | None:
     """The table (or TinyDB table) a repository method works on; ``None`` for a batch, which spans several."""
-    if repository == "tasks":
-        return "task_states"
-    if repository == "workflows":
-        return "workflow_states"
-    if repository == "auth":
-        return "api_keys" if "api_key" in method else "users"
-    if repository == "metadata":
-        return "planflow_metadata"
-    if repository == "executions":
-        if method == "batch":
-            return None
-        tasks, occurrences, executions = _EXECUTION_TABLES["tinydb" if driver == "tinydb" else "sql"]
-        if "occurrence" in method:
-            return occurrences
-        if "execution" in method:
-            return executions
-        return tasks
-    return repository
+    return BY_NAME[repository].table_of(method, driver)
 
 
 def _postgres_target(url: str) -> tuple[str | None, int | None, str | None]:

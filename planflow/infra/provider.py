@@ -1,215 +1,123 @@
-"""The Provider factory: config -> driver -> repositories typed only as Protocols.
+"""The Provider factory: config -> driver -> core -> repositories typed only as Protocols.
 
-Driver modules are imported when chosen, so a missing dependency of one driver (psycopg, tinydb) fails only
-when that driver is asked for, with a ``ConfigError`` naming the extra to install.
+A driver opens a *core* (its repositories written once as coroutines, its units of work and migrations); the
+synchronous and the asynchronous API are the core seen through the adapters of ``planflow.infra.backends``
+(see ``ARCHITECTURE.md``). Driver modules are imported when chosen, so a missing dependency of one driver
+(psycopg, tinydb) fails only when that driver is asked for, with a ``ConfigError`` naming the extra to install.
 """
 
 from __future__ import annotations
 
 import importlib
+import inspect
 import time
 from collections.abc import AsyncGenerator, Awaitable, Callable, Coroutine, Generator, Sequence
-from contextlib import (
-    AbstractAsyncContextManager,
-    AbstractContextManager,
-    asynccontextmanager,
-    contextmanager,
-)
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, contextmanager
 from types import ModuleType, TracebackType
-from typing import Any, Generic, Protocol, TypeVar, cast
+from typing import Any, Protocol, TypeVar
 
-from planflow.config import ConfigSource, PlanflowConfig, RetrySettings, resolve_config
-from planflow.errors import ClosedError, ConfigError, PlanflowError, UnsupportedError
+from planflow.config import ConfigSource, PlanflowConfig, resolve_config
+from planflow.errors import ClosedError, ConfigError, PlanflowError
 from planflow.events import Listener
-from planflow.infra.drive import coroutine_view, drive, sync_facade
-from planflow.infra.inputs import check_optional_id, dump_json
-from planflow.infra.observe import Observer, observed
+from planflow.infra.backends import AsyncBackend, Core, Keys, SyncBackend
+from planflow.infra.drive import drive
+from planflow.infra.facades import AsyncRepositories, Repositories
+from planflow.infra.inputs import check_id, dump_json
+from planflow.infra.observe import Observer
 from planflow.infra.sql.codec import loads
-from planflow.infra.sql.database import retrying
-from planflow.protocols import (
-    AsyncAuthRepository,
-    AsyncExecutionRepository,
-    AsyncMetadataRepository,
-    AsyncTaskRepository,
-    AsyncWorkflowRepository,
-    AuthRepository,
-    ExecutionRepository,
-    MetadataRepository,
-    TaskRepository,
-    WorkflowRepository,
-)
+from planflow.infra.sql.database import OnRetry, retrying
 from planflow.schema import Migration, MigrationStatus
 
 T = TypeVar("T")
-TR = TypeVar("TR")
-WR = TypeVar("WR")
-AR = TypeVar("AR")
-ER = TypeVar("ER")
-MR = TypeVar("MR")
+R = TypeVar("R")
 
-#: driver -> (module with ``open_backend``, pip extra, modules the driver needs)
+#: driver -> (module with ``open_core``, pip extra, modules the driver needs)
 DRIVER_MODULES: dict[str, tuple[str, str | None, tuple[str, ...]]] = {
-    "sqlite": ("planflow.infra.sqlite.backend", None, ("sqlite3", "_sqlite3")),
+    "sqlite": ("planflow.infra.sqlite.open", None, ("sqlite3", "_sqlite3")),
     "postgres": (
-        "planflow.infra.postgres.backend",
+        "planflow.infra.postgres.open",
         "postgres",
         ("psycopg", "psycopg_pool", "psycopg_binary"),
     ),
-    "tinydb": ("planflow.infra.tinydb.backend", "tinydb", ("tinydb",)),
+    "tinydb": ("planflow.infra.tinydb.open", "tinydb", ("tinydb",)),
 }
 
 
-TR_co = TypeVar("TR_co", covariant=True)
-WR_co = TypeVar("WR_co", covariant=True)
-AR_co = TypeVar("AR_co", covariant=True)
-ER_co = TypeVar("ER_co", covariant=True)
-MR_co = TypeVar("MR_co", covariant=True)
+async def unit_of_work(
+    transaction: Callable[[], AbstractAsyncContextManager[object]],
+    keys: Keys | None,
+    work: Callable[[R], T | Awaitable[T]],
+    repositories: R,
+    key: str | None,
+) -> T:
+    """One attempt of ``run_in_transaction``: ``work(repositories)`` inside a transaction, its idempotency key
+    claimed first and its result recorded last, in the same transaction. Written once for both APIs: the
+    synchronous one drives it (its work returns a value), the asynchronous one awaits it (its work a
+    coroutine)."""
+    async with transaction():
+        if key is not None and keys is not None:
+            recorded = await keys.claim(key, "run_in_transaction")
+            if recorded is not None:
+                replayed: T = loads(recorded)
+                return replayed
+        result = work(repositories)
+        outcome: T = await result if inspect.isawaitable(result) else result  # pyright: ignore[reportAssignmentType]
+        if key is not None and keys is not None:
+            await keys.record(key, dump_json(outcome, "the result of the unit of work"))
+        return outcome
 
 
-class Serves(Protocol[TR_co, WR_co, AR_co, ER_co, MR_co]):
-    """A backend's driver name, retry settings and repositories (``None`` for those it does not serve)."""
+class _Store:
+    """What both providers hold: the config, the observer, whether closed."""
 
-    driver: str
-    retry: RetrySettings
-
-    @property
-    def tasks(self) -> TR_co | None: ...
-    @property
-    def workflows(self) -> WR_co | None: ...
-    @property
-    def auth(self) -> AR_co | None: ...
-    @property
-    def executions(self) -> ER_co | None: ...
-    @property
-    def metadata(self) -> MR_co | None: ...
-
-
-class Keys(Protocol):
-    """Idempotency keys claimed and recorded inside the current transaction (see ``planflow.infra.sql.idempotency``)."""
-
-    def claim(self, key: str, request: str) -> str | None: ...
-    def record(self, key: str, outcome: str) -> None: ...
-
-
-class AsyncKeys(Protocol):
-    """:class:`Keys` for the asynchronous API."""
-
-    async def claim(self, key: str, request: str) -> str | None: ...
-    async def record(self, key: str, outcome: str) -> None: ...
-
-
-class Backend(
-    Serves[TaskRepository, WorkflowRepository, AuthRepository, ExecutionRepository, MetadataRepository],
-    Protocol,
-):
-    """What a driver hands the synchronous Provider."""
-
-    @property
-    def keys(self) -> Keys | None: ...
-
-    def transaction(self) -> AbstractContextManager[object]: ...
-    def migrate(self) -> list[Migration]: ...
-    def migration_status(self) -> list[MigrationStatus]: ...
-    def close(self) -> None: ...
-
-
-class Serving(Generic[TR, WR, AR, ER, MR]):
-    """The repositories of a provider, by name; one the driver does not serve raises ``UnsupportedError``."""
-
-    def __init__(self, backend: Any, config: PlanflowConfig, observer: Observer | None = None) -> None:
-        self._backend = backend
-        self._tasks, self._workflows, self._auth = backend.tasks, backend.workflows, backend.auth
-        self._executions, self._metadata = backend.executions, backend.metadata
+    def __init__(self, config: PlanflowConfig, driver: str, observer: Observer | None) -> None:
         self.config = config
-        self._closed = False
+        self._driver = driver
         self._observer = observer
+        self._closed = False
 
     @property
     def driver(self) -> str:
         """``sqlite``, ``postgres`` or ``tinydb``."""
-        driver: str = self._backend.driver
-        return driver
+        return self._driver
 
     def _check_open(self) -> None:
         if self._closed:
             raise ClosedError("the provider is closed")
 
+    def _on_retry(self) -> OnRetry | None:
+        return None if self._observer is None else self._observer.retry
+
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.driver} {self.config.location}>"
 
-    def pool_stats(self) -> dict[str, int] | None:
-        """The connection pool's numbers (psycopg_pool's ``get_stats()``: ``pool_size``, ``pool_available``,
-        ``requests_waiting`` and counters), or ``None`` for a driver without a pool (SQLite, TinyDB)."""
-        stats = getattr(_database(self._backend), "pool_stats", None)
-        if stats is None:
-            return None
-        numbers: dict[str, int] = stats()
-        return dict(numbers)
 
-    def _unserved(self, name: str) -> UnsupportedError:
-        served = [repo for repo in ("tasks", "workflows", "auth", "executions") if getattr(self, f"_{repo}")]
-        what = (
-            "the PlanFlow add-on's task definitions, occurrences and executions"
-            if served == ["executions"]
-            else ""
-        )
-        return UnsupportedError(
-            f"the {self.driver} driver does not serve the {name} repository: it serves only "
-            f"{', '.join(served) or 'nothing'}{f' ({what})' if what else ''}; for {name}, open a store of the sqlite "
-            "driver (sqlite:///path/to.db: stdlib sqlite3, no server) or of the postgres driver "
-            "(postgresql://user:pw@host/db)"
-        )
-
-    @property
-    def tasks(self) -> TR:
-        """Task execution states."""
-        if self._tasks is None:
-            raise self._unserved("tasks")
-        return self._tasks
-
-    @property
-    def workflows(self) -> WR:
-        """Workflow execution states."""
-        if self._workflows is None:
-            raise self._unserved("workflows")
-        return self._workflows
-
-    @property
-    def auth(self) -> AR:
-        """Users and API keys."""
-        if self._auth is None:
-            raise self._unserved("auth")
-        return self._auth
-
-    @property
-    def executions(self) -> ER:
-        """The add-on's task definitions, occurrences and executions."""
-        if self._executions is None:
-            raise self._unserved("executions")
-        return self._executions
-
-    @property
-    def metadata(self) -> MR:
-        """Facts about the store itself, such as an unfinished ``planflow copy`` into it."""
-        if self._metadata is None:
-            raise self._unserved("metadata")
-        return self._metadata
-
-
-class Repositories(
-    Serving[TaskRepository, WorkflowRepository, AuthRepository, ExecutionRepository, MetadataRepository]
-):
-    """The repositories of a provider; what ``provider.transaction()`` yields."""
+def _pool_stats(core: Core) -> dict[str, int] | None:
+    stats = getattr(core.database, "pool_stats", None)
+    if stats is None:
+        return None
+    numbers: dict[str, int] = stats()
+    return dict(numbers)
 
 
 async def _blocking_sleep(seconds: float) -> None:
     time.sleep(seconds)
 
 
-class Provider(Repositories):
+class Provider(Repositories, _Store):
     """An open store: repositories, units of work, migrations. Use it as a context manager or ``close()`` it."""
 
-    _backend: Backend
+    def __init__(
+        self, backend: SyncBackend, config: PlanflowConfig, observer: Observer | None = None
+    ) -> None:
+        Repositories.__init__(self, backend.repositories, backend.driver)
+        _Store.__init__(self, config, backend.driver, observer)
+        self._backend = backend
+
+    def pool_stats(self) -> dict[str, int] | None:
+        """The connection pool's numbers (psycopg_pool's ``get_stats()``: ``pool_size``, ``pool_available``,
+        ``requests_waiting`` and counters), or ``None`` for a driver without a pool (SQLite, TinyDB)."""
+        return _pool_stats(self._backend.core)
 
     @contextmanager
     def transaction(self) -> Generator[Repositories, None, None]:
@@ -250,22 +158,14 @@ class Provider(Repositories):
             ValidationError: an invalid key, or with a key, a result that is not a JSON value (nothing is
                 committed).
         """
-        key = check_optional_id(idempotency_key, "idempotency_key")
+        key = None if idempotency_key is None else check_id(idempotency_key, "idempotency_key")
+        self._check_open()
+        core = self._backend.core
 
-        async def attempt() -> T:
-            with self.transaction() as tx:
-                keys = self._backend.keys
-                if key is None or keys is None:
-                    return work(tx)
-                recorded = keys.claim(key, "run_in_transaction")
-                if recorded is not None:
-                    replayed: T = loads(recorded)
-                    return replayed
-                result = work(tx)
-                keys.record(key, dump_json(result, "the result of the unit of work"))
-                return result
+        def attempt() -> Coroutine[Any, Any, T]:
+            return unit_of_work(core.transaction, core.keys, work, self, key)
 
-        return drive(retrying(attempt, self._backend.retry, _blocking_sleep, _on_retry(self._observer)))
+        return drive(retrying(attempt, core.retry, _blocking_sleep, self._on_retry()))
 
     def migrate(self) -> list[Migration]:
         """Apply pending migrations; returns those applied."""
@@ -347,31 +247,19 @@ def open_provider(
     """
     resolved = resolve_config(config)
     check_listeners(listeners)
-    opener: Callable[[PlanflowConfig], Backend] = driver_module(resolved).open_backend
-    backend = opener(resolved)
+    core: Core = driver_module(resolved).open_core(resolved)
     observer: Observer | None = None
     try:
-        observer = make_observer(resolved, backend, listeners, telemetry)
-        if observer is not None:
-            _observe_sync(backend, observer)
+        observer = make_observer(resolved, core, listeners, telemetry)
+        backend = SyncBackend(core, observer)
         if resolved.auto_migrate and not resolved.read_only:
             backend.migrate()
     except BaseException:
-        backend.close()
+        drive(core.aclose())
         if observer is not None:
             observer.close()
         raise
     return Provider(backend, resolved, observer)
-
-
-#: Repository name -> (synchronous Protocol, asynchronous Protocol).
-REPOSITORY_PROTOCOLS: dict[str, tuple[type[Any], type[Any]]] = {
-    "tasks": (TaskRepository, AsyncTaskRepository),
-    "workflows": (WorkflowRepository, AsyncWorkflowRepository),
-    "auth": (AuthRepository, AsyncAuthRepository),
-    "executions": (ExecutionRepository, AsyncExecutionRepository),
-    "metadata": (MetadataRepository, AsyncMetadataRepository),
-}
 
 
 def check_listeners(listeners: Sequence[Listener]) -> None:
@@ -387,19 +275,8 @@ def check_listeners(listeners: Sequence[Listener]) -> None:
             raise ConfigError(f"a listener must be callable, got {type(listener).__name__}")
 
 
-def _database(backend: Any) -> Any:
-    """The SQL database under a backend (sync, async or threaded), or None (TinyDB)."""
-    while True:
-        if hasattr(backend, "database"):
-            return backend.database
-        inner = getattr(backend, "core", None) or getattr(backend, "blocking", None)
-        if inner is None:
-            return None
-        backend = inner
-
-
 def make_observer(
-    config: PlanflowConfig, backend: Any, listeners: Sequence[Listener], telemetry: bool | None
+    config: PlanflowConfig, core: Core, listeners: Sequence[Listener], telemetry: bool | None
 ) -> Observer | None:
     """The observer of a provider with ``listeners`` and telemetry, told of the database's retries and pool
     waits; ``None`` when there is nothing to tell.
@@ -408,7 +285,7 @@ def make_observer(
         ConfigError: telemetry is asked for and ``opentelemetry-api`` is missing.
     """
     every = list(listeners)
-    database = _database(backend)
+    database = core.database
     closers: list[Callable[[], None]] = []
     if config.telemetry if telemetry is None else telemetry:
         try:
@@ -422,7 +299,7 @@ def make_observer(
         closers.append(otel.close)
     if not every:
         return None
-    observer = Observer(backend.driver, every)
+    observer = Observer(core.driver, every)
     observer.closers.extend(closers)
     if database is not None:
         database.on_retry = observer.retry
@@ -431,82 +308,44 @@ def make_observer(
     return observer
 
 
-def _on_retry(observer: Observer | None) -> Callable[[int, float, BaseException], None] | None:
-    return None if observer is None else observer.retry
+class _AsyncAPI(Protocol):
+    """What an AsyncProvider is made over: ``AsyncBackend`` (PostgreSQL) or ``ThreadedBackend`` (the others)."""
 
-
-def _observe_sync(backend: Any, observer: Observer) -> None:
-    """Report every call of the synchronous backend's repositories to ``observer``.
-
-    A SQL backend's repositories are coroutines under a synchronous facade: the coroutines are wrapped, and
-    the facade made again over them. TinyDB's are plain methods: seen as coroutines, wrapped the same way.
-    """
-    core = getattr(backend, "core", None)
-    for name, (sync_protocol, async_protocol) in REPOSITORY_PROTOCOLS.items():
-        if core is not None:
-            target = getattr(core, name, None)
-        elif (target := getattr(backend, name, None)) is not None:
-            target = coroutine_view(target, async_protocol)
-        if target is not None:
-            wrapped: object = observed(target, async_protocol, name, observer)
-            setattr(backend, name, sync_facade(wrapped, sync_protocol))
-
-
-def _observe_async(backend: Any, observer: Observer) -> None:
-    """Report every call of the asynchronous backend's repositories to ``observer``."""
-    for name, (_, async_protocol) in REPOSITORY_PROTOCOLS.items():
-        target = getattr(backend, name, None)
-        if target is not None:
-            setattr(backend, name, observed(target, async_protocol, name, observer))
-
-
-class AsyncBackend(
-    Serves[
-        AsyncTaskRepository,
-        AsyncWorkflowRepository,
-        AsyncAuthRepository,
-        AsyncExecutionRepository,
-        AsyncMetadataRepository,
-    ],
-    Protocol,
-):
-    """What a driver hands the AsyncProvider: the asynchronous twin of :class:`Backend`."""
+    core: Core
+    driver: str
+    repositories: dict[str, object | None]
 
     @property
-    def keys(self) -> AsyncKeys | None: ...
-
+    def keys(self) -> Keys | None: ...
     def transaction(self) -> AbstractAsyncContextManager[object]: ...
     async def migrate(self) -> list[Migration]: ...
     async def migration_status(self) -> list[MigrationStatus]: ...
     async def aclose(self) -> None: ...
 
 
-class AsyncRepositories(
-    Serving[
-        AsyncTaskRepository,
-        AsyncWorkflowRepository,
-        AsyncAuthRepository,
-        AsyncExecutionRepository,
-        AsyncMetadataRepository,
-    ]
-):
-    """The repositories of an async provider; what ``async with provider.transaction()`` yields."""
-
-
-class AsyncProvider(AsyncRepositories):
+class AsyncProvider(AsyncRepositories, _Store):
     """An open store for asyncio programs: the :class:`Provider`'s API, every method awaited.
 
     Use it with ``async with`` or ``await provider.aclose()``. It belongs to the event loop that opened it.
     """
 
-    _backend: AsyncBackend
+    def __init__(self, backend: _AsyncAPI, config: PlanflowConfig, observer: Observer | None = None) -> None:
+        AsyncRepositories.__init__(self, backend.repositories, backend.driver)
+        _Store.__init__(self, config, backend.driver, observer)
+        self._backend = backend
+
+    def pool_stats(self) -> dict[str, int] | None:
+        """See :meth:`Provider.pool_stats`."""
+        return _pool_stats(self._backend.core)
 
     @asynccontextmanager
     async def transaction(self) -> AsyncGenerator[AsyncRepositories, None]:
         """A unit of work across repositories, for the running task (see :meth:`Provider.transaction`).
 
         Every repository call the task awaits inside the block joins it; other tasks, and tasks it starts,
-        are not in it. Nested use is a savepoint. A task cancelled inside the block rolls it back.
+        are not in it. Nested use is a savepoint. A task cancelled inside the block rolls it back; one
+        cancelled while its COMMIT runs may have committed (the COMMIT finishes before the cancellation
+        propagates).
         """
         self._check_open()
         async with self._backend.transaction():
@@ -518,24 +357,16 @@ class AsyncProvider(AsyncRepositories):
         """Await ``work`` in a transaction, again from the start after a transient failure, with the commit
         rules and the ``idempotency_key`` of :meth:`Provider.run_in_transaction` (applied exactly once,
         ``CommitUnknownError``). A cancelled call may have committed: retry it with the same key."""
-        key = check_optional_id(idempotency_key, "idempotency_key")
+        key = None if idempotency_key is None else check_id(idempotency_key, "idempotency_key")
+        self._check_open()
+        backend = self._backend
 
-        async def attempt() -> T:
-            async with self.transaction() as tx:
-                keys = self._backend.keys
-                if key is None or keys is None:
-                    return await work(tx)
-                recorded = await keys.claim(key, "run_in_transaction")
-                if recorded is not None:
-                    replayed: T = loads(recorded)
-                    return replayed
-                result = await work(tx)
-                await keys.record(key, dump_json(result, "the result of the unit of work"))
-                return result
+        def attempt() -> Coroutine[Any, Any, T]:
+            return unit_of_work(backend.transaction, backend.keys, work, self, key)
 
         import asyncio  # here: importing planflow should not import asyncio for the synchronous API
 
-        return await retrying(attempt, self._backend.retry, asyncio.sleep, _on_retry(self._observer))
+        return await retrying(attempt, backend.core.retry, asyncio.sleep, self._on_retry())
 
     async def migrate(self) -> list[Migration]:
         """Apply pending migrations; returns those applied."""
@@ -564,15 +395,6 @@ class AsyncProvider(AsyncRepositories):
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         await self.aclose()
-
-
-ASYNC_PROTOCOLS: dict[str, type] = {
-    "tasks": AsyncTaskRepository,
-    "workflows": AsyncWorkflowRepository,
-    "auth": AsyncAuthRepository,
-    "executions": AsyncExecutionRepository,
-    "metadata": AsyncMetadataRepository,
-}
 
 
 class AsyncProviderOpening(Coroutine[Any, Any, AsyncProvider], AbstractAsyncContextManager[AsyncProvider]):
@@ -653,24 +475,35 @@ async def _open_async(
     resolved = resolve_config(config)
     check_listeners(listeners)
     module = driver_module(resolved)
-    backend: AsyncBackend
+    backend: _AsyncAPI
+    observer: Observer | None = None
     if resolved.driver == "postgres":
-        backend = await module.open_async_backend(resolved)
+        core: Core = await module.open_async_core(resolved)
+        try:
+            observer = make_observer(resolved, core, listeners, telemetry)
+        except BaseException:
+            await core.aclose()
+            raise
+        backend = AsyncBackend(core, observer)
     else:
+        from functools import partial
+
         from planflow.infra.threaded import Lanes, ThreadedBackend
 
         lanes = Lanes(resolved.pool_max_size)
         try:
-            blocking: Backend = await lanes.call(lambda: module.open_backend(resolved))
+            core = await lanes.call(partial(module.open_core, resolved))
         except BaseException:
             await lanes.aclose()
             raise
-        backend = cast(AsyncBackend, ThreadedBackend(blocking, lanes, ASYNC_PROTOCOLS))
-    observer: Observer | None = None
+        try:
+            observer = make_observer(resolved, core, listeners, telemetry)
+        except BaseException:
+            await lanes.run(core.aclose())
+            await lanes.aclose()
+            raise
+        backend = ThreadedBackend(core, lanes, observer)
     try:
-        observer = make_observer(resolved, backend, listeners, telemetry)
-        if observer is not None:
-            _observe_async(backend, observer)
         if resolved.auto_migrate and not resolved.read_only:
             await backend.migrate()
     except BaseException:
@@ -682,15 +515,13 @@ async def _open_async(
 
 
 __all__ = [
-    "AsyncBackend",
     "AsyncProvider",
     "AsyncProviderOpening",
     "AsyncRepositories",
-    "Backend",
     "PlanflowError",
     "Provider",
     "Repositories",
-    "Serving",
     "open_async_provider",
     "open_provider",
+    "unit_of_work",
 ]

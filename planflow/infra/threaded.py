@@ -1,6 +1,8 @@
-"""The asynchronous API over a blocking driver (SQLite, TinyDB): its calls run on worker threads.
+"""The asynchronous API over a blocking driver (SQLite, TinyDB): its core's calls run on worker threads.
 
-``Lanes`` is a bounded set of worker threads, so that a burst of coroutines waits for a free lane (on the event
+The driver's core is written as coroutines that never suspend (sqlite3 and TinyDB block); each call's
+coroutine is checked on the event loop (by the generated ``Threaded*`` adapters) and then driven to its end on a
+worker thread (``planflow.infra.drive``). ``Lanes`` is a bounded set of worker threads, so that a burst of coroutines waits for a free lane (on the event
 loop, without blocking it) instead of opening ever more connections. A call borrows a free lane for its
 duration. A transaction, a batch or an iterator *pins* one lane for its whole life: every call its task makes
 inside it runs on that lane, in that lane's own ``contextvars`` context, so the blocking driver sees one thread
@@ -10,28 +12,29 @@ held by the thread that took it). A task started inside a transaction does not i
 SQLite in WAL mode lets readers run beside the writer: reads borrow other lanes and run in parallel with a
 pinned write transaction.
 
-A coroutine cancelled while its call runs on a lane does not stop the call (a thread cannot be interrupted):
-the cancellation propagates once the call has ended, so a write it started has committed or not by then, and
-nothing of it runs on behind the caller's back. A transaction cancelled inside its block is rolled back; one
-cancelled while its COMMIT runs may have committed.
+A coroutine cancelled while its call runs on a lane stops the call where the driver can stop it (SQLite: a wait
+for its write lock, a statement other than a COMMIT; see ``SqliteDatabase.interrupt``), and the cancellation
+propagates once the call has ended: a write it started has committed or not by then, and nothing of it runs on
+behind the caller's back. A transaction cancelled inside its block is rolled back; one cancelled while its
+COMMIT runs may have committed.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextvars
-import inspect
+import math
 import queue
 import threading
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator
-from contextlib import AbstractContextManager, asynccontextmanager, suppress
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Coroutine
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, suppress
 from functools import partial
 from typing import Any, TypeVar, cast
 
-from planflow.config import RetrySettings
 from planflow.errors import ClosedError
-from planflow.infra.inputs import check_timeout
+from planflow.infra.backends import Core, Keys, adapted
+from planflow.infra.drive import drive
 from planflow.infra.shielding import finish_then_cancel, settled
 from planflow.infra.sql.database import Interruptible
 from planflow.schema import Migration, MigrationStatus
@@ -198,44 +201,73 @@ class Lanes:
         if pin.lane.inflight == 0:
             self._free.put_nowait(pin.lane)
 
+    async def run(self, work: Coroutine[Any, Any, T]) -> T:
+        """Run ``work``, a coroutine of a blocking core (one that never suspends), to its end on a lane."""
+        if self._closed and self.current_pin() is None:
+            work.close()
+            raise ClosedError("the provider is closed")
+        return await self.call(partial(drive, work))
+
     @asynccontextmanager
-    async def pinned(self, enter: Callable[[], AbstractContextManager[T]]) -> AsyncGenerator[T, None]:
-        """``async with`` over a blocking context manager made by ``enter``, entered and left on one lane."""
+    async def pinned(self, manager: AbstractAsyncContextManager[T]) -> AsyncGenerator[T, None]:
+        """``async with`` over a blocking core's context manager (a transaction, a batch), entered and left on one
+        lane, which every call of the block's task runs on."""
         pin = await self.pin()
         try:
-            manager = await pin.call(enter)
             try:
-                value = await pin.call(manager.__enter__)
+                value = await pin.call(partial(drive, manager.__aenter__()))
             except asyncio.CancelledError as exc:
-                # The lane enters anyway (a thread is not interrupted); leave again right after, on the same
-                # lane, or the transaction would stay open there, holding its locks.
+                # Entered anyway (a thread is not interrupted): leave again at once, on the same lane, or the
+                # transaction would stay open there, holding its locks.
                 error = exc
                 with suppress(Exception):
-                    await finish_then_cancel(pin.call(lambda: manager.__exit__(type(error), error, None)))
+                    await finish_then_cancel(
+                        pin.call(partial(drive, manager.__aexit__(type(error), error, None)))
+                    )
                 raise
             try:
                 yield value
             except BaseException as exc:
                 error = exc
                 if not await finish_then_cancel(
-                    pin.call(lambda: manager.__exit__(type(error), error, error.__traceback__))
+                    pin.call(partial(drive, manager.__aexit__(type(error), error, error.__traceback__)))
                 ):
                     raise
             else:
-                await finish_then_cancel(pin.call(lambda: manager.__exit__(None, None, None)))
+                await finish_then_cancel(pin.call(partial(drive, manager.__aexit__(None, None, None))))
         finally:
             self.unpin(pin)
 
-    async def iterate(self, items: Iterator[T]) -> AsyncIterator[T]:
-        """The items of a blocking iterator, each step on one pinned lane."""
+    async def iterate(self, items: AsyncIterator[T]) -> AsyncIterator[T]:
+        """The items of a blocking core's asynchronous iterator, each step on one pinned lane."""
         pin = await self.pin()
         done = object()
         try:
-            while (item := await pin.call(lambda: next(items, done))) is not done:
+            while (item := await pin.call(partial(_step, items, done))) is not done:
                 yield cast(T, item)
-            await pin.call(lambda: _close(items))
         finally:
+            close = getattr(items, "aclose", None)
+            if close is not None:
+                await pin.call(partial(drive, close()))
             self.unpin(pin)
+
+    async def sliced(self, wait: Callable[..., Coroutine[Any, Any, bool]], timeout: float) -> bool:
+        """``wait(timeout=...)`` (a blocking core's wait, such as ``wait_for_work``) as a series of waits of at
+        most :data:`WAIT_SLICE` seconds, each on a lane borrowed for it: a waiting worker never holds one of the
+        few lanes for its whole timeout. True as soon as one returns True; False once ``timeout`` has passed.
+        A ``timeout`` that is not a number of seconds goes to ``wait`` as it is, to be refused there."""
+        given = cast(object, timeout)  # a caller may pass anything
+        if isinstance(given, bool) or not isinstance(given, int | float) or not 0 <= given < math.inf:
+            return await self.run(wait(timeout=timeout))
+        deadline = time.monotonic() + timeout
+        piece = min(timeout, WAIT_SLICE)
+        while True:
+            if await self.run(wait(timeout=piece)):
+                return True
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return False
+            piece = min(remaining, WAIT_SLICE)
 
     async def aclose(self, timeout: float = 10.0) -> None:
         """Stop every lane, once the calls still running on them (a cancelled caller's, say) are done."""
@@ -247,140 +279,64 @@ class Lanes:
             lane.stop()
 
 
-def _close(items: Iterator[Any]) -> None:
-    close = getattr(items, "close", None)
-    if close is not None:
-        close()
-
-
-def threaded_facade(target: object, protocol: type[P], lanes: Lanes) -> P:
-    """``target``'s blocking methods as the coroutine methods of the asynchronous ``protocol``, on ``lanes``.
-
-    Methods the Protocol declares as iterators or context managers become asynchronous ones, pinned to a lane.
-    """
-    members: dict[str, object] = {"__doc__": protocol.__doc__}
-    for name, member in vars(protocol).items():
-        if name.startswith("_") or not inspect.isfunction(member):
-            continue
-        returns = str(inspect.signature(member).return_annotation)
-        members[name] = _threaded_method(target, name, returns, lanes, member)
-    cls = type(f"Threaded{protocol.__name__}", (), members)
-    return cast(P, cls())
-
-
-def _threaded_method(
-    target: object, name: str, returns: str, lanes: Lanes, member: Callable[..., Any]
-) -> Callable[..., Any]:
-    method = getattr(target, name)
-    if returns.startswith("AsyncIterator"):
-
-        def iterator(self: object, *args: object, **kwargs: object) -> AsyncIterator[object]:
-            # Made here, on the loop: that checks the arguments at once and does no I/O (a blocking iterator
-            # reads at its first step, which runs on the lane).
-            return lanes.iterate(method(*args, **kwargs))
-
-        wrapper: Callable[..., Any] = iterator
-    elif "ContextManager" in returns:
-
-        def manager(self: object, *args: object, **kwargs: object) -> Any:
-            return lanes.pinned(lambda: method(*args, **kwargs))
-
-        wrapper = manager
-    else:
-
-        async def coroutine(self: object, *args: object, **kwargs: object) -> object:
-            return await lanes.call(lambda: method(*args, **kwargs))
-
-        wrapper = coroutine
-    wrapper.__name__ = wrapper.__qualname__ = name
-    wrapper.__doc__ = member.__doc__
-    wrapper.__signature__ = inspect.signature(member)  # pyright: ignore[reportFunctionMemberAccess]
-    return wrapper
+def _step(items: AsyncIterator[T], done: object) -> T | object:
+    """The next item of ``items`` (a core's iterator, whose steps never suspend), or ``done`` after the last."""
+    try:
+        return drive(items.__anext__())
+    except StopAsyncIteration:
+        return done
 
 
 #: Longest a waiting worker holds a lane: its wait is a series of blocking waits this long at most.
 WAIT_SLICE = 0.05
 
 
-def _sliced_wait(tasks: Any, lanes: Lanes) -> Callable[..., Any]:
-    async def wait_for_work(filter: object = None, *, timeout: object) -> bool:
-        seconds = check_timeout(timeout, "timeout")
-        deadline = time.monotonic() + seconds
-        piece = min(seconds, WAIT_SLICE)  # the first slice checks the filter, on the lane
-        while True:
-            if await lanes.call(partial(tasks.wait_for_work, filter, timeout=piece)):
-                return True
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                return False
-            piece = min(remaining, WAIT_SLICE)
-
-    wait_for_work.__doc__ = tasks.wait_for_work.__doc__
-    return wait_for_work
-
-
 class ThreadedKeys:
-    """The blocking backend's idempotency keys, on the running task's pinned lane."""
+    """A blocking core's idempotency keys, claimed and recorded on the running task's pinned lane."""
 
-    def __init__(self, keys: Any, lanes: Lanes) -> None:
+    def __init__(self, keys: Keys, lanes: Lanes) -> None:
         self._keys = keys
         self._lanes = lanes
 
     async def claim(self, key: str, request: str) -> str | None:
         """See ``planflow.infra.sql.idempotency.TransactionKeys.claim``."""
-        recorded: str | None = await self._lanes.call(partial(self._keys.claim, key, request))
-        return recorded
+        return await self._lanes.run(self._keys.claim(key, request))
 
     async def record(self, key: str, outcome: str) -> None:
         """See ``planflow.infra.sql.idempotency.TransactionKeys.record``."""
-        await self._lanes.call(partial(self._keys.record, key, outcome))
+        await self._lanes.run(self._keys.record(key, outcome))
 
 
 class ThreadedBackend:
-    """The asynchronous backend of a blocking one (see the module docstring)."""
+    """The asynchronous API over a blocking core (SQLite's, TinyDB's): every call of the core runs on a lane."""
 
-    def __init__(self, blocking: Any, lanes: Lanes, protocols: dict[str, type]) -> None:
-        self._blocking = blocking
-        #: The blocking backend, for what the provider attaches to its database (listeners).
-        self.blocking = blocking
+    def __init__(self, core: Core, lanes: Lanes, observer: Any = None) -> None:
+        self.core = core
+        self.driver = core.driver
+        self.retry = core.retry
         self._lanes = lanes
-        self.driver: str = blocking.driver
-        self.retry: RetrySettings = blocking.retry
-        for name, protocol in protocols.items():
-            target = getattr(blocking, name)
-            setattr(self, name, None if target is None else threaded_facade(target, protocol, lanes))
-        tasks = getattr(self, "tasks", None)
-        if tasks is not None:
-            tasks.wait_for_work = _sliced_wait(blocking.tasks, lanes)
-        #: Idempotency keys of units of work, claimed on the transaction's pinned lane.
-        self.keys = None if blocking.keys is None else ThreadedKeys(blocking.keys, lanes)
-        interruptible = getattr(blocking, "interruptible", None)
-        if interruptible is not None:
-            lanes.interruptible = interruptible()
+        self.keys = None if core.keys is None else ThreadedKeys(core.keys, lanes)
+        self.repositories = adapted(core, observer, lanes=lanes)
+        database = getattr(core, "database", None)
+        if isinstance(database, Interruptible):
+            database.interruptible = True
+            lanes.interruptible = database
 
-    # A lane is one of a bounded few: a worker waiting for work must not hold one for its whole timeout.
-
-    def transaction(self) -> Any:
-        """The blocking backend's transaction, entered and left on one pinned lane."""
-        return self._lanes.pinned(self._blocking.transaction)
-
-    async def sleep(self, seconds: float) -> None:
-        """Wait on the event loop."""
-        await asyncio.sleep(seconds)
+    def transaction(self) -> AbstractAsyncContextManager[object]:
+        """The core's unit of work, entered and left on one lane that every call of the block's task runs on."""
+        return self._lanes.pinned(self.core.transaction())
 
     async def migrate(self) -> list[Migration]:
         """Apply pending migrations (on a lane)."""
-        result: list[Migration] = await self._lanes.call(self._blocking.migrate)
-        return result
+        return await self._lanes.run(self.core.migrate())
 
     async def migration_status(self) -> list[MigrationStatus]:
         """Known migrations with their applied time (on a lane)."""
-        result: list[MigrationStatus] = await self._lanes.call(self._blocking.migration_status)
-        return result
+        return await self._lanes.run(self.core.migration_status())
 
     async def aclose(self) -> None:
-        """Close the blocking backend on a lane, then stop the lanes."""
+        """Close the core on a lane, then stop the lanes."""
         try:
-            await self._lanes.call(self._blocking.close)
+            await self._lanes.run(self.core.aclose())
         finally:
             await self._lanes.aclose()

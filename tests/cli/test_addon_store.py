@@ -9,7 +9,7 @@ import pytest
 from planflow import open_provider
 from tests.cli.helpers import assert_fits, planflow
 
-pytest.importorskip("planflow.infra.tinydb.backend")
+pytest.importorskip("planflow.infra.tinydb.open")
 
 FINAL_EVENT = {"done": "completed", "missed": "missed"}
 

@@ -550,7 +550,7 @@ def test_merge_replaces_changed_records_and_keeps_the_targets_own(
 
 
 def test_copy_from_tinydb_moves_the_addon_data_into_sqlite(tmp_path: Path) -> None:
-    pytest.importorskip("planflow.infra.tinydb.backend")
+    pytest.importorskip("planflow.infra.tinydb.open")
     addon = f"tinydb:///{tmp_path / 'addon.json'}"
     with open_provider(addon) as provider:
         add_addon_data(provider.executions)

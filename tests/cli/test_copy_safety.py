@@ -45,7 +45,7 @@ from tests.cli.helpers import (
 )
 from tests.pg import new_postgres_url, postgres_server_url  # noqa: F401 - fixtures
 
-tinydb_driver = pytest.importorskip("planflow.infra.tinydb.backend")
+tinydb_driver = pytest.importorskip("planflow.infra.tinydb.open")
 
 MOMENT = datetime(2026, 3, 2, 8, tzinfo=UTC)
 SOURCE_RECORDS = {"workflows": 1, "tasks": 60, "users": 2, "api_keys": 2}

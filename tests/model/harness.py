@@ -50,9 +50,10 @@ def walk(machine: type[RuleBasedStateMachine], driver: Driver, steps: int) -> di
     run_state_machine_as_test(
         runner,
         settings=settings(
-            # Examples run 45 steps on average (hypothesis stops some early): a quarter more examples than an
-            # exact count would need, and the test checks the steps it walked.
-            max_examples=max(1, steps * 5 // (4 * STEPS_PER_EXAMPLE)),
+            # Examples run 35 to 45 steps on average (hypothesis stops some early; how many depends on the
+            # machine and on where cancelled calls land): half as many examples again as an exact count would
+            # need, and the test checks the steps it walked.
+            max_examples=max(1, steps * 3 // (2 * STEPS_PER_EXAMPLE)),
             stateful_step_count=STEPS_PER_EXAMPLE,
             deadline=None,
             suppress_health_check=list(HealthCheck),

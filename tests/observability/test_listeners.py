@@ -246,13 +246,22 @@ def test_async_listener_that_raises_never_breaks_the_call(caplog: pytest.LogCapt
     assert len([r for r in caplog.records if r.name == "planflow.observe"]) == 2
 
 
+def _chain(repository: object) -> list[str]:
+    """The classes a call passes through, from the API's adapter down to the core."""
+    names: list[str] = []
+    while repository is not None:
+        names.append(type(repository).__name__)
+        repository = getattr(repository, "_core", None)
+    return names
+
+
 def test_without_listeners_the_repositories_are_not_wrapped() -> None:
     with open_provider("sqlite://:memory:") as plain:
-        assert type(plain.tasks._core) is SqlTaskRepository  # type: ignore[attr-defined]
+        assert _chain(plain.tasks) == ["SyncTasks", "CheckedTasks", SqlTaskRepository.__name__]
     with open_provider("sqlite://:memory:", listeners=[lambda event: None]) as observed:
-        assert type(observed.tasks._core) is not SqlTaskRepository  # type: ignore[attr-defined]
+        assert _chain(observed.tasks) == ["SyncTasks", "ObservedTasks", "CheckedTasks", "SqlTaskRepository"]
     with open_provider("tinydb://memory") as tiny:
-        assert type(tiny.executions).__name__ == "TinyDbExecutionRepository"
+        assert _chain(tiny.executions) == ["SyncExecutions", "CheckedExecutions", "TinyDbExecutions"]
 
 
 def test_without_listeners_the_async_repositories_are_not_wrapped() -> None:
@@ -263,7 +272,7 @@ def test_without_listeners_the_async_repositories_are_not_wrapped() -> None:
             wrapped = type(observed.tasks).__name__
         return bare, wrapped
 
-    assert asyncio.run(main()) == ("ThreadedAsyncTaskRepository", "ObservedAsyncTaskRepository")
+    assert asyncio.run(main()) == ("ThreadedTasks", "ObservedTasks")
 
 
 @pytest.mark.parametrize("listeners", [[1], "print", print])

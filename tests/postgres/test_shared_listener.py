@@ -113,10 +113,15 @@ def test_a_wait_when_work_is_there_opens_no_connection_after_the_first(postgres_
         provider.tasks.upsert_state(TaskState("wf-listen/t", "t", "wf-listen", "w"))
         work = TaskFilter(workflow_exec_id="wf-listen")
         assert provider.tasks.wait_for_work(work, timeout=5) is True
+        assert backends(postgres_url, application) == 2  # the pool's one and the listener
+        for _ in range(50):
+            assert provider.tasks.wait_for_work(work, timeout=5) is True
+        assert backends(postgres_url, application) == 2
         with psycopg.connect(postgres_url, autocommit=True) as admin:
-            before = admin.execute("SELECT count(*) FROM pg_stat_activity").fetchone()
-            for _ in range(50):
-                assert provider.tasks.wait_for_work(work, timeout=5) is True
-            assert backends(postgres_url, application) == 2  # the pool's one and the listener
-            after = admin.execute("SELECT count(*) FROM pg_stat_activity").fetchone()
-        assert before == after
+            opened = admin.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE application_name = %s AND backend_start > "
+                "(SELECT min(backend_start) FROM pg_stat_activity WHERE application_name = %s "
+                "AND query LIKE 'LISTEN%%')",
+                [application, application],
+            ).fetchone()
+        assert opened == (0,)  # no connection opened after the listener's

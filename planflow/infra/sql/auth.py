@@ -13,7 +13,6 @@ from typing import Any
 
 from planflow.errors import AlreadyBootstrappedError, DuplicateError, NotFoundError, ValidationError
 from planflow.infra import inputs
-from planflow.infra.inputs import checked
 from planflow.infra.sql.codec import now
 from planflow.infra.sql.database import Connection, Database, ForeignKeyViolation, Row
 from planflow.infra.sql.dialect import Dialect
@@ -61,7 +60,6 @@ def fingerprint(plaintext: str) -> str:
     return hashlib.sha256(plaintext.encode()).hexdigest()
 
 
-@checked
 class SqlAuthRepository:
     """AuthRepository over a :class:`Database` (see ``planflow.protocols.AuthRepository``)."""
 
@@ -210,7 +208,7 @@ class SqlAuthRepository:
 
         def row(given: User) -> list[object]:
             user = inputs.check_instance(given, User, "an imported user")
-            email = _email(user.email)
+            email = inputs.check_email(user.email, "email")
             return [
                 inputs.check_id(user.id, "user id"),
                 email,
@@ -265,8 +263,3 @@ def _fingerprint(value: object) -> str:
             "characters given are not one"
         )
     return text
-
-
-def _email(value: object) -> str:
-    checked_email: str = inputs.RULES[("email", "str")](value, "email")
-    return checked_email

@@ -14,7 +14,6 @@ from typing import TypeVar
 
 from planflow.executions import TaskDefinition, TaskExecution, TaskOccurrence
 from planflow.infra.execution_rules import EXECUTIONS, OCCURRENCES, TASKS, purged
-from planflow.infra.inputs import checked
 from planflow.infra.sql.codec import loads
 from planflow.infra.sql.database import Connection, Database
 from planflow.infra.sql.dialect import Dialect
@@ -48,7 +47,6 @@ def _text(doc: dict[str, JsonValue]) -> str:
     return json.dumps(doc, ensure_ascii=False, separators=(",", ":"))
 
 
-@checked
 class SqlExecutionRepository:
     """ExecutionRepository over a :class:`Database` (see ``planflow.executions.ExecutionRepository``)."""
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from planflow.infra.inputs import checked
 from planflow.infra.sql.codec import now
 from planflow.infra.sql.database import Database
 from planflow.infra.sql.dialect import Dialect
@@ -17,7 +16,6 @@ DELETE = "DELETE FROM planflow_metadata WHERE key = ?"
 ITEMS = "SELECT key, value FROM planflow_metadata"
 
 
-@checked
 class SqlMetadataRepository:
     """MetadataRepository over a :class:`Database` (see ``planflow.protocols.MetadataRepository``)."""
 

@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequen
 from datetime import datetime, timedelta
 
 from planflow.errors import ConflictError, NotFoundError, TransactionRequiredError, ValidationError
-from planflow.infra.inputs import check_aware, check_optional_id, checked
+from planflow.infra.inputs import check_aware, check_optional_id
 from planflow.infra.sql.codec import loads, now, stored_meta
 from planflow.infra.sql.database import Connection, Database, ForeignKeyViolation, Row
 from planflow.infra.sql.dialect import Dialect
@@ -266,7 +266,6 @@ def own_parent(values: Sequence[object]) -> None:
         raise ValidationError(f"task {values[0]!r} cannot be its own parent")
 
 
-@checked
 class SqlTaskRepository:
     """TaskRepository over a :class:`Database` (see ``planflow.protocols.TaskRepository`` for the contract)."""
 

@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator, Collection, Iterable, Sequence
 from datetime import datetime
 
 from planflow.errors import NotFoundError, WorkflowNotReadyError
-from planflow.infra.inputs import MAX_JSON_DEPTH, checked, dump_json_object
+from planflow.infra.inputs import MAX_JSON_DEPTH, dump_json_object
 from planflow.infra.sql import tasks as tasks_sql
 from planflow.infra.sql.codec import load_usage, loads, now, stored_meta
 from planflow.infra.sql.database import Connection, Database, Row
@@ -170,7 +170,6 @@ TASK_COUNT = "SELECT COUNT(*) FROM task_states WHERE workflow_exec_id = ?"
 TASK_LOOKUPS = ("task_id", "agent_id", "tool_id")
 
 
-@checked
 class SqlWorkflowRepository:
     """WorkflowRepository over a :class:`Database` (see ``planflow.protocols.WorkflowRepository``)."""
 

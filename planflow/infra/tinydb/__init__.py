@@ -16,7 +16,7 @@ anything.
 The modules, one idea each: ``journal`` (the journaled storage and its files), ``storage`` (the crash-safe one),
 ``files`` (atomic replacement, decoding a file), ``lock`` (one writer per store), ``documents`` (operations and
 document ids), ``engine`` (indexed tables and units of work over a storage), ``executions`` (the repository,
-on the shared rules of :mod:`planflow.infra.execution_rules`), ``metadata`` and ``backend`` (the provider's).
+on the shared rules of :mod:`planflow.infra.execution_rules`), ``metadata``, ``core`` (the provider's) and ``open``.
 """
 
 from planflow.errors import CorruptStoreError, StoreLockedError, StoreWriteError

@@ -1,5 +1,10 @@
 """The ExecutionRepository on TinyDB: tables ``tasks``, ``occurrences`` and ``executions``.
 
+:class:`TinyDbExecutions` is the driver's core repository, written as coroutines that never suspend (TinyDB
+blocks), like the SQL drivers' cores: the provider's APIs reach it through the generated adapters, which check
+every argument on the way in. :class:`TinyDbExecutionRepository` is the synchronous repository over it, for
+using a ``TinyDB`` database directly, as the add-on does.
+
 The repository's rules are :mod:`planflow.infra.execution_rules`, shared with the SQL drivers: which models are
 accepted and how they are checked, the codec's documents (each keeps the model's id inside it; executions are
 keyed by ``occurrence_id``), what a delete cascades to and what a purge selects. The storage is the TinyDB
@@ -11,23 +16,24 @@ out in the order records are first added, so lists come back in that order.
 
 from __future__ import annotations
 
-from collections.abc import Generator
-from contextlib import contextmanager
+from collections.abc import AsyncGenerator
+from contextlib import AbstractContextManager, asynccontextmanager
 from datetime import datetime
 
 from tinydb import TinyDB
 
 from planflow.executions import TaskDefinition, TaskExecution, TaskOccurrence
-from planflow.infra.execution_codec import require, require_id
+from planflow.infra.execution_codec import require
 from planflow.infra.execution_rules import EXECUTIONS, OCCURRENCES, TASKS, cascade, purged
-from planflow.infra.inputs import check_aware
+from planflow.infra.facades.executions import CheckedExecutions, SyncExecutions
 from planflow.infra.tinydb.engine import Engine
 
-__all__ = ["TinyDbExecutionRepository"]
+__all__ = ["TinyDbExecutionRepository", "TinyDbExecutions"]
 
 
-class TinyDbExecutionRepository:
-    """The ExecutionRepository on a TinyDB database; safe to call from several threads.
+class TinyDbExecutions:
+    """The ExecutionRepository's core on a TinyDB database (its arguments checked by the adapters); safe to
+    call from several threads.
 
     The repository must be the only writer of its three tables (repositories sharing one ``TinyDB`` instance
     are fine). Ids follow the input rules: a non-empty ``str`` of at most 512 characters without NUL or a
@@ -51,8 +57,12 @@ class TinyDbExecutionRepository:
             require(db, TinyDB, "TinyDbExecutionRepository(db)"), (TASKS, OCCURRENCES, EXECUTIONS)
         )
 
-    @contextmanager
-    def batch(self) -> Generator[None, None, None]:
+    def locked(self) -> AbstractContextManager[object]:
+        """A unit of the storage engine, holding its lock: what the metadata repository runs its calls in."""
+        return self._engine.unit()
+
+    @asynccontextmanager
+    async def batch(self) -> AsyncGenerator[None, None]:
         """Group the writes made inside the ``with`` block into one write of the storage.
 
         On a journaled store that is one journal record. The block holds the repository's lock: other threads
@@ -65,7 +75,7 @@ class TinyDbExecutionRepository:
         with self._engine.unit():
             yield
 
-    def add_task(self, task: TaskDefinition) -> None:
+    async def add_task(self, task: TaskDefinition) -> None:
         """Store ``task``, overwriting a stored task with the same id in its place.
 
         Raises:
@@ -79,23 +89,22 @@ class TinyDbExecutionRepository:
         with self._engine.unit("add_task") as unit:
             unit.put(TASKS, record.key, record.doc, model)
 
-    def get_task(self, task_id: str) -> TaskDefinition | None:
+    async def get_task(self, task_id: str) -> TaskDefinition | None:
         """Return the task with id ``task_id``, or ``None`` when it is not stored.
 
         Raises:
             ValidationError: ``task_id`` breaks the id rules, or the stored record is malformed.
         """
-        require_id(task_id, "get_task(task_id)")
         with self._engine.unit() as unit:
             found = unit.get(TASKS, task_id)
             return None if found is None else _fresh_task(found)
 
-    def list_tasks(self) -> list[TaskDefinition]:
+    async def list_tasks(self) -> list[TaskDefinition]:
         """Return every stored task, in the order the tasks were first added."""
         with self._engine.unit() as unit:
             return [_fresh_task(task) for task in unit.values(TASKS)]
 
-    def add_occurrence(self, occ: TaskOccurrence) -> None:
+    async def add_occurrence(self, occ: TaskOccurrence) -> None:
         """Store ``occ``, overwriting a stored occurrence with the same id in its place.
 
         Raises:
@@ -109,30 +118,27 @@ class TinyDbExecutionRepository:
         with self._engine.unit("add_occurrence") as unit:
             unit.put(OCCURRENCES, record.key, record.doc, model)
 
-    def get_occurrence(self, occurrence_id: str) -> TaskOccurrence | None:
+    async def get_occurrence(self, occurrence_id: str) -> TaskOccurrence | None:
         """Return the occurrence with id ``occurrence_id``, or ``None`` when it is not stored.
 
         Raises:
             ValidationError: ``occurrence_id`` breaks the id rules, or the stored record is malformed.
         """
-        require_id(occurrence_id, "get_occurrence(occurrence_id)")
         with self._engine.unit() as unit:
             return unit.get(OCCURRENCES, occurrence_id)
 
-    def list_occurrences(self, task_id: str | None = None) -> list[TaskOccurrence]:
+    async def list_occurrences(self, task_id: str | None = None) -> list[TaskOccurrence]:
         """Return the stored occurrences (only those of ``task_id`` when given), in the order first added.
 
         Raises:
             ValidationError: ``task_id`` breaks the id rules, or a stored record is malformed.
         """
-        if task_id is not None:
-            require_id(task_id, "list_occurrences(task_id)")
         with self._engine.unit() as unit:
             if task_id is None:
                 return unit.values(OCCURRENCES)
             return unit.values(OCCURRENCES, unit.group(OCCURRENCES, task_id))
 
-    def add_execution(self, execution: TaskExecution) -> None:
+    async def add_execution(self, execution: TaskExecution) -> None:
         """Store ``execution``, overwriting the stored execution of the same occurrence in its place.
 
         Raises:
@@ -147,18 +153,17 @@ class TinyDbExecutionRepository:
         with self._engine.unit("add_execution") as unit:
             unit.put(EXECUTIONS, record.key, record.doc, model)
 
-    def get_execution(self, occurrence_id: str) -> TaskExecution | None:
+    async def get_execution(self, occurrence_id: str) -> TaskExecution | None:
         """Return the execution of occurrence ``occurrence_id``, or ``None`` when it is not stored.
 
         Raises:
             ValidationError: ``occurrence_id`` breaks the id rules, or the stored record is malformed.
         """
-        require_id(occurrence_id, "get_execution(occurrence_id)")
         with self._engine.unit() as unit:
             found = unit.get(EXECUTIONS, occurrence_id)
             return None if found is None else _fresh_execution(found)
 
-    def list_executions(self) -> list[TaskExecution]:
+    async def list_executions(self) -> list[TaskExecution]:
         """Return every stored execution, in the order the executions were first added."""
         with self._engine.unit() as unit:
             # The copy inline: this loop is the add-on's largest read.
@@ -167,7 +172,7 @@ class TinyDbExecutionRepository:
                 for e in unit.values(EXECUTIONS)
             ]
 
-    def delete_task_and_related(self, task_id: str) -> None:
+    async def delete_task_and_related(self, task_id: str) -> None:
         """Remove a task, its occurrences and their executions, in one write; other records stay.
 
         Deleting a task that is not stored removes whatever occurrences (and their executions) still name
@@ -178,7 +183,6 @@ class TinyDbExecutionRepository:
             StoreWriteError: The store could not be written; nothing is removed.
             ReadOnlyError: The store was opened read-only; nothing is removed.
         """
-        require_id(task_id, "delete_task_and_related(task_id)")
         with self._engine.unit("delete_task_and_related") as unit:
             cascade(
                 task_id,
@@ -188,7 +192,7 @@ class TinyDbExecutionRepository:
                 remove_task=lambda key: unit.remove_key(TASKS, key),
             )
 
-    def purge(self, *, before: datetime) -> int:
+    async def purge(self, *, before: datetime) -> int:
         """Remove the occurrences scheduled before ``before`` with their executions, in one write.
 
         Task definitions stay. A naive ``scheduled_for`` is read in this machine's local time zone. Nothing is
@@ -202,10 +206,9 @@ class TinyDbExecutionRepository:
             StoreWriteError: The store could not be written; nothing is removed.
             ReadOnlyError: The store was opened read-only; nothing is removed.
         """
-        moment = check_aware(before, "before")
         with self._engine.unit("purge") as unit:
             ids = unit.ids(OCCURRENCES)
-            doomed = purged(zip(ids, unit.values(OCCURRENCES, ids), strict=True), moment)
+            doomed = purged(zip(ids, unit.values(OCCURRENCES, ids), strict=True), before)
             for doc_id in doomed:
                 unit.remove_key(EXECUTIONS, unit.value(OCCURRENCES, doc_id).id)
                 unit.remove(OCCURRENCES, doc_id)
@@ -232,3 +235,20 @@ def _fresh_execution(execution: TaskExecution) -> TaskExecution:
     return TaskExecution(
         execution.occurrence_id, execution.state, execution.retries_remaining, list(execution.history)
     )
+
+
+class TinyDbExecutionRepository(SyncExecutions):
+    """The ExecutionRepository on a TinyDB database, for using one directly (as the add-on does):
+    ``TinyDbExecutionRepository(TinyDB("planflow.json", storage=JournaledStorage))``. Safe to call from several
+    threads; the repository must be the only writer of its three tables."""
+
+    __slots__ = ()
+
+    def __init__(self, db: TinyDB) -> None:
+        """Serve the execution tables of ``db``; on a journaled store, index them now.
+
+        Raises:
+            WrongTypeError: ``db`` is not a ``TinyDB``.
+            CorruptStoreError: The storage cannot be read.
+        """
+        super().__init__(CheckedExecutions(TinyDbExecutions(db)))

@@ -1,59 +1,22 @@
-"""Opens the TinyDB driver: the add-on's ExecutionRepository on a journaled JSON file or in memory."""
+"""Opens the TinyDB driver's core: the add-on's ExecutionRepository on a journaled JSON file or in memory."""
 
 from __future__ import annotations
 
-from contextlib import AbstractContextManager
 from typing import cast
 
 from tinydb import TinyDB
 from tinydb.storages import MemoryStorage
 
-from planflow.config import PlanflowConfig, RetrySettings
-from planflow.errors import ConfigError, ForeignStoreError, UnsupportedError
+from planflow.config import PlanflowConfig
+from planflow.errors import ConfigError, ForeignStoreError
 from planflow.infra.execution_rules import EXECUTIONS, OCCURRENCES, TASKS
-from planflow.infra.tinydb.executions import TinyDbExecutionRepository
+from planflow.infra.tinydb.core import TinyDbCore
 from planflow.infra.tinydb.journal import JournaledStorage
-from planflow.infra.tinydb.metadata import METADATA, TinyDbMetadataRepository
-from planflow.schema import Migration, MigrationStatus
+from planflow.infra.tinydb.metadata import METADATA
 
 
-class TinyDbBackend:
-    """Serves only ``executions``; the SQL repositories are ``None`` (the Provider says so by name)."""
-
-    driver = "tinydb"
-    tasks = None
-    workflows = None
-    auth = None
-    #: No transactions, so no idempotency keys of units of work.
-    keys = None
-
-    def __init__(self, db: TinyDB, retry: RetrySettings | None = None) -> None:
-        self._db = db
-        self.retry = retry or RetrySettings()
-        self.executions = TinyDbExecutionRepository(db)
-        self.metadata = TinyDbMetadataRepository(db, self.executions.batch)
-
-    def transaction(self) -> AbstractContextManager[object]:
-        """TinyDB has no transactions: group writes with ``provider.executions.batch()`` instead."""
-        raise UnsupportedError(
-            "the tinydb driver has no transactions; group writes with provider.executions.batch()"
-        )
-
-    def migrate(self) -> list[Migration]:
-        """A TinyDB store has no schema to migrate."""
-        return []
-
-    def migration_status(self) -> list[MigrationStatus]:
-        """A TinyDB store has no migrations."""
-        return []
-
-    def close(self) -> None:
-        """Close the store: fold its journal into the file and release its lock."""
-        self._db.close()
-
-
-def open_backend(config: PlanflowConfig) -> TinyDbBackend:
-    """A TinyDB backend: ``tinydb://memory`` in memory, else the journaled JSON file ``config.path``.
+def open_core(config: PlanflowConfig) -> TinyDbCore:
+    """The TinyDB core: ``tinydb://memory`` in memory, else the journaled JSON file ``config.path``.
 
     With ``config.read_only`` the file is only read, as it is when opened (see
     :class:`~planflow.infra.tinydb.journal.JournaledStorage`): nothing is created, locked or compacted, every
@@ -71,14 +34,14 @@ def open_backend(config: PlanflowConfig) -> TinyDbBackend:
     if config.is_memory:
         if config.read_only:
             raise ConfigError("a tinydb://memory store cannot be opened read-only: it would always be empty")
-        return TinyDbBackend(TinyDB(storage=MemoryStorage), config.retry)
+        return TinyDbCore(TinyDB(storage=MemoryStorage), config.retry)
     path = config.path or "planflow.json"
     db = TinyDB(
         path, storage=JournaledStorage, on_corrupt=config.tinydb_on_corrupt, read_only=config.read_only
     )
     if config.read_only:
         _refuse_foreign(db)
-    return TinyDbBackend(db, config.retry)
+    return TinyDbCore(db, config.retry)
 
 
 #: The tables planflow keeps in a TinyDB store: a store holding tables, but none of these, is not planflow's.

@@ -1,4 +1,4 @@
-"""Opens the PostgreSQL driver, for the synchronous API (blocking psycopg) or the asynchronous one."""
+"""Opens the PostgreSQL driver's core, for the synchronous API (blocking psycopg) or the asynchronous one."""
 
 from __future__ import annotations
 
@@ -7,11 +7,11 @@ from planflow.infra.drive import drive
 from planflow.infra.postgres.database import PostgresDatabase
 from planflow.infra.postgres.dialect import MIGRATION_SQL, POSTGRES
 from planflow.infra.postgres.io import ASYNCIO, BLOCKING
-from planflow.infra.sql.backend import SqlBackend, SyncSqlBackend
+from planflow.infra.sql.core import SqlCore
 
 
-def open_backend(config: PlanflowConfig) -> SyncSqlBackend:
-    """A PostgreSQL backend for ``config.url`` over blocking connections, its pool open and its server checked.
+def open_core(config: PlanflowConfig) -> SqlCore:
+    """The PostgreSQL core for ``config.url`` over blocking connections, its pool open and its server checked.
 
     Raises:
         ConfigError: the URL is invalid, the login is refused or the database does not exist.
@@ -20,22 +20,21 @@ def open_backend(config: PlanflowConfig) -> SyncSqlBackend:
         ForeignStoreError: opened ``read_only``, the schema holds tables but no planflow schema.
     """
     database = drive(PostgresDatabase(config, BLOCKING).open())
-    backend = SqlBackend(database, POSTGRES, MIGRATION_SQL, config.idempotency_window)
-    return SyncSqlBackend(drive(_opened(backend, config)))
+    return drive(_opened(SqlCore(database, POSTGRES, MIGRATION_SQL, config.idempotency_window), config))
 
 
-async def open_async_backend(config: PlanflowConfig) -> SqlBackend:
+async def open_async_core(config: PlanflowConfig) -> SqlCore:
     """The same over psycopg's asyncio connections and pool, opened on the running event loop."""
     database = await PostgresDatabase(config, ASYNCIO).open()
-    return await _opened(SqlBackend(database, POSTGRES, MIGRATION_SQL, config.idempotency_window), config)
+    return await _opened(SqlCore(database, POSTGRES, MIGRATION_SQL, config.idempotency_window), config)
 
 
-async def _opened(backend: SqlBackend, config: PlanflowConfig) -> SqlBackend:
-    """``backend``, after refusing a foreign schema when it is opened read-only (closed when refused)."""
+async def _opened(core: SqlCore, config: PlanflowConfig) -> SqlCore:
+    """``core``, after refusing a foreign schema when it is opened read-only (closed when refused)."""
     if config.read_only:
         try:
-            await backend.refuse_foreign(config.location)
+            await core.refuse_foreign(config.location)
         except BaseException:
-            await backend.aclose()
+            await core.aclose()
             raise
-    return backend
+    return core

@@ -1,0 +1,43 @@
+"""The argument types of the repository Protocols: each one names the input rule its values must meet.
+
+They are the plain types to a type checker (``Id`` is a ``str``, ``Count`` an ``int``); the rule rides along
+as ``typing.Annotated`` metadata, from which the checks of every public method are generated
+(``tools/generate_adapters.py``), so that a value is checked by its type, not by the name of its parameter.
+The rules themselves (and their messages) are in ``planflow.infra.inputs``:
+
+- ``Id``: a non-empty ``str`` of at most 512 characters, without NUL or a lone surrogate.
+- ``Email``: an ``Id``-like text with an ``@``, at most 320 characters.
+- ``Text``: any ``str`` without NUL or a lone surrogate (a metadata value).
+- ``Cursor``: the ``next_cursor`` of a previous page.
+- ``Count``: an ``int`` within 1..2**31-1 (a limit, a batch size, a depth).
+- ``Version``: an ``int`` within 0..2**31-1.
+- ``Lease``: a positive, finite number of seconds, or a ``timedelta``, of at most a year.
+- ``Timeout``: zero, or a positive, finite number of seconds.
+- ``Past``: an aware ``datetime`` not in the future.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Annotated, TypeAlias
+
+
+@dataclass(frozen=True, slots=True)
+class Rule:
+    """The input rule of an argument type: the name of its check in ``planflow.infra.inputs``."""
+
+    check: str
+
+
+Id: TypeAlias = Annotated[str, Rule("check_id")]
+Email: TypeAlias = Annotated[str, Rule("check_email")]
+Text: TypeAlias = Annotated[str, Rule("check_text")]
+Cursor: TypeAlias = Annotated[str, Rule("check_cursor")]
+Count: TypeAlias = Annotated[int, Rule("check_limit")]
+Version: TypeAlias = Annotated[int, Rule("check_version")]
+Lease: TypeAlias = Annotated[float | timedelta, Rule("check_lease")]
+Timeout: TypeAlias = Annotated[float, Rule("check_timeout")]
+Past: TypeAlias = Annotated[datetime, Rule("check_past")]
+
+__all__ = ["Count", "Cursor", "Email", "Id", "Lease", "Past", "Rule", "Text", "Timeout", "Version"]
