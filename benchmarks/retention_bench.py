@@ -36,7 +36,7 @@ from planflow.infra.postgres.database import to_pyformat
 from planflow.infra.postgres.dialect import POSTGRES
 from planflow.infra.sql import tasks as tasks_sql
 from planflow.infra.sql.dialect import Dialect
-from planflow.infra.sql.shared import listing
+from planflow.infra.sql.statements import listing
 from planflow.infra.sqlite.dialect import SQLITE
 
 T0 = datetime(2025, 1, 1, tzinfo=UTC)

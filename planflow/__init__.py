@@ -69,6 +69,7 @@ from planflow.infra.provider import (
     open_async_provider,
     open_provider,
 )
+from planflow.migration_records import Migration, MigrationStatus
 from planflow.models import (
     APIKey,
     ComponentType,
@@ -100,9 +101,7 @@ from planflow.protocols import (
     TaskRepository,
     WorkflowRepository,
 )
-from planflow.schema import Migration, MigrationStatus
-
-__version__ = "0.1.0"
+from planflow.version import __version__
 
 __all__ = [
     "APIKey",

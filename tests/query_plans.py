@@ -16,7 +16,7 @@ from planflow.infra.sql import tasks as tasks_sql
 from planflow.infra.sql import workflows as workflows_sql
 from planflow.infra.sql.codec import encode_cursor, now
 from planflow.infra.sql.dialect import Dialect
-from planflow.infra.sql.shared import listing, where_clause
+from planflow.infra.sql.statements import listing, where_clause
 from planflow.models import TERMINAL_STATUSES, ExecutionType, TaskFilter, TaskStatus, WorkflowFilter
 
 SORTS_ITS_RESULT = {

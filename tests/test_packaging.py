@@ -39,8 +39,8 @@ def test_the_version_is_written_once_in_the_package_and_read_from_there_by_the_b
     config = tomllib.loads((ROOT / "pyproject.toml").read_text())
 
     assert "version" not in project and project["dynamic"] == ["version"]
-    assert config["tool"]["hatch"]["version"]["path"] == "planflow/__init__.py"
-    assert re.search(r'^__version__ = "\d+\.\d+\.\d+"$', (ROOT / "planflow/__init__.py").read_text(), re.M)
+    assert config["tool"]["hatch"]["version"]["path"] == "planflow/version.py"
+    assert re.search(r'^__version__ = "\d+\.\d+\.\d+"$', (ROOT / "planflow/version.py").read_text(), re.M)
 
 
 def test_the_metadata_has_urls_classifiers_and_an_spdx_license() -> None:

@@ -20,7 +20,7 @@ from planflow.infra.postgres.dialect import POSTGRES
 from planflow.infra.sql import tasks as tasks_sql
 from planflow.infra.sql.codec import encode_cursor
 from planflow.infra.sql.dialect import Dialect
-from planflow.infra.sql.shared import listing
+from planflow.infra.sql.statements import listing
 from planflow.infra.sqlite.dialect import SQLITE
 
 ROWS = 20_000

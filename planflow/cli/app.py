@@ -36,7 +36,6 @@ from rich.table import Table
 from rich.text import Text
 from rich.tree import Tree
 
-from planflow import __version__
 from planflow.cli import render
 from planflow.cli.addon_demo import DEFAULT_ADDON_TASKS, AddonResult, AddonRun, build_addon_plan
 from planflow.cli.copy import (
@@ -66,6 +65,7 @@ from planflow.errors import ConfigError, ForeignStoreError, MigrationError, NotF
 from planflow.infra.execution_codec import scheduled_before
 from planflow.infra.provider import Provider, open_provider
 from planflow.infra.sql.migrations import MigrationSql, load_migrations, migration_script
+from planflow.migration_records import MigrationStatus
 from planflow.models import (
     TERMINAL_STATUSES,
     JsonObject,
@@ -78,7 +78,7 @@ from planflow.models import (
     WorkflowFilter,
     WorkflowState,
 )
-from planflow.schema import MigrationStatus
+from planflow.version import __version__
 
 app = typer.Typer(
     name="planflow",

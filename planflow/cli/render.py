@@ -21,6 +21,7 @@ from planflow.cli.addon_demo import AddonResult
 from planflow.cli.copy import CopyReport
 from planflow.cli.records import to_json
 from planflow.cli.settings import Setting
+from planflow.migration_records import MigrationStatus
 from planflow.models import (
     JsonObject,
     JsonValue,
@@ -32,7 +33,6 @@ from planflow.models import (
     UsageSummary,
     WorkflowState,
 )
-from planflow.schema import MigrationStatus
 
 STATUS_STYLES: dict[TaskStatus, str] = {
     TaskStatus.PENDING: "dim",

@@ -25,7 +25,7 @@ from planflow.config import RetrySettings
 from planflow.infra.drive import SyncContext, drive
 from planflow.infra.facades import FACADES
 from planflow.infra.registry import NAMES
-from planflow.schema import Migration, MigrationStatus
+from planflow.migration_records import Migration, MigrationStatus
 
 #: Positions in a FACADES entry.
 SYNC, CHECKED, THREADED, OBSERVED = range(4)

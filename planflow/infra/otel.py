@@ -56,6 +56,7 @@ from opentelemetry.util.types import AttributeValue
 from planflow.config import PlanflowConfig
 from planflow.events import ConflictEvent, Event, OperationEvent, PoolWaitEvent, RetryEvent
 from planflow.infra.registry import BY_NAME
+from planflow.version import __version__
 
 Attributes = dict[str, AttributeValue]
 PoolStats = Callable[[], dict[str, int]]
@@ -279,8 +280,6 @@ class OpenTelemetryListener:
     """A listener reporting one provider's events to OpenTelemetry (see the module docstring)."""
 
     def __init__(self, config: PlanflowConfig, pool_stats: PoolStats | None = None) -> None:
-        from planflow import __version__
-
         _flush_before_the_sdk_at_exit()
         self._driver = config.driver
         self._base = base_attributes(config)

@@ -26,7 +26,7 @@ from planflow.infra.inputs import check_id, dump_json
 from planflow.infra.observe import Observer
 from planflow.infra.sql.codec import loads
 from planflow.infra.sql.database import OnRetry, retrying
-from planflow.schema import Migration, MigrationStatus
+from planflow.migration_records import Migration, MigrationStatus
 
 T = TypeVar("T")
 R = TypeVar("R")

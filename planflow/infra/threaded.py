@@ -37,7 +37,7 @@ from planflow.infra.backends import Core, Keys, adapted
 from planflow.infra.drive import drive
 from planflow.infra.shielding import finish_then_cancel, settled
 from planflow.infra.sql.database import Interruptible
-from planflow.schema import Migration, MigrationStatus
+from planflow.migration_records import Migration, MigrationStatus
 
 T = TypeVar("T")
 P = TypeVar("P")

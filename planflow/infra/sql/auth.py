@@ -16,7 +16,7 @@ from planflow.infra import inputs
 from planflow.infra.sql.codec import now
 from planflow.infra.sql.database import Connection, Database, ForeignKeyViolation, Row
 from planflow.infra.sql.dialect import Dialect
-from planflow.infra.sql.shared import delete_one, write_batches
+from planflow.infra.sql.statements import delete_one, write_batches
 from planflow.models import APIKey, CreatedAPIKey, Role, User
 
 USER_COLUMNS = "id, email, role, created_at, updated_at"

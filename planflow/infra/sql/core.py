@@ -19,7 +19,7 @@ from planflow.infra.sql.metadata import SqlMetadataRepository
 from planflow.infra.sql.migrations import MigrationSql, Migrator
 from planflow.infra.sql.tasks import SqlTaskRepository
 from planflow.infra.sql.workflows import SqlWorkflowRepository
-from planflow.schema import Migration, MigrationStatus
+from planflow.migration_records import Migration, MigrationStatus
 
 
 class SqlCore:

@@ -41,7 +41,7 @@ class Dialect:
             ``planflow.infra.sql.tasks.STABLE_COLUMNS``): worth it where the engine rewrites the index entries
             of every column it sets (SQLite), a wasted round trip where it does not (PostgreSQL).
         limit_union_arms: Whether a listing over several statuses orders and limits each arm of its
-            ``UNION ALL`` (see ``planflow.infra.sql.shared.listing``). PostgreSQL merges ordered arms (Merge
+            ``UNION ALL`` (see ``planflow.infra.sql.statements.listing``). PostgreSQL merges ordered arms (Merge
             Append) only when each is limited: plain arms are flattened into the union, where a status condition
             no longer lets an index led by the status yield the order. SQLite merges plain arms in order, and
             would sort again the rows of a limited arm read through a subquery.

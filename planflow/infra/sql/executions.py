@@ -17,7 +17,7 @@ from planflow.infra.execution_rules import EXECUTIONS, OCCURRENCES, TASKS, purge
 from planflow.infra.sql.codec import loads
 from planflow.infra.sql.database import Connection, Database
 from planflow.infra.sql.dialect import Dialect
-from planflow.infra.sql.shared import batches, write_idempotent
+from planflow.infra.sql.statements import batches, write_idempotent
 from planflow.models import JsonValue
 
 M = TypeVar("M")

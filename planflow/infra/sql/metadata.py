@@ -5,7 +5,7 @@ from __future__ import annotations
 from planflow.infra.sql.codec import now
 from planflow.infra.sql.database import Database
 from planflow.infra.sql.dialect import Dialect
-from planflow.infra.sql.shared import write_idempotent
+from planflow.infra.sql.statements import write_idempotent
 
 GET = "SELECT value FROM planflow_metadata WHERE key = ?"
 SET = (

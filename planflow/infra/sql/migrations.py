@@ -19,7 +19,7 @@ from planflow.errors import MigrationError, SchemaTooNewError
 from planflow.infra.sql.codec import now
 from planflow.infra.sql.database import Connection, Database
 from planflow.infra.sql.dialect import Dialect
-from planflow.schema import Migration, MigrationStatus
+from planflow.migration_records import Migration, MigrationStatus
 
 TABLE = "planflow_migrations"
 logger = logging.getLogger("planflow.migrations")

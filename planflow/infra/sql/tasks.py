@@ -12,7 +12,7 @@ from planflow.infra.sql.codec import loads, now, stored_meta
 from planflow.infra.sql.database import Connection, Database, ForeignKeyViolation, Row
 from planflow.infra.sql.dialect import Dialect
 from planflow.infra.sql.idempotency import IdempotencyKeys
-from planflow.infra.sql.shared import (
+from planflow.infra.sql.statements import (
     batches,
     delete_one,
     every_item,

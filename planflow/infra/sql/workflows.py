@@ -13,7 +13,7 @@ from planflow.infra.sql.codec import load_usage, loads, now, stored_meta
 from planflow.infra.sql.database import Connection, Database, Row
 from planflow.infra.sql.dialect import Dialect
 from planflow.infra.sql.idempotency import IdempotencyKeys
-from planflow.infra.sql.shared import (
+from planflow.infra.sql.statements import (
     delete_one,
     every_item,
     listing,

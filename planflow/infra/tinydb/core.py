@@ -10,7 +10,7 @@ from planflow.config import RetrySettings
 from planflow.errors import UnsupportedError
 from planflow.infra.tinydb.executions import TinyDbExecutions
 from planflow.infra.tinydb.metadata import TinyDbMetadata
-from planflow.schema import Migration, MigrationStatus
+from planflow.migration_records import Migration, MigrationStatus
 
 
 class TinyDbCore:

@@ -1,4 +1,4 @@
-"""Patterns the SQL repositories share: batches, versioned writes, deletes, keyset pages."""
+"""Statement patterns the SQL repositories share: batches, versioned writes, deletes, keyset pages."""
 
 from __future__ import annotations
 

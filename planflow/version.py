@@ -1,0 +1,3 @@
+"""The package version (one place, read by the CLI, telemetry and packaging)."""
+
+__version__ = "0.1.0"
