@@ -21,7 +21,7 @@ from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import TypeVar, cast
 
-from planflow.errors import ValidationError, WrongTypeError
+from planflow.errors import ValidationError
 from planflow.executions import (
     EVENT_KINDS,
     EXECUTION_STATES,
@@ -35,7 +35,7 @@ from planflow.executions import (
     TaskExecution,
     TaskOccurrence,
 )
-from planflow.infra.inputs import MAX_ID_LENGTH, check_id
+from planflow.infra.inputs import check_id, check_text, wrong_type
 from planflow.models import JsonValue
 
 T = TypeVar("T")
@@ -57,22 +57,8 @@ def require(value: object, expected: type[T], what: str = "value") -> T:
         WrongTypeError: ``value`` is of another type; the message names the expected and the received type.
     """
     if not isinstance(value, expected):
-        raise WrongTypeError(f"{what} must be a {expected.__name__}, received {type(value).__name__}")
+        raise wrong_type(what, f"a {expected.__name__}", value)
     return value
-
-
-def require_id(value: object, what: str = "id") -> str:
-    """Return ``value`` if it is a valid id: a non-empty ``str`` of at most 512 characters, no NUL, no lone surrogate.
-
-    Args:
-        value: What the caller passed.
-        what: How to name ``value`` in the message, e.g. ``"get_task(task_id)"``.
-
-    Raises:
-        WrongTypeError: ``value`` is not a ``str``.
-        ValidationError: ``value`` is empty, too long, or holds NUL or a lone surrogate.
-    """
-    return _id(require(value, str, what), what)
 
 
 # --- documents ---
@@ -104,15 +90,15 @@ def task_to_doc(task: TaskDefinition) -> dict[str, JsonValue]:
     where = _Where(f"task {reprlib.repr(task.id)}")
     policy = require(task.retry_policy, RetryPolicy, where("retry_policy"))
     return {
-        "id": _id(task.id, where("id")),
-        "title": _text(task.title, where("title")),
+        "id": check_id(task.id, where("id")),
+        "title": check_text(task.title, where("title")),
         "description": _optional_text(task.description, where("description")),
         "link": _optional_text(task.link, where("link")),
         "created_at": _iso(task.created_at, where("created_at")),
         "recurrence": _optional_seconds(task.recurrence, where("recurrence")),
         "priority": _choice(task.priority, PRIORITIES, where("priority")),
         "preferred_slots": [
-            _text(slot, where("preferred_slots"))
+            check_text(slot, where("preferred_slots"))
             for slot in _list(task.preferred_slots, where("preferred_slots"))
         ],
         "retry_policy": {
@@ -157,8 +143,8 @@ def occurrence_to_doc(occ: TaskOccurrence) -> dict[str, JsonValue]:
     occ = require(occ, TaskOccurrence, "occurrence")
     where = _Where(f"occurrence {reprlib.repr(occ.id)}")
     return {
-        "id": _id(occ.id, where("id")),
-        "task_id": _id(occ.task_id, where("task_id")),
+        "id": check_id(occ.id, where("id")),
+        "task_id": check_id(occ.task_id, where("task_id")),
         "scheduled_for": _iso(occ.scheduled_for, where("scheduled_for")),
         "slot_name": _optional_text(occ.slot_name, where("slot_name")),
         "pinned_time": _optional_iso(occ.pinned_time, where("pinned_time")),
@@ -205,7 +191,7 @@ def execution_to_doc(execution: TaskExecution) -> dict[str, JsonValue]:
             }
         )
     return {
-        "occurrence_id": _id(execution.occurrence_id, where("occurrence_id")),
+        "occurrence_id": check_id(execution.occurrence_id, where("occurrence_id")),
         "state": _choice(execution.state, EXECUTION_STATES, where("state")),
         "retries_remaining": _count(execution.retries_remaining, where("retries_remaining")),
         "history": history,
@@ -397,27 +383,8 @@ def _optional_str(value: object, where: str) -> str | None:
     return None if value is None else _str(value, where)
 
 
-def _text(value: object, where: str) -> str:
-    # NUL is refused on every driver because PostgreSQL cannot store it in text or JSONB.
-    text = _str(value, where)
-    if "\x00" in text:
-        raise ValidationError(f"{where} must not contain NUL (\\x00)")
-    return text
-
-
 def _optional_text(value: object, where: str) -> str | None:
-    return None if value is None else _text(value, where)
-
-
-def _id(value: object, where: str) -> str:
-    # The id rules are the input rules' (planflow.infra.inputs.check_id); only the wording is the codec's,
-    # which names the record and field. Text has passed NUL and surrogates, so only the length can fail here.
-    text = _text(value, where)
-    try:
-        return check_id(text, where)
-    except ValidationError:
-        expected = "a non-empty id" if not text else f"at most {MAX_ID_LENGTH} characters, found {len(text)}"
-        raise ValidationError(f"{where} must be {expected}") from None
+    return None if value is None else check_text(value, where)
 
 
 def _count(value: object, where: str) -> int:
@@ -572,13 +539,11 @@ class _Reader:
 
 
 __all__ = [
-    "MAX_ID_LENGTH",
     "execution_from_doc",
     "execution_to_doc",
     "occurrence_from_doc",
     "occurrence_to_doc",
     "require",
-    "require_id",
     "task_from_doc",
     "task_to_doc",
 ]

@@ -108,13 +108,13 @@ def task_with(**changes: object) -> TaskDefinition:
 
 
 REFUSED_TASKS = {
-    "empty-id": (task_with(id=""), "'id' must be a non-empty id"),
-    "long-id": (task_with(id="x" * 513), "'id' must be at most 512"),
-    "nul-id": (task_with(id="a\x00"), "'id' must not contain NUL"),
-    "nul-title": (task_with(title="a\x00b"), "'title' must not contain NUL"),
+    "empty-id": (task_with(id=""), "'id' must be 1 to 512 characters long, got 0"),
+    "long-id": (task_with(id="x" * 513), "'id' must be 1 to 512 characters long"),
+    "nul-id": (task_with(id="a\x00"), "'id' contains a NUL character"),
+    "nul-title": (task_with(title="a\x00b"), "'title' contains a NUL character"),
     "surrogate-description": (task_with(description="\udc80"), "'description' is not valid Unicode"),
-    "nul-link": (task_with(link="\x00"), "'link' must not contain NUL"),
-    "nul-slot": (task_with(preferred_slots=["ok", "\x00"]), "'preferred_slots' must not contain NUL"),
+    "nul-link": (task_with(link="\x00"), "'link' contains a NUL character"),
+    "nul-slot": (task_with(preferred_slots=["ok", "\x00"]), "'preferred_slots' contains a NUL character"),
     "huge-retries": (
         task_with(retry_policy=RetryPolicy(2**63)),
         "'retry_policy.max_retries' must be an integer within",
@@ -144,10 +144,10 @@ def test_a_task_breaking_the_input_rules_is_refused_naming_the_field_and_nothing
 
 
 REFUSED_OCCURRENCES = {
-    "nul-task-id": (an_occurrence("o", task_id="t\x00"), "'task_id' must not contain NUL"),
-    "empty-task-id": (an_occurrence("o", task_id=""), "'task_id' must be a non-empty id"),
+    "nul-task-id": (an_occurrence("o", task_id="t\x00"), "'task_id' contains a NUL character"),
+    "empty-task-id": (an_occurrence("o", task_id=""), "'task_id' must be 1 to 512 characters long, got 0"),
     "surrogate-slot": (an_occurrence("o", slot_name="\ud800"), "'slot_name' is not valid Unicode"),
-    "long-id": (an_occurrence("o" * 600), "'id' must be at most 512"),
+    "long-id": (an_occurrence("o" * 600), "'id' must be 1 to 512 characters long"),
 }
 
 
@@ -161,7 +161,7 @@ def test_an_occurrence_breaking_the_input_rules_is_refused(
 
 
 REFUSED_EXECUTIONS = {
-    "nul-id": (an_execution("o\x00"), "'occurrence_id' must not contain NUL", ValidationError),
+    "nul-id": (an_execution("o\x00"), "'occurrence_id' contains a NUL character", ValidationError),
     "huge-retries": (
         an_execution("o", retries_remaining=-(2**63) - 1),
         "'retries_remaining' must be",
