@@ -14,6 +14,8 @@ The rules themselves (and their messages) are in ``planflow.infra.inputs``:
 - ``Lease``: a positive, finite number of seconds, or a ``timedelta``, of at most a year.
 - ``Timeout``: zero, or a positive, finite number of seconds.
 - ``Past``: an aware ``datetime`` not in the future.
+- ``Usage``: a ``UsageSummary`` of ``UsageEntry`` values with text names of at most 512 characters and
+  non-negative ``int`` counts.
 """
 
 from __future__ import annotations
@@ -21,6 +23,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Annotated, TypeAlias
+
+from planflow.models import UsageSummary
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,5 +43,6 @@ Version: TypeAlias = Annotated[int, Rule("check_version")]
 Lease: TypeAlias = Annotated[float | timedelta, Rule("check_lease")]
 Timeout: TypeAlias = Annotated[float, Rule("check_timeout")]
 Past: TypeAlias = Annotated[datetime, Rule("check_past")]
+Usage: TypeAlias = Annotated[UsageSummary, Rule("check_usage")]
 
-__all__ = ["Count", "Cursor", "Email", "Id", "Lease", "Past", "Rule", "Text", "Timeout", "Version"]
+__all__ = ["Count", "Cursor", "Email", "Id", "Lease", "Past", "Rule", "Text", "Timeout", "Usage", "Version"]

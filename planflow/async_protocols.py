@@ -10,7 +10,19 @@ from contextlib import AbstractAsyncContextManager
 from datetime import datetime
 from typing import Protocol
 
-from planflow.arguments import Count, Cursor, Email, Id, Lease, Past, Text, Timeout, Version
+from planflow.arguments import (
+    Count,
+    Cursor,
+    Email,
+    Id,
+    Lease,
+    Past,
+    Text,
+    Timeout,
+    Usage,
+    UsageSummary,
+    Version,
+)
 from planflow.executions import TaskDefinition, TaskExecution, TaskOccurrence
 from planflow.models import (
     TERMINAL_STATUSES,
@@ -26,7 +38,6 @@ from planflow.models import (
     TaskState,
     TaskStatus,
     TaskTreeNode,
-    UsageSummary,
     User,
     WorkflowFilter,
     WorkflowState,
@@ -170,7 +181,7 @@ class AsyncTaskRepository(Protocol):
         ...
 
     async def merge_usage(
-        self, task_exec_id: Id, usage: UsageSummary, *, idempotency_key: Id | None = None
+        self, task_exec_id: Id, usage: Usage, *, idempotency_key: Id | None = None
     ) -> UsageSummary:
         """Add ``usage`` into the stored summary atomically; returns the merged summary.
 
@@ -344,7 +355,7 @@ class AsyncWorkflowRepository(Protocol):
         ...
 
     async def merge_usage(
-        self, workflow_exec_id: Id, usage: UsageSummary, *, idempotency_key: Id | None = None
+        self, workflow_exec_id: Id, usage: Usage, *, idempotency_key: Id | None = None
     ) -> UsageSummary:
         """Add ``usage`` into the stored summary atomically; returns the merged summary.
 

@@ -7,7 +7,7 @@ from contextlib import AbstractContextManager
 from datetime import datetime
 from typing import Protocol
 
-from planflow.arguments import Count, Cursor, Email, Id, Lease, Past, Text, Timeout, Version
+from planflow.arguments import Count, Cursor, Email, Id, Lease, Past, Text, Timeout, Usage, Version
 from planflow.executions import TaskDefinition, TaskExecution, TaskOccurrence
 from planflow.models import (
     TERMINAL_STATUSES,
@@ -168,7 +168,7 @@ class TaskRepository(Protocol):
         ...
 
     def merge_usage(
-        self, task_exec_id: Id, usage: UsageSummary, *, idempotency_key: Id | None = None
+        self, task_exec_id: Id, usage: Usage, *, idempotency_key: Id | None = None
     ) -> UsageSummary:
         """Add ``usage`` into the stored summary atomically; returns the merged summary.
 
@@ -339,7 +339,7 @@ class WorkflowRepository(Protocol):
         ...
 
     def merge_usage(
-        self, workflow_exec_id: Id, usage: UsageSummary, *, idempotency_key: Id | None = None
+        self, workflow_exec_id: Id, usage: Usage, *, idempotency_key: Id | None = None
     ) -> UsageSummary:
         """Add ``usage`` into the stored summary atomically; returns the merged summary.
 

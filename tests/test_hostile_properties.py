@@ -263,7 +263,7 @@ STRATEGIES: dict[tuple[str, str], st.SearchStrategy[Any]] = {
     ("*", "Iterable[APIKey]"): st.lists(api_keys, max_size=2),
     ("*", "TaskState"): st.one_of(task_states, task_states, not_a_string),
     ("*", "WorkflowState"): st.one_of(workflow_states, workflow_states, not_a_string),
-    ("*", "UsageSummary"): st.one_of(usages, not_a_string),
+    ("*", "Usage"): st.one_of(usages, not_a_string),
     ("*", "TaskFilter | None"): task_filters,
     ("*", "WorkflowFilter | None"): workflow_filters,
     ("*", "TaskStatus"): statuses,

@@ -25,7 +25,7 @@ from enum import Enum
 from typing import TypeVar, cast
 
 from planflow.errors import ValidationError, WrongTypeError
-from planflow.models import TaskStatus
+from planflow.models import TaskStatus, UsageEntry, UsageSummary
 
 T = TypeVar("T")
 E = TypeVar("E", bound=Enum)
@@ -165,6 +165,49 @@ def check_enum(kind: type[E], value: object, field: str) -> E:
     except (ValueError, TypeError):
         accepted = ", ".join(str(m.value) for m in kind)
         raise ValidationError(f"{field} {value!r} is not one of: {accepted}") from None
+
+
+#: The token counts of a usage entry.
+TOKEN_FIELDS = ("prompt_tokens", "completion_tokens", "total_tokens", "cached_tokens", "reasoning_tokens")
+#: Longest provider, model or source name of a usage entry.
+MAX_USAGE_NAME = 512
+
+
+def _plain_name(text: object) -> bool:
+    return type(text) is str and len(text) <= MAX_USAGE_NAME and text.isascii() and "\x00" not in text
+
+
+def _plain_count(count: object) -> bool:
+    return type(count) is int and 0 <= count <= MAX_TOKENS
+
+
+def _plain_entry(entry: UsageEntry) -> bool:
+    """Whether every field of ``entry`` is plainly valid (ASCII names, int counts); if not, the checks say why."""
+    return (
+        _plain_name(entry.provider)
+        and _plain_name(entry.model)
+        and _plain_name(entry.source)
+        and _plain_count(entry.prompt_tokens)
+        and _plain_count(entry.completion_tokens)
+        and _plain_count(entry.total_tokens)
+        and _plain_count(entry.cached_tokens)
+        and _plain_count(entry.reasoning_tokens)
+    )
+
+
+def check_usage(value: object, field: str = "usage") -> UsageSummary:
+    """A UsageSummary of UsageEntry values: names are text of at most 512 characters, counts non-negative ints."""
+    summary = check_instance(value, UsageSummary, field)
+    for given in summary.entries:
+        if type(given) is UsageEntry and _plain_entry(given):
+            continue  # the common case, decided without a call per field
+        entry = check_instance(given, UsageEntry, f"an entry of {field}")
+        check_text(entry.provider, f"{field} provider", max_length=MAX_USAGE_NAME)
+        check_text(entry.model, f"{field} model", max_length=MAX_USAGE_NAME)
+        check_text(entry.source, f"{field} source", max_length=MAX_USAGE_NAME)
+        for name in TOKEN_FIELDS:
+            check_tokens(getattr(entry, name), f"{field} {name}")
+    return summary
 
 
 def check_instance(value: object, kind: type[T], field: str) -> T:

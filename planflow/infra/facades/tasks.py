@@ -11,7 +11,7 @@ from functools import partial
 from time import perf_counter
 from typing import TYPE_CHECKING
 
-from planflow.arguments import Count, Cursor, Id, Lease, Timeout, Version
+from planflow.arguments import Count, Cursor, Id, Lease, Timeout, Usage, UsageSummary, Version
 from planflow.async_protocols import AsyncTaskRepository
 from planflow.infra.drive import drive, sync_iterator
 from planflow.infra.inputs import (
@@ -26,6 +26,7 @@ from planflow.infra.inputs import (
     check_lease,
     check_limit,
     check_timeout,
+    check_usage,
     check_version,
 )
 from planflow.models import (
@@ -38,7 +39,6 @@ from planflow.models import (
     TaskState,
     TaskStatus,
     TaskTreeNode,
-    UsageSummary,
 )
 
 if TYPE_CHECKING:  # the asynchronous machinery is imported by the asynchronous API only
@@ -186,7 +186,7 @@ class SyncTasks:
         return drive(self._core.get_progress_info(parent_state_id))
 
     def merge_usage(
-        self, task_exec_id: Id, usage: UsageSummary, *, idempotency_key: Id | None = None
+        self, task_exec_id: Id, usage: Usage, *, idempotency_key: Id | None = None
     ) -> UsageSummary:
         """Add ``usage`` into the stored summary atomically; returns the merged summary.
 
@@ -463,7 +463,7 @@ class CheckedTasks:
         )
 
     async def merge_usage(
-        self, task_exec_id: Id, usage: UsageSummary, *, idempotency_key: Id | None = None
+        self, task_exec_id: Id, usage: Usage, *, idempotency_key: Id | None = None
     ) -> UsageSummary:
         """Add ``usage`` into the stored summary atomically; returns the merged summary.
 
@@ -480,7 +480,7 @@ class CheckedTasks:
         """
         return await self._core.merge_usage(
             check_id(task_exec_id, "merge_usage(task_exec_id)"),
-            check_instance(usage, UsageSummary, "merge_usage(usage)"),
+            check_usage(usage, "merge_usage(usage)"),
             idempotency_key=None
             if idempotency_key is None
             else check_id(idempotency_key, "merge_usage(idempotency_key)"),
@@ -725,7 +725,7 @@ class ThreadedTasks:
         return await self._lanes.run(self._core.get_progress_info(parent_state_id))
 
     async def merge_usage(
-        self, task_exec_id: Id, usage: UsageSummary, *, idempotency_key: Id | None = None
+        self, task_exec_id: Id, usage: Usage, *, idempotency_key: Id | None = None
     ) -> UsageSummary:
         """Add ``usage`` into the stored summary atomically; returns the merged summary.
 
@@ -1014,7 +1014,7 @@ class ObservedTasks:
         return result
 
     async def merge_usage(
-        self, task_exec_id: Id, usage: UsageSummary, *, idempotency_key: Id | None = None
+        self, task_exec_id: Id, usage: Usage, *, idempotency_key: Id | None = None
     ) -> UsageSummary:
         started = perf_counter()
         try:

@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator, Collection, Iterable, Iterator
 from time import perf_counter
 from typing import TYPE_CHECKING
 
-from planflow.arguments import Count, Cursor, Id, Past, Version
+from planflow.arguments import Count, Cursor, Id, Past, Usage, UsageSummary, Version
 from planflow.async_protocols import AsyncWorkflowRepository
 from planflow.infra.drive import drive, sync_iterator
 from planflow.infra.inputs import (
@@ -26,17 +26,10 @@ from planflow.infra.inputs import (
     check_limit,
     check_past,
     check_statuses,
+    check_usage,
     check_version,
 )
-from planflow.models import (
-    TERMINAL_STATUSES,
-    Order,
-    Page,
-    TaskStatus,
-    UsageSummary,
-    WorkflowFilter,
-    WorkflowState,
-)
+from planflow.models import TERMINAL_STATUSES, Order, Page, TaskStatus, WorkflowFilter, WorkflowState
 from planflow.protocols import OutputTransformer, PurgeProgress
 
 if TYPE_CHECKING:  # the asynchronous machinery is imported by the asynchronous API only
@@ -126,7 +119,7 @@ class SyncWorkflows:
         return drive(self._core.import_states(states))
 
     def merge_usage(
-        self, workflow_exec_id: Id, usage: UsageSummary, *, idempotency_key: Id | None = None
+        self, workflow_exec_id: Id, usage: Usage, *, idempotency_key: Id | None = None
     ) -> UsageSummary:
         """Add ``usage`` into the stored summary atomically; returns the merged summary.
 
@@ -313,7 +306,7 @@ class CheckedWorkflows:
         return await self._core.import_states(check_iterable(states, "import_states(states)"))
 
     async def merge_usage(
-        self, workflow_exec_id: Id, usage: UsageSummary, *, idempotency_key: Id | None = None
+        self, workflow_exec_id: Id, usage: Usage, *, idempotency_key: Id | None = None
     ) -> UsageSummary:
         """Add ``usage`` into the stored summary atomically; returns the merged summary.
 
@@ -330,7 +323,7 @@ class CheckedWorkflows:
         """
         return await self._core.merge_usage(
             check_id(workflow_exec_id, "merge_usage(workflow_exec_id)"),
-            check_instance(usage, UsageSummary, "merge_usage(usage)"),
+            check_usage(usage, "merge_usage(usage)"),
             idempotency_key=None
             if idempotency_key is None
             else check_id(idempotency_key, "merge_usage(idempotency_key)"),
@@ -487,7 +480,7 @@ class ThreadedWorkflows:
         return await self._lanes.run(self._core.import_states(states))
 
     async def merge_usage(
-        self, workflow_exec_id: Id, usage: UsageSummary, *, idempotency_key: Id | None = None
+        self, workflow_exec_id: Id, usage: Usage, *, idempotency_key: Id | None = None
     ) -> UsageSummary:
         """Add ``usage`` into the stored summary atomically; returns the merged summary.
 
@@ -699,7 +692,7 @@ class ObservedWorkflows:
         return result
 
     async def merge_usage(
-        self, workflow_exec_id: Id, usage: UsageSummary, *, idempotency_key: Id | None = None
+        self, workflow_exec_id: Id, usage: Usage, *, idempotency_key: Id | None = None
     ) -> UsageSummary:
         started = perf_counter()
         try:

@@ -43,29 +43,34 @@ def loads(text: str) -> Any:
 
 #: The token counts of a usage entry, in the order of its fields and of the stored documents. Documents written
 #: before schema 7 lack the last two; they read as 0.
-TOKEN_FIELDS = ("prompt_tokens", "completion_tokens", "total_tokens", "cached_tokens", "reasoning_tokens")
 
 
 def dump_usage(usage: object, field: str = "usage") -> str | None:
-    """A usage summary as a JSON list of entries (``None`` stays NULL), every token count checked.
+    """A usage summary as a JSON list of entries (``None`` stays NULL), checked (``inputs.check_usage``).
 
     Raises:
         ValidationError: not a UsageSummary of UsageEntry values, or a count that is not a non-negative int.
     """
     if usage is None:
         return None
-    summary = inputs.check_instance(usage, UsageSummary, field)
-    entries: list[dict[str, object]] = []
-    for given in summary.entries:
-        entry = inputs.check_instance(given, UsageEntry, f"an entry of {field}")
-        document: dict[str, object] = {
-            "provider": inputs.check_text(entry.provider, f"{field} provider", max_length=512),
-            "model": inputs.check_text(entry.model, f"{field} model", max_length=512),
-            "source": inputs.check_text(entry.source, f"{field} source", max_length=512),
+    return usage_json(inputs.check_usage(usage, field))
+
+
+def usage_json(summary: UsageSummary) -> str:
+    """A summary whose values are known to be valid as the JSON text of its column."""
+    entries = [
+        {
+            "provider": entry.provider,
+            "model": entry.model,
+            "source": entry.source,
+            "prompt_tokens": entry.prompt_tokens,
+            "completion_tokens": entry.completion_tokens,
+            "total_tokens": entry.total_tokens,
+            "cached_tokens": entry.cached_tokens,
+            "reasoning_tokens": entry.reasoning_tokens,
         }
-        for name in TOKEN_FIELDS:
-            document[name] = inputs.check_tokens(getattr(entry, name), f"{field} {name}")
-        entries.append(document)
+        for entry in summary.entries
+    ]
     return json.dumps(entries, ensure_ascii=False, separators=(",", ":"))
 
 

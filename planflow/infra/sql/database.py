@@ -225,53 +225,60 @@ async def retrying(
     settings: RetrySettings,
     sleep: Sleep,
     on_retry: OnRetry | None = None,
+    *,
+    failed: TransientError | None = None,
 ) -> T:
     """Await ``attempt()`` until it does not raise :class:`TransientError`, with jittered exponential backoff.
 
     Attempt ``n`` (from 1) that fails sleeps a random time up to ``min(max_delay, base_delay * 2**(n-1))``.
     A :class:`WaitedTooLongError` already waited its budget and is raised at once. Each retry is logged
-    (WARNING on ``planflow.retry``) and handed to ``on_retry``.
+    (WARNING on ``planflow.retry``) and handed to ``on_retry``. ``failed``: the caller made the first attempt
+    itself (the frequent calls do, without this machinery), and it failed so.
 
     Raises:
         TransientError: the last attempt failed; the message says how many were made.
     """
-    for number in range(1, settings.max_attempts + 1):
-        try:
-            return await attempt()
-        except WaitedTooLongError:
-            raise
-        except TransientError as exc:
-            if number == settings.max_attempts:
-                raise TransientError(f"gave up after {number} attempts: {exc}") from exc
-            delay = random.uniform(0, min(settings.max_delay, settings.base_delay * 2 ** (number - 1)))
-            retry_logger.warning(
-                "retrying after a transient failure (attempt %d of %d, in %.3fs): %s",
-                number,
-                settings.max_attempts,
-                delay,
-                exc,
-                extra={
-                    "planflow_attempt": number,
-                    "planflow_delay": delay,
-                    "planflow_cause": type(exc).__name__,
-                },
-            )
-            if on_retry is not None:
-                on_retry(number, delay, exc)
-            await sleep(delay)
-    raise AssertionError("unreachable")  # pragma: no cover
+    number, error = 1, failed
+    while True:
+        if error is None:
+            try:
+                return await attempt()
+            except WaitedTooLongError:
+                raise
+            except TransientError as exc:
+                error = exc
+        if number == settings.max_attempts:
+            raise TransientError(f"gave up after {number} attempts: {error}") from error
+        delay = random.uniform(0, min(settings.max_delay, settings.base_delay * 2 ** (number - 1)))
+        retry_logger.warning(
+            "retrying after a transient failure (attempt %d of %d, in %.3fs): %s",
+            number,
+            settings.max_attempts,
+            delay,
+            error,
+            extra={
+                "planflow_attempt": number,
+                "planflow_delay": delay,
+                "planflow_cause": type(error).__name__,
+            },
+        )
+        if on_retry is not None:
+            on_retry(number, delay, error)
+        await sleep(delay)
+        number, error = number + 1, None
 
 
 def owner() -> object:
     """Who is running: the current asyncio task, or else the current thread."""
     asyncio = sys.modules.get("asyncio")
     if asyncio is not None:
-        try:
-            task = asyncio.current_task()
-        except RuntimeError:  # no event loop runs in this thread
-            task = None
-        if task is not None:
-            return task
+        # _get_running_loop() answers None outside an event loop, where current_task() would raise (which costs
+        # more than the rest of this function on every call of the synchronous API).
+        loop = asyncio._get_running_loop()  # pyright: ignore[reportPrivateUsage]
+        if loop is not None:
+            task = asyncio.current_task(loop)
+            if task is not None:
+                return task
     return threading.get_ident()
 
 
@@ -424,13 +431,14 @@ class Database(ABC):
         connection = await self.acquire()
         try:
             return await connection.fetch_one(sql, params)
+        except WaitedTooLongError:
+            raise
         except TransientError as exc:
-            if isinstance(exc, WaitedTooLongError):
-                raise
+            failed = exc
         finally:
             await self.release(connection)
         return await retrying(
-            lambda: self._fetch_one_once(sql, params), self.retry, self.sleep, self.on_retry
+            lambda: self._fetch_one_once(sql, params), self.retry, self.sleep, self.on_retry, failed=failed
         )
 
     async def _fetch_one_once(self, sql: str, params: Params) -> Row | None:
@@ -530,10 +538,22 @@ class Database(ABC):
         if tx is not None:
             return await self._in_savepoint(tx, work) if write else await work(tx.connection)
         if single_statement and self.autocommit_single_statement:
-            return await retrying(lambda: self._autocommit(work), self.retry, self.sleep, self.on_retry)
-        return await retrying(
-            lambda: self._unit(work, write, not idempotent), self.retry, self.sleep, self.on_retry
-        )
+
+            def attempt() -> Awaitable[T]:
+                return self._autocommit(work)
+        else:
+
+            def attempt() -> Awaitable[T]:
+                return self._unit(work, write, not idempotent)
+
+        # The first attempt without the machinery of retrying(): these are the most frequent calls.
+        try:
+            return await attempt()
+        except WaitedTooLongError:
+            raise
+        except TransientError as exc:
+            failed = exc
+        return await retrying(attempt, self.retry, self.sleep, self.on_retry, failed=failed)
 
     async def acquire_for_write(self) -> Connection:
         """A connection for a unit of work that writes (SQLite takes this process's turn to write with it)."""

@@ -275,6 +275,7 @@ class SqlTaskRepository:
         self._by_ids = f"{SELECT} WHERE {dialect.in_ids('task_exec_id')} {ORDER}"
         self._get_for_update = GET + dialect.for_update
         self._update_in_place = update_in_place_sql(dialect) if dialect.split_update else None
+        self._heartbeat = heartbeat_sql(dialect)
         self._usage = UsageMerger(database, dialect, "task_states", "task_exec_id", "task", keys=keys)
         #: Claiming statements by filter clause (a handful: one per combination of filter fields in use).
         self._claims: dict[str, str] = {}
@@ -518,12 +519,16 @@ class SqlTaskRepository:
     ) -> Heartbeat:
         if not task_exec_ids:
             return Heartbeat(held=[], lost=[], lease_expires_at=None)
-        wanted = list(dict.fromkeys(task_exec_ids))
+        wanted = list(dict.fromkeys(task_exec_ids)) if len(task_exec_ids) > 1 else list(task_exec_ids)
         dialect = self._dialect
-        params = [*dialect.at_params(_seconds(lease)), dialect.ids_param(wanted), worker]
+        params = [dialect.seconds_param(_seconds(lease)), dialect.ids_param(wanted), worker]
         # Idempotent: a heartbeat whose reply was lost is sent again, which extends the same leases a little
         # further (from its own now).
-        rows = await self._db.write(heartbeat_sql(dialect), params, result="all", idempotent=True)
+        rows = await self._db.write(self._heartbeat, params, result="all", idempotent=True)
+        if len(rows) == len(wanted):  # every lease held: the usual case
+            return Heartbeat(
+                held=wanted, lost=[], lease_expires_at=dialect.load_ts(max(row[1] for row in rows))
+            )
         kept = {row[0]: row[1] for row in rows}
         ends = [dialect.load_ts(end) for end in kept.values()]
         return Heartbeat(

@@ -15,7 +15,8 @@ class UsageMerger:
 
     The row is read under a write lock (SQLite: the transaction's ``BEGIN IMMEDIATE``; Postgres:
     ``FOR UPDATE``), so concurrent merges serialise and none is lost. The caller has checked the key and the
-    summary (the argument layer); the merged summary is checked again before it is written.
+    summary (the argument layer); the merged summary is checked before it is written (its sums may pass the
+    largest count).
     """
 
     def __init__(
@@ -34,7 +35,6 @@ class UsageMerger:
         With ``idempotency_key``, a merge already applied with that key within the window is not applied again:
         its merged summary is returned as it was then.
         """
-        dump_usage(usage)
 
         async def work(conn: Connection) -> UsageSummary:
             row = await conn.fetch_one(self._select, [key])

@@ -152,8 +152,39 @@ class SqliteConnection(Connection):
 SQLITE_HEADER = b"SQLite format 3\x00"
 #: How often a watcher looks at ``PRAGMA data_version`` for commits of other processes.
 POLL_INTERVAL = 0.05
-#: WAL size past which a write's release runs a checkpoint: SQLite's default, 1 000 pages of 4 KiB.
-CHECKPOINT_BYTES = 1000 * 4096
+#: Pages in the WAL at which a checkpoint is due: SQLite's default autocheckpoint.
+CHECKPOINT_PAGES = 1000
+#: Writes of this process between the first checkpoints, before it has measured how many pages a write adds.
+FIRST_CHECKPOINT_WRITES = 100
+#: Size above which the WAL file is truncated when SQLite restarts it (after a large purge, say); below it the
+#: file keeps its size and is overwritten from the start, which costs writes less than growing it again.
+JOURNAL_SIZE_LIMIT = 64 * 1024 * 1024
+
+
+class _Checkpoints:
+    """When a write of this process runs a checkpoint (see ``SqliteDatabase.release``): after as many of its
+    writes as add about :data:`CHECKPOINT_PAGES` pages to the WAL, a number learnt from each checkpoint (PASSIVE
+    reports how many pages the WAL held). Writes of other processes make the WAL grow faster than this process's
+    count says, so their checkpoints come sooner: never later than SQLite's own would. Counted without a lock:
+    two threads counting at once may miss a write, which only delays a checkpoint by one.
+    """
+
+    __slots__ = ("every", "writes")
+
+    def __init__(self) -> None:
+        self.writes = 0
+        self.every = FIRST_CHECKPOINT_WRITES
+
+    def due(self) -> bool:
+        """Count one write; whether a checkpoint is due after it."""
+        self.writes += 1
+        return self.writes >= self.every
+
+    def done(self, pages: int) -> None:
+        """A checkpoint found ``pages`` pages in the WAL (``-1``: none ran): aim the next one at the target."""
+        if pages > 0:
+            self.every = max(1, min(10 * CHECKPOINT_PAGES, CHECKPOINT_PAGES * self.writes // pages))
+        self.writes = 0
 
 
 class _SqliteWatcher(Watcher):
@@ -316,6 +347,9 @@ class SqliteDatabase(Database):
         self.streams_in_transaction = not self._memory
         self._path = config.path or "planflow.db"
         self._wal = f"{self._path}-wal"
+        self._checkpoints = _Checkpoints()
+        #: Watchers waiting on this process's commits: a write wakes them only when there are any.
+        self._watchers = 0
         # Idle connections, already wrapped: deque.pop and .append are atomic, so lending one takes no lock.
         self._idle: deque[SqliteConnection] = deque()
         self._closed = False
@@ -407,10 +441,9 @@ class SqliteDatabase(Database):
             elif not self._memory:
                 raw.execute("PRAGMA journal_mode = WAL")
                 # Checkpoints are run by release(), after this process's turn to write is handed on; SQLite's
-                # own would run inside COMMIT, with every other writer of the process waiting. The WAL is
-                # truncated when it restarts, so that its size tells how much awaits a checkpoint.
+                # own would run inside COMMIT, with every other writer of the process waiting.
                 raw.execute("PRAGMA wal_autocheckpoint = 0")
-                raw.execute("PRAGMA journal_size_limit = 0")
+                raw.execute(f"PRAGMA journal_size_limit = {JOURNAL_SIZE_LIMIT}")
             raw.execute("PRAGMA synchronous = NORMAL")
             raw.execute("PRAGMA foreign_keys = ON")
         except sqlite3.Error as exc:
@@ -517,9 +550,10 @@ class SqliteDatabase(Database):
             connection.writing = False
             self._writer.release()
         if wrote:
-            self._wrote()
-            if self._shared is None:
-                self._checkpoint_if_due(connection)
+            if self._watchers:
+                self._wrote()
+            if self._shared is None and self._checkpoints.due():
+                self._checkpoint(connection)
         if self._shared is not None:
             self._shared_lock.release()
             return
@@ -531,19 +565,17 @@ class SqliteDatabase(Database):
     async def begin_on(self, connection: Connection, *, write: bool, resolvable: bool) -> None:
         await connection.execute("BEGIN IMMEDIATE" if write else "BEGIN")
 
-    def _checkpoint_if_due(self, connection: SqliteConnection) -> None:
-        """Copy the WAL into the database once it holds about as much as SQLite's default autocheckpoint.
+    def _checkpoint(self, connection: SqliteConnection) -> None:
+        """Copy the WAL into the database (see :class:`_Checkpoints` for when).
 
         PASSIVE: it waits for no reader or writer, and a writer of this process may write meanwhile. One that
-        cannot finish (a reader still needs old pages) is tried again after the next write.
+        cannot finish (a reader still needs old pages) copies what it can; the next one does the rest.
         """
         try:
-            due = os.stat(self._wal).st_size >= CHECKPOINT_BYTES
-        except OSError:  # no WAL file yet
+            row = connection.raw.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+        except sqlite3.Error:  # busy or interrupted: try again after the next write
             return
-        if due:
-            with suppress(sqlite3.Error):  # busy or interrupted: the next write tries again
-                connection.raw.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+        self._checkpoints.done(-1 if row is None else int(row[1]))
 
     def _wrote(self) -> None:
         """A connection of this process committed a write: wake the watchers at once."""
@@ -554,9 +586,13 @@ class SqliteDatabase(Database):
     @asynccontextmanager
     async def watch(self) -> AsyncGenerator[Watcher, None]:
         connection = None if self._memory else SqliteConnection(self._open(), self)
+        with self._changes:
+            self._watchers += 1
         try:
             yield _SqliteWatcher(self, connection)
         finally:
+            with self._changes:
+                self._watchers -= 1
             if connection is not None:
                 connection.raw.close()
 
