@@ -294,7 +294,8 @@ def render_threaded(spec: Spec, found: list[Method]) -> list[str]:
         f"class Threaded{name}:",
         f'    """The asynchronous {spec.protocol.__name__} over a blocking core (SQLite\'s, TinyDB\'s): each call runs the',
         f"    coroutine of the repository below (a Checked{name}, or an Observed{name} over one) to its end on a worker",
-        '    thread (a lane); iterators and context managers hold one lane from their start to their end."""',
+        '    thread (a lane); iterators and context managers hold one lane from their start to their end; point reads',
+        '    run on the event loop where the store\'s reads never wait (see Lanes.read)."""',
         "",
         '    __slots__ = ("_core", "_lanes")',
         "",
@@ -317,6 +318,8 @@ def render_threaded(spec: Spec, found: list[Method]) -> list[str]:
                 lines.append(
                     f"        return await self._lanes.sliced(partial(self._core.{method.name}, {passed(first)}), timeout)"
                 )
+            elif method.name in spec.point_reads:
+                lines.append(f"        return await self._lanes.read({call})")
             else:
                 lines.append(f"        return await self._lanes.run({call})")
         else:

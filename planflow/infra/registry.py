@@ -35,6 +35,9 @@ class Spec:
     tinydb_tables: tuple[str, ...] = ()
     #: Methods that work on another table than the first: method -> its position in ``tables`` (``None``: several).
     methods: Mapping[str, int | None] = field(default_factory=dict[str, "int | None"])
+    #: Point reads: one record found by its key, no transaction. On the asynchronous API of a store whose reads
+    #: never wait for a lock they run at once on the event loop (``planflow.infra.threaded.Lanes.read``).
+    point_reads: tuple[str, ...] = ()
 
     def table_of(self, method: str, driver: str) -> str | None:
         """The table a call of ``method`` works on, on ``driver``; ``None`` for one that spans several."""
@@ -48,7 +51,13 @@ _API_KEYS = ("create_api_key", "get_api_key", "get_api_key_by_fingerprint", "lis
              "import_api_keys", "delete_api_key")  # fmt: skip
 
 REPOSITORIES: tuple[Spec, ...] = (
-    Spec("tasks", TaskRepository, "task states", ("task_states",)),
+    Spec(
+        "tasks",
+        TaskRepository,
+        "task states",
+        ("task_states",),
+        point_reads=("get_state", "get_child_by_task_id"),
+    ),
     Spec("workflows", WorkflowRepository, "workflow states", ("workflow_states",)),
     Spec(
         "auth",
@@ -56,6 +65,7 @@ REPOSITORIES: tuple[Spec, ...] = (
         "users and API keys",
         ("users", "api_keys"),
         methods=dict.fromkeys(_API_KEYS, 1),
+        point_reads=("get_user", "get_user_by_email", "get_api_key", "get_api_key_by_fingerprint"),
     ),
     Spec(
         "executions",
@@ -73,6 +83,7 @@ REPOSITORIES: tuple[Spec, ...] = (
             "list_executions": 2,
             "batch": None,
         },
+        point_reads=("get_task", "get_occurrence", "get_execution"),
     ),
     Spec(
         "metadata",
@@ -80,6 +91,7 @@ REPOSITORIES: tuple[Spec, ...] = (
         "facts about the store",
         ("planflow_metadata",),
         ("planflow_metadata",),
+        point_reads=("get",),
     ),
 )
 

@@ -146,6 +146,8 @@ class Lanes:
         for lane in self._lanes:
             self._free.put_nowait(lane)
         self._closed = False
+        #: Whether point reads run on the event loop (see :meth:`read`): set for a store whose reads never wait.
+        self.inline_reads = False
 
     def finished(
         self, lane: _Lane, future: asyncio.Future[Any], result: object, error: BaseException | None
@@ -207,6 +209,19 @@ class Lanes:
             work.close()
             raise ClosedError("the provider is closed")
         return await self.call(partial(drive, work))
+
+    async def read(self, work: Coroutine[Any, Any, T]) -> T:
+        """Run ``work``, a point read of a blocking core (one record by its key), at once on the event loop when
+        :attr:`inline_reads` (a SQLite file in WAL mode: its readers never wait for a writer, and take no lock of
+        this process), outside the task's transaction; else like :meth:`run`.
+
+        A SQLite point read costs about 15 µs, less than handing it to a lane and back (the thread switches,
+        about 50 µs on a busy two-core machine), and holds the loop no longer than a callback does; listings,
+        iterators and writes, which may take longer or wait for the turn to write, always go to a lane.
+        """
+        if self.inline_reads and not self._closed and self.current_pin() is None:
+            return drive(work)
+        return await self.run(work)
 
     @asynccontextmanager
     async def pinned(self, manager: AbstractAsyncContextManager[T]) -> AsyncGenerator[T, None]:
@@ -321,6 +336,7 @@ class ThreadedBackend:
         if isinstance(database, Interruptible):
             database.interruptible = True
             lanes.interruptible = database
+        lanes.inline_reads = bool(getattr(database, "reads_never_wait", False))
 
     def transaction(self) -> AbstractAsyncContextManager[object]:
         """The core's unit of work, entered and left on one lane that every call of the block's task runs on."""

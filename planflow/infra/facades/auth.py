@@ -178,7 +178,8 @@ class CheckedAuth:
 class ThreadedAuth:
     """The asynchronous AuthRepository over a blocking core (SQLite's, TinyDB's): each call runs the
     coroutine of the repository below (a CheckedAuth, or an ObservedAuth over one) to its end on a worker
-    thread (a lane); iterators and context managers hold one lane from their start to their end."""
+    thread (a lane); iterators and context managers hold one lane from their start to their end; point reads
+    run on the event loop where the store's reads never wait (see Lanes.read)."""
 
     __slots__ = ("_core", "_lanes")
 
@@ -192,11 +193,11 @@ class ThreadedAuth:
 
     async def get_user(self, user_id: Id) -> User:
         """The user with ``user_id``; ``NotFoundError`` if absent."""
-        return await self._lanes.run(self._core.get_user(user_id))
+        return await self._lanes.read(self._core.get_user(user_id))
 
     async def get_user_by_email(self, email: Email) -> User:
         """The user with ``email`` (case-insensitive); ``NotFoundError`` if absent."""
-        return await self._lanes.run(self._core.get_user_by_email(email))
+        return await self._lanes.read(self._core.get_user_by_email(email))
 
     async def list_users(self) -> list[User]:
         """All users, oldest first."""
@@ -220,11 +221,11 @@ class ThreadedAuth:
 
     async def get_api_key(self, key_id: Id) -> APIKey:
         """The key with ``key_id``; ``NotFoundError`` if absent."""
-        return await self._lanes.run(self._core.get_api_key(key_id))
+        return await self._lanes.read(self._core.get_api_key(key_id))
 
     async def get_api_key_by_fingerprint(self, fingerprint: Id) -> APIKey:
         """The key whose SHA-256 fingerprint is ``fingerprint`` (compared in constant time)."""
-        return await self._lanes.run(self._core.get_api_key_by_fingerprint(fingerprint))
+        return await self._lanes.read(self._core.get_api_key_by_fingerprint(fingerprint))
 
     async def list_api_keys(self, user_id: Id) -> list[APIKey]:
         """Keys of ``user_id``, oldest first."""

@@ -253,7 +253,8 @@ class CheckedExecutions:
 class ThreadedExecutions:
     """The asynchronous ExecutionRepository over a blocking core (SQLite's, TinyDB's): each call runs the
     coroutine of the repository below (a CheckedExecutions, or an ObservedExecutions over one) to its end on a worker
-    thread (a lane); iterators and context managers hold one lane from their start to their end."""
+    thread (a lane); iterators and context managers hold one lane from their start to their end; point reads
+    run on the event loop where the store's reads never wait (see Lanes.read)."""
 
     __slots__ = ("_core", "_lanes")
 
@@ -276,7 +277,7 @@ class ThreadedExecutions:
 
     async def get_task(self, task_id: Id) -> TaskDefinition | None:
         """Return the task with id ``task_id``, or ``None`` when it is not stored."""
-        return await self._lanes.run(self._core.get_task(task_id))
+        return await self._lanes.read(self._core.get_task(task_id))
 
     async def list_tasks(self) -> list[TaskDefinition]:
         """Return every stored task, in the order the tasks were first added."""
@@ -297,7 +298,7 @@ class ThreadedExecutions:
 
     async def get_occurrence(self, occurrence_id: Id) -> TaskOccurrence | None:
         """Return the occurrence with id ``occurrence_id``, or ``None`` when it is not stored."""
-        return await self._lanes.run(self._core.get_occurrence(occurrence_id))
+        return await self._lanes.read(self._core.get_occurrence(occurrence_id))
 
     async def list_occurrences(self, task_id: Id | None = None) -> list[TaskOccurrence]:
         """Return the stored occurrences, in the order they were first added.
@@ -323,7 +324,7 @@ class ThreadedExecutions:
 
     async def get_execution(self, occurrence_id: Id) -> TaskExecution | None:
         """Return the execution of occurrence ``occurrence_id``, or ``None`` when it is not stored."""
-        return await self._lanes.run(self._core.get_execution(occurrence_id))
+        return await self._lanes.read(self._core.get_execution(occurrence_id))
 
     async def list_executions(self) -> list[TaskExecution]:
         """Return every stored execution, in the order the executions were first added."""

@@ -76,7 +76,8 @@ class CheckedMetadata:
 class ThreadedMetadata:
     """The asynchronous MetadataRepository over a blocking core (SQLite's, TinyDB's): each call runs the
     coroutine of the repository below (a CheckedMetadata, or an ObservedMetadata over one) to its end on a worker
-    thread (a lane); iterators and context managers hold one lane from their start to their end."""
+    thread (a lane); iterators and context managers hold one lane from their start to their end; point reads
+    run on the event loop where the store's reads never wait (see Lanes.read)."""
 
     __slots__ = ("_core", "_lanes")
 
@@ -86,7 +87,7 @@ class ThreadedMetadata:
 
     async def get(self, key: Id) -> str | None:
         """The value stored under ``key``, or ``None`` when there is none."""
-        return await self._lanes.run(self._core.get(key))
+        return await self._lanes.read(self._core.get(key))
 
     async def set(self, key: Id, value: Text) -> None:
         """Store ``value`` under ``key``, replacing any value there."""

@@ -587,7 +587,8 @@ class CheckedTasks:
 class ThreadedTasks:
     """The asynchronous TaskRepository over a blocking core (SQLite's, TinyDB's): each call runs the
     coroutine of the repository below (a CheckedTasks, or an ObservedTasks over one) to its end on a worker
-    thread (a lane); iterators and context managers hold one lane from their start to their end."""
+    thread (a lane); iterators and context managers hold one lane from their start to their end; point reads
+    run on the event loop where the store's reads never wait (see Lanes.read)."""
 
     __slots__ = ("_core", "_lanes")
 
@@ -617,7 +618,7 @@ class ThreadedTasks:
 
     async def get_state(self, task_exec_id: Id) -> TaskState:
         """The state with ``task_exec_id``; raises ``NotFoundError`` if absent."""
-        return await self._lanes.run(self._core.get_state(task_exec_id))
+        return await self._lanes.read(self._core.get_state(task_exec_id))
 
     async def get_state_for_update(self, task_exec_id: Id) -> TaskState:
         """Like ``get_state`` but holds a write lock on the row until the transaction ends.
@@ -692,7 +693,7 @@ class ThreadedTasks:
 
     async def get_child_by_task_id(self, parent_state_id: Id, task_id: Id) -> TaskState:
         """The newest direct child with ``task_id``; raises ``NotFoundError`` if none."""
-        return await self._lanes.run(self._core.get_child_by_task_id(parent_state_id, task_id))
+        return await self._lanes.read(self._core.get_child_by_task_id(parent_state_id, task_id))
 
     async def get_task_tree(self, root_state_id: Id, *, max_depth: Count = 100) -> list[TaskTreeNode]:
         """The root (depth 0) and its descendants down to ``max_depth``, depth-first.

@@ -398,7 +398,8 @@ class CheckedWorkflows:
 class ThreadedWorkflows:
     """The asynchronous WorkflowRepository over a blocking core (SQLite's, TinyDB's): each call runs the
     coroutine of the repository below (a CheckedWorkflows, or an ObservedWorkflows over one) to its end on a worker
-    thread (a lane); iterators and context managers hold one lane from their start to their end."""
+    thread (a lane); iterators and context managers hold one lane from their start to their end; point reads
+    run on the event loop where the store's reads never wait (see Lanes.read)."""
 
     __slots__ = ("_core", "_lanes")
 

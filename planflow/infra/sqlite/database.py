@@ -359,6 +359,9 @@ class SqliteDatabase(Database):
         self._writer = _TurnLock()
         self._shared: SqliteConnection | None = None
         self.read_only = config.read_only
+        #: A file in WAL mode (planflow opens every writable file so): a read takes no lock of this process and
+        #: never waits for a writer, so the asynchronous API may run point reads on the event loop.
+        self.reads_never_wait = not self._memory and not self.read_only
         # What interrupt() needs: the connection each thread uses, the threads asked to stop, and those committing.
         # Kept only when calls run on worker threads for asyncio callers (see interrupt()).
         self.interruptible = False
