@@ -294,7 +294,7 @@ def render_threaded(spec: Spec, found: list[Method]) -> list[str]:
         f"class Threaded{name}:",
         f'    """The asynchronous {spec.protocol.__name__} over a blocking core (SQLite\'s, TinyDB\'s): each call runs the',
         f"    coroutine of the repository below (a Checked{name}, or an Observed{name} over one) to its end on a worker",
-        '    thread (a lane); iterators and context managers hold one lane from their start to their end; point reads',
+        "    thread (a lane); iterators and context managers hold one lane from their start to their end; point reads",
         '    run on the event loop where the store\'s reads never wait (see Lanes.read)."""',
         "",
         '    __slots__ = ("_core", "_lanes")',
