@@ -82,10 +82,27 @@ def sqlite_reset(path: str) -> Callable[[], None]:
     return reset
 
 
+#: How long emptying the store may wait for a lock before the walk fails, naming the sessions that hold it.
+RESET_LOCK_TIMEOUT = "30s"
+
+
 def postgres_reset(url: str) -> Callable[[], None]:
+    """Empty the store's tables. Nothing may hold a lock on them between two examples: every call of the last
+    one has returned, so a transaction still open is one the provider leaked, and the walk fails naming it."""
+
     def reset() -> None:
         with psycopg.connect(url, autocommit=True) as admin:
-            admin.execute(f"TRUNCATE {', '.join(TABLES)}")
+            admin.execute(f"SET lock_timeout = '{RESET_LOCK_TIMEOUT}'")
+            try:
+                admin.execute(f"TRUNCATE {', '.join(TABLES)}")
+            except psycopg.errors.LockNotAvailable:
+                blockers = admin.execute(
+                    "SELECT pid, state, xact_start, application_name, query FROM pg_stat_activity"
+                    " WHERE datname = current_database() AND pid <> pg_backend_pid() AND xact_start IS NOT NULL"
+                ).fetchall()
+                raise AssertionError(
+                    f"a session holds the store's tables between examples: {blockers}"
+                ) from None
 
     return reset
 

@@ -68,6 +68,7 @@ def test_tasks_and_workflows_walk_on_postgres(
 
 
 @pytest.mark.soak
+@pytest.mark.timeout(0)  # a soak runs for hours by design
 @pytest.mark.parametrize("api", APIS)
 def test_soak_on_sqlite(api: str, sqlite_store: tuple[dict[str, object], Callable[[], None]]) -> None:
     config, reset = sqlite_store
@@ -76,6 +77,7 @@ def test_soak_on_sqlite(api: str, sqlite_store: tuple[dict[str, object], Callabl
 
 
 @pytest.mark.soak
+@pytest.mark.timeout(0)  # a soak runs for hours by design
 @pytest.mark.postgres
 @pytest.mark.parametrize("api", APIS)
 def test_soak_on_postgres(api: str, postgres_store: tuple[dict[str, object], Callable[[], None]]) -> None:

@@ -116,6 +116,7 @@ def test_executions_and_metadata_walk_on_tinydb(
 
 
 @pytest.mark.soak
+@pytest.mark.timeout(0)  # a soak runs for hours by design
 @pytest.mark.parametrize("api", APIS)
 @pytest.mark.parametrize("machine", MACHINES)
 def test_soak_repositories_on_sqlite(machine: str, api: str, sqlite_store: Store) -> None:
@@ -125,6 +126,7 @@ def test_soak_repositories_on_sqlite(machine: str, api: str, sqlite_store: Store
 
 
 @pytest.mark.soak
+@pytest.mark.timeout(0)  # a soak runs for hours by design
 @pytest.mark.postgres
 @pytest.mark.parametrize("api", APIS)
 @pytest.mark.parametrize("machine", MACHINES)
@@ -135,6 +137,7 @@ def test_soak_repositories_on_postgres(machine: str, api: str, postgres_store: S
 
 
 @pytest.mark.soak
+@pytest.mark.timeout(0)  # a soak runs for hours by design
 @pytest.mark.parametrize("api", APIS)
 def test_soak_executions_and_metadata_on_tinydb(
     api: str, tinydb_store: tuple[dict[str, object], TinyDbReset]

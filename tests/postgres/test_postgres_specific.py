@@ -28,10 +28,12 @@ from planflow import (
     PlanflowConfig,
     PlanflowError,
     Provider,
+    Role,
     TaskState,
     TransientError,
     UsageEntry,
     UsageSummary,
+    User,
     ValidationError,
     WorkflowState,
     open_provider,
@@ -571,11 +573,14 @@ def test_server_errors_become_the_matching_planflow_error(
 
 
 def test_duplicate_key_is_a_duplicate_error(postgres_provider: Provider) -> None:
-    insert = "INSERT INTO users VALUES ('u', 'a@b', 'a@b', 'user', now(), now())"
     db = database(postgres_provider)
-    db.run(lambda conn: conn.execute(insert))
+    db.run(lambda conn: conn.execute("INSERT INTO users VALUES ('u', 'a@b', 'a@b', 'user', now(), now())"))
+    # The same id with another email: only the primary key is violated (PostgreSQL names the first unique
+    # index it checks, and which one that is changes when an index is rebuilt).
     with pytest.raises(DuplicateError, match="users_pkey"):
-        db.run(lambda conn: conn.execute(insert))
+        db.run(
+            lambda conn: conn.execute("INSERT INTO users VALUES ('u', 'c@d', 'c@d', 'user', now(), now())")
+        )
 
 
 def test_serialization_failure_retries_the_whole_unit_of_work(postgres_provider: Provider) -> None:
@@ -627,3 +632,46 @@ def test_timestamps_are_utc_whatever_the_session_time_zone_in_the_url(postgres_u
         )
     assert stored.created_at is not None and stored.created_at.tzinfo is UTC
     assert before <= stored.created_at <= datetime.now(UTC)
+
+
+@pytest.fixture
+def linguistic_database_url(postgres_server_url: str, admin: psycopg.Connection[Any]) -> Iterator[str]:
+    """A fresh database whose default collation is linguistic (ICU's en-US, as the official images' en_US.utf8):
+    upper and lower case and punctuation sort together there, not by code point."""
+    name = f"pf_collate_{uuid.uuid4().hex[:12]}"
+    admin.execute(
+        f"CREATE DATABASE {name} TEMPLATE template0 ENCODING 'UTF8' LOCALE 'C.UTF-8'"
+        " LOCALE_PROVIDER icu ICU_LOCALE 'en-US'"
+    )
+    try:
+        yield with_database(postgres_server_url, name)
+    finally:
+        admin.execute(f"DROP DATABASE {name} WITH (FORCE)")
+
+
+def test_listings_are_in_code_point_order_under_a_linguistic_database_collation(
+    linguistic_database_url: str,
+) -> None:
+    # Found by the model-based walk in a container of the official-style image (en_US.utf8): users created at the
+    # same moment were listed b8fb..., IMP-A there, and IMP-A, b8fb... on SQLite and in Python.
+    ids = ["b8fb", "IMP-A", "imp-b", "Zeta", "_x", "émile", "a-1", "a1"]
+    moment = datetime(2030, 1, 1, tzinfo=UTC)
+    with psycopg.connect(linguistic_database_url) as raw:
+        assert raw.execute("SELECT 'b8fb' < 'IMP-A'").fetchone() == (True,)  # the database's own order
+    with open_provider(linguistic_database_url) as provider:
+        provider.workflows.import_states(
+            [WorkflowState("wf", "w", version=1, created_at=moment, updated_at=moment)]
+        )
+        provider.tasks.import_states(
+            TaskState(i, "t", "wf", "w", version=1, created_at=moment, updated_at=moment) for i in ids
+        )
+        listed = [state.task_exec_id for state in provider.tasks.list_states().items]
+        assert listed == sorted(ids)
+        first = provider.tasks.list_states(limit=3)
+        rest = provider.tasks.list_states(limit=100, cursor=first.next_cursor)
+        assert [s.task_exec_id for s in [*first.items, *rest.items]] == sorted(ids)
+        newest_first = provider.tasks.list_states(order="desc").items
+        assert [s.task_exec_id for s in newest_first] == sorted(ids, reverse=True)
+        users = [User(i, f"{i}@x.org", Role.USER, moment, moment) for i in ids]
+        provider.auth.import_users(users)
+        assert [user.id for user in provider.auth.list_users()] == sorted(ids)

@@ -1,0 +1,3 @@
+-- planflow schema 9 (SQLite): nothing to change. PostgreSQL's schema 9 makes identifiers sort by their bytes
+-- whatever the database's collation; SQLite's TEXT columns always have (BINARY), which is code-point order for
+-- UTF-8, as Python's str. The file keeps the two drivers' schema versions the same.
