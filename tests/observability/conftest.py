@@ -5,6 +5,7 @@ only once), with an in-memory span exporter and metric reader, and two exporters
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
@@ -29,10 +30,17 @@ class FaultyExporter(SpanExporter):
         self.failing = False
         self.stuck = False
         self.unstuck = threading.Event()
+        #: Blocked exports that have ended (released, or after their 10 s): a call that waited for the exporter
+        #: could only have returned after one.
+        self.waits_ended = 0
+        self.waiting = 0
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
         if self.stuck:
+            self.waiting += 1
             self.unstuck.wait(10)
+            self.waiting -= 1
+            self.waits_ended += 1
         if self.failing:
             raise RuntimeError("the collector is down")
         return SpanExportResult.SUCCESS
@@ -44,10 +52,17 @@ class BlockingExporter(SpanExporter):
     def __init__(self) -> None:
         self.blocked = False
         self.released = threading.Event()
+        #: Blocked exports that have ended (released, or after their 10 s): a call that waited for the exporter
+        #: could only have returned after one.
+        self.waits_ended = 0
+        self.waiting = 0
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
         if self.blocked:
+            self.waiting += 1
             self.released.wait(10)
+            self.waiting -= 1
+            self.waits_ended += 1
         return SpanExportResult.SUCCESS
 
     def shutdown(self) -> None:
@@ -93,4 +108,9 @@ def telemetry() -> Iterator[Telemetry]:
     found.faulty.unstuck = threading.Event()
     found.blocking.blocked = False
     found.blocking.released.set()
+    # The exporters' threads leave the exports the test blocked before the next test counts anew.
+    deadline = time.monotonic() + 15
+    while (found.faulty.waiting or found.blocking.waiting) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    found.faulty.waits_ended = found.blocking.waits_ended = 0
     found.blocking.released = threading.Event()
