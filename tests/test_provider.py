@@ -8,6 +8,8 @@ import sys
 import textwrap
 from pathlib import Path
 
+import pytest
+
 from planflow import open_provider
 
 
@@ -31,6 +33,30 @@ def test_importing_planflow_imports_no_database_driver_or_cli_library() -> None:
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]"
+
+
+def test_importing_planflow_loads_the_models_and_errors_only_and_every_exported_name_resolves() -> None:
+    result = _run(
+        """
+        import sys, planflow
+        heavy = ("planflow.infra", "planflow.protocols", "planflow.async_protocols", "planflow.config", "json")
+        print([m for m in heavy if m in sys.modules])
+        missing = [name for name in planflow.__all__ if getattr(planflow, name, None) is None]
+        print(missing, sorted(dir(planflow)) == sorted(planflow.__all__))
+        from planflow import open_provider
+        with open_provider("sqlite://:memory:") as provider:
+            print(provider.metadata.get("nothing"))
+        """
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split("\n")[:3] == ["[]", "[] True", "None"]
+
+
+def test_an_unknown_name_of_planflow_is_an_attribute_error() -> None:
+    import planflow
+
+    with pytest.raises(AttributeError, match="no attribute 'open_providr'"):
+        planflow.open_providr  # type: ignore[attr-defined]  # noqa: B018
 
 
 def test_a_missing_driver_dependency_fails_only_when_chosen_naming_the_extra(tmp_path: Path) -> None:
