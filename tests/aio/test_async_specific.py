@@ -231,7 +231,7 @@ def _usage() -> Any:
 
 
 def test_tinydb_batches_of_two_tasks_never_interleave(tmp_path: Path) -> None:
-    from tests.contract.executions import a_task
+    from tests.contract.helpers import a_task
 
     async def main() -> list[str]:
         async with await open_async_provider(f"tinydb:///{tmp_path / 'addon.json'}") as provider:

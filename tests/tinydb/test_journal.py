@@ -22,7 +22,7 @@ from planflow.infra.tinydb import (
 )
 from planflow.infra.tinydb import journal as journal_module
 from planflow.infra.tinydb.files import StoreData
-from tests.contract.executions import UNICODE_TITLE, a_task, an_execution, an_occurrence
+from tests.contract.helpers import UNICODE_TITLE, a_task, an_execution, an_occurrence
 
 
 @pytest.fixture

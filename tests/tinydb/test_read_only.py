@@ -28,7 +28,7 @@ from planflow.errors import ForeignStoreError, ReadOnlyError
 from planflow.infra.tinydb import JournaledStorage, TinyDbExecutionRepository
 from planflow.infra.tinydb import journal as journal_module
 from planflow.infra.tinydb import lock as lock_module
-from tests.contract.executions import a_task, an_execution, an_occurrence
+from tests.contract.helpers import a_task, an_execution, an_occurrence
 from tests.tinydb.test_journal_processes import child_env
 
 
@@ -368,7 +368,7 @@ WRITER = """
 import sys
 from tinydb import TinyDB
 from planflow.infra.tinydb import JournaledStorage, TinyDbExecutionRepository
-from tests.contract.executions import an_execution
+from tests.contract.helpers import an_execution
 
 db = TinyDB(sys.argv[1], storage=JournaledStorage, compact_after=2000)
 repo = TinyDbExecutionRepository(db)
