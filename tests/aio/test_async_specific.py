@@ -27,10 +27,9 @@ from planflow import (
     WorkflowState,
     open_async_provider,
 )
+from tests.support import reporter
 
-
-def report(message: str) -> None:
-    print(f"\n[async] {message}")
+report = reporter("async")
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])

@@ -29,16 +29,13 @@ from planflow.infra.tinydb import JournaledStorage, TinyDbExecutionRepository
 from planflow.infra.tinydb import journal as journal_module
 from planflow.infra.tinydb import lock as lock_module
 from tests.contract.helpers import a_task, an_execution, an_occurrence
+from tests.support import journal_of
 from tests.tinydb.test_journal_processes import child_env
 
 
 @pytest.fixture
 def path(tmp_path: Path) -> Path:
     return tmp_path / "store.json"
-
-
-def journal_of(path: Path) -> Path:
-    return path.with_name(path.name + ".journal")
 
 
 def folder_state(folder: Path) -> dict[str, bytes]:
