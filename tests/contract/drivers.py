@@ -240,13 +240,7 @@ STORES: tuple[StoreSpec, ...] = (
         asynchronous(lambda request: f"sqlite:///{tmp_file(request, 'async.db')}"),
         SQL,
     ),
-    # Gap: hostile, metadata, retention and streams have never run on the asynchronous API of :memory:.
-    StoreSpec(
-        "sqlite-memory",
-        "async",
-        asynchronous(lambda _: "sqlite://:memory:"),
-        frozenset({"auth", "claims", "executions", "idempotency", "tasks", "transactions", "workflows"}),
-    ),
+    StoreSpec("sqlite-memory", "async", asynchronous(lambda _: "sqlite://:memory:"), SQL),
     StoreSpec(
         "postgres",
         "async",
