@@ -187,12 +187,11 @@ STORES: tuple[StoreSpec, ...] = (
         marks=POSTGRES,
     ),
     # Each test on a database of its own behind PgBouncer in transaction-pooling mode (tests/faults/bouncer.py).
-    # Gap: hostile, claims, retention and idempotency have never run through the bouncer.
     StoreSpec(
         "pgbouncer",
         "sync",
         through_fixture("bounced_provider"),
-        frozenset({"auth", "executions", "metadata", "streams", "tasks", "transactions", "workflows"}),
+        SQL,
         marks=FAULTS,
     ),
     # TinyDB serves only the add-on's executions and the metadata: through a provider (a journaled file, or in
