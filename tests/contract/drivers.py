@@ -191,7 +191,7 @@ STORES: tuple[StoreSpec, ...] = (
         "pgbouncer",
         "sync",
         through_fixture("bounced_provider"),
-        SQL,
+        SQL | {"blocking_under_asyncio", "concurrent_task_writes"},
         marks=FAULTS,
     ),
     # TinyDB serves only the add-on's executions and the metadata: through a provider (a journaled file, or in
