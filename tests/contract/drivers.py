@@ -64,6 +64,9 @@ SQL = frozenset(
     }
 )
 
+#: What TinyDB serves (the add-on's repository and the metadata), on both APIs.
+TINYDB = frozenset({"executions", "metadata"})
+
 #: What a store opens to: a provider, or the add-on's ExecutionRepository alone (``StoreSpec.repository_only``).
 Store = Provider | ExecutionRepository
 #: Opens a store for one test (``request`` reaches the fixtures it needs); closing the context closes the store.
@@ -195,13 +198,13 @@ STORES: tuple[StoreSpec, ...] = (
         marks=FAULTS,
     ),
     # TinyDB serves only the add-on's executions and the metadata: through a provider (a journaled file, or in
-    # memory) for the metadata; the executions through the add-on's repository used directly, on each storage.
-    StoreSpec("tinydb-memory", "sync", synchronous(lambda _: "tinydb://memory"), frozenset({"metadata"})),
+    # memory), and the executions also through the add-on's repository used directly, on each storage.
+    StoreSpec("tinydb-memory", "sync", synchronous(lambda _: "tinydb://memory"), TINYDB),
     StoreSpec(
         "tinydb-file",
         "sync",
         synchronous(lambda request: f"tinydb:///{tmp_file(request, 'planflow.json')}"),
-        frozenset({"metadata"}),
+        TINYDB,
     ),
     StoreSpec(
         "tinydb-repository-memory",
@@ -247,11 +250,12 @@ STORES: tuple[StoreSpec, ...] = (
         SQL,
         marks=POSTGRES,
     ),
+    StoreSpec("tinydb-memory", "async", asynchronous(lambda _: "tinydb://memory"), TINYDB),
     StoreSpec(
         "tinydb-file",
         "async",
         asynchronous(lambda request: f"tinydb:///{tmp_file(request, 'async.json')}"),
-        frozenset({"executions", "metadata"}),
+        TINYDB,
     ),
 )
 
