@@ -10,8 +10,9 @@ import pytest
 from planflow import Provider, open_provider
 
 # The PostgreSQL server, its fixtures (postgres_server_url, new_postgres_url, postgres_url, postgres_provider),
-# the --postgres-image option and the summary line naming the server used.
-pytest_plugins = ("tests.pg",)
+# the --postgres-image option and the summary line naming the server used; PgBouncer's private server and
+# bounced_provider (tests/faults/bouncer.py), for tests/faults and the contract suites' pgbouncer row.
+pytest_plugins = ("tests.pg", "tests.faults.bouncer")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

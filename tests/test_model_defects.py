@@ -12,7 +12,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from planflow import APIKey, NotFoundError, Provider, TaskEvent, TaskExecution, ValidationError, open_provider
-from tests.contract.executions import a_task, an_occurrence
+from tests.contract.helpers import a_task, an_occurrence
 
 STAMP = datetime(2022, 2, 2, tzinfo=UTC)
 

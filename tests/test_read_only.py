@@ -5,7 +5,6 @@ created; writes raise ``ReadOnlyError``; a store that holds data but no planflow
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import os
 import sqlite3
 from collections.abc import Callable
@@ -25,15 +24,7 @@ from planflow import (
     resolve_config,
 )
 from planflow.config import config_from_env
-
-
-def fingerprint(path: Path) -> tuple[list[str], str, int]:
-    """The files of the folder, the file's SHA-256 and its modification time: what must not change."""
-    return (
-        sorted(os.listdir(path.parent)),
-        hashlib.sha256(path.read_bytes()).hexdigest(),
-        path.stat().st_mtime_ns,
-    )
+from tests.support import fingerprint
 
 
 def read_only(url: str) -> dict[str, object]:

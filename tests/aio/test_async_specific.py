@@ -29,10 +29,9 @@ from planflow import (
     open_async_provider,
 )
 from tests.driven import logged_statements
+from tests.support import reporter
 
-
-def report(message: str) -> None:
-    print(f"\n[async] {message}")
+report = reporter("async")
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
@@ -245,7 +244,7 @@ def _usage() -> Any:
 
 
 def test_tinydb_batches_of_two_tasks_never_interleave(tmp_path: Path) -> None:
-    from tests.contract.executions import a_task
+    from tests.contract.helpers import a_task
 
     async def main() -> list[str]:
         async with await open_async_provider(f"tinydb:///{tmp_path / 'addon.json'}") as provider:

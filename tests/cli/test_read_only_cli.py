@@ -7,7 +7,6 @@ files beside it."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import sqlite3
@@ -19,6 +18,7 @@ import pytest
 from planflow import TaskState, WorkflowState, open_provider
 from planflow.infra.sql.migrations import load_migrations
 from tests.cli.helpers import planflow, sqlite_url
+from tests.support import fingerprint
 
 #: The schema version this planflow knows (the newest migration).
 LATEST = len(load_migrations("sqlite"))
@@ -45,14 +45,6 @@ WRITE_COMMANDS: list[list[str]] = [
     ["migrate"],
     ["purge", "--older-than", "1d", "--yes"],
 ]
-
-
-def fingerprint(path: Path) -> tuple[list[str], str, int]:
-    return (
-        sorted(os.listdir(path.parent)),
-        hashlib.sha256(path.read_bytes()).hexdigest(),
-        path.stat().st_mtime_ns,
-    )
 
 
 def run(command: list[str], url: str, cwd: Path) -> tuple[int, str]:

@@ -1,4 +1,7 @@
-"""Fixtures of the fault tests: private clusters that the tests stop, restart and kill (never the shared one)."""
+"""Fixtures of the fault tests: private clusters that the tests stop, restart and kill (never the shared one).
+
+The PgBouncer fixtures are in tests/faults/bouncer.py, a plugin: the contract suites use them too.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.faults.cluster import Bouncer, Cluster
+from tests.faults.cluster import Cluster
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -35,20 +38,3 @@ def slow_commit_cluster() -> Iterator[Cluster]:
     server.start()
     yield server
     server.destroy()
-
-
-@pytest.fixture(scope="module")
-def bouncer_cluster() -> Iterator[Cluster]:
-    """A private server for the PgBouncer suite (no crash there: commits need not be durable)."""
-    server = Cluster({"fsync": "off", "synchronous_commit": "off"})
-    server.start()
-    yield server
-    server.destroy()
-
-
-@pytest.fixture(scope="module")
-def bouncer(bouncer_cluster: Cluster) -> Iterator[Bouncer]:
-    """PgBouncer in transaction-pooling mode in front of ``bouncer_cluster``."""
-    front = Bouncer(bouncer_cluster.port)
-    yield front
-    front.stop()

@@ -31,13 +31,13 @@ from planflow import (
 )
 from tests.driven import database
 from tests.faults.cluster import Cluster
+from tests.support import reporter
 
 KILLS = 1000
 WORKERS = 6
 
 
-def report(message: str) -> None:
-    print(f"\n[faults] {message}")
+report = reporter("faults")
 
 
 #: Longest a killer hunts for its kills: a test whose writes never reach a COMMIT fails instead of hanging.

@@ -24,12 +24,12 @@ from planflow import (
 )
 from tests.driven import database
 from tests.faults.cluster import Cluster
+from tests.support import reporter
 
 WRITERS = 8
 
 
-def report(message: str) -> None:
-    print(f"\n[faults] {message}")
+report = reporter("faults")
 
 
 @pytest.fixture

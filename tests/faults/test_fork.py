@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from planflow import Provider, Repositories, TaskFilter, TaskState, WorkflowState, open_provider
+from tests.support import reporter
 
 CHILDREN = 4
 WRITES = 60
@@ -26,8 +27,7 @@ WRITES = 60
 pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="fork() is POSIX only")
 
 
-def report(message: str) -> None:
-    print(f"\n[faults] {message}")
+report = reporter("faults")
 
 
 def work(provider: Provider, who: str, workflow_exec_id: str, counter_id: str) -> None:

@@ -27,13 +27,13 @@ from planflow import (
 from tests.driven import database
 from tests.faults.cluster import Cluster
 from tests.faults.proxy import CommitProxy
+from tests.support import reporter
 
 CALLS = 150
 THREADS = 4
 
 
-def report(message: str) -> None:
-    print(f"\n[faults] {message}")
+report = reporter("faults")
 
 
 @pytest.fixture

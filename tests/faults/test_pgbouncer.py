@@ -1,73 +1,17 @@
-"""The PostgreSQL contract suites through a real PgBouncer in transaction-pooling mode (``pgbouncer=true``).
+"""PgBouncer in transaction-pooling mode (``pgbouncer=true``): what breaks behind it without that setting.
 
 In that mode PgBouncer lends a server connection for one transaction at a time, so nothing may outlive a
-transaction on it: no prepared statement, no session setting, no session advisory lock. Each test gets a
-database of its own on a private server (PgBouncer passes startup options such as ``search_path`` on to no
-one, so schemas cannot isolate tests here), reached only through the bouncer.
+transaction on it: no prepared statement, no session setting, no session advisory lock. The contract suites run
+through it too: the ``pgbouncer`` row of tests/contract/drivers.py (fixtures in tests/faults/bouncer.py).
 """
 
 from __future__ import annotations
 
 import threading
 import uuid
-from collections.abc import Iterator
 
-import pytest
-
-from planflow import (
-    ExecutionRepository,
-    PlanflowError,
-    Provider,
-    TaskState,
-    WorkflowState,
-    open_provider,
-)
-from tests.contract.auth import AuthRepositoryContract
-from tests.contract.executions import ExecutionRepositoryContract
-from tests.contract.metadata import MetadataRepositoryContract
-from tests.contract.streams import StreamContract
-from tests.contract.tasks import TaskRepositoryContract
-from tests.contract.workflows import TransactionContract, WorkflowRepositoryContract
+from planflow import PlanflowError, Provider, TaskState, WorkflowState, open_provider
 from tests.faults.cluster import Bouncer, Cluster
-
-
-@pytest.fixture
-def bounced_provider(bouncer_cluster: Cluster, bouncer: Bouncer) -> Iterator[Provider]:
-    name = f"pf_{uuid.uuid4().hex[:12]}"
-    bouncer_cluster.sql(f"CREATE DATABASE {name} STRATEGY FILE_COPY")
-    with open_provider(bouncer.url(name)) as provider:
-        yield provider
-    bouncer_cluster.sql(f"DROP DATABASE {name} WITH (FORCE)")
-
-
-class ThroughBouncer:
-    @pytest.fixture
-    def provider(self, bounced_provider: Provider) -> Provider:
-        return bounced_provider
-
-
-class TestBouncerTasks(ThroughBouncer, TaskRepositoryContract): ...
-
-
-class TestBouncerWorkflows(ThroughBouncer, WorkflowRepositoryContract): ...
-
-
-class TestBouncerTransactions(ThroughBouncer, TransactionContract): ...
-
-
-class TestBouncerAuth(ThroughBouncer, AuthRepositoryContract): ...
-
-
-class TestBouncerMetadata(ThroughBouncer, MetadataRepositoryContract): ...
-
-
-class TestBouncerStreams(ThroughBouncer, StreamContract): ...
-
-
-class TestBouncerExecutions(ExecutionRepositoryContract):
-    @pytest.fixture
-    def executions(self, bounced_provider: Provider) -> ExecutionRepository:
-        return bounced_provider.executions
 
 
 def interleave(bouncer: Bouncer, name: str, *, pgbouncer: bool) -> list[BaseException]:

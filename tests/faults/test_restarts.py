@@ -28,13 +28,13 @@ from planflow import (
 )
 from tests.faults.cluster import Cluster
 from tests.faults.proxy import CommitProxy
+from tests.support import reporter
 
 THREADS = 8
 RESTARTS_PER_MODE = 10
 
 
-def report(message: str) -> None:
-    print(f"\n[faults] {message}")
+report = reporter("faults")
 
 
 @pytest.fixture

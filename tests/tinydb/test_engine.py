@@ -13,7 +13,7 @@ from planflow import CorruptStoreError, ValidationError
 from planflow.infra.execution_codec import task_to_doc
 from planflow.infra.tinydb import JournaledStorage, TinyDbExecutionRepository
 from planflow.infra.tinydb import engine as engine_module
-from tests.contract.executions import a_task, an_execution, an_occurrence
+from tests.contract.helpers import a_task, an_execution, an_occurrence
 
 
 @pytest.fixture

@@ -1,17 +1,16 @@
-"""The ExecutionRepository contract on TinyDB (in memory and on the crash-safe file), and what only TinyDB has."""
+"""What only TinyDB's ExecutionRepository has (the contract suites run on it from tests/contract/drivers.py)."""
 
 from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from tinydb import TinyDB
 from tinydb.storages import MemoryStorage
 
-from planflow import Provider, ValidationError, open_provider
+from planflow import ValidationError
 from planflow.executions import TaskEvent
 from planflow.infra.execution_codec import (
     execution_to_doc,
@@ -19,60 +18,9 @@ from planflow.infra.execution_codec import (
     task_from_doc,
     task_to_doc,
 )
-from planflow.infra.tinydb import CrashSafeJSONStorage, JournaledStorage, TinyDbExecutionRepository
+from planflow.infra.tinydb import CrashSafeJSONStorage, TinyDbExecutionRepository
 from planflow.models import JsonValue
-from planflow.protocols import ExecutionRepository
-from tests.contract.executions import (
-    NAIVE,
-    ExecutionRepositoryContract,
-    a_task,
-    an_execution,
-    an_occurrence,
-)
-from tests.contract.metadata import MetadataRepositoryContract
-
-
-class TestTinyDbMemory(ExecutionRepositoryContract):
-    @pytest.fixture
-    def executions(self) -> ExecutionRepository:
-        return TinyDbExecutionRepository(TinyDB(storage=MemoryStorage))
-
-
-class TestTinyDbFile(ExecutionRepositoryContract):
-    @pytest.fixture
-    def executions(self, tmp_path: Path) -> Iterator[ExecutionRepository]:
-        with TinyDB(tmp_path / "planflow.json", storage=CrashSafeJSONStorage) as db:
-            yield TinyDbExecutionRepository(db)
-
-
-class TestTinyDbMemoryMetadata(MetadataRepositoryContract):
-    @pytest.fixture
-    def provider(self) -> Iterator[Provider]:
-        with open_provider("tinydb://memory") as provider:
-            yield provider
-
-
-class TestTinyDbFileMetadata(MetadataRepositoryContract):
-    @pytest.fixture
-    def provider(self, tmp_path: Path) -> Iterator[Provider]:
-        with open_provider(f"tinydb:///{tmp_path / 'planflow.json'}") as provider:
-            yield provider
-
-
-class TestTinyDbJournaled(ExecutionRepositoryContract):
-    @pytest.fixture
-    def executions(self, tmp_path: Path) -> Iterator[ExecutionRepository]:
-        with TinyDB(tmp_path / "planflow.json", storage=JournaledStorage) as db:
-            yield TinyDbExecutionRepository(db)
-
-
-class TestTinyDbJournaledCompactingOften(ExecutionRepositoryContract):
-    """No size floor: a write compacts whenever the journal has grown as large as the file."""
-
-    @pytest.fixture
-    def executions(self, tmp_path: Path) -> Iterator[ExecutionRepository]:
-        with TinyDB(tmp_path / "planflow.json", storage=JournaledStorage, compact_after=0) as db:
-            yield TinyDbExecutionRepository(db)
+from tests.contract.helpers import NAIVE, a_task, an_execution, an_occurrence
 
 
 @pytest.fixture

@@ -19,7 +19,7 @@ from tinydb import TinyDB
 from planflow import PlanflowError, ValidationError, WrongTypeError
 from planflow.executions import RetryPolicy, TaskDefinition, TaskEvent, TaskExecution, TaskOccurrence
 from planflow.infra.tinydb import JournaledStorage, TinyDbExecutionRepository
-from tests.contract.executions import (
+from tests.contract.helpers import (
     NAIVE,
     a_task,
     an_execution,

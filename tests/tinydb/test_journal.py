@@ -22,16 +22,13 @@ from planflow.infra.tinydb import (
 )
 from planflow.infra.tinydb import journal as journal_module
 from planflow.infra.tinydb.files import StoreData
-from tests.contract.executions import UNICODE_TITLE, a_task, an_execution, an_occurrence
+from tests.contract.helpers import UNICODE_TITLE, a_task, an_execution, an_occurrence
+from tests.support import journal_of
 
 
 @pytest.fixture
 def path(tmp_path: Path) -> Path:
     return tmp_path / "store.json"
-
-
-def journal_of(path: Path) -> Path:
-    return path.with_name(path.name + ".journal")
 
 
 def journal_lines(path: Path) -> list[bytes]:

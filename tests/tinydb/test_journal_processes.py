@@ -22,7 +22,7 @@ from tinydb import TinyDB
 
 from planflow import StoreLockedError, open_provider
 from planflow.infra.tinydb import JournaledStorage, TinyDbExecutionRepository
-from tests.contract.executions import a_task, an_execution
+from tests.contract.helpers import a_task, an_execution
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 KILL_ITERATIONS = int(os.environ.get("PLANFLOW_KILL_ITERATIONS", "10"))

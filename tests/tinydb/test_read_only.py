@@ -28,17 +28,14 @@ from planflow.errors import ForeignStoreError, ReadOnlyError
 from planflow.infra.tinydb import JournaledStorage, TinyDbExecutionRepository
 from planflow.infra.tinydb import journal as journal_module
 from planflow.infra.tinydb import lock as lock_module
-from tests.contract.executions import a_task, an_execution, an_occurrence
+from tests.contract.helpers import a_task, an_execution, an_occurrence
+from tests.support import journal_of
 from tests.tinydb.test_journal_processes import child_env
 
 
 @pytest.fixture
 def path(tmp_path: Path) -> Path:
     return tmp_path / "store.json"
-
-
-def journal_of(path: Path) -> Path:
-    return path.with_name(path.name + ".journal")
 
 
 def folder_state(folder: Path) -> dict[str, bytes]:
@@ -368,7 +365,7 @@ WRITER = """
 import sys
 from tinydb import TinyDB
 from planflow.infra.tinydb import JournaledStorage, TinyDbExecutionRepository
-from tests.contract.executions import an_execution
+from tests.contract.helpers import an_execution
 
 db = TinyDB(sys.argv[1], storage=JournaledStorage, compact_after=2000)
 repo = TinyDbExecutionRepository(db)

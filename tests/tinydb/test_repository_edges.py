@@ -16,7 +16,7 @@ from planflow.infra.execution_codec import task_to_doc
 from planflow.infra.tinydb import JournaledStorage, TinyDbExecutionRepository
 from planflow.infra.tinydb.files import remove_stale_temps
 from planflow.infra.tinydb.lock import StoreLock
-from tests.contract.executions import a_task, an_execution, an_occurrence
+from tests.contract.helpers import a_task, an_execution, an_occurrence
 
 
 @pytest.fixture

@@ -25,7 +25,7 @@ from planflow.infra.tinydb import (
     TinyDbExecutionRepository,
 )
 from planflow.infra.tinydb.storage import StoreData
-from tests.contract.executions import UNICODE_TITLE, a_task, an_execution, an_occurrence
+from tests.contract.helpers import UNICODE_TITLE, a_task, an_execution, an_occurrence
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CRASH_ITERATIONS = int(os.environ.get("PLANFLOW_CRASH_ITERATIONS", "5"))

@@ -12,8 +12,10 @@ from planflow import AlreadyBootstrappedError, DuplicateError, NotFoundError, Pr
 from tests.contract.helpers import unique
 
 
-class AuthRepositoryContract:
+class TestAuthRepository:
     """Behaviour every AuthRepository must have."""
+
+    suite = "auth"
 
     def test_create_get_list_update_delete_user(self, provider: Provider) -> None:
         user = provider.auth.create_user(f"{unique('u')}@Example.com")

@@ -47,8 +47,10 @@ class LookAlikeFilter:
     task_id: str | None = None
 
 
-class HostileInputContract:
+class TestHostileInput:
     """Cases that must raise ValidationError, leave the store as it was, and never a raw exception."""
+
+    suite = "hostile"
 
     @pytest.mark.parametrize(
         "field",

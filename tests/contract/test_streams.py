@@ -8,8 +8,10 @@ from planflow import Provider, TaskFilter, TaskState, ValidationError, WorkflowF
 from tests.contract.helpers import task, unique, workflow
 
 
-class StreamContract:
+class TestStreams:
     """What every driver's streaming reads yield, and what they refuse."""
+
+    suite = "streams"
 
     def test_iter_states_yields_what_list_states_pages_give_in_the_same_order(
         self, provider: Provider

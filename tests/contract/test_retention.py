@@ -82,8 +82,10 @@ def newest_first(states: list[TaskState]) -> list[str]:
     return ids(sorted(states, key=lambda s: (s.created_at, s.task_exec_id), reverse=True))
 
 
-class RetentionContract:
+class TestRetention:
     """Listing order and bounds, usage totals and purge."""
+
+    suite = "retention"
 
     # Listings ---------------------------------------------------------------------------------------------
 

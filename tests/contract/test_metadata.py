@@ -1,7 +1,7 @@
-"""The MetadataRepository contract, run unchanged against every driver.
+"""The MetadataRepository contract, run unchanged on every driver (tests/contract/drivers.py).
 
-A driver's test module subclasses :class:`MetadataRepositoryContract` and provides a fixture named ``provider``
-returning an open, empty :class:`~planflow.Provider` of its own. The suite uses nothing but the Protocols.
+The suite is handed an open, empty :class:`~planflow.Provider` as the ``provider`` fixture
+(tests/contract/conftest.py) and uses nothing but the Protocols.
 """
 
 from __future__ import annotations
@@ -11,13 +11,15 @@ import threading
 import pytest
 
 from planflow import Provider, ValidationError
-from tests.contract.executions import a_task
+from tests.contract.helpers import a_task
 
 UNICODE = "Réunion 日本語 — ñandú 😀 \"quoted\" 'single' back\\slash\nnew line\ttab \u200b"
 
 
-class MetadataRepositoryContract:
+class TestMetadataRepository:
     """Behaviour every MetadataRepository must have."""
+
+    suite = "metadata"
 
     def test_a_key_never_set_reads_as_none(self, provider: Provider) -> None:
         assert provider.metadata.get("absent") is None

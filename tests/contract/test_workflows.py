@@ -21,12 +21,15 @@ from planflow import (
     WorkflowNotReadyError,
     WorkflowState,
 )
+from tests.contract.drivers import StoreSpec
 from tests.contract.helpers import task, unique, workflow
 from tests.driven import logged_statements
 
 
-class WorkflowRepositoryContract:
+class TestWorkflowRepository:
     """Behaviour every WorkflowRepository must have."""
+
+    suite = "workflows"
 
     def test_upsert_and_get_with_tasks(self, provider: Provider) -> None:
         wf = provider.workflows.upsert_state(
@@ -239,8 +242,10 @@ class WorkflowRepositoryContract:
         assert [w.workflow_exec_id for w in by_id.items] == [one]
 
 
-class TransactionContract:
+class TestTransactions:
     """Units of work across repositories."""
+
+    suite = "transactions"
 
     def test_transaction_commits_both_repositories(self, provider: Provider) -> None:
         wf = workflow(provider)
@@ -291,21 +296,21 @@ class TransactionContract:
         assert provider.run_in_transaction(work) == 1
 
 
-class BlockingApiUnderAsyncioContract:
+class TestBlockingApiUnderAsyncio:
     """The blocking API called from asyncio tasks of one thread: a transaction belongs to the task that opened
     it (the asynchronous API has tests of its own for the same, in tests/aio).
 
-    ``one_connection``: the store is one connection (SQLite ``:memory:``): another task cannot be kept out of a
-    transaction by a connection of its own, so it is refused with UnsupportedError instead of let in.
+    Two capabilities of the store (``StoreSpec`` in tests/contract/drivers.py) change the expected outcome:
+    ``one_connection``, the store is one connection (SQLite ``:memory:``): another task cannot be kept out of a
+    transaction by a connection of its own, so it is refused with UnsupportedError instead of let in;
+    ``one_writer``, writers take turns on the whole store (SQLite): a write waiting for another task's open
+    transaction on the same thread could never get its turn, and is refused at once.
     """
 
-    one_connection = False
-    #: Writers take turns on the whole store (SQLite): a write waiting for another task's open transaction on
-    #: the same thread could never get its turn, and is refused at once.
-    one_writer = False
+    suite = "blocking_under_asyncio"
 
     def test_a_write_from_another_task_while_a_transaction_awaits_is_refused_at_once_or_applied(
-        self, provider: Provider
+        self, provider: Provider, store: StoreSpec
     ) -> None:
         held, other_wf = workflow(provider), workflow(provider)
         seen: list[str] = []
@@ -329,13 +334,13 @@ class BlockingApiUnderAsyncioContract:
             await asyncio.gather(holder(), other())
 
         asyncio.run(main())
-        assert seen == ["refused" if self.one_writer else "applied"]
+        assert seen == ["refused" if store.one_writer else "applied"]
         assert provider.workflows.get_state(held.workflow_exec_id).status is TaskStatus.RUNNING
-        expected = TaskStatus.PENDING if self.one_writer else TaskStatus.RUNNING
+        expected = TaskStatus.PENDING if store.one_writer else TaskStatus.RUNNING
         assert provider.workflows.get_state(other_wf.workflow_exec_id).status is expected
 
     def test_another_asyncio_task_on_the_thread_does_not_see_a_transaction_s_uncommitted_writes(
-        self, provider: Provider
+        self, provider: Provider, store: StoreSpec
     ) -> None:
         wf = workflow(provider)
         seen: list[str] = []
@@ -360,11 +365,13 @@ class BlockingApiUnderAsyncioContract:
             await asyncio.gather(holder(), other())
 
         asyncio.run(main())
-        assert seen == ["refused" if self.one_connection else "outside it"]
+        assert seen == ["refused" if store.one_connection else "outside it"]
         with pytest.raises(NotFoundError):
             provider.tasks.get_state("uncommitted")
 
-    def test_a_task_started_inside_a_transaction_does_not_join_it(self, provider: Provider) -> None:
+    def test_a_task_started_inside_a_transaction_does_not_join_it(
+        self, provider: Provider, store: StoreSpec
+    ) -> None:
         wf = workflow(provider)
         seen: list[str] = []
 
@@ -386,12 +393,14 @@ class BlockingApiUnderAsyncioContract:
                 raise RuntimeError("roll back")
 
         asyncio.run(main())
-        assert seen == ["refused" if self.one_connection else "outside"]
+        assert seen == ["refused" if store.one_connection else "outside"]
 
 
-class ConcurrentTaskWritesContract:
+class TestConcurrentTaskWrites:
     """Another asyncio task writing (with the blocking API) while one holds a transaction open: a server lets it;
     a SQLite file would make it wait for the write lock on the very thread the first task must finish on."""
+
+    suite = "concurrent_task_writes"
 
     def test_a_write_of_another_asyncio_task_survives_a_transaction_rolled_back_meanwhile(
         self, provider: Provider

@@ -1,6 +1,7 @@
-"""The TaskRepository contract, run unchanged against every driver that serves it.
+"""The TaskRepository contract, run unchanged on every driver that serves it (tests/contract/drivers.py).
 
-A driver's test module subclasses :class:`TaskRepositoryContract` and provides a ``provider`` fixture.
+The suite is handed an open, empty :class:`~planflow.Provider` as the ``provider`` fixture
+(tests/contract/conftest.py).
 """
 
 from __future__ import annotations
@@ -38,8 +39,10 @@ HOSTILE_IDS = [
 ]
 
 
-class TaskRepositoryContract:
+class TestTaskRepository:
     """Behaviour every TaskRepository must have."""
+
+    suite = "tasks"
 
     # Upsert, get, versions -----------------------------------------------------------------------------
 

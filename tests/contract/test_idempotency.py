@@ -19,8 +19,10 @@ from tests.contract.helpers import task, unique, workflow
 TEN = UsageSummary((UsageEntry("openai", "gpt-4o", "task", 10, 5, 15),))
 
 
-class IdempotencyContract:
+class TestIdempotency:
     """Keys on ``merge_usage`` and ``run_in_transaction``, on every SQL driver and both APIs."""
+
+    suite = "idempotency"
 
     def test_task_merge_with_a_key_applies_once_and_repeats_its_outcome(self, provider: Provider) -> None:
         state = task(provider, workflow(provider))

@@ -27,8 +27,10 @@ def pending(provider: Provider, count: int, **fields: object) -> list[TaskState]
     return [task(provider, wf, task_exec_id=f"{wf.workflow_exec_id}/{i:03d}", **fields) for i in range(count)]
 
 
-class ClaimContract:
+class TestClaims:
     """Work handed out by claims with leases."""
+
+    suite = "claims"
 
     def test_claim_hands_out_the_oldest_pending_tasks_as_running_with_a_lease(
         self, provider: Provider
