@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import psycopg
+from psycopg import errors as pg
 
 from planflow.errors import (
     DatabaseError,
@@ -14,10 +15,29 @@ from planflow.errors import (
 )
 from planflow.infra.sql.database import ConnectionLostError, ForeignKeyViolation
 
-#: SQLSTATEs after which running the unit of work again can succeed: serialization failure, deadlock,
-#: statement completion unknown, lock not available (lock_timeout), server shutting down or restarting,
-#: too many connections. Class 08 (connection exceptions) is transient as a whole.
-TRANSIENT_SQLSTATES = frozenset({"40001", "40P01", "40003", "55P03", "57P01", "57P02", "57P03", "53300"})
+#: After these, running the unit of work again can succeed: serialization failure, deadlock, statement
+#: completion unknown, lock not available (lock_timeout), too many connections.
+TRANSIENT = (
+    pg.SerializationFailure,
+    pg.DeadlockDetected,
+    pg.StatementCompletionUnknown,
+    pg.LockNotAvailable,
+    pg.TooManyConnections,
+)
+#: The connection is gone: the server is shutting down or restarting, or a connection exception (SQLSTATE
+#: class 08, transient as a whole; psycopg gives each of its codes a class of its own, not a common base).
+CONNECTION_GONE = (
+    pg.AdminShutdown,
+    pg.CrashShutdown,
+    pg.CannotConnectNow,
+    pg.ConnectionException,
+    pg.SqlclientUnableToEstablishSqlconnection,
+    pg.ConnectionDoesNotExist,
+    pg.SqlserverRejectedEstablishmentOfSqlconnection,
+    pg.ConnectionFailure,
+    pg.TransactionResolutionUnknown,
+    pg.ProtocolViolation,
+)
 
 
 def one_line(exc: BaseException) -> str:
@@ -32,23 +52,24 @@ def translate(exc: psycopg.Error, *, lost: bool = False) -> PlanflowError:
         exc: What psycopg raised.
         lost: The connection is no longer usable (killed, server gone): always transient, and in doubt.
     """
-    state = exc.sqlstate or ""
     message = one_line(exc)
-    if state == "23505":
+    if isinstance(exc, pg.UniqueViolation):
         return DuplicateError(message)
-    if state == "23503":
+    if isinstance(exc, pg.ForeignKeyViolation):
         return ForeignKeyViolation(f"a referenced row does not exist ({message})")
-    if state == "25006":  # read_only_sql_transaction
+    if isinstance(exc, pg.ReadOnlySqlTransaction):
         return ReadOnlyError(f"the PostgreSQL session is read-only: {message}")
-    if state.startswith(("22", "23")) or (not state and isinstance(exc, psycopg.DataError)):
+    # Integrity constraints (class 23) and bad data (class 22, or refused by psycopg before it was sent).
+    if isinstance(exc, psycopg.IntegrityError | psycopg.DataError):
         return ValidationError(f"rejected by the database: {message}")
-    if lost or state in ("57P01", "57P02", "57P03") or state.startswith("08"):
-        return ConnectionLostError(f"PostgreSQL connection lost ({state or 'closed'}): {message}")
-    if state in TRANSIENT_SQLSTATES:
-        return TransientError(f"PostgreSQL failed transiently ({state}): {message}")
-    if not state and isinstance(exc, psycopg.OperationalError):
+    if lost or isinstance(exc, CONNECTION_GONE):
+        return ConnectionLostError(f"PostgreSQL connection lost ({exc.sqlstate or 'closed'}): {message}")
+    if isinstance(exc, TRANSIENT):
+        return TransientError(f"PostgreSQL failed transiently ({exc.sqlstate}): {message}")
+    if exc.sqlstate is None and isinstance(exc, psycopg.OperationalError):
+        # Raised by psycopg or libpq themselves, not by the server: the connection failed.
         return ConnectionLostError(f"PostgreSQL connection failed: {message}")
-    return DatabaseError(f"PostgreSQL error {state or type(exc).__name__}: {message}")
+    return DatabaseError(f"PostgreSQL error {exc.sqlstate or type(exc).__name__}: {message}")
 
 
 __all__ = ["one_line", "translate"]
