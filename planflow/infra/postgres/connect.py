@@ -23,14 +23,13 @@ import weakref
 from collections.abc import Callable, Mapping
 from time import perf_counter
 from typing import Any, Self
-from urllib.parse import urlsplit
 
 import psycopg
-from psycopg.conninfo import conninfo_to_dict, make_conninfo
+from psycopg.conninfo import make_conninfo
 from psycopg.types.string import TextLoader
 from psycopg_pool import PoolClosed, PoolTimeout
 
-from planflow.config import PlanflowConfig, redact_url
+from planflow.config import PlanflowConfig, parse_postgres, redact_url
 from planflow.errors import ClosedError, ConfigError, PlanflowError, TransientError
 from planflow.infra.postgres.connection import PostgresConnection
 from planflow.infra.postgres.errors import one_line
@@ -80,14 +79,6 @@ UNHEALTHY_FOR = 30.0
 _abandoned: list[object] = []
 
 
-def _url_password(url: str) -> str | None:
-    """The password of a URL, read without libpq (which may reject the URL), to scrub it from messages."""
-    try:
-        return urlsplit(url).password
-    except ValueError:
-        return None
-
-
 def _configure(conn: Any) -> None:
     # JSON as text, like SQLite: the shared codec parses it once. Per connection, never psycopg's globals.
     conn.adapters.register_loader("json", TextLoader)
@@ -98,26 +89,20 @@ class Connector:
     """Where the server is and how to connect to it; every message without the password.
 
     Raises:
-        ConfigError: the URL is invalid (on construction).
+        ConfigError: libpq refuses the URL (on construction).
     """
 
     def __init__(self, config: PlanflowConfig, io: PostgresIO) -> None:
         self._config = config
         self._io = io
-        url = config.url or ""
+        target = parse_postgres(config.url or "")
         #: The server, safe to print.
-        self.location = redact_url(url)
-        self._secret: str | None = _url_password(url)
-        try:
-            params = conninfo_to_dict(url)
-        except psycopg.Error as exc:
-            raise self.scrubbed(ConfigError, f"invalid PostgreSQL URL {self.location!r}", exc) from exc
-        password = params.get("password")
-        self._secret = str(password) if password else self._secret
-        #: What psycopg is given: the URL as configured.
-        self.conninfo = url
+        self.location = target.redacted
+        self._secret = target.password
+        #: What psycopg is given: the URL (or key/value pairs) as configured.
+        self.conninfo = target.conninfo
         #: Connection parameters on top of the URL's.
-        self.settings = self._connection_settings(params)
+        self.settings = self._connection_settings(target.params)
 
     def _connection_settings(self, params: Mapping[str, object]) -> dict[str, Any]:
         """Connection parameters on top of the URL's: UTC, a connect timeout, an application name."""
