@@ -105,8 +105,6 @@ class CommitResolver:
         self._connect_timeout = connect_timeout
         self._location = location
         self._pgbouncer = pgbouncer
-        #: How lost COMMITs were resolved: committed, aborted, unknown (a diagnostic for the fault tests).
-        self.outcomes = {"committed": 0, "aborted": 0, "unknown": 0}
 
     async def committed(self, ticket: CommitTicket, lost: ConnectionLostError) -> bool:
         """Whether the unit of ``ticket``, whose COMMIT lost its connection, committed.
@@ -133,7 +131,6 @@ class CommitResolver:
             else:
                 if committed is not None:
                     outcome = "committed" if committed else "aborted"
-                    self.outcomes[outcome] += 1
                     logger.warning(
                         "the connection was lost during COMMIT; the unit of work had %s",
                         outcome,
@@ -142,7 +139,6 @@ class CommitResolver:
                     return committed
                 why = "its transaction was still running"
             if time.monotonic() >= deadline:
-                self.outcomes["unknown"] += 1
                 raise CommitUnknownError(
                     f"the connection to PostgreSQL at {self._location} was lost while COMMIT was in flight, and "
                     f"whether the unit of work committed could not be learned ({why}); it was not run again"

@@ -108,11 +108,6 @@ class PostgresDatabase(PooledDatabase):
             pgbouncer=config.pgbouncer,
         )
 
-    @property
-    def commit_outcomes(self) -> dict[str, int]:
-        """How lost COMMITs were resolved: committed, aborted, unknown (a diagnostic for the fault tests)."""
-        return self._resolver.outcomes
-
     async def begin_on(self, connection: Connection, *, write: bool, resolvable: bool) -> object | None:
         assert isinstance(connection, PostgresConnection)
         if not write:
