@@ -163,7 +163,14 @@ class Connector:
         return await self._io.connect(self.conninfo, **settings)
 
     def _connect_error(self, exc: psycopg.Error, *, waited: float) -> tuple[PlanflowError, bool]:
-        """The error for a failed connection attempt, and whether another attempt may succeed."""
+        """The error for a failed connection attempt, and whether another attempt may succeed.
+
+        The one place that reads a message: libpq reports a failed connection attempt in words only. psycopg's
+        ``OperationalError`` then carries no SQLSTATE (not even for the server's own refusal, such as 57P03
+        "the database system is starting up" or 53300 "too many clients") and no ``errno``, so the reasons
+        worth waiting out are told by libpq's wording (:data:`_WAIT_AND_RETRY`). Errors raised by statements
+        are classified by their class (``planflow.infra.postgres.errors``).
+        """
         if not isinstance(exc, psycopg.ProgrammingError):
             lowered = str(exc).lower()
             if "connection refused" in lowered:
