@@ -24,6 +24,8 @@ import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import lru_cache
+from types import MappingProxyType
 from typing import Literal, cast
 from urllib.parse import parse_qsl, quote, unquote, urlencode
 
@@ -246,9 +248,11 @@ class PostgresConninfo:
         return self.params.get("password") or None
 
 
+@lru_cache(maxsize=64)
 def parse_postgres(conninfo: str, *, given: str | None = None) -> PostgresConninfo:
     """``conninfo`` (a ``postgresql://`` or ``postgres://`` URL in any of libpq's forms, or ``key=value`` pairs)
-    parsed by libpq (``psycopg.conninfo.conninfo_to_dict``). Without psycopg, only its password is hidden.
+    parsed by libpq (``psycopg.conninfo.conninfo_to_dict``), once per string (the configuration, the driver and
+    the telemetry ask for the same one). Without psycopg, only its password is hidden.
     ``given``: what the user wrote, when ``conninfo`` was made from it (its passwords are hidden too).
 
     Raises:
@@ -259,7 +263,7 @@ def parse_postgres(conninfo: str, *, given: str | None = None) -> PostgresConnin
         from psycopg import ProgrammingError  # optional: the postgres extra
         from psycopg.conninfo import conninfo_to_dict
     except ImportError:
-        return PostgresConninfo(conninfo, {}, redact_url(conninfo))
+        return PostgresConninfo(conninfo, MappingProxyType({}), redact_url(conninfo))
     try:
         params = {key: str(value) for key, value in conninfo_to_dict(conninfo).items()}
     except ProgrammingError as exc:  # its text may echo the password
@@ -273,7 +277,7 @@ def parse_postgres(conninfo: str, *, given: str | None = None) -> PostgresConnin
             raise ConfigError(
                 f"malformed PostgreSQL URL (port {port!r} is not a number in 1..65535); accepted: {ACCEPTED_URLS}"
             )
-    return PostgresConninfo(conninfo, params, redact_url(conninfo))
+    return PostgresConninfo(conninfo, MappingProxyType(params), redact_url(conninfo))
 
 
 def _hide_passwords(text: str, *conninfos: str) -> str:
