@@ -32,7 +32,8 @@ from psycopg_pool import AsyncConnectionPool
 
 from benchmarks.compare import postgres_schema, sqlite_file
 from planflow import TaskState, WorkflowState, open_async_provider, open_provider
-from planflow.infra.postgres.database import to_pyformat, with_token
+from planflow.infra.postgres.commits import with_token
+from planflow.infra.postgres.connection import to_pyformat
 from planflow.infra.postgres.dialect import load_ts
 from planflow.infra.sql import tasks as tasks_sql
 from planflow.infra.sql.tables import TASK_STATES

@@ -58,7 +58,7 @@ from planflow import (
     open_async_provider,
     open_provider,
 )
-from planflow.infra.postgres.database import to_pyformat
+from planflow.infra.postgres.connection import to_pyformat
 from planflow.infra.postgres.dialect import POSTGRES
 from planflow.infra.sql import tasks as tasks_sql
 from planflow.infra.sql.dialect import Dialect

@@ -32,7 +32,7 @@ from psycopg.types.string import TextLoader
 from benchmarks.compare import postgres_schema, sqlite_file
 from benchmarks.stores.rawcodec import state_from_row
 from planflow import Provider, TaskFilter, TaskState, TaskStatus, WorkflowState, open_provider
-from planflow.infra.postgres.database import to_pyformat
+from planflow.infra.postgres.connection import to_pyformat
 from planflow.infra.postgres.dialect import POSTGRES
 from planflow.infra.sql import tasks as tasks_sql
 from planflow.infra.sql.dialect import Dialect

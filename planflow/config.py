@@ -4,10 +4,12 @@ Accepted URLs::
 
     sqlite:///relative/path.db      sqlite:////absolute/path.db     sqlite://:memory: (or sqlite://)
     postgresql://user:pw@host:5432/db   (also postgres:// and SQLAlchemy's postgresql+psycopg://)
+    postgresql:///db (a local socket)   host=/tmp dbname=db user=u (libpq's key/value form)
     tinydb:///relative/path.json    tinydb:////absolute/path.json   tinydb://memory
 
 Settings may ride along as query parameters (``sqlite:///x.db?busy_timeout=2``); for Postgres, parameters
-that are not planflow settings (``sslmode`` ...) stay in the URL handed to psycopg. The environment variable
+that are not planflow settings (``sslmode`` ...) stay in the URL handed to psycopg, which parses it
+(:func:`parse_postgres`): every form libpq accepts is accepted. The environment variable
 ``PLANFLOW_DATABASE_URL`` gives a URL; ``PLANFLOW_DB_<SETTING>`` (``PLANFLOW_DB_DRIVER``, ``PLANFLOW_DB_PATH``,
 ``PLANFLOW_DB_HOST``, ``PLANFLOW_DB_PORT``, ``PLANFLOW_DB_USER``, ``PLANFLOW_DB_PASSWORD``, ``PLANFLOW_DB_NAME``,
 ``PLANFLOW_DB_POOL_MAX_SIZE`` ...) give discrete settings. No configuration at all means a SQLite file
@@ -22,8 +24,10 @@ import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import lru_cache
+from types import MappingProxyType
 from typing import Literal, cast
-from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, quote, unquote, urlencode
 
 from planflow.errors import ConfigError
 
@@ -190,6 +194,8 @@ ConfigSource = PlanflowConfig | Mapping[str, object] | str | None
 _PASSWORD_IN_CONNINFO = re.compile(r"(?P<head>password\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)", re.IGNORECASE)
 _PASSWORD_QUERY = re.compile(r"(?P<head>[?&]password=)[^&#]*", re.IGNORECASE)
 _SCHEME = re.compile(r"[a-z][a-z0-9+.-]*://", re.IGNORECASE)
+#: libpq's key/value form of a connection string starts with a keyword and "=" (``host=/tmp dbname=x``).
+_KEY_VALUE = re.compile(r"\s*[a-z_]+\s*=", re.IGNORECASE)
 
 
 def redact_url(text: str) -> str:
@@ -219,6 +225,89 @@ def _redact_one(url: str) -> str:
         if colon >= 0:
             rest = f"{rest[: colon + 1]}***{rest[at:]}"
     return head + _PASSWORD_QUERY.sub(r"\g<head>***", rest)
+
+
+@dataclass(frozen=True, slots=True)
+class PostgresConninfo:
+    """A PostgreSQL connection string, a URL or libpq's key/value form, parsed once by libpq's own rules.
+
+    Attributes:
+        conninfo: The string as psycopg is given it, unchanged (``postgresql:///db`` stays so).
+        params: libpq's keywords set by it (``host``, ``port``, ``dbname``, ``user``, ``password``,
+            ``options`` ...); empty when psycopg is not installed (then nothing can connect anyway).
+        redacted: ``conninfo`` without its password, for messages and reprs.
+    """
+
+    conninfo: str
+    params: Mapping[str, str]
+    redacted: str
+
+    @property
+    def password(self) -> str | None:
+        """The password, wherever it was given (in the URL's user part, its query, or a key/value pair)."""
+        return self.params.get("password") or None
+
+
+@lru_cache(maxsize=64)
+def parse_postgres(conninfo: str, *, given: str | None = None) -> PostgresConninfo:
+    """``conninfo`` (a ``postgresql://`` or ``postgres://`` URL in any of libpq's forms, or ``key=value`` pairs)
+    parsed by libpq (``psycopg.conninfo.conninfo_to_dict``), once per string (the configuration, the driver and
+    the telemetry ask for the same one). Without psycopg, only its password is hidden.
+    ``given``: what the user wrote, when ``conninfo`` was made from it (its passwords are hidden too).
+
+    Raises:
+        ConfigError: libpq refuses it, or a port is not a number in 1..65535; the message never shows the
+            password.
+    """
+    try:
+        from psycopg import ProgrammingError  # optional: the postgres extra
+        from psycopg.conninfo import conninfo_to_dict
+    except ImportError:
+        return PostgresConninfo(conninfo, MappingProxyType({}), redact_url(conninfo))
+    try:
+        params = {key: str(value) for key, value in conninfo_to_dict(conninfo).items()}
+    except ProgrammingError as exc:  # its text may echo the password
+        said = _hide_passwords(" ".join(str(exc).split()), conninfo, given or "")
+        raise ConfigError(
+            f"malformed PostgreSQL URL ({said}); accepted: {ACCEPTED_URLS}, or key=value pairs (percent-encode "
+            "special characters of the user and password)"
+        ) from None
+    for port in params.get("port", "").split(","):
+        if port and not (port.isdigit() and 0 < int(port) < 65536):
+            raise ConfigError(
+                f"malformed PostgreSQL URL (port {port!r} is not a number in 1..65535); accepted: {ACCEPTED_URLS}"
+            )
+    return PostgresConninfo(conninfo, MappingProxyType(params), redact_url(conninfo))
+
+
+def _hide_passwords(text: str, *conninfos: str) -> str:
+    """``text`` (libpq's complaint about a connection string) without anything that may be a password of
+    ``conninfos``: what :func:`redact_url` hides there, in either spelling (percent-encoded or not)."""
+    text = redact_url(text)
+    candidates: set[str] = set()
+    for conninfo in conninfos:
+        candidates.update(_password_candidates(conninfo))
+    for candidate in sorted(candidates, key=len, reverse=True):
+        for spelling in (candidate, unquote(candidate)):
+            if spelling:
+                text = text.replace(spelling, "***")
+    return text
+
+
+def _password_candidates(conninfo: str) -> set[str]:
+    candidates: set[str] = set()
+    for match in _PASSWORD_IN_CONNINFO.finditer(conninfo):
+        candidates.add(match.group(2).strip("'"))
+    for match in _PASSWORD_QUERY.finditer(conninfo):
+        candidates.add(match.group(0).split("=", 1)[1])
+    scheme = _SCHEME.match(conninfo)
+    if scheme:
+        authority = conninfo[scheme.end() :].split("#", 1)[0]
+        at = authority.rfind("@")
+        colon = authority.find(":", 0, at) if at >= 0 else -1
+        if colon >= 0:
+            candidates.add(authority[colon + 1 : at])
+    return candidates
 
 
 _SETTING_TYPES: dict[str, type] = {
@@ -302,22 +391,6 @@ def _file_path(scheme: str, rest: str, url_for_errors: str) -> str:
     return rest[1:]
 
 
-def _check_hosts(hosts: str) -> str:
-    """The first host of a URL's ``host[:port][,host[:port]...]`` (libpq's multi-host form, for failover).
-
-    Raises:
-        ValueError: a port that is not a number in 1..65535.
-    """
-    first = ""
-    for part in hosts.split(","):
-        bare = ":" not in part or part.endswith("]")  # "[::1]": an IPv6 address without a port
-        host, _, port = (part, "", "") if bare else part.rpartition(":")
-        if port and not (port.isdigit() and 0 < int(port) < 65536):
-            raise ValueError(f"port {port!r} is not a number in 1..65535")
-        first = first or host
-    return first
-
-
 def config_from_url(url: str, **overrides: object) -> PlanflowConfig:
     """Parse a planflow URL (see the module docstring); ``overrides`` are further settings.
 
@@ -326,25 +399,29 @@ def config_from_url(url: str, **overrides: object) -> PlanflowConfig:
     """
     scheme, sep, rest = url.partition("://")
     if not sep:
+        if _KEY_VALUE.match(url):
+            conninfo = parse_postgres(url).conninfo
+            return PlanflowConfig(driver="postgres", url=conninfo, **_settings(overrides, "the URL"))  # pyright: ignore[reportArgumentType]
         raise ConfigError(f"{_not_a_url(url)}; accepted: {ACCEPTED_URLS}")
     scheme = scheme.lower()
     rest, _, query = rest.partition("?")
     params = dict(parse_qsl(query, keep_blank_values=True))
     if scheme in POSTGRES_SCHEMES:
-        try:
-            split = urlsplit(url)
-            hostname = _check_hosts(split.netloc.rpartition("@")[2]) or split.hostname
-        except ValueError as exc:
-            # The text may hold the password where the parser lost track of the parts: never echo it.
-            raise ConfigError(
-                f"malformed PostgreSQL URL ({exc}); accepted: {ACCEPTED_URLS} (percent-encode special "
-                "characters of the user and password)"
-            ) from None
-        if not hostname and not split.path.strip("/") and "host" not in params:
-            raise ConfigError(f"malformed URL {redact_url(url)!r}; accepted: {ACCEPTED_URLS}")
         ours = {k: v for k, v in params.items() if k in _SETTING_TYPES or k.startswith("retry_")}
         theirs = {k: v for k, v in params.items() if k not in ours}
-        clean = urlunsplit(("postgresql", split.netloc, split.path, urlencode(theirs, quote_via=quote), ""))
+        # What follows "://" is kept as it is (libpq's forms: "postgresql:///db" is a local socket); the
+        # planflow settings leave the query, and the scheme is libpq's.
+        # Values are percent-encoded again ("options=-c x=y" is read so), except characters libpq reads as they
+        # are: a socket's directory, a host list.
+        query = urlencode(theirs, safe="/:,", quote_via=quote)
+        clean = f"postgresql://{rest}{'?' if query else ''}{query}"
+        parsed = parse_postgres(clean, given=url)
+        if parsed.params and not any(
+            parsed.params.get(key) for key in ("host", "hostaddr", "dbname", "service")
+        ):
+            raise ConfigError(
+                f"malformed URL {redact_url(url)!r}: no host and no database; accepted: {ACCEPTED_URLS}"
+            )
         return PlanflowConfig(driver="postgres", url=clean, **_settings({**ours, **overrides}, "the URL"))  # pyright: ignore[reportArgumentType]
     if scheme in ("sqlite", "tinydb"):
         path = _file_path(scheme, rest, url)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, TypeVar
@@ -71,6 +72,31 @@ class _Collect(logging.Handler):
     def emit(self, record: logging.LogRecord) -> None:
         if hasattr(record, "planflow_sql"):
             self.records.append(record)
+
+
+class _Outcomes(logging.Handler):
+    def __init__(self, counts: Counter[str]) -> None:
+        super().__init__(logging.WARNING)
+        self.counts = counts
+
+    def emit(self, record: logging.LogRecord) -> None:
+        outcome = getattr(record, "planflow_outcome", None)
+        if isinstance(outcome, str):
+            self.counts[outcome] += 1
+
+
+@contextmanager
+def resolved_commits() -> Iterator[Counter[str]]:
+    """How the PostgreSQL driver resolved the COMMITs that lost their connection inside the block (``committed``,
+    ``aborted``): its public WARNING on ``planflow.postgres``, one per COMMIT resolved, says which."""
+    counts: Counter[str] = Counter()
+    handler = _Outcomes(counts)
+    logger = logging.getLogger("planflow.postgres")
+    logger.addHandler(handler)
+    try:
+        yield counts
+    finally:
+        logger.removeHandler(handler)
 
 
 @contextmanager

@@ -190,3 +190,77 @@ def test_a_multi_host_url_with_a_bad_port_is_a_config_error_that_does_not_echo_i
     with pytest.raises(ConfigError, match="port 'x'") as raised:
         config_from_url("postgresql://app:s3cret@db-a:5432,db-b:x/state")
     assert "s3cret" not in str(raised.value)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "postgresql:///test",
+        "postgresql:///test?sslmode=disable",
+        "postgresql://%2Fvar%2Frun%2Fpostgresql/test",
+        "postgresql://u@/test?host=/var/run/postgresql",
+    ],
+)
+def test_every_libpq_url_form_is_accepted_as_written(url: str) -> None:
+    config = resolve_config(url)
+    assert (config.driver, config.url, config.location) == ("postgres", url, url)
+
+
+def test_a_local_socket_url_keeps_its_three_slashes_when_settings_leave_its_query() -> None:
+    config = resolve_config("postgres:///test?pool_max_size=3&sslmode=disable")
+    assert (config.url, config.pool_max_size) == ("postgresql:///test?sslmode=disable", 3)
+    assert resolve_config("postgresql:///test?pool_max_size=3").url == "postgresql:///test"
+
+
+def test_a_local_socket_url_with_a_password_is_accepted_and_redacted() -> None:
+    config = resolve_config("postgresql://app:s3cret@/test?host=/var/run/postgresql")
+    assert config.url == "postgresql://app:s3cret@/test?host=/var/run/postgresql"
+    assert config.location == "postgresql://app:***@/test?host=/var/run/postgresql"
+    assert "s3cret" not in repr(config)
+
+
+def test_libpq_key_value_strings_are_accepted_where_a_url_is() -> None:
+    config = resolve_config("host=/tmp dbname=x")
+    assert (config.driver, config.url) == ("postgres", "host=/tmp dbname=x")
+    assert config_from_url("host=/tmp dbname=x", pool_max_size=3).pool_max_size == 3
+    mapped = resolve_config({"url": "host=db.example port=5433 dbname=app user=u", "pool_max_size": 2})
+    assert (mapped.driver, mapped.pool_max_size) == ("postgres", 2)
+    from_env = config_from_env({"PLANFLOW_DATABASE_URL": "host=/tmp dbname=x"})
+    assert from_env is not None and from_env.url == "host=/tmp dbname=x"
+
+
+@pytest.mark.parametrize(
+    ("conninfo", "secret"),
+    [
+        ("host=/tmp dbname=x password=s3cr3t-kv", "s3cr3t-kv"),
+        ("host=/tmp dbname=x password='s3cr3t kv'", "s3cr3t kv"),
+        ("postgresql://u:s3cr3t-url@h/db", "s3cr3t-url"),
+        ("postgresql://u@h/db?password=s3cr3t-query", "s3cr3t-query"),
+    ],
+)
+def test_a_password_in_any_form_is_redacted_in_repr_and_location(conninfo: str, secret: str) -> None:
+    config = resolve_config(conninfo)
+    assert config.driver == "postgres"
+    assert secret not in repr(config) and secret not in config.location and "***" in config.location
+
+
+@pytest.mark.parametrize(
+    ("conninfo", "secret"),
+    [
+        ("host=/tmp dbname=x password=s3cr3t-kv bogus=1", "s3cr3t-kv"),
+        ("host=/tmp password='s3cr3t kv' dbname=x bogus=1", "s3cr3t kv"),
+        ("postgresql://u:s3cr3t-url@h/db?bogus=1", "s3cr3t-url"),
+        ("postgresql://u@h/db?password=s3cr3t-query&bogus=1", "s3cr3t-query"),
+        ("postgresql://u:s3cr3t url@h/db", "s3cr3t url"),
+        ("postgresql://u:s3cr3t%20url@[::1/db", "s3cr3t url"),
+        ("postgresql://u@h:5432,h2:x/db?password=s3cr3t-query", "s3cr3t-query"),
+    ],
+)
+def test_a_connection_string_libpq_refuses_is_a_config_error_without_its_password(
+    conninfo: str, secret: str
+) -> None:
+    with pytest.raises(ConfigError, match="malformed PostgreSQL URL") as caught:
+        resolve_config(conninfo)
+    shown = str(caught.value)
+    for spelling in (secret, secret.replace(" ", "%20")):
+        assert spelling not in shown, shown

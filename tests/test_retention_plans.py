@@ -15,7 +15,7 @@ import psycopg
 import pytest
 
 from planflow import TaskFilter, TaskState, TaskStatus, WorkflowState, open_provider
-from planflow.infra.postgres.database import to_pyformat
+from planflow.infra.postgres.connection import to_pyformat
 from planflow.infra.postgres.dialect import POSTGRES
 from planflow.infra.sql import tasks as tasks_sql
 from planflow.infra.sql.codec import encode_cursor

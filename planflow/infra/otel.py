@@ -45,7 +45,6 @@ import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from time import time_ns
-from urllib.parse import parse_qsl, unquote, urlsplit
 
 from opentelemetry import context as otel_context
 from opentelemetry import metrics, trace
@@ -53,7 +52,8 @@ from opentelemetry.metrics import CallbackOptions, Counter, Histogram, Meter, Ob
 from opentelemetry.trace import SpanKind, Status, StatusCode
 from opentelemetry.util.types import AttributeValue
 
-from planflow.config import PlanflowConfig
+from planflow.config import PlanflowConfig, parse_postgres
+from planflow.errors import ConfigError
 from planflow.events import ConflictEvent, Event, OperationEvent, PoolWaitEvent, RetryEvent
 from planflow.infra.registry import BY_NAME
 from planflow.version import __version__
@@ -167,17 +167,18 @@ def collection(driver: str, repository: str, method: str) -> str | None:
 
 
 def _postgres_target(url: str) -> tuple[str | None, int | None, str | None]:
-    """Host, port and ``database[|schema]`` of a PostgreSQL URL (read without its password)."""
+    """Host, port and ``database[|schema]`` of a PostgreSQL URL or key/value string (the first of several
+    hosts and ports)."""
     try:
-        split = urlsplit(url)
-        host, port = split.hostname, split.port
-    except ValueError:
+        params = parse_postgres(url).params
+    except ConfigError:
         return None, None, None
-    query = dict(parse_qsl(split.query))
-    host = host or query.get("host")
-    database = unquote(split.path.lstrip("/")) or query.get("dbname")
+    host = params.get("host", "").split(",")[0] or None
+    port_text = params.get("port", "").split(",")[0]
+    port = int(port_text) if port_text.isdigit() else None
+    database = params.get("dbname")
     schema = None
-    options = query.get("options", "")
+    options = params.get("options", "")
     for part in options.replace("-c ", "-c").split():
         if part.startswith("-csearch_path="):
             schema = part[len("-csearch_path=") :].split(",")[0].strip()

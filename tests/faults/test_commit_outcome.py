@@ -14,7 +14,6 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from typing import Any
 
 import psycopg
 import pytest
@@ -29,7 +28,7 @@ from planflow import (
     WorkflowState,
     open_provider,
 )
-from tests.driven import database
+from tests.driven import resolved_commits
 from tests.faults.cluster import Cluster
 from tests.support import reporter
 
@@ -153,9 +152,9 @@ def test_run_in_transaction_under_commit_time_kills_applies_each_unit_exactly_on
         tx.tasks.update_state(state.evolve(input={"n": count + 1}), state.version)
 
     killer = Killer(slow_commit_cluster, app_name, KILLS)
-    acknowledged, unknown = hammer(provider, lambda: provider.run_in_transaction(increment), killer)
+    with resolved_commits() as outcomes:
+        acknowledged, unknown = hammer(provider, lambda: provider.run_in_transaction(increment), killer)
     stored = provider.tasks.get_state(task.task_exec_id)
-    outcomes: dict[str, Any] = database(provider).inner.commit_outcomes  # type: ignore[attr-defined]
     report(
         f"run_in_transaction: {killer.kills} kills ({killer.at_commit} during COMMIT), {acknowledged} acknowledged "
         f"increments, {unknown} CommitUnknownError; lost COMMITs resolved: {outcomes}"

@@ -22,7 +22,7 @@ from planflow import (
     WorkflowState,
     open_provider,
 )
-from tests.driven import database
+from tests.driven import resolved_commits
 from tests.faults.cluster import Cluster
 from tests.support import reporter
 
@@ -67,7 +67,10 @@ def test_promoting_a_synchronous_standby_under_writes_keeps_every_acknowledged_w
     unknown = [0] * WRITERS
     failures: list[str] = []
     stop = threading.Event()
-    with open_provider({"url": url, "retry_max_attempts": 5, "pool_max_size": WRITERS}) as provider:
+    with (
+        resolved_commits() as outcomes,
+        open_provider({"url": url, "retry_max_attempts": 5, "pool_max_size": WRITERS}) as provider,
+    ):
         wf = provider.workflows.upsert_state(WorkflowState(f"wf-{uuid.uuid4().hex[:8]}", "failover"))
         counters = [
             provider.tasks.upsert_state(
@@ -122,7 +125,6 @@ def test_promoting_a_synchronous_standby_under_writes_keeps_every_acknowledged_w
 
         stored = {s.task_exec_id: s for s in provider.tasks.list_by_ids([s for ids in acked for s in ids])}
         counted = [provider.tasks.get_state(c.task_exec_id).input for c in counters]
-        outcomes = database(provider).inner.commit_outcomes  # type: ignore[attr-defined]
     # Asked of the new primary directly, not through the provider.
     on_new_primary = {
         row[0] for row in standby.sql("SELECT task_exec_id FROM task_states", database="failover")

@@ -24,7 +24,7 @@ from planflow import (
     WorkflowState,
     open_provider,
 )
-from tests.driven import database
+from tests.driven import resolved_commits
 from tests.faults.cluster import Cluster
 from tests.faults.proxy import CommitProxy
 from tests.support import reporter
@@ -90,10 +90,10 @@ def test_units_whose_commit_reply_or_commit_is_lost_are_applied_exactly_once(
         assert isinstance(count, int)
         tx.tasks.update_state(state.evolve(input={"n": count + 1}), state.version)
 
-    run_threads(CALLS, lambda: provider.run_in_transaction(increment))
+    with resolved_commits() as outcomes:
+        run_threads(CALLS, lambda: provider.run_in_transaction(increment))
     proxy.faults.lose_replies = proxy.faults.lose_commits = 0.0
     stored = provider.tasks.get_state(task.task_exec_id)
-    outcomes = database(provider).inner.commit_outcomes  # type: ignore[attr-defined]
     report(
         f"{THREADS * CALLS} run_in_transaction increments through the proxy: {proxy.faults.replies_lost} replies "
         f"of committed COMMITs lost, {proxy.faults.commits_lost} COMMITs lost before the server; resolved "

@@ -15,7 +15,8 @@ import psycopg
 import pytest
 
 from planflow import WorkflowState, open_provider
-from planflow.infra.postgres.database import DELETE_OLD_TOKENS, TOKEN_CLEANUP_BATCH, to_pyformat
+from planflow.infra.postgres.commits import DELETE_OLD_TOKENS, TOKEN_CLEANUP_BATCH
+from planflow.infra.postgres.connection import to_pyformat
 
 pytestmark = pytest.mark.postgres
 

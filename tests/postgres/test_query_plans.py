@@ -7,7 +7,7 @@ import psycopg
 import pytest
 
 from planflow import open_provider
-from planflow.infra.postgres.database import to_pyformat
+from planflow.infra.postgres.connection import to_pyformat
 from planflow.infra.postgres.dialect import POSTGRES
 from tests.query_plans import WHOLE_TABLE, statements
 
