@@ -219,7 +219,7 @@ def postgres_problem(url: str) -> str | None:
     except ImportError:
         return "psycopg is not installed (pip install 'planflow[bench]')"
     try:
-        import planflow.infra.postgres.backend  # noqa: F401  # pyright: ignore[reportUnusedImport]
+        import planflow.infra.postgres.open  # noqa: F401  # pyright: ignore[reportUnusedImport]
     except ImportError as exc:
         return f"planflow's Postgres driver is not importable yet ({exc})"
     try:
