@@ -28,7 +28,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, TextIO
+from typing import TYPE_CHECKING, Annotated, TextIO
 
 import typer
 from rich.console import Console, Group
@@ -63,7 +63,6 @@ from planflow.cli.settings import effective_settings
 from planflow.config import PlanflowConfig, redact_url, resolve_config
 from planflow.errors import ConfigError, ForeignStoreError, MigrationError, NotFoundError, PlanflowError
 from planflow.infra.execution_codec import scheduled_before
-from planflow.infra.provider import Provider, open_provider
 from planflow.infra.sql.migrations import MigrationSql, load_migrations, migration_script
 from planflow.migration_records import MigrationStatus
 from planflow.models import (
@@ -79,6 +78,9 @@ from planflow.models import (
     WorkflowState,
 )
 from planflow.version import __version__
+
+if TYPE_CHECKING:  # the provider is loaded by the commands that open a store, not by --help
+    from planflow.infra.provider import Provider
 
 app = typer.Typer(
     name="planflow",
@@ -207,6 +209,13 @@ def _config(
         given = f"pass {option} URL" if option != "--db" else "pass --db URL, set PLANFLOW_DATABASE_URL,"
         raise ConfigError(f"no {config.driver} store at {config.location}; {given} or {create}")
     return config
+
+
+def open_provider(config: PlanflowConfig) -> Provider:
+    """planflow's ``open_provider``, imported when a command first opens a store (``--help`` never does)."""
+    from planflow.infra.provider import open_provider as open_store
+
+    return open_store(config)
 
 
 def _adopt_command(db: str | None) -> str:

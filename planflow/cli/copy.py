@@ -18,12 +18,14 @@ from collections.abc import Callable, Collection, Sequence
 from contextlib import suppress
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Protocol, cast
+from typing import TYPE_CHECKING, Protocol, cast
 
 from planflow.cli.records import REPOSITORIES, TABLES, Digest, Table, serves
 from planflow.errors import CopyError, PlanflowError
-from planflow.infra.provider import Provider, Repositories
 from planflow.models import JsonObject
+
+if TYPE_CHECKING:
+    from planflow.infra.provider import Provider, Repositories
 
 DEFAULT_BATCH = 1000
 #: The metadata key of the mark an unfinished copy leaves in its target: a JSON object with ``source``,

@@ -38,9 +38,9 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from planflow.errors import ConflictError, PlanflowError
-from planflow.infra.provider import Repositories
 from planflow.models import (
     TERMINAL_STATUSES,
     ExecutionType,
@@ -54,6 +54,9 @@ from planflow.models import (
     UsageSummary,
     WorkflowState,
 )
+
+if TYPE_CHECKING:
+    from planflow.infra.provider import Repositories
 
 DEFAULT_TASKS = 500
 DEFAULT_WORKERS = 8

@@ -15,7 +15,7 @@ from collections.abc import Generator, Iterable, Iterator, Mapping, Sequence
 from datetime import datetime, timedelta
 from enum import Enum
 from itertools import islice
-from typing import ClassVar, Generic, TypeVar, cast
+from typing import TYPE_CHECKING, ClassVar, Generic, TypeVar, cast
 
 from planflow.errors import NotFoundError, UnsupportedError
 from planflow.executions import TaskDefinition, TaskExecution, TaskOccurrence
@@ -24,7 +24,6 @@ from planflow.infra.execution_codec import (
     occurrence_to_doc,
     task_to_doc,
 )
-from planflow.infra.provider import Repositories
 from planflow.models import (
     APIKey,
     JsonObject,
@@ -35,6 +34,9 @@ from planflow.models import (
     WorkflowFilter,
     WorkflowState,
 )
+
+if TYPE_CHECKING:  # the provider (and every repository behind it) is loaded only by a command that opens one
+    from planflow.infra.provider import Repositories
 
 R = TypeVar("R")
 
