@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
@@ -34,12 +35,32 @@ def bouncer(bouncer_cluster: Cluster) -> Iterator[Bouncer]:
     front.stop()
 
 
+@pytest.fixture(scope="session")
+def bouncer_template(bouncer_cluster: Cluster) -> str:
+    """A database migrated once (directly: tests/faults/test_pgbouncer.py migrates through the bouncer), which
+    each test's database copies."""
+    name = f"pf_template_{uuid.uuid4().hex[:8]}"
+    bouncer_cluster.sql(f"CREATE DATABASE {name}")
+    open_provider(bouncer_cluster.url(name)).close()
+    return name
+
+
+@pytest.fixture(scope="session")
+def background() -> Iterator[ThreadPoolExecutor]:
+    """A thread for clean-ups that no test waits for (dropping a used database); joined at the session's end."""
+    with ThreadPoolExecutor(1, thread_name_prefix="test-cleanup") as executor:
+        yield executor
+
+
 @pytest.fixture
-def bounced_provider(bouncer_cluster: Cluster, bouncer: Bouncer) -> Iterator[Provider]:
+def bounced_provider(
+    bouncer_cluster: Cluster, bouncer: Bouncer, bouncer_template: str, background: ThreadPoolExecutor
+) -> Iterator[Provider]:
     """A provider on a database of its own (PgBouncer passes startup options such as ``search_path`` on to no
-    one, so schemas cannot isolate tests here), reached only through the bouncer; dropped after the test."""
+    one, so schemas cannot isolate tests here), a copy of the migrated template, reached only through the
+    bouncer; dropped after the test, in the background."""
     name = f"pf_{uuid.uuid4().hex[:12]}"
-    bouncer_cluster.sql(f"CREATE DATABASE {name} STRATEGY FILE_COPY")
+    bouncer_cluster.sql(f"CREATE DATABASE {name} TEMPLATE {bouncer_template}")
     with open_provider(bouncer.url(name)) as provider:
         yield provider
-    bouncer_cluster.sql(f"DROP DATABASE {name} WITH (FORCE)")
+    background.submit(bouncer_cluster.sql, f"DROP DATABASE {name} WITH (FORCE)")

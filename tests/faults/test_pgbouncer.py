@@ -42,7 +42,7 @@ def test_pgbouncer_mode_never_prepares_so_shared_server_connections_serve_every_
     bouncer_cluster: Cluster, bouncer: Bouncer
 ) -> None:
     name = f"pf_{uuid.uuid4().hex[:12]}"
-    bouncer_cluster.sql(f"CREATE DATABASE {name} STRATEGY FILE_COPY")
+    bouncer_cluster.sql(f"CREATE DATABASE {name}")
     assert interleave(bouncer, name, pgbouncer=True) == []
     # The control: with server-side prepared statements, the same workload breaks behind the bouncer.
     failures = interleave(bouncer, name, pgbouncer=False)
