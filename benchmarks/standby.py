@@ -1,12 +1,13 @@
 """Reads on standbys (issue 31): what read-your-writes costs a write, and what a standby takes off a primary.
 
-    .venv/bin/python benchmarks/standby.py cost [--calls 2000] [--rounds 7]
+    .venv/bin/python benchmarks/standby.py cost [--calls 2000] [--rounds 7] [--private]
     .venv/bin/python -m benchmarks.standby capacity [--seconds 5] [--threads 8]   # from the checkout's root
 
 ``cost``: ``update_state(state, version)`` one call at a time on the shared server
 (``$PLANFLOW_BENCH_POSTGRES_URL``, else ``$PLANFLOW_TEST_POSTGRES_URL``, else
 ``postgresql://postgres@127.0.0.1:5432/test``), each variant in a schema of its own, interleaved round by round
-(rotated order), median microseconds per call of the rounds: without ``read_url``, and with ``read_url`` naming
+(rotated order), median microseconds per call of the rounds (``--private``: on a private server without fsync
+instead, so that the disk of a shared machine does not drown the difference): without ``read_url``, and with ``read_url`` naming
 the same server (each write then also reads the primary's WAL position for read-your-writes). Run it from
 another checkout to compare versions (``PYTHONPATH=/path/to/checkout .venv/bin/python benchmarks/standby.py
 cost``, run as a file so that the checkout's ``planflow`` is imported): a version without ``read_url`` runs
@@ -49,8 +50,22 @@ def _schema_url(base: str, schema: str) -> str:
     return f"{base}{'&' if '?' in base else '?'}options=-csearch_path%3D{schema}"
 
 
-def cost(calls: int, rounds: int) -> None:
-    base = _server()
+def cost(calls: int, rounds: int, private: bool) -> None:
+    if not private:
+        _cost(_server(), calls, rounds)
+        return
+    from tests.faults.cluster import Cluster
+
+    # No disk in the way (fsync off): what is left is the client's work and the round trips.
+    server = Cluster({"fsync": "off", "synchronous_commit": "off"})
+    server.start()
+    try:
+        _cost(server.url(), calls, rounds)
+    finally:
+        server.destroy()
+
+
+def _cost(base: str, calls: int, rounds: int) -> None:
     with_standbys = "read_url" in {f.name for f in PlanflowConfig.__dataclass_fields__.values()}
     variants: dict[str, dict[str, object]] = {"no read_url": {}}
     schemas: list[str] = []
@@ -213,12 +228,15 @@ def main() -> None:
     cost_parser = commands.add_parser("cost")
     cost_parser.add_argument("--calls", type=int, default=2000)
     cost_parser.add_argument("--rounds", type=int, default=7)
+    cost_parser.add_argument(
+        "--private", action="store_true", help="on a private server without fsync (tests/faults/cluster.py)"
+    )
     capacity_parser = commands.add_parser("capacity")
     capacity_parser.add_argument("--seconds", type=float, default=5.0)
     capacity_parser.add_argument("--threads", type=int, default=8)
     args = parser.parse_args()
     if args.command == "cost":
-        cost(args.calls, args.rounds)
+        cost(args.calls, args.rounds, args.private)
     else:
         capacity(args.seconds, args.threads)
 
