@@ -6,7 +6,8 @@
 ``cost``: ``update_state(state, version)`` one call at a time on the shared server
 (``$PLANFLOW_BENCH_POSTGRES_URL``, else ``$PLANFLOW_TEST_POSTGRES_URL``, else
 ``postgresql://postgres@127.0.0.1:5432/test``), each variant in a schema of its own, interleaved round by round
-(rotated order), median microseconds per call of the rounds (``--private``: on a private server without fsync
+(rotated order), median microseconds per call of the rounds (wall clock, and this process's CPU time: the client's own work,
+which the load of a shared machine disturbs less) (``--private``: on a private server without fsync
 instead, so that the disk of a shared machine does not drown the difference): without ``read_url``, and with ``read_url`` naming
 the same server (each write then also reads the primary's WAL position for read-your-writes). Run it from
 another checkout to compare versions (``PYTHONPATH=/path/to/checkout .venv/bin/python benchmarks/standby.py
@@ -14,10 +15,11 @@ cost``, run as a file so that the checkout's ``planflow`` is imported): a versio
 the first variant only.
 
 ``capacity``: a private primary and a streaming standby (``tests/faults/cluster.py``, created in a temporary
-directory and removed after), ``--threads`` threads for ``--seconds`` each: claims per second (``claim`` of one
-task, then ``update_state`` to SUCCESS), writes per second (``update_state``), reads per second
-(``get_state``, ``count_states``, ``list_tasks_in_workflow`` in turn) on the primary alone, then the same reads
-with ``read_url`` on the standby, and the transactions each server ran meanwhile (``pg_stat_database``).
+directory and removed after; both on this machine), ``--threads`` threads for ``--seconds`` each: claims per
+second (``claim`` of one task of a workflow of 50 000 pending ones, then ``update_state`` to SUCCESS), writes per
+second (``update_state``), reads per second (``get_state``, ``count_states`` and ``list_tasks_in_workflow`` of a
+workflow of ``--threads`` tasks, in turn) on the primary alone, then the same reads with ``read_url`` on the
+standby, and the transactions each server ran meanwhile (``pg_stat_database``).
 """
 
 from __future__ import annotations
@@ -86,24 +88,30 @@ def _cost(base: str, calls: int, rounds: int) -> None:
                 TaskState("t", "t", wf.workflow_exec_id, wf.workflow_id)
             )
         samples: dict[str, list[float]] = {name: [] for name in providers}
+        cpu_samples: dict[str, list[float]] = {name: [] for name in providers}
         names = list(providers)
         for r in range(rounds + 1):
             for name in names[r % len(names) :] + names[: r % len(names)]:
                 provider, state = providers[name], states[name]
-                started = time.perf_counter()
+                started, cpu = time.perf_counter(), time.process_time()
                 for n in range(calls):
                     state = provider.tasks.update_state(state.evolve(input={"n": n}), state.version)
-                elapsed = time.perf_counter() - started
+                elapsed, used = time.perf_counter() - started, time.process_time() - cpu
                 states[name] = state
                 if r:  # the first round warms up
                     samples[name].append(elapsed / calls * 1e6)
+                    cpu_samples[name].append(used / calls * 1e6)
         for provider in providers.values():
             provider.close()
         import planflow
 
         print(f"update_state, {calls} calls x {rounds} rounds, planflow at {Path(planflow.__file__).parent}")
         for name, values in samples.items():
-            print(f"  {name:24} median {statistics.median(values):8.1f} us/call  (rounds: {sorted(values)})")
+            print(
+                f"  {name:24} median {statistics.median(values):8.1f} us/call wall, "
+                f"{statistics.median(cpu_samples[name]):6.1f} us/call of this process's CPU "
+                f"(wall rounds: {', '.join(f'{v:.0f}' for v in sorted(values))})"
+            )
     finally:
         with psycopg.connect(base, autocommit=True) as admin:
             for schema in schemas:
@@ -162,11 +170,15 @@ def capacity(seconds: float, threads: int) -> None:
                 )
                 for i in range(threads)
             ]
+            queued = provider.workflows.upsert_state(
+                WorkflowState(f"queue-{uuid.uuid4().hex[:8]}", "capacity")
+            )
             provider.tasks.bulk_upsert(
-                TaskState(f"q-{i:07d}", "q", wf.workflow_exec_id, wf.workflow_id) for i in range(100_000)
+                TaskState(f"q-{i:07d}", "q", queued.workflow_exec_id, queued.workflow_id)
+                for i in range(50_000)
             )
             latest = list(own)
-            queue = TaskFilter(task_id="q")
+            queue = TaskFilter(workflow_exec_id=queued.workflow_exec_id)
 
             def claim(index: int, n: int) -> int:
                 got = provider.tasks.claim(queue, worker=f"w{index}", limit=1, lease=60)
@@ -194,7 +206,7 @@ def capacity(seconds: float, threads: int) -> None:
                 if n % 3 == 0:
                     provider.tasks.get_state(own[index].task_exec_id)
                 elif n % 3 == 1:
-                    provider.tasks.count_states()
+                    provider.tasks.count_states(TaskFilter(workflow_exec_id=wf.workflow_exec_id))
                 else:
                     provider.tasks.list_tasks_in_workflow(wf.workflow_exec_id)
                 return 1
