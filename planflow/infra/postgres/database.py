@@ -12,9 +12,9 @@ unit's commit token (a row the unit inserted) was committed, so that a unit is n
 The parts, by concern: ``connect`` (the URL, connection settings, the first check of the server, the pool and
 its health), ``connection`` (running a statement), ``errors`` (psycopg's errors as planflow's), ``commits``
 (commit tokens and the outcome of a lost COMMIT), ``listen`` (the shared LISTEN connection of waiters for
-work), ``standbys`` (reads outside transactions on the standbys of ``read_url``, with read-your-writes). psycopg prepares a statement on the server after its fifth execution on a connection, except behind
-PgBouncer in transaction mode (``pgbouncer=true``), where a prepared statement would not survive the
-transaction.
+work), ``standbys`` (reads outside transactions on the standbys of ``read_url``, with read-your-writes).
+psycopg prepares a statement on the server after its fifth execution on a connection, except behind PgBouncer
+in transaction mode (``pgbouncer=true``), where a prepared statement would not survive the transaction.
 """
 
 from __future__ import annotations

@@ -10,10 +10,10 @@ connection may serve a read is decided here, once for every repository and both 
   (``pg_last_wal_replay_lsn()``), for at most ``standby_wait``, and otherwise reads from the primary: it never
   sees data older than the caller's own write. The insert position is at or past the end of the commit record
   (it may include later WAL of other sessions: waiting for it is conservative, never wrong).
-- **Following no write**: the standby serves the read if its replay lag is within ``max_staleness``: zero while
-  it has replayed all the WAL it received and its WAL receiver runs (an idle primary sends nothing, so the time
-  since the last replayed transaction does not measure lag then), else ``now()`` against the time of the last
-  transaction replayed.
+- **Following no write** (and after one as well): the standby serves the read if its replay lag is within
+  ``max_staleness``: zero while it has replayed all the WAL it received and its WAL receiver runs (an idle
+  primary sends nothing, so the time since the last replayed transaction does not measure lag then), else
+  ``now()`` against the time of the last transaction replayed.
 
 What a standby connection last reported is kept per connection, so that most reads cost no check: a replay
 position only grows, and a lag measured at ``t0`` is at most ``lag + (t - t0)`` at ``t``. A standby that is down,
@@ -179,10 +179,11 @@ class Standbys:
         if now < self._skip_until:
             return None
         written = self._written.get()
-        after_write = written is not None and written.position > 0
         if written is not None and now < written.pinned_until:
             return None
-        if after_write and now < self._behind_until:
+        if written is not None and written.position == 0:
+            written = None  # pinned once, never a position: a read that follows no known write
+        if written is not None and now < self._behind_until:
             return None
         try:
             connection = await self.database.acquire()
@@ -190,11 +191,11 @@ class Standbys:
             self._skip(f"no connection to it ({exc})")
             return None
         try:
-            if after_write:
-                assert written is not None
-                fresh = await self._replayed(connection, written.position)
-            else:
-                fresh = await self._recent(connection)
+            # After a write, the standby must have replayed it, and be within max_staleness of the primary too (a
+            # write long past says nothing of what others wrote since); the second look is usually from the cache.
+            fresh = (
+                written is None or await self._replayed(connection, written.position)
+            ) and await self._recent(connection)
         except PlanflowError as exc:
             await self.database.release(connection)
             self._skip(f"it failed ({exc})")
