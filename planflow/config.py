@@ -22,7 +22,7 @@ import dataclasses
 import math
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
 from types import MappingProxyType
@@ -90,6 +90,19 @@ class PlanflowConfig:
             a file or directory, never change the journal mode or another persistent setting. A write raises
             ``ReadOnlyError``; a store that holds data but no planflow schema raises ``ForeignStoreError``, a
             missing SQLite file ``ConfigError``; an empty one reads as an empty store.
+        read_url: PostgreSQL: standbys (hot standbys streaming from the primary of ``url``; several hosts
+            allowed, as libpq's ``host=a,b``) that serve reads made outside a transaction. Writes, claims,
+            ``get_state_for_update`` and every read inside a transaction stay on ``url``. A read that follows a
+            write of the same context (thread, or asyncio task) waits until the standby has replayed that
+            write, for at most ``standby_wait``, and otherwise reads from the primary. A standby that is down
+            or lagging is skipped (with a log line), never an error. Its password never appears in ``repr``.
+            SQLite and TinyDB ignore it (with a log line).
+        max_staleness: PostgreSQL with ``read_url``: seconds a standby may lag behind the primary and still
+            serve a read that follows no write of the caller (replay lag: ``now()`` against the time of the
+            last transaction replayed, zero while the standby has replayed all it received from a connected
+            primary).
+        standby_wait: PostgreSQL with ``read_url``: seconds a read that follows a write of the caller waits
+            for a standby to replay that write before it reads from the primary instead (default 0.1).
     """
 
     driver: str = "sqlite"
@@ -110,6 +123,9 @@ class PlanflowConfig:
     telemetry: bool = False
     idempotency_window: float = 86400.0
     read_only: bool = False
+    read_url: str | None = field(default=None, repr=False)
+    max_staleness: float = 5.0
+    standby_wait: float = 0.1
 
     def __post_init__(self) -> None:
         if self.driver not in DRIVERS:
@@ -129,6 +145,15 @@ class PlanflowConfig:
             "idempotency_window",
         ):
             _check_seconds(name, getattr(self, name), low=0.0, allow_low=False)
+        for name in ("max_staleness", "standby_wait"):
+            _check_seconds(name, getattr(self, name), low=0.0, allow_low=True)
+        if self.read_url is not None:
+            if not isinstance(self.read_url, str) or not self.read_url.strip():  # pyright: ignore[reportUnnecessaryIsInstance]
+                raise ConfigError(
+                    f"read_url must be a PostgreSQL URL of the standbys or None, got {redact_url(str(self.read_url))!r}"
+                )
+            if self.driver == "postgres":
+                standby_conninfo(self.read_url)
         for name in ("pool_min_size", "pool_max_size"):
             _check_count(name, getattr(self, name))
         if not 0 <= self.pool_min_size <= self.pool_max_size or self.pool_max_size < 1:
@@ -170,10 +195,14 @@ class PlanflowConfig:
         return self.path or DEFAULT_SQLITE_PATH
 
     def __repr__(self) -> str:
+        hidden = ("url", "read_url")
         shown = ", ".join(
-            f"{f.name}={getattr(self, f.name)!r}" for f in dataclasses.fields(self) if f.name != "url"
+            f"{f.name}={getattr(self, f.name)!r}" for f in dataclasses.fields(self) if f.name not in hidden
         )
-        return f"PlanflowConfig({shown}, url={redact_url(self.url) if self.url else None!r})"
+        urls = ", ".join(
+            f"{name}={redact_url(value) if (value := getattr(self, name)) else None!r}" for name in hidden
+        )
+        return f"PlanflowConfig({shown}, {urls})"
 
 
 def _check_seconds(name: str, value: object, *, low: float, allow_low: bool) -> None:
@@ -280,6 +309,33 @@ def parse_postgres(conninfo: str, *, given: str | None = None) -> PostgresConnin
     return PostgresConninfo(conninfo, MappingProxyType(params), redact_url(conninfo))
 
 
+def standby_conninfo(read_url: str) -> PostgresConninfo:
+    """``read_url`` (a URL in any spelling ``url`` accepts, or libpq's key/value pairs) as libpq parses it,
+    its scheme made ``postgresql://``.
+
+    Raises:
+        ConfigError: it is not a PostgreSQL connection string, or libpq refuses it; never showing the password.
+    """
+    scheme, sep, rest = read_url.partition("://")
+    if not sep:
+        if _KEY_VALUE.match(read_url):
+            return _named("read_url", lambda: parse_postgres(read_url))
+        raise ConfigError(f"read_url: {_not_a_url(read_url)}; a PostgreSQL URL of the standbys is expected")
+    if scheme.lower() not in POSTGRES_SCHEMES:
+        raise ConfigError(
+            f"read_url {redact_url(read_url)!r} is not a PostgreSQL URL (postgresql://user:pw@standby:5432/db)"
+        )
+    return _named("read_url", lambda: parse_postgres(f"postgresql://{rest}", given=read_url))
+
+
+def _named(setting: str, parse: Callable[[], PostgresConninfo]) -> PostgresConninfo:
+    """``parse()``, a refusal of which names ``setting``."""
+    try:
+        return parse()
+    except ConfigError as exc:
+        raise ConfigError(f"{setting}: {exc}") from None
+
+
 def _hide_passwords(text: str, *conninfos: str) -> str:
     """``text`` (libpq's complaint about a connection string) without anything that may be a password of
     ``conninfos``: what :func:`redact_url` hides there, in either spelling (percent-encoded or not)."""
@@ -325,6 +381,9 @@ _SETTING_TYPES: dict[str, type] = {
     "telemetry": bool,
     "idempotency_window": float,
     "read_only": bool,
+    "read_url": str,
+    "max_staleness": float,
+    "standby_wait": float,
 }
 _RETRY_TYPES: dict[str, type] = {"max_attempts": int, "base_delay": float, "max_delay": float}
 

@@ -99,6 +99,13 @@ def resolved_commits() -> Iterator[Counter[str]]:
         logger.removeHandler(handler)
 
 
+def split_standby_checks(records: list[logging.LogRecord]) -> tuple[int, int]:
+    """The statements of ``records`` (see :func:`logged_statements`) other than a standby's replay check, and the
+    replay checks (``read_url``: a read that follows a write asks the standby what it has replayed, once)."""
+    checks = sum(getattr(r, "planflow_sql", "").startswith("SELECT pg_is_in_recovery()") for r in records)
+    return len(records) - checks, checks
+
+
 @contextmanager
 def logged_statements() -> Iterator[list[logging.LogRecord]]:
     """The statements (round trips) the SQL drivers log inside the block: their public DEBUG log, one record each."""

@@ -264,3 +264,111 @@ def test_a_connection_string_libpq_refuses_is_a_config_error_without_its_passwor
     shown = str(caught.value)
     for spelling in (secret, secret.replace(" ", "%20")):
         assert spelling not in shown, shown
+
+
+# Reads on standbys (read_url, max_staleness, standby_wait) -----------------------------------------------------
+
+
+def test_read_url_and_its_bounds_come_from_objects_mappings_urls_and_the_environment() -> None:
+    standby = "postgresql://app@standby-a,standby-b/app"
+    assert (
+        PlanflowConfig(driver="postgres", url="postgresql://app@db/app", read_url=standby).read_url == standby
+    )
+    mapped = resolve_config(
+        {"url": "postgresql://app@db/app", "read_url": standby, "max_staleness": "2.5", "standby_wait": 0}
+    )
+    assert (mapped.read_url, mapped.max_staleness, mapped.standby_wait) == (standby, 2.5, 0.0)
+    from_url = resolve_config(
+        "postgresql://app@db/app?read_url=postgresql%3A%2F%2Fapp%40standby%2Fapp&max_staleness=1&standby_wait=0.05"
+    )
+    assert (from_url.read_url, from_url.max_staleness, from_url.standby_wait) == (
+        "postgresql://app@standby/app",
+        1.0,
+        0.05,
+    )
+    assert from_url.url == "postgresql://app@db/app"  # the settings left the URL given to libpq
+    env = config_from_env(
+        {
+            "PLANFLOW_DATABASE_URL": "postgresql://app@db/app",
+            "PLANFLOW_DB_READ_URL": "host=standby dbname=app",
+            "PLANFLOW_DB_MAX_STALENESS": "10",
+            "PLANFLOW_DB_STANDBY_WAIT": "0.2",
+        }
+    )
+    assert env is not None
+    assert (env.read_url, env.max_staleness, env.standby_wait) == ("host=standby dbname=app", 10.0, 0.2)
+    default = resolve_config("postgresql://app@db/app")
+    assert (default.read_url, default.max_staleness, default.standby_wait) == (None, 5.0, 0.1)
+
+
+@pytest.mark.parametrize(
+    "read_url",
+    [
+        "postgresql://app:s3cr3t@standby/app",
+        "postgres+psycopg://app:s3cr3t@standby-a,standby-b/app",
+        "host=standby dbname=app password=s3cr3t",
+    ],
+)
+def test_the_password_of_read_url_never_appears_in_repr(read_url: str) -> None:
+    config = resolve_config({"url": "postgresql://app:other@db/app", "read_url": read_url})
+    assert "s3cr3t" not in repr(config) and "other" not in repr(config)
+    assert "read_url=" in repr(config)
+
+
+@pytest.mark.parametrize(
+    ("read_url", "message"),
+    [
+        ("mysql://app:s3cr3t@standby/app", "read_url 'mysql://app:***@standby/app' is not a PostgreSQL URL"),
+        ("standby", "read_url: malformed URL 'standby'"),
+        ("postgresql://app:s3cr3t@standby:99999/app", "read_url: malformed PostgreSQL URL (port '99999'"),
+        ("", "read_url must be a PostgreSQL URL of the standbys or None"),
+    ],
+)
+def test_a_bad_read_url_is_a_config_error_naming_it_without_its_password(read_url: str, message: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        resolve_config({"url": "postgresql://app@db/app", "read_url": read_url})
+    assert message in str(info.value)
+    assert "s3cr3t" not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [("max_staleness", -1), ("max_staleness", "inf"), ("standby_wait", -0.1), ("standby_wait", "x")],
+)
+def test_standby_bounds_must_be_finite_seconds_of_zero_or_more(name: str, value: object) -> None:
+    with pytest.raises(ConfigError, match=name):
+        resolve_config({"url": "postgresql://app@db/app", name: value})
+
+
+@pytest.mark.parametrize(
+    "url", ["sqlite:///planflow.db", "sqlite://:memory:", "tinydb:///planflow.json", "tinydb://memory"]
+)
+def test_sqlite_and_tinydb_ignore_read_url_with_a_log_line(
+    url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    caplog.set_level("INFO", logger="planflow")
+    with open_provider({"url": url, "read_url": "postgresql://app:s3cr3t@standby/app"}) as provider:
+        assert provider.metadata.get("absent") is None
+    ignored = [r for r in caplog.records if "read_url is ignored" in r.getMessage()]
+    assert len(ignored) == 1
+    assert "s3cr3t" not in caplog.text
+
+
+def test_sqlite_ignores_read_url_on_the_async_api_too(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    import asyncio
+
+    from planflow import open_async_provider
+
+    caplog.set_level("INFO", logger="planflow")
+
+    async def run() -> None:
+        provider = await open_async_provider(
+            {"url": f"sqlite:///{tmp_path / 'x.db'}", "read_url": "postgresql://app@standby/app"}
+        )
+        await provider.aclose()
+
+    asyncio.run(run())
+    assert sum("read_url is ignored" in r.getMessage() for r in caplog.records) == 1

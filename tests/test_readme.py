@@ -25,8 +25,11 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
 FENCE = re.compile(r"^```(?P<info>[^\n`]*)\n(?P<body>.*?)^```$", re.MULTILINE | re.DOTALL)
-#: A call that names no store: the environment (PLANFLOW_DATABASE_URL) decides, so the block runs on both.
-ANY_STORE = re.compile(r"open_(?:async_)?provider\((?:\)|listeners=|telemetry=)")
+#: A call that names no store, or a store read from PLANFLOW_DATABASE_URL: the environment decides, so the block
+#: runs on both.
+ANY_STORE = re.compile(
+    r"open_(?:async_)?provider\((?:\)|listeners=|telemetry=)|environ\.get\(\"PLANFLOW_DATABASE_URL\""
+)
 
 
 @dataclass(frozen=True)
@@ -66,6 +69,8 @@ EXPECTED: dict[str, Callable[[str, str], bool]] = {
     "TinyDbExecutionRepository": lambda out, err: out == "10 occurrences\n",
     "listeners=[slow_calls]": lambda out, err: "Traceback" not in err,
     # A repeat of a keyed merge returns the first outcome and adds nothing: 1500 tokens stored, not 3000.
+    # Growing past one server: reads after the caller's writes see them, with read_url set.
+    "read_url": lambda out, err: out == "{'amount': 2}\n1 {'amount': 3}\n",
     "idempotency_key=key": lambda out, err: out.startswith("1500 1500 UsageSummary(") and "3000" not in out,
 }
 

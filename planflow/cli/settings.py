@@ -83,7 +83,7 @@ def effective_settings(db: str | None, environ: Mapping[str, str]) -> tuple[Plan
                 source = sources.get(key) or sources.get("retry") or "default"
                 settings.append(Setting(f"retry.{inner.name}", _shown(getattr(value, inner.name)), source))
             continue
-        if field.name == "url":
+        if field.name in ("url", "read_url"):
             value = None if value is None else redact_url(value)
         settings.append(Setting(field.name, _shown(value), sources.get(field.name, "default")))
     return config, settings

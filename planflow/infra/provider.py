@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import logging
 import time
 from collections.abc import AsyncGenerator, Awaitable, Callable, Coroutine, Generator, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager, contextmanager
@@ -196,6 +197,16 @@ class Provider(Repositories, _Store):
         self.close()
 
 
+def note_ignored_settings(config: PlanflowConfig) -> None:
+    """Log (INFO on ``planflow``) the settings ``config.driver`` ignores: ``read_url`` serves PostgreSQL only."""
+    if config.read_url is not None and config.driver != "postgres":
+        logging.getLogger("planflow").info(
+            "read_url is ignored: the %s driver has no standbys (reads on standbys are for PostgreSQL)",
+            config.driver,
+            extra={"planflow_driver": config.driver},
+        )
+
+
 def driver_module(config: PlanflowConfig) -> ModuleType:
     """The module of ``config.driver``, imported now.
 
@@ -246,6 +257,7 @@ def open_provider(
         ForeignStoreError: ``read_only``, and the store holds data but no planflow schema (left unchanged).
     """
     resolved = resolve_config(config)
+    note_ignored_settings(resolved)
     check_listeners(listeners)
     core: Core = driver_module(resolved).open_core(resolved)
     observer: Observer | None = None
@@ -473,6 +485,7 @@ async def _open_async(
     config: ConfigSource, listeners: Sequence[Listener], telemetry: bool | None
 ) -> AsyncProvider:
     resolved = resolve_config(config)
+    note_ignored_settings(resolved)
     check_listeners(listeners)
     module = driver_module(resolved)
     backend: _AsyncAPI

@@ -235,6 +235,7 @@ def test_config_shows_each_setting_and_where_it_came_from_without_the_password(t
         "PLANFLOW_DB_HOST": "db.internal",
         "PLANFLOW_DB_PASSWORD": "hunter2",
         "PLANFLOW_DB_POOL_MAX_SIZE": "4",
+        "PLANFLOW_DB_READ_URL": "postgresql://app:hunter2@standby/db",
     }
     from_env = planflow("config", "--json", cwd=tmp_path, env=env).json()
     given = planflow(
@@ -251,6 +252,10 @@ def test_config_shows_each_setting_and_where_it_came_from_without_the_password(t
     assert from_env["pool_max_size"] == {"value": 4, "source": "PLANFLOW_DB_POOL_MAX_SIZE"}
     assert from_env["url"]["source"] == "PLANFLOW_DB_HOST, PLANFLOW_DB_PASSWORD"  # type: ignore[index]
     assert from_env["busy_timeout"] == {"value": 5.0, "source": "default"}
+    assert from_env["read_url"] == {
+        "value": "postgresql://app:***@standby/db",
+        "source": "PLANFLOW_DB_READ_URL",
+    }
     assert given["url"] == {"value": "postgresql://app:***@h/db?sslmode=require", "source": "--db URL"}
     assert given["busy_timeout"] == {"value": 3.0, "source": "--db URL (?busy_timeout=)"}
     assert given["pool_max_size"]["source"] == "default"  # type: ignore[index]

@@ -17,6 +17,7 @@ from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, cast
+from urllib.parse import quote
 
 import pytest
 from _pytest.mark import ParameterSet
@@ -143,6 +144,11 @@ def asynchronous(url_of: Callable[[pytest.FixtureRequest], str]) -> Opener:
     return open_
 
 
+def with_read_url(url: str) -> str:
+    """``url`` with itself as its ``read_url`` (a setting of the query, percent-encoded)."""
+    return f"{url}{'&' if '?' in url else '?'}read_url={quote(url, safe='')}"
+
+
 def tinydb_repository(storage: type | None, **options: object) -> Opener:
     """The add-on's ``TinyDbExecutionRepository`` over a ``TinyDB`` of ``storage`` (``None``: in memory)."""
 
@@ -187,6 +193,16 @@ STORES: tuple[StoreSpec, ...] = (
         "sync",
         through_fixture("postgres_provider"),
         SQL | {"blocking_under_asyncio", "concurrent_task_writes"},
+        marks=POSTGRES,
+    ),
+    # Reads outside transactions on a second pool (read_url) that names the same server, as a standby would be
+    # named: every suite through the routing of planflow.infra.postgres.standbys (a server not in recovery is
+    # always fresh; lag and failures are proven on a private standby in tests/faults/test_standby_reads.py).
+    StoreSpec(
+        "postgres-read-url",
+        "sync",
+        synchronous(lambda request: with_read_url(str(request.getfixturevalue("postgres_url")))),
+        SQL,
         marks=POSTGRES,
     ),
     # Each test on a database of its own behind PgBouncer in transaction-pooling mode (tests/faults/bouncer.py).

@@ -67,6 +67,18 @@ def test_tasks_and_workflows_walk_on_postgres(
         report(walk(TaskMachine, driver, STEPS))
 
 
+@pytest.mark.postgres
+@pytest.mark.parametrize("api", APIS)
+def test_tasks_and_workflows_walk_on_postgres_with_reads_through_read_url(
+    api: str, postgres_store: tuple[dict[str, object], Callable[[], None]]
+) -> None:
+    # read_url names the same server: every read outside a transaction goes through the standby routing
+    # (planflow.infra.postgres.standbys) and its second pool; lag is proven in tests/faults/test_standby_reads.py.
+    config, reset = postgres_store
+    with APIS[api]({**config, "read_url": config["url"]}, reset) as driver:
+        report(walk(TaskMachine, driver, STEPS))
+
+
 @pytest.mark.soak
 @pytest.mark.timeout(0)  # a soak runs for hours by design
 @pytest.mark.parametrize("api", APIS)

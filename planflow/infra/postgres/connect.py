@@ -254,6 +254,27 @@ class PooledDatabase(Database):
             ) from exc
         return self
 
+    async def start(self) -> TransientError | None:
+        """Open the pool without waiting for its connections (made in the background), for a server that may be
+        down now (a standby); return why it did not answer a first connection, or None.
+
+        Raises:
+            ConfigError: the server refuses the login, has no such database, or another lasting failure.
+        """
+        failure = None
+        try:
+            await self._connector.probe(time.monotonic() + self._config.connect_timeout)
+        except TransientError as exc:
+            failure = exc
+        assert self._pool is not None
+        await self._pool.open(self._config.connect_timeout, wait=False)
+        return failure
+
+    @property
+    def location(self) -> str:
+        """The server, safe to print."""
+        return self._connector.location
+
     def _configure(self, conn: Any) -> None:
         _configure(conn)
         self._known.add(conn)
@@ -327,6 +348,9 @@ class PooledDatabase(Database):
 
     async def release(self, connection: Connection) -> None:
         assert isinstance(connection, PostgresConnection)
+        if connection.database is not self:  # a standby's (see planflow.infra.postgres.standbys)
+            await connection.database.release(connection)
+            return
         raw = connection.raw
         self._returned[raw.conn] = time.monotonic()
         if self._pool is not None:

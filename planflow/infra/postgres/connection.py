@@ -42,6 +42,11 @@ class PostgresConnection(Connection):
         self.raw = raw
         self._db = db
 
+    @property
+    def database(self) -> PooledDatabase:
+        """The database (the primary's, or the standby pool's) whose pool lent this connection."""
+        return self._db
+
     async def _run(self, call: Callable[[bytes, Params | None], Any], sql: str, params: Params) -> Any:
         db = self._db
         if not db.log.timing():

@@ -12,9 +12,9 @@ unit's commit token (a row the unit inserted) was committed, so that a unit is n
 The parts, by concern: ``connect`` (the URL, connection settings, the first check of the server, the pool and
 its health), ``connection`` (running a statement), ``errors`` (psycopg's errors as planflow's), ``commits``
 (commit tokens and the outcome of a lost COMMIT), ``listen`` (the shared LISTEN connection of waiters for
-work). psycopg prepares a statement on the server after its fifth execution on a connection, except behind
-PgBouncer in transaction mode (``pgbouncer=true``), where a prepared statement would not survive the
-transaction.
+work), ``standbys`` (reads outside transactions on the standbys of ``read_url``, with read-your-writes).
+psycopg prepares a statement on the server after its fifth execution on a connection, except behind PgBouncer
+in transaction mode (``pgbouncer=true``), where a prepared statement would not survive the transaction.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ import time
 import uuid
 from collections.abc import AsyncGenerator, Awaitable
 from contextlib import asynccontextmanager
-from typing import Any, TypeVar
+from typing import Any, Self, TypeVar
 
 import psycopg
 
@@ -41,11 +41,13 @@ from planflow.infra.postgres.connection import PostgresConnection
 from planflow.infra.postgres.errors import translate
 from planflow.infra.postgres.io import PostgresIO, Raw
 from planflow.infra.postgres.listen import SharedListener
+from planflow.infra.postgres.standbys import WRITTEN_POSITION, Standbys, standby_config
 from planflow.infra.sql.database import (
     Connection,
     ConnectionLostError,
     Params,
     Result,
+    Transaction,
     Watcher,
     Work,
     retrying,
@@ -107,6 +109,38 @@ class PostgresDatabase(PooledDatabase):
             location=self._connector.location,
             pgbouncer=config.pgbouncer,
         )
+        #: The standbys of ``read_url`` that serve reads outside transactions, if any.
+        self._standbys: Standbys | None = None
+        if config.read_url is not None:
+            self._standbys = Standbys(PostgresDatabase(standby_config(config), io), config)
+
+    async def open(self) -> Self:
+        """Check the server and open the pool, then open the standby pool without waiting for the standby."""
+        await super().open()
+        if self._standbys is not None:
+            try:
+                await self._standbys.open()
+            except BaseException:
+                await self.aclose()
+                raise
+        return self
+
+    async def acquire_for_read(self, *, grouped: bool = False) -> Connection:
+        if self._standbys is not None:
+            connection = await self._standbys.lend()
+            if connection is not None:
+                return connection
+        return await self.acquire()
+
+    async def send_commit(self, tx: Transaction) -> None:
+        if self._standbys is None or not tx.write:
+            await tx.connection.execute("COMMIT")
+            return
+        # Where the unit's WAL ends, read after its COMMIT in the same round trip (for read-your-writes).
+        assert isinstance(tx.connection, PostgresConnection)
+        row = await tx.connection.script_row(f"COMMIT; {WRITTEN_POSITION}")
+        assert row is not None
+        self._standbys.noted(int(row[0]))
 
     async def begin_on(self, connection: Connection, *, write: bool, resolvable: bool) -> object | None:
         assert isinstance(connection, PostgresConnection)
@@ -151,13 +185,16 @@ class PostgresDatabase(PooledDatabase):
         # more, so nothing is done twice.
         connection = await self.acquire()
         try:
-            return await statement(connection, sql, params, result)
+            outcome = await statement(connection, sql, params, result)
+            if self._standbys is not None:
+                await self._standbys.note(connection)
+            return outcome
         except ConnectionLostError:
             if reread is None:
                 raise
         finally:
             await self.release(connection)
-        return await self.read(reread)
+        return await self._reread(reread)
 
     async def _write_tokened(self, sql: str, params: Params, result: Result, reread: Work[Any] | None) -> Any:
         # One statement in autocommit mode whose first CTE inserts a commit token made here: the token commits
@@ -170,7 +207,10 @@ class PostgresDatabase(PooledDatabase):
         started = time.monotonic()
         try:
             await self._cleanup.now_and_then(connection)
-            return await statement(connection, with_token(sql), [token, *params], result)
+            outcome = await statement(connection, with_token(sql), [token, *params], result)
+            if self._standbys is not None:
+                await self._standbys.note(connection)
+            return outcome
         except ConnectionLostError as lost:
             await self.release(connection)
             connection = None
@@ -180,6 +220,12 @@ class PostgresDatabase(PooledDatabase):
             if connection is not None:
                 await self.release(connection)
         assert reread is not None, "a tokened write needs a reread for a reply lost after it committed"
+        return await self._reread(reread)
+
+    async def _reread(self, reread: Work[Any]) -> Any:
+        """What a write whose reply was lost did, read on the primary (as are this context's reads a while)."""
+        if self._standbys is not None:
+            self._standbys.pin()
         return await self.read(reread)
 
     async def committed(self, ticket: object, lost: ConnectionLostError) -> bool:
@@ -190,7 +236,10 @@ class PostgresDatabase(PooledDatabase):
             CommitUnknownError: no answer within ``connect_timeout``.
         """
         assert isinstance(ticket, CommitTicket)
-        return await self._resolver.committed(ticket, lost)
+        applied = await self._resolver.committed(ticket, lost)
+        if applied and self._standbys is not None:
+            self._standbys.pin()
+        return applied
 
     @asynccontextmanager
     async def watch(self) -> AsyncGenerator[Watcher, None]:
@@ -222,6 +271,8 @@ class PostgresDatabase(PooledDatabase):
         self._closed = True
         if self._listener is not None:
             await self._listener.drop()
+        if self._standbys is not None:
+            await self._standbys.aclose()
         await super().aclose()
 
     def after_fork(self) -> None:

@@ -92,8 +92,9 @@ class Pool(ABC):
     """A psycopg_pool pool, blocking or asyncio."""
 
     @abstractmethod
-    async def open(self, timeout: float) -> None:
-        """Open the pool, waiting up to ``timeout`` for its minimum connections (``PoolTimeout`` after)."""
+    async def open(self, timeout: float, *, wait: bool = True) -> None:
+        """Open the pool, waiting up to ``timeout`` for its minimum connections (``PoolTimeout`` after); without
+        ``wait``, return at once (the connections are made in the background)."""
 
     @abstractmethod
     async def get(self, timeout: float) -> Raw:
@@ -227,8 +228,8 @@ class _BlockingPool(Pool):
     def __init__(self, pool: ConnectionPool[BlockingConnection]) -> None:
         self._pool = pool
 
-    async def open(self, timeout: float) -> None:
-        self._pool.open(wait=True, timeout=timeout)
+    async def open(self, timeout: float, *, wait: bool = True) -> None:
+        self._pool.open(wait=wait, timeout=timeout)
 
     async def get(self, timeout: float) -> Raw:
         return _BlockingRaw(self._pool.getconn(timeout=timeout))
@@ -344,8 +345,8 @@ class _AsyncPool(Pool):
     def __init__(self, pool: AsyncConnectionPool[AsyncConnection]) -> None:
         self._pool = pool
 
-    async def open(self, timeout: float) -> None:
-        await self._pool.open(wait=True, timeout=timeout)
+    async def open(self, timeout: float, *, wait: bool = True) -> None:
+        await self._pool.open(wait=wait, timeout=timeout)
 
     async def get(self, timeout: float) -> Raw:
         return _AsyncRaw(await self._pool.getconn(timeout=timeout))

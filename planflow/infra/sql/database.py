@@ -291,6 +291,7 @@ class Transaction:
     owner: object
     ticket: object | None
     savepoints: int = 0
+    write: bool = True
 
 
 @dataclass(slots=True, eq=False)
@@ -420,7 +421,7 @@ class Database(ABC):
         tx = self.current()
         if tx is not None:
             return await work(tx.connection)
-        return await retrying(lambda: self._autocommit(work), self.retry, self.sleep, self.on_retry)
+        return await retrying(lambda: self._autocommit_read(work), self.retry, self.sleep, self.on_retry)
 
     async def fetch_one(self, sql: str, params: Params = ()) -> Row | None:
         """One row of a query run like :meth:`read`."""
@@ -428,7 +429,7 @@ class Database(ABC):
         if tx is not None:
             return await tx.connection.fetch_one(sql, params)
         # The first attempt without the machinery of retrying(): a point read is the most frequent call.
-        connection = await self.acquire()
+        connection = await self.acquire_for_read()
         try:
             return await connection.fetch_one(sql, params)
         except WaitedTooLongError:
@@ -442,7 +443,7 @@ class Database(ABC):
         )
 
     async def _fetch_one_once(self, sql: str, params: Params) -> Row | None:
-        connection = await self.acquire()
+        connection = await self.acquire_for_read()
         try:
             return await connection.fetch_one(sql, params)
         finally:
@@ -473,7 +474,7 @@ class Database(ABC):
             for start in range(0, len(rows), batch):
                 yield rows[start : start + batch]
             return
-        connection = await self.acquire()
+        connection = await self.acquire_for_read()
         try:
             await self.begin_on(connection, write=False, resolvable=False)
             try:
@@ -559,8 +560,23 @@ class Database(ABC):
         """A connection for a unit of work that writes (SQLite takes this process's turn to write with it)."""
         return await self.acquire()
 
+    async def acquire_for_read(self, *, grouped: bool = False) -> Connection:
+        """A connection for reads outside a unit of work (PostgreSQL: a standby's, where one may serve them).
+
+        ``grouped``: for a :meth:`read` of several statements, which by default gets its connection as a write
+        would (SQLite then takes this process's turn to write: no write of the process comes in between).
+        """
+        return await (self.acquire_for_write() if grouped else self.acquire())
+
     async def _autocommit(self, work: Work[T]) -> T:
         connection = await self.acquire_for_write()
+        try:
+            return await work(connection)
+        finally:
+            await self.release(connection)
+
+    async def _autocommit_read(self, work: Work[T]) -> T:
+        connection = await self.acquire_for_read(grouped=True)
         try:
             return await work(connection)
         finally:
@@ -611,13 +627,13 @@ class Database(ABC):
         tx = self.current()
         if tx is not None:
             return Frame(tx, await self._savepoint(tx))
-        connection = await (self.acquire_for_write() if write else self.acquire())
+        connection = await (self.acquire_for_write() if write else self.acquire_for_read())
         try:
             ticket = await self.begin_on(connection, write=write, resolvable=write and resolvable)
         except BaseException:
             await self.release(connection)
             raise
-        tx = Transaction(self, connection, owner(), ticket)
+        tx = Transaction(self, connection, owner(), ticket, write=write)
         _ambient.set((*_ambient.get(), tx))
         return Frame(tx)
 
@@ -648,9 +664,13 @@ class Database(ABC):
         finally:
             await self.release(tx.connection)
 
+    async def send_commit(self, tx: Transaction) -> None:
+        """Send COMMIT for ``tx`` (a driver may learn what it needs of the commit in the same round trip)."""
+        await tx.connection.execute("COMMIT")
+
     async def _commit(self, tx: Transaction) -> None:
         try:
-            await tx.connection.execute("COMMIT")
+            await self.send_commit(tx)
         except ConnectionLostError as lost:
             # A read-only unit, or one safe to run twice, has nothing to learn: it may simply run again.
             if tx.ticket is None or not await self.committed(tx.ticket, lost):
