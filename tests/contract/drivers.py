@@ -196,13 +196,15 @@ STORES: tuple[StoreSpec, ...] = (
         marks=POSTGRES,
     ),
     # Reads outside transactions on a second pool (read_url) that names the same server, as a standby would be
-    # named: every suite through the routing of planflow.infra.postgres.standbys (a server not in recovery is
-    # always fresh; lag and failures are proven on a private standby in tests/faults/test_standby_reads.py).
+    # named: the suites that read state through the routing of planflow.infra.postgres.standbys (a server not in
+    # recovery is always fresh; lag and failures are proven on a private standby in
+    # tests/faults/test_standby_reads.py). Not the add-on's executions, the metadata or the hostile inputs: their
+    # reads take the same path as the tasks' and workflows', and refused input never reaches a connection.
     StoreSpec(
         "postgres-read-url",
         "sync",
         synchronous(lambda request: with_read_url(str(request.getfixturevalue("postgres_url")))),
-        SQL,
+        SQL - {"executions", "metadata", "hostile"},
         marks=POSTGRES,
     ),
     # Each test on a database of its own behind PgBouncer in transaction-pooling mode (tests/faults/bouncer.py).
