@@ -7,6 +7,7 @@ Each test runs once per driver (SQLite file, PostgreSQL, and TinyDB where it app
 from __future__ import annotations
 
 import asyncio
+import itertools
 import random
 import statistics
 import threading
@@ -312,11 +313,13 @@ def test_merges_timed_out_and_retried_with_their_keys_count_every_token_once(url
         timeouts = 0
         for call in range(200):
             key = f"merge-{call}"
-            while True:
+            # Each retry of a key may wait twice as long: on a loaded machine where every call takes longer than
+            # the first bound, the retries still end (the early attempts still time out mid-call).
+            for attempt in itertools.count():
                 try:
                     await asyncio.wait_for(
                         provider.tasks.merge_usage("metered", one, idempotency_key=key),
-                        timeout=random.uniform(0, 0.003),
+                        timeout=random.uniform(0, 0.003) * 2**attempt,
                     )
                     break
                 except TimeoutError:
