@@ -200,6 +200,22 @@ class TaskState:
     claimed_by: str | None = None
     #: When that worker's claim lapses (it may ``heartbeat`` to extend it); ``None`` when never claimed.
     lease_expires_at: datetime | None = None
+    #: Claims go to due tasks of higher priority first (then to those due longest).
+    priority: int = 0
+    #: Not claimable before this time (by the database's clock); ``None``: due at once. ``tasks.fail`` sets it to
+    #: when a retry is due.
+    run_after: datetime | None = None
+    #: How many times the task was claimed (set by ``tasks.claim``, never by a caller's write).
+    attempt: int = 0
+    #: The claims a task may have before it ends FAILED (``None``: unlimited); a lease that lapses counts as a
+    #: failed attempt.
+    max_attempts: int | None = None
+    #: The key whose concurrency and rate limits (``tasks.set_limit``) bound the claims of this task.
+    concurrency_key: str | None = None
+    #: At most one non-terminal task holds a key: upserting a new task with a held key returns the holder.
+    dedup_key: str | None = None
+    #: Why the last attempt failed (``tasks.fail``'s error, or the lapse of a lease).
+    last_error: JsonObject | None = None
 
     def evolve(
         self,
@@ -224,6 +240,13 @@ class TaskState:
         updated_at: datetime | _Keep | None = KEEP,
         claimed_by: str | _Keep | None = KEEP,
         lease_expires_at: datetime | _Keep | None = KEEP,
+        priority: int | _Keep = KEEP,
+        run_after: datetime | _Keep | None = KEEP,
+        attempt: int | _Keep = KEEP,
+        max_attempts: int | _Keep | None = KEEP,
+        concurrency_key: str | _Keep | None = KEEP,
+        dedup_key: str | _Keep | None = KEEP,
+        last_error: JsonObject | _Keep | None = KEEP,
     ) -> Self:
         """Return a copy with the given fields changed (each parameter is the field of that name).
 

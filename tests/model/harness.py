@@ -33,6 +33,8 @@ TABLES = (
     "exec_occurrences",
     "exec_tasks",
     "planflow_idempotency",
+    "planflow_limit_claims",
+    "planflow_limits",
     "planflow_commits",
 )
 

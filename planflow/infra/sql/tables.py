@@ -22,13 +22,25 @@ from planflow.models import ComponentType, ExecutionType, TaskState, TaskStatus,
 M = TypeVar("M")
 
 Kind = Literal[
-    "id", "optional_id", "text", "enum", "json", "usage", "version", "timestamp", "optional_timestamp"
+    "id",
+    "optional_id",
+    "text",
+    "enum",
+    "json",
+    "usage",
+    "version",
+    "timestamp",
+    "optional_timestamp",
+    "priority",
+    "count",
+    "optional_count",
 ]
 #: Columns that the repository sets on every write, never taken from the caller's model.
 MANAGED = ("version", "created_at", "updated_at")
-#: Columns that only the claims change (``tasks.claim``, ``heartbeat``, ``release``), never an upsert or an update
-#: of a caller's copy of the state: a stale copy written back must not move a lease or a holder.
-CLAIMED = ("claimed_by", "lease_expires_at")
+#: Columns that only the claims change (``tasks.claim``, ``heartbeat``, ``release``, ``fail``, ``cancel``), never an
+#: upsert or an update of a caller's copy of the state: a stale copy written back must not move a lease, a holder
+#: or the count of attempts.
+CLAIMED = ("claimed_by", "lease_expires_at", "attempt")
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,6 +159,13 @@ TASK_STATES: Table[TaskState] = Table(
         Column("updated_at", "timestamp"),
         Column("claimed_by", "optional_id"),
         Column("lease_expires_at", "optional_timestamp"),
+        Column("priority", "priority"),
+        Column("run_after", "optional_timestamp"),
+        Column("attempt", "count"),
+        Column("max_attempts", "optional_count"),
+        Column("concurrency_key", "optional_id"),
+        Column("dedup_key", "optional_id"),
+        Column("last_error", "json"),
     ),
 )
 

@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequen
 from datetime import datetime, timedelta
 
 from planflow.errors import ConflictError, NotFoundError, TransactionRequiredError, ValidationError
-from planflow.infra.inputs import check_aware, check_optional_id
+from planflow.infra.inputs import check_aware, check_optional_id, check_version
 from planflow.infra.sql.codec import loads, now, stored_meta
 from planflow.infra.sql.database import Connection, Database, ForeignKeyViolation, Row
 from planflow.infra.sql.dialect import Dialect
@@ -48,7 +48,7 @@ UPSERT = (
     "updated_at = excluded.updated_at"
 )
 #: What a write returns besides the caller's values: what the repository and the claims keep.
-STORED = "version, created_at, claimed_by, lease_expires_at"
+STORED = "version, created_at, claimed_by, lease_expires_at, attempt"
 UPSERT_RETURNING = UPSERT + f" RETURNING {STORED}"
 IMPORT = (
     f"INSERT INTO task_states ({TABLE.select_list}) VALUES ({', '.join('?' for _ in TABLE.names)}) "
@@ -347,7 +347,7 @@ class SqlTaskRepository:
 
     def _as_stored(self, state: TaskState, row: Row | None, stamp: object) -> TaskState:
         assert row is not None
-        version, created, holder, lease = row
+        version, created, holder, lease, attempt = row
         load_ts = self._dialect.load_ts
         return state.evolve(
             version=version,
@@ -355,6 +355,7 @@ class SqlTaskRepository:
             updated_at=load_ts(stamp),
             claimed_by=holder,
             lease_expires_at=None if lease is None else load_ts(lease),
+            attempt=attempt,
         )
 
     async def bulk_upsert(self, states: Iterable[TaskState]) -> int:
@@ -392,6 +393,7 @@ class SqlTaskRepository:
             "updated_at": ts(updated),
             "claimed_by": check_optional_id(state.claimed_by, "claimed_by"),
             "lease_expires_at": None if lease is None else ts(check_aware(lease, "lease_expires_at")),
+            "attempt": check_version(state.attempt, "attempt"),
         }
         return [by_name[name] for name in TABLE.names]
 
