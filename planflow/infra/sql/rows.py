@@ -116,6 +116,7 @@ def workflow_state_from_row(row: Sequence[Any], load_ts: Callable[[Any], datetim
         row[7],  # version
         load_ts(row[8]),  # created_at
         load_ts(row[9]),  # updated_at
+        row[10],  # forked_from
     )
 
 

@@ -41,6 +41,8 @@ MANAGED = ("version", "created_at", "updated_at")
 #: upsert or an update of a caller's copy of the state: a stale copy written back must not move a lease, a holder
 #: or the count of attempts.
 CLAIMED = ("claimed_by", "lease_expires_at", "attempt")
+#: Columns that only ``workflows.fork`` sets (and a verbatim import copies): an upsert keeps what is stored.
+ORIGIN = ("forked_from",)
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,7 +85,7 @@ class Table(Generic[M]):
     written: tuple[str, ...] = field(init=False)
 
     def __post_init__(self) -> None:
-        kept = (*MANAGED, *CLAIMED)
+        kept = (*MANAGED, *CLAIMED, *ORIGIN)
         object.__setattr__(self, "written", tuple(c.name for c in self.columns if c.name not in kept))
 
     @property
@@ -187,5 +189,6 @@ WORKFLOW_STATES: Table[WorkflowState] = Table(
         Column("version", "version"),
         Column("created_at", "timestamp"),
         Column("updated_at", "timestamp"),
+        Column("forked_from", "optional_id"),
     ),
 )
