@@ -35,6 +35,7 @@ TABLES = (
     "planflow_idempotency",
     "planflow_limit_claims",
     "planflow_limits",
+    "planflow_history",
     "planflow_commits",
 )
 

@@ -276,7 +276,7 @@ class SyncWorkflows:
         Restarted tasks and tasks that did not succeed are copied PENDING, without output, error, usage, claim
         or attempts. A copy's ``task_exec_id`` is ``<new_workflow_exec_id>/<rest>``, ``<rest>`` being the source
         id without its ``<workflow_exec_id>/`` prefix when it has one (so a fork of a fork stays short), else
-        the whole source id; parent links point at the copies; ``created_at`` is the source's, so the copies
+        the whole source id; parent links point at the copies (a parent of another workflow stays the parent); ``created_at`` is the source's, so the copies
         keep their order. The new workflow is PENDING with the source's ``workflow_id`` and input, and
         ``forked_from`` naming the source. The source is not changed.
 
@@ -567,7 +567,7 @@ class CheckedWorkflows:
         Restarted tasks and tasks that did not succeed are copied PENDING, without output, error, usage, claim
         or attempts. A copy's ``task_exec_id`` is ``<new_workflow_exec_id>/<rest>``, ``<rest>`` being the source
         id without its ``<workflow_exec_id>/`` prefix when it has one (so a fork of a fork stays short), else
-        the whole source id; parent links point at the copies; ``created_at`` is the source's, so the copies
+        the whole source id; parent links point at the copies (a parent of another workflow stays the parent); ``created_at`` is the source's, so the copies
         keep their order. The new workflow is PENDING with the source's ``workflow_id`` and input, and
         ``forked_from`` naming the source. The source is not changed.
 
@@ -822,7 +822,7 @@ class ThreadedWorkflows:
         Restarted tasks and tasks that did not succeed are copied PENDING, without output, error, usage, claim
         or attempts. A copy's ``task_exec_id`` is ``<new_workflow_exec_id>/<rest>``, ``<rest>`` being the source
         id without its ``<workflow_exec_id>/`` prefix when it has one (so a fork of a fork stays short), else
-        the whole source id; parent links point at the copies; ``created_at`` is the source's, so the copies
+        the whole source id; parent links point at the copies (a parent of another workflow stays the parent); ``created_at`` is the source's, so the copies
         keep their order. The new workflow is PENDING with the source's ``workflow_id`` and input, and
         ``forked_from`` naming the source. The source is not changed.
 

@@ -238,13 +238,17 @@ def restarted(tasks: Sequence[TaskState], restart_from: Collection[str]) -> set[
     return chosen
 
 
-def fork_copy(task: TaskState, source: str, fork: str, again: bool, stamp: datetime) -> TaskState:
-    """A task's copy in a fork: as it is when it succeeded and is not run ``again``, else PENDING afresh."""
+def fork_copy(
+    task: TaskState, source: str, fork: str, *, again: bool, copied: Collection[str], stamp: datetime
+) -> TaskState:
+    """A task's copy in a fork: as it is when it succeeded and is not run ``again``, else PENDING afresh. Its
+    parent is the parent's copy when the parent is among the ``copied`` tasks, else the same task (a parent of
+    another workflow)."""
     parent = task.parent_state_id
     copy = task.evolve(
         task_exec_id=fork_id(task.task_exec_id, source, fork),
         workflow_exec_id=fork,
-        parent_state_id=None if parent is None else fork_id(parent, source, fork),
+        parent_state_id=fork_id(parent, source, fork) if parent is not None and parent in copied else parent,
         version=1,
         updated_at=stamp,
         claimed_by=None,
@@ -572,7 +576,14 @@ class SqlWorkflowRepository:
             again = restarted(tasks, set(wanted))
             stamp = now()
             copies = [
-                fork_copy(task, workflow_exec_id, new_workflow_exec_id, task.task_exec_id in again, stamp)
+                fork_copy(
+                    task,
+                    workflow_exec_id,
+                    new_workflow_exec_id,
+                    again=task.task_exec_id in again,
+                    copied=known,
+                    stamp=stamp,
+                )
                 for task in tasks
             ]
             for copy in copies:
