@@ -538,6 +538,13 @@ def _show_demo(provider: Provider, result: DemoResult, max_children: int) -> Non
             "after their lease and finished by the others; its late write was "
             + ("refused (fenced by version)" if stats.zombie_fenced else "not refused"),
         )
+        if stats.abandoned:  # the history of one task it died with: claimed, lost, reclaimed, finished
+            reclaimed = sorted(stats.abandoned)[0]
+            records = provider.tasks.history(reclaimed, limit=20)
+            summary.add_row(
+                "history",
+                "\n".join([reclaimed, *(timeline_line(r, width=66, entity=False) for r in records)]),
+            )
     summary.add_row("conflicts", f"{stats.parent_retries} parent status updates recomputed (optimistic lock)")
     tokens = result.usage_total.total_tokens
     summary.add_row("usage", f"{tokens:,} tokens in all (usage_total), equal to the sum of every call")
@@ -1566,6 +1573,6 @@ def main(argv: Sequence[str] | None = None) -> None:
 
 
 # The commands of run history and workflow control register themselves on ``app``.
-from planflow.cli.control import last_transitions  # noqa: E402
+from planflow.cli.control import last_transitions, timeline_line  # noqa: E402
 
 __all__ = ["app", "main"]

@@ -65,14 +65,16 @@ def history_of(provider: Provider, exec_id: str, *, limit: int) -> list[HistoryR
     return records
 
 
-def timeline_line(record: HistoryRecord, *, width: int = WIDTH) -> str:
-    """One record as a line of at most ``width`` characters: when, which entity, the change, by whom, why."""
+def timeline_line(record: HistoryRecord, *, width: int = WIDTH, entity: bool = True) -> str:
+    """One record as a line of at most ``width`` characters: when, which entity (unless not ``entity``), the
+    change, by whom, why."""
     change = f"{record.from_status or 'new'} -> {record.to_status}"
     who = f" by {record.worker}" if record.worker else ""
     attempt = f" #{record.attempt}" if record.attempt else ""
     why = f": {record.error}" if record.error else ""
     line = (
-        f"{record.recorded_at:%Y-%m-%d %H:%M:%S} {record.entity[0]} {record.entity_id} "
+        f"{record.recorded_at:%Y-%m-%d %H:%M:%S} "
+        f"{f'{record.entity[0]} {record.entity_id} ' if entity else ''}"
         f"{change} v{record.version}{attempt}{who}{why}"
     )
     line = " ".join(line.split())
