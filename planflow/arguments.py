@@ -44,5 +44,19 @@ Lease: TypeAlias = Annotated[float | timedelta, Rule("check_lease")]
 Timeout: TypeAlias = Annotated[float, Rule("check_timeout")]
 Past: TypeAlias = Annotated[datetime, Rule("check_past")]
 Usage: TypeAlias = Annotated[UsageSummary, Rule("check_usage")]
+HistoryId: TypeAlias = Annotated[int, Rule("check_history_id")]
 
-__all__ = ["Count", "Cursor", "Email", "Id", "Lease", "Past", "Rule", "Text", "Timeout", "Usage", "Version"]
+__all__ = [
+    "Count",
+    "Cursor",
+    "Email",
+    "HistoryId",
+    "Id",
+    "Lease",
+    "Past",
+    "Rule",
+    "Text",
+    "Timeout",
+    "Usage",
+    "Version",
+]

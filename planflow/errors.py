@@ -57,6 +57,10 @@ class ConflictError(PlanflowError):
         self.actual = actual
 
 
+class TaskCanceledError(ConflictError):
+    """The task was canceled (``workflows.cancel``) after the caller read it: its claim was revoked."""
+
+
 class TransactionRequiredError(PlanflowError):
     """The operation is only valid inside ``provider.transaction()``."""
 

@@ -200,6 +200,22 @@ class TaskState:
     claimed_by: str | None = None
     #: When that worker's claim lapses (it may ``heartbeat`` to extend it); ``None`` when never claimed.
     lease_expires_at: datetime | None = None
+    #: Claims go to due tasks of higher priority first (then to those due longest).
+    priority: int = 0
+    #: Not claimable before this time (by the database's clock); ``None``: due at once. ``tasks.fail`` sets it to
+    #: when a retry is due.
+    run_after: datetime | None = None
+    #: How many times the task was claimed (set by ``tasks.claim``, never by a caller's write).
+    attempt: int = 0
+    #: The claims a task may have before it ends FAILED (``None``: unlimited); a lease that lapses counts as a
+    #: failed attempt.
+    max_attempts: int | None = None
+    #: The key whose concurrency and rate limits (``tasks.set_limit``) bound the claims of this task.
+    concurrency_key: str | None = None
+    #: At most one non-terminal task holds a key: upserting a new task with a held key returns the holder.
+    dedup_key: str | None = None
+    #: Why the last attempt failed (``tasks.fail``'s error, or the lapse of a lease).
+    last_error: JsonObject | None = None
 
     def evolve(
         self,
@@ -224,6 +240,13 @@ class TaskState:
         updated_at: datetime | _Keep | None = KEEP,
         claimed_by: str | _Keep | None = KEEP,
         lease_expires_at: datetime | _Keep | None = KEEP,
+        priority: int | _Keep = KEEP,
+        run_after: datetime | _Keep | None = KEEP,
+        attempt: int | _Keep = KEEP,
+        max_attempts: int | _Keep | None = KEEP,
+        concurrency_key: str | _Keep | None = KEEP,
+        dedup_key: str | _Keep | None = KEEP,
+        last_error: JsonObject | _Keep | None = KEEP,
     ) -> Self:
         """Return a copy with the given fields changed (each parameter is the field of that name).
 
@@ -268,6 +291,9 @@ class WorkflowState:
     version: int = 0
     created_at: datetime | None = None
     updated_at: datetime | None = None
+    #: The workflow execution this one was forked from (``workflows.fork``), else None. Set by fork only:
+    #: an upsert keeps the stored value.
+    forked_from: str | None = None
     tasks: Mapping[str, TaskState] = field(default_factory=dict[str, TaskState])
 
     def evolve(
@@ -283,6 +309,7 @@ class WorkflowState:
         version: int | _Keep = KEEP,
         created_at: datetime | _Keep | None = KEEP,
         updated_at: datetime | _Keep | None = KEEP,
+        forked_from: str | _Keep | None = KEEP,
         tasks: Mapping[str, TaskState] | _Keep = KEEP,
     ) -> Self:
         """Return a copy with the given fields changed (each parameter is the field of that name).
@@ -291,6 +318,45 @@ class WorkflowState:
         """
         changed = {name: value for name, value in locals().items() if value is not KEEP and name != "self"}
         return _normalised(dataclasses.replace(self, **changed))
+
+
+#: What a history record is about.
+HistoryEntity: TypeAlias = Literal["task", "workflow"]
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryRecord:
+    """One change of a task's or workflow's status, holder, attempt or error, as recorded in the same
+    transaction as the change (``tasks.history``, ``workflows.history``).
+
+    Attributes:
+        history_id: The record's place in the store's history: later records of an entity have larger ids.
+        entity: ``"task"`` or ``"workflow"``.
+        entity_id: The task_exec_id or workflow_exec_id.
+        workflow_exec_id: The workflow execution the entity belongs to (its own id for a workflow).
+        from_status: The status before the change (None when the entity was created by it).
+        to_status: The status after it.
+        recorded_at: When it was recorded: the database's clock on PostgreSQL, the state's ``updated_at`` on
+            SQLite (one machine's clock).
+        worker: The holder of the task's claim after the change, or before it when the change released it;
+            None for workflows and unclaimed tasks.
+        attempt: The task's attempt count after the change (None for workflows).
+        version: The entity's version after the change.
+        error: A summary of the error the change set (its ``message``, else its ``code``, at most 500
+            characters), or None.
+    """
+
+    history_id: int
+    entity: HistoryEntity
+    entity_id: str
+    workflow_exec_id: str
+    from_status: TaskStatus | None
+    to_status: TaskStatus
+    recorded_at: datetime
+    worker: str | None
+    attempt: int | None
+    version: int
+    error: str | None
 
 
 #: The direction of a listing by ``(created_at, id)``: oldest first (``"asc"``) or newest first (``"desc"``).

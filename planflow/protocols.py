@@ -7,13 +7,14 @@ from contextlib import AbstractContextManager
 from datetime import datetime
 from typing import Protocol
 
-from planflow.arguments import Count, Cursor, Email, Id, Lease, Past, Text, Timeout, Usage, Version
+from planflow.arguments import Count, Cursor, Email, HistoryId, Id, Lease, Past, Text, Timeout, Usage, Version
 from planflow.executions import TaskDefinition, TaskExecution, TaskOccurrence
 from planflow.models import (
     TERMINAL_STATUSES,
     APIKey,
     CreatedAPIKey,
     Heartbeat,
+    HistoryRecord,
     JsonObject,
     Order,
     Page,
@@ -265,6 +266,26 @@ class TaskRepository(Protocol):
         """
         ...
 
+    def history(
+        self, task_exec_id: Id, *, after: HistoryId | None = None, limit: Count = 100
+    ) -> list[HistoryRecord]:
+        """The task's history: one record per change of its status, holder, attempt or error, oldest first.
+
+        Each record was written in the same transaction as its change (whatever the method that made it), so
+        the history and the state never disagree; a write that changed none of those (an output update, a
+        heartbeat) has no record. A task deleted on its own keeps its history until its workflow goes.
+
+        Args:
+            task_exec_id: The task.
+            after: A keyset cursor: only records with a larger ``history_id`` (pass the last record's id to
+                read the next page); ``None`` from the first.
+            limit: The page size, 1..2**31-1.
+
+        Raises:
+            NotFoundError: no such task and no history of it.
+        """
+        ...
+
 
 class WorkflowRepository(Protocol):
     """Workflow execution states (table ``workflow_states``)."""
@@ -410,6 +431,88 @@ class WorkflowRepository(Protocol):
         ``WorkflowNotReadyError``. Any FAILED, TIMED_OUT or CANCELED: FAILED. Otherwise SUCCESS. The output
         comes from ``transformer`` (default: ``{task_id: output}`` of the top-level tasks); a transformer that
         raises marks the workflow FAILED with error code ``OUTPUT_TRANSFORMATION_FAILED``.
+        """
+        ...
+
+    def history(
+        self,
+        workflow_exec_id: Id,
+        *,
+        include_tasks: bool = False,
+        after: HistoryId | None = None,
+        limit: Count = 100,
+    ) -> list[HistoryRecord]:
+        """The workflow's history (with its tasks' when ``include_tasks``), oldest first, keyset-paged.
+
+        Args:
+            workflow_exec_id: The workflow.
+            include_tasks: Also the records of its tasks, interleaved in the order they were recorded.
+            after: Only records with a larger ``history_id`` (the last record's of the previous page).
+            limit: The page size, 1..2**31-1.
+
+        Raises:
+            NotFoundError: no such workflow.
+        """
+        ...
+
+    def cancel(self, workflow_exec_id: Id, *, reason: Text) -> WorkflowState:
+        """Cancel a workflow: it and every task of it not yet finished become CANCELED, in one transaction.
+
+        Held claims are revoked (``claimed_by`` and the lease cleared): the holder's next ``update_state``
+        raises ``TaskCanceledError`` (a ``ConflictError``), its next heartbeat reports the task lost and its
+        ``release`` a conflict naming the CANCELED status. ``reason`` is recorded as the workflow's ``error``
+        and the tasks' ``last_error`` (``{"code": "CANCELED", "message": reason}``), and in their history.
+        Idempotent: cancelling a canceled workflow changes nothing. A workflow that already finished (SUCCESS,
+        FAILED, TIMED_OUT) keeps its status; its unfinished tasks, if any, are canceled.
+
+        Returns:
+            The workflow as stored, without tasks.
+
+        Raises:
+            NotFoundError: no such workflow.
+        """
+        ...
+
+    def resume(self, workflow_exec_id: Id) -> WorkflowState:
+        """Resume a workflow: its FAILED, CANCELED and TIMED_OUT tasks go back to PENDING, in one transaction.
+
+        The reset tasks keep their attempt counts and ``last_error``, lose ``error``, claim and lease; SUCCESS
+        tasks keep their outputs; running ones are not touched. The workflow becomes RUNNING (output and error
+        cleared) when it had finished without success or any task was reset; otherwise nothing changes
+        (resuming twice is resuming once). Workers waiting for work are woken.
+
+        Returns:
+            The workflow as stored, without tasks.
+
+        Raises:
+            NotFoundError: no such workflow.
+        """
+        ...
+
+    def fork(
+        self, workflow_exec_id: Id, *, new_workflow_exec_id: Id, restart_from: Sequence[Id] = ()
+    ) -> WorkflowState:
+        """A new execution of the same workflow, copied from this one, to run again from ``restart_from`` on.
+
+        Every task is copied in one transaction. SUCCESS tasks keep their outputs and usage, unless they are
+        restarted: the tasks named in ``restart_from``, their descendants, the tasks created after the
+        earliest of them, and the ancestors of all these (a parent cannot be finished before its children).
+        Restarted tasks and tasks that did not succeed are copied PENDING, without output, error, usage, claim
+        or attempts. A copy's ``task_exec_id`` is ``<new_workflow_exec_id>/<rest>``, ``<rest>`` being the source
+        id without its ``<workflow_exec_id>/`` prefix when it has one (so a fork of a fork stays short), else
+        the whole source id; parent links point at the copies (a parent of another workflow stays the parent); ``created_at`` is the source's, so the copies
+        keep their order. The new workflow is PENDING with the source's ``workflow_id`` and input, and
+        ``forked_from`` naming the source. The source is not changed.
+
+        Forking again to the same ``new_workflow_exec_id`` from the same source returns the fork made before.
+
+        Returns:
+            The new workflow with its tasks.
+
+        Raises:
+            NotFoundError: no such workflow.
+            ValidationError: a ``restart_from`` id that is not a task of the workflow, or a copy's id too long.
+            DuplicateError: ``new_workflow_exec_id`` (or a copy's task id) is already taken by another record.
         """
         ...
 

@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 
 from planflow.infra.sql import auth as auth_sql
 from planflow.infra.sql import executions as executions_sql
+from planflow.infra.sql import history as history_sql
 from planflow.infra.sql import tasks as tasks_sql
 from planflow.infra.sql import workflows as workflows_sql
 from planflow.infra.sql.codec import encode_cursor, now
@@ -186,6 +187,17 @@ def statements(dialect: Dialect) -> list[tuple[str, str, list[object]]]:
             ["wx", 500, "wx", *cutoff],
         ),
         ("workflows.purge task count", workflows_sql.TASK_COUNT, ["wx"]),
+        ("tasks.history", history_sql.OF_ENTITY, ["task", "tx", 0, 101]),
+        ("workflows.history", history_sql.OF_ENTITY, ["workflow", "wx", 0, 101]),
+        ("workflows.history with tasks", history_sql.OF_WORKFLOW, ["wx", 0, 101]),
+        ("history of a deleted task", history_sql.ANY_RECORD, ["task", "tx"]),
+        (
+            "workflows.cancel of tasks",
+            workflows_sql.CANCEL_TASKS,
+            [dialect.json_param("{}"), ts(now()), "wx"],
+        ),
+        ("workflows.resume of tasks", workflows_sql.RESUME_TASKS, [ts(now()), "wx"]),
+        ("workflows.fork reads the tasks", workflows_sql.ALL_TASKS, ["wx"]),
         ("executions.purge candidates", executions_sql.ALL_OCCURRENCES, []),
         (
             "executions.purge of a batch",

@@ -71,6 +71,22 @@ EXPECTED: dict[str, Callable[[str, str], bool]] = {
     # A repeat of a keyed merge returns the first outcome and adds nothing: 1500 tokens stored, not 3000.
     # Growing past one server: reads after the caller's writes see them, with read_url set.
     "read_url": lambda out, err: out == "{'amount': 2}\n1 {'amount': 3}\n",
+    # History: a reclaimed task's timeline, and a workflow's records read in two keyset pages.
+    "include_tasks=True, limit=2": lambda out, err: (
+        out.splitlines()
+        == [
+            "None -> PENDING by None v 1",
+            "PENDING -> RUNNING by host-1/w1 v 2",
+            "RUNNING -> RUNNING by host-2/w1 v 3",
+            "RUNNING -> SUCCESS by host-2/w1 v 5",
+            "5 records in the workflow",
+        ]
+    ),
+    "workflows.cancel": lambda out, err: (
+        out.startswith("fenced: task state 'report-3/render' was canceled (wrong month)")
+        and out.splitlines()[-1]
+        == "RUNNING report-3 {'fetch': 'SUCCESS', 'render': 'PENDING', 'mail': 'PENDING'}"
+    ),
     "idempotency_key=key": lambda out, err: out.startswith("1500 1500 UsageSummary(") and "3000" not in out,
 }
 

@@ -72,6 +72,9 @@ def check_upgraded(provider: Provider) -> None:
         TaskStatus.RUNNING, 3, "agent-1", {"goal": "x"}, usage,
     )  # fmt: skip
     assert (root.claimed_by, root.lease_expires_at) == (None, None)
+    # Schema 10's queue columns read as their defaults: priority 0, due at once, never attempted, unlimited.
+    assert (root.priority, root.run_after, root.attempt, root.max_attempts) == (0, None, 0, None)
+    assert (root.concurrency_key, root.dedup_key, root.last_error) == (None, None, None)
     done = provider.tasks.get_state("child-2")
     assert (done.output, done.updated_at, done.parent_state_id) == (
         {"text": "done", "n": [1, 2]},

@@ -598,6 +598,9 @@ WRITERS = {
     "usage": "_json_or_none(json_param, dump_usage(s.{n}, {n!r}))",
     "timestamp": "ts_param(check_aware(s.{n}, {n!r}))",
     "optional_timestamp": "None if s.{n} is None else ts_param(check_aware(s.{n}, {n!r}))",
+    "priority": "check_priority(s.{n}, {n!r})",
+    "count": "check_version(s.{n}, {n!r})",
+    "optional_count": "check_optional_count(s.{n}, {n!r})",
 }
 
 
@@ -674,7 +677,8 @@ def rows_module() -> str:
         "",
         "from planflow.errors import ValidationError",
         "from planflow.infra.inputs import (",
-        "    check_aware, check_enum, check_id, check_optional_id, check_text, dump_json_object, wrong_type,",
+        "    check_aware, check_enum, check_id, check_optional_count, check_optional_id, check_priority, check_text,",
+        "    check_version, dump_json_object, wrong_type,",
         ")",
         "from planflow.infra.sql.codec import dump_usage, load_usage, loads",
         f"from planflow.models import {', '.join(sorted({e.__name__ for e in enums} | set(models)))}",

@@ -28,7 +28,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, TextIO
+from typing import TYPE_CHECKING, Annotated, TextIO, cast
 
 import typer
 from rich.console import Console, Group
@@ -547,6 +547,13 @@ def _show_demo(provider: Provider, result: DemoResult, max_children: int) -> Non
             "after their lease and finished by the others; its late write was "
             + ("refused (fenced by version)" if stats.zombie_fenced else "not refused"),
         )
+        if stats.abandoned:  # the history of one task it died with: claimed, lost, reclaimed, finished
+            reclaimed = sorted(stats.abandoned)[0]
+            records = provider.tasks.history(reclaimed, limit=20)
+            summary.add_row(
+                "history",
+                "\n".join([reclaimed, *(timeline_line(r, width=66, entity=False) for r in records)]),
+            )
     summary.add_row("conflicts", f"{stats.parent_retries} parent status updates recomputed (optimistic lock)")
     tokens = result.usage_total.total_tokens
     summary.add_row("usage", f"{tokens:,} tokens in all (usage_total), equal to the sum of every call")
@@ -1189,21 +1196,22 @@ def show(
     verbose: VerboseOption = 0,
     with_tasks: Annotated[bool, typer.Option("--tasks", help="Include a workflow's tasks.")] = False,
 ) -> None:
-    """Print one stored state, workflow or task, as JSON."""
+    """Print one stored state, workflow or task, as JSON, with its last transitions (``planflow history``)."""
     db = _store(db)
     with _open_to_read(db) as provider:
         if not _has_schema(provider):
             raise _not_found(provider, exec_id)
         _warn_if_incomplete(provider)
+        doc: JsonObject
         try:
-            _print_json(workflow_json(provider.workflows.get_state(exec_id), with_tasks=with_tasks))
-            return
+            doc = workflow_json(provider.workflows.get_state(exec_id), with_tasks=with_tasks)
         except NotFoundError:
-            pass
-        try:
-            _print_json(to_json(provider.tasks.get_state(exec_id)))
-        except NotFoundError:
-            raise _not_found(provider, exec_id) from None
+            try:
+                doc = cast("JsonObject", to_json(provider.tasks.get_state(exec_id)))
+            except NotFoundError:
+                raise _not_found(provider, exec_id) from None
+        doc["last_transitions"] = last_transitions(provider, exec_id)
+        _print_json(doc)
 
 
 def _not_found(provider: Provider, exec_id: str) -> NotFoundError:
@@ -1572,5 +1580,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         typer.echo(f"planflow: error: {message}", err=True)
         sys.exit(1)
 
+
+# The commands of run history and workflow control register themselves on ``app``.
+from planflow.cli.control import last_transitions, timeline_line  # noqa: E402
 
 __all__ = ["app", "main"]

@@ -108,6 +108,21 @@ def check_version(value: object, field: str = "expected_version") -> int:
     return check_int(value, field, 0, MAX_INT32)
 
 
+def check_history_id(value: object, field: str = "after") -> int:
+    """A history record's id (``HistoryRecord.history_id``), or 0 for before the first: an int within 0..2**63-1."""
+    return check_int(value, field, 0, 2**63 - 1)
+
+
+def check_priority(value: object, field: str = "priority") -> int:
+    """A priority: an int within -2**31..2**31-1 (higher first)."""
+    return check_int(value, field, -MAX_INT32 - 1, MAX_INT32)
+
+
+def check_optional_count(value: object, field: str) -> int | None:
+    """``None`` (unlimited) or a count within 1..2**31-1 (``max_attempts``)."""
+    return None if value is None else check_limit(value, field)
+
+
 def check_tokens(value: object, field: str) -> int:
     """A token count: a non-negative int."""
     return check_int(value, field, 0, MAX_TOKENS)

@@ -37,6 +37,7 @@ SUITES = frozenset(
         "claims",  # test_claims.py
         "concurrent_task_writes",  # test_workflows.py: another asyncio task writing during a transaction
         "executions",  # test_executions.py: the ``executions`` fixture, not ``provider``
+        "history",  # test_history.py: tasks.history, workflows.history
         "hostile",  # test_hostile.py
         "idempotency",  # test_idempotency.py
         "metadata",  # test_metadata.py
@@ -44,6 +45,7 @@ SUITES = frozenset(
         "streams",  # test_streams.py
         "tasks",  # test_tasks.py
         "transactions",  # test_workflows.py
+        "workflow_control",  # test_history.py: workflows.cancel, resume, fork
         "workflows",  # test_workflows.py
     }
 )
@@ -54,6 +56,7 @@ SQL = frozenset(
         "auth",
         "claims",
         "executions",
+        "history",
         "hostile",
         "idempotency",
         "metadata",
@@ -61,6 +64,7 @@ SQL = frozenset(
         "streams",
         "tasks",
         "transactions",
+        "workflow_control",
         "workflows",
     }
 )

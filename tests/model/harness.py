@@ -33,6 +33,9 @@ TABLES = (
     "exec_occurrences",
     "exec_tasks",
     "planflow_idempotency",
+    "planflow_limit_claims",
+    "planflow_limits",
+    "planflow_history",
     "planflow_commits",
 )
 

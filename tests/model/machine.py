@@ -24,8 +24,10 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, pr
 
 from planflow import (
     ConflictError,
+    DuplicateError,
     ExecutionType,
     Heartbeat,
+    HistoryRecord,
     NotFoundError,
     PlanflowError,
     TaskFilter,
@@ -40,7 +42,7 @@ from planflow import (
 )
 from planflow.models import TERMINAL_STATUSES
 from tests.model.drivers import Driver, Outcome
-from tests.model.reference import Model
+from tests.model.reference import FAILED_LIKE, UNFINISHED, Model, Recorded
 
 WORKFLOWS = ["w1", "w2", "w3"]
 DEFINITIONS = ["flow", "other"]
@@ -244,6 +246,18 @@ class TaskMachine(RuleBasedStateMachine):
         workflows = self.driver.collect(lambda p: p.workflows.iter_states(batch_size=2))
         found = {w.workflow_exec_id: w for w in self.expect_value(workflows, "iter_states (workflows)")}
         assert found == self.model.workflows, _difference(found, self.model.workflows)
+        for workflow_exec_id in sorted(self.model.workflows):
+            outcome = self.call(
+                lambda p, w=workflow_exec_id: p.workflows.history(w, include_tasks=True, limit=100_000)
+            )
+            records: list[HistoryRecord] = self.expect_value(outcome, "workflows.history")
+            by_entity: dict[tuple[str, str], list[Recorded]] = {}
+            for record in records:
+                by_entity.setdefault((record.entity, record.entity_id), []).append(_recorded(record))
+            expected = self.model.history_of_workflow(workflow_exec_id)
+            assert by_entity == expected, _difference(
+                {str(k): v for k, v in by_entity.items()}, {str(k): v for k, v in expected.items()}
+            )
 
     # Workflows --------------------------------------------------------------------------------------------
 
@@ -941,9 +955,238 @@ class TaskMachine(RuleBasedStateMachine):
             assert stored.evolve(tasks={}) == expected
             self.model.workflows[target] = expected
 
+    # History and workflow control -------------------------------------------------------------------------
+
+    @step(data=st.data())
+    def read_history(self, data: st.DataObject) -> None:
+        """``tasks.history`` and ``workflows.history`` page by page (``after``), and their refusals."""
+        entity = data.draw(st.sampled_from(["task", "workflow"]))
+        pool, known = (TASKS, self.model.tasks) if entity == "task" else (WORKFLOWS, self.model.workflows)
+        target = self.existing_or_unknown(data, pool, list(known))
+        limit = data.draw(st.integers(1, 3))
+        if data.draw(st.integers(0, 9)) == 0:
+            outcome = self.call(
+                lambda p: (p.tasks.history if entity == "task" else p.workflows.history)(target, after=-1)
+            )
+            self.expect_error(outcome, ValidationError, "history with a negative cursor")
+            return
+        expected = list(self.model.history.get((entity, target), []))
+        if not expected and target not in known:
+            outcome = self.call(
+                lambda p: (p.tasks.history if entity == "task" else p.workflows.history)(target)
+            )
+            self.expect_error(outcome, NotFoundError, f"history of an unknown {entity}")
+            return
+        got: list[Recorded] = []
+        after: int | None = None
+        while True:
+            outcome = self.call(
+                lambda p, a=after: (p.tasks.history if entity == "task" else p.workflows.history)(
+                    target, after=a, limit=limit
+                )
+            )
+            page: list[HistoryRecord] = self.expect_value(outcome, f"{entity} history")
+            assert len(page) <= limit
+            if not page:
+                break
+            got.extend(_recorded(r) for r in page)
+            after = page[-1].history_id
+        assert got == expected, f"history of {entity} {target!r}:\n  store {got}\n  model {expected}"
+
+    def read_back(self, ids: Sequence[str]) -> dict[str, TaskState]:
+        """The stored states of ``ids`` (for the times a control operation stamped them)."""
+        found: list[TaskState] = self.expect_value(
+            self.call(lambda p: p.tasks.list_by_ids(list(ids))), "list_by_ids"
+        )
+        return {t.task_exec_id: t for t in found}
+
+    @step(data=st.data())
+    def cancel_workflow(self, data: st.DataObject) -> None:
+        target = self.existing_or_unknown(data, WORKFLOWS, list(self.model.workflows))
+        reason = data.draw(st.sampled_from(["stop", "opérateur", "", "nul\x00"]))
+        outcome = self.call(lambda p: p.workflows.cancel(target, reason=reason))
+        if "\x00" in reason:
+            self.expect_error(outcome, ValidationError, "cancel with a hostile reason")
+            return
+        current = self.model.workflows.get(target)
+        if current is None:
+            self.expect_error(outcome, NotFoundError, "cancel of an unknown workflow")
+            return
+        returned = self.expect_value(outcome, "workflows.cancel")
+        error = {"code": "CANCELED", "message": reason}
+        doomed = sorted(
+            t.task_exec_id
+            for t in self.model.tasks.values()
+            if t.workflow_exec_id == target and t.status in UNFINISHED
+        )
+        stored = self.read_back(doomed)
+        for task_exec_id in doomed:
+            was = self.model.tasks[task_exec_id]
+            self.model.tasks[task_exec_id] = was.evolve(
+                status=TaskStatus.CANCELED,
+                claimed_by=None,
+                lease_expires_at=None,
+                last_error=error,
+                version=was.version + 1,
+                updated_at=stored[task_exec_id].updated_at,
+            )
+            self.model.lapsed.discard(task_exec_id)
+        if current.status in UNFINISHED:
+            expected = current.evolve(
+                status=TaskStatus.CANCELED,
+                error=error,
+                version=current.version + 1,
+                updated_at=returned.updated_at,
+            )
+        else:
+            expected = current
+        assert returned == expected, f"{returned!r} != {expected!r}"
+        self.model.workflows[target] = expected
+
+    @step(data=st.data())
+    def resume_workflow(self, data: st.DataObject) -> None:
+        target = self.existing_or_unknown(data, WORKFLOWS, list(self.model.workflows))
+        outcome = self.call(lambda p: p.workflows.resume(target))
+        current = self.model.workflows.get(target)
+        if current is None:
+            self.expect_error(outcome, NotFoundError, "resume of an unknown workflow")
+            return
+        returned = self.expect_value(outcome, "workflows.resume")
+        reset = sorted(
+            t.task_exec_id
+            for t in self.model.tasks.values()
+            if t.workflow_exec_id == target and t.status in FAILED_LIKE
+        )
+        stored = self.read_back(reset)
+        for task_exec_id in reset:
+            was = self.model.tasks[task_exec_id]
+            self.model.tasks[task_exec_id] = was.evolve(
+                status=TaskStatus.PENDING,
+                error=None,
+                claimed_by=None,
+                lease_expires_at=None,
+                version=was.version + 1,
+                updated_at=stored[task_exec_id].updated_at,
+            )
+        if not reset and current.status not in FAILED_LIKE:
+            assert returned == current, f"{returned!r} != {current!r}"
+            return
+        expected = current.evolve(
+            status=TaskStatus.RUNNING,
+            output=None,
+            error=None,
+            version=current.version + 1,
+            updated_at=returned.updated_at,
+        )
+        assert returned == expected, f"{returned!r} != {expected!r}"
+        self.model.workflows[target] = expected
+
+    @step(data=st.data())
+    def fork_workflow(self, data: st.DataObject) -> None:
+        source = self.existing_or_unknown(data, WORKFLOWS, list(self.model.workflows))
+        new = data.draw(st.sampled_from(WORKFLOWS))
+        mine = sorted(
+            (t for t in self.model.tasks.values() if t.workflow_exec_id == source),
+            key=lambda t: (t.created_at, t.task_exec_id),
+        )
+        candidates = [t.task_exec_id for t in mine] + ["ghost"]
+        restart = data.draw(st.lists(st.sampled_from(candidates), max_size=2))
+        outcome = self.call(
+            lambda p: p.workflows.fork(source, new_workflow_exec_id=new, restart_from=restart)
+        )
+        current = self.model.workflows.get(source)
+        if current is None:
+            self.expect_error(outcome, NotFoundError, "fork of an unknown workflow")
+            return
+        existing = self.model.workflows.get(new)
+        if existing is not None:
+            if existing.forked_from == source:
+                returned = self.expect_value(outcome, "fork repeated")
+                assert returned == self.model.with_tasks(existing)
+                return
+            self.expect_error(outcome, DuplicateError, "fork onto a taken workflow id")
+            return
+        if "ghost" in restart:
+            self.expect_error(outcome, ValidationError, "fork from a task of another workflow")
+            return
+        ids = {t.task_exec_id for t in mine}
+        again = _restarted(mine, set(restart))
+
+        def copy_id(task_exec_id: str) -> str:
+            rest = task_exec_id.removeprefix(f"{source}/")
+            return f"{new}/{rest}"
+
+        if any(copy_id(i) in self.model.tasks for i in ids):
+            self.expect_error(outcome, DuplicateError, "fork whose copies take existing task ids")
+            return
+        returned = self.expect_value(outcome, "workflows.fork")
+        stamp = returned.updated_at
+        self.model.workflows[new] = WorkflowState(
+            new,
+            current.workflow_id,
+            TaskStatus.PENDING,
+            input=current.input,
+            version=1,
+            created_at=returned.created_at,
+            updated_at=stamp,
+            forked_from=source,
+        )
+        for task in mine:
+            copy = task.evolve(
+                task_exec_id=copy_id(task.task_exec_id),
+                workflow_exec_id=new,
+                parent_state_id=copy_id(task.parent_state_id)
+                if task.parent_state_id in ids and task.parent_state_id is not None
+                else task.parent_state_id,
+                version=1,
+                updated_at=stamp,
+                claimed_by=None,
+                lease_expires_at=None,
+            )
+            if task.status is not TaskStatus.SUCCESS or task.task_exec_id in again:
+                copy = copy.evolve(
+                    status=TaskStatus.PENDING, output=None, error=None, usage=None, attempt=0, last_error=None
+                )
+            self.model.tasks[copy.task_exec_id] = copy
+        assert returned == self.model.with_tasks(self.model.workflows[new])
+
     @initialize()
     def empty_store(self) -> None:
         """Every example starts from an empty store, on the provider (and connection) of the whole test."""
+
+
+def _recorded(record: HistoryRecord) -> Recorded:
+    return (
+        record.entity,
+        record.entity_id,
+        record.workflow_exec_id,
+        record.from_status,
+        record.to_status,
+        record.worker,
+        record.attempt,
+        record.version,
+    )
+
+
+def _restarted(tasks: list[TaskState], named: set[str]) -> set[str]:
+    """What a fork from ``named`` runs again (the reference's own reading of the rule): the named tasks, every
+    task created after the first of them, every task below one of those, every task above one of those."""
+    if not named:
+        return set()
+    order = [t.task_exec_id for t in tasks]
+    chosen = set(order[min(order.index(n) for n in named) :])
+    parent_of = {t.task_exec_id: t.parent_state_id for t in tasks}
+    changed = True
+    while changed:
+        changed = False
+        for task_exec_id, parent in parent_of.items():
+            if parent in chosen and task_exec_id not in chosen:  # below
+                chosen.add(task_exec_id)
+                changed = True
+            if task_exec_id in chosen and parent in parent_of and parent not in chosen:  # above
+                chosen.add(parent)
+                changed = True
+    return chosen
 
 
 def _version_of(state: Any) -> int:

@@ -9,9 +9,11 @@ which raise what, what each read returns, in what order. Nothing here imports a 
 from __future__ import annotations
 
 import dataclasses
+import json
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Generic, TypeVar
 
 from planflow import (
     ConflictError,
@@ -58,10 +60,80 @@ def _workflow_age(state: WorkflowState) -> tuple[datetime, str]:
     return (state.created_at, state.workflow_exec_id)
 
 
+#: What the model predicts of a history record: entity, id, workflow, from, to, worker, attempt, version.
+Recorded = tuple[str, str, str, TaskStatus | None, TaskStatus, str | None, int | None, int]
+#: The records of each entity, by (entity, id), oldest first.
+History = dict[tuple[str, str], list[Recorded]]
+E = TypeVar("E", TaskState, WorkflowState)
+
+
+def _json(value: object) -> str:
+    return json.dumps(value, sort_keys=True)
+
+
+def recorded_change(before: E | None, after: E) -> Recorded | None:
+    """The record the store appends when an entity goes from ``before`` (None: it did not exist) to ``after``:
+    one for a change of status, holder, attempt or error (``last_error`` too for a task), else none."""
+    if isinstance(after, TaskState):
+        old = before if isinstance(before, TaskState) else None
+        if old is not None and (
+            old.status is after.status
+            and old.claimed_by == after.claimed_by
+            and old.attempt == after.attempt
+            and _json(old.error) == _json(after.error)
+            and _json(old.last_error) == _json(after.last_error)
+        ):
+            return None
+        worker = after.claimed_by or (None if old is None else old.claimed_by)
+        return (
+            "task",
+            after.task_exec_id,
+            after.workflow_exec_id,
+            None if old is None else old.status,
+            after.status,
+            worker,
+            after.attempt,
+            after.version,
+        )
+    assert isinstance(after, WorkflowState)
+    if before is not None and before.status is after.status and _json(before.error) == _json(after.error):
+        return None
+    return (
+        "workflow",
+        after.workflow_exec_id,
+        after.workflow_exec_id,
+        None if before is None else before.status,
+        after.status,
+        None,
+        None,
+        after.version,
+    )
+
+
+class Tracked(dict[str, E], Generic[E]):
+    """The tasks or workflows of the model: storing an entity appends the history record the store's triggers
+    append for that change (so every rule that changes the model predicts the history with no more code)."""
+
+    def __init__(self, history: History, items: Iterable[tuple[str, E]] = ()) -> None:
+        super().__init__(items)
+        self.history = history
+
+    def __setitem__(self, key: str, value: E) -> None:
+        record = recorded_change(self.get(key), value)
+        if record is not None:
+            self.history.setdefault((record[0], key), []).append(record)
+        super().__setitem__(key, value)
+
+
+def _new_history() -> History:
+    return {}
+
+
 @dataclass
 class Model:
-    """Everything a store holds, as the public API shows it."""
+    """Everything a store holds, as the public API shows it, and the history it recorded."""
 
+    history: History = field(default_factory=_new_history)
     workflows: dict[str, WorkflowState] = field(default_factory=dict[str, WorkflowState])
     tasks: dict[str, TaskState] = field(default_factory=dict[str, TaskState])
     #: Task ids whose lease has certainly lapsed (a short lease followed by a pause); the others hold theirs.
@@ -69,14 +141,28 @@ class Model:
     #: Idempotency key -> (request, outcome): the first outcome a repeat returns.
     keys: dict[str, tuple[str, object]] = field(default_factory=dict[str, tuple[str, object]])
 
+    def __post_init__(self) -> None:
+        self.workflows = Tracked(self.history, self.workflows.items())
+        self.tasks = Tracked(self.history, self.tasks.items())
+
     def copy(self) -> Model:
         return dataclasses.replace(
             self,
+            history={key: list(records) for key, records in self.history.items()},
             workflows=dict(self.workflows),
             tasks=dict(self.tasks),
             lapsed=set(self.lapsed),
             keys=dict(self.keys),
         )
+
+    def history_of_workflow(self, workflow_exec_id: str) -> dict[tuple[str, str], list[Recorded]]:
+        """The records of a workflow and of its tasks, by entity (a task deleted alone keeps its records)."""
+        found: dict[tuple[str, str], list[Recorded]] = {}
+        for key, records in self.history.items():
+            mine = [r for r in records if r[2] == workflow_exec_id]
+            if mine:
+                found[key] = mine
+        return found
 
     # Tasks ------------------------------------------------------------------------------------------------
 
@@ -126,6 +212,12 @@ class Model:
         """The workflow, its tasks, and every task below one of them, of whatever workflow (a parent may be a task
         of another workflow: deleting the parent deletes its subtree)."""
         del self.workflows[workflow_exec_id]
+        for key in list(self.history):  # its records and its tasks' go with it
+            kept = [r for r in self.history[key] if r[2] != workflow_exec_id]
+            if kept:
+                self.history[key] = kept
+            else:
+                del self.history[key]
         doomed: set[str] = set()
         for task in [t for t in self.tasks.values() if t.workflow_exec_id == workflow_exec_id]:
             doomed |= self.subtree(task.task_exec_id)

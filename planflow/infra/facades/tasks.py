@@ -11,7 +11,7 @@ from functools import partial
 from time import perf_counter
 from typing import TYPE_CHECKING
 
-from planflow.arguments import Count, Cursor, Id, Lease, Timeout, Usage, UsageSummary, Version
+from planflow.arguments import Count, Cursor, HistoryId, Id, Lease, Timeout, Usage, UsageSummary, Version
 from planflow.async_protocols import AsyncTaskRepository
 from planflow.infra.drive import drive, sync_iterator
 from planflow.infra.inputs import (
@@ -19,6 +19,7 @@ from planflow.infra.inputs import (
     check_cursor,
     check_enum,
     check_exact,
+    check_history_id,
     check_id,
     check_ids,
     check_instance,
@@ -31,6 +32,7 @@ from planflow.infra.inputs import (
 )
 from planflow.models import (
     Heartbeat,
+    HistoryRecord,
     JsonObject,
     Order,
     Page,
@@ -282,6 +284,26 @@ class SyncTasks:
         must come first. Returns how many were written.
         """
         return drive(self._core.import_states(states))
+
+    def history(
+        self, task_exec_id: Id, *, after: HistoryId | None = None, limit: Count = 100
+    ) -> list[HistoryRecord]:
+        """The task's history: one record per change of its status, holder, attempt or error, oldest first.
+
+        Each record was written in the same transaction as its change (whatever the method that made it), so
+        the history and the state never disagree; a write that changed none of those (an output update, a
+        heartbeat) has no record. A task deleted on its own keeps its history until its workflow goes.
+
+        Args:
+            task_exec_id: The task.
+            after: A keyset cursor: only records with a larger ``history_id`` (pass the last record's id to
+                read the next page); ``None`` from the first.
+            limit: The page size, 1..2**31-1.
+
+        Raises:
+            NotFoundError: no such task and no history of it.
+        """
+        return drive(self._core.history(task_exec_id, after=after, limit=limit))
 
 
 class CheckedTasks:
@@ -583,6 +605,30 @@ class CheckedTasks:
         """
         return await self._core.import_states(check_iterable(states, "import_states(states)"))
 
+    async def history(
+        self, task_exec_id: Id, *, after: HistoryId | None = None, limit: Count = 100
+    ) -> list[HistoryRecord]:
+        """The task's history: one record per change of its status, holder, attempt or error, oldest first.
+
+        Each record was written in the same transaction as its change (whatever the method that made it), so
+        the history and the state never disagree; a write that changed none of those (an output update, a
+        heartbeat) has no record. A task deleted on its own keeps its history until its workflow goes.
+
+        Args:
+            task_exec_id: The task.
+            after: A keyset cursor: only records with a larger ``history_id`` (pass the last record's id to
+                read the next page); ``None`` from the first.
+            limit: The page size, 1..2**31-1.
+
+        Raises:
+            NotFoundError: no such task and no history of it.
+        """
+        return await self._core.history(
+            check_id(task_exec_id, "history(task_exec_id)"),
+            after=None if after is None else check_history_id(after, "history(after)"),
+            limit=check_limit(limit, "history(limit)"),
+        )
+
 
 class ThreadedTasks:
     """The asynchronous TaskRepository over a blocking core (SQLite's, TinyDB's): each call runs the
@@ -824,6 +870,26 @@ class ThreadedTasks:
         must come first. Returns how many were written.
         """
         return await self._lanes.run(self._core.import_states(states))
+
+    async def history(
+        self, task_exec_id: Id, *, after: HistoryId | None = None, limit: Count = 100
+    ) -> list[HistoryRecord]:
+        """The task's history: one record per change of its status, holder, attempt or error, oldest first.
+
+        Each record was written in the same transaction as its change (whatever the method that made it), so
+        the history and the state never disagree; a write that changed none of those (an output update, a
+        heartbeat) has no record. A task deleted on its own keeps its history until its workflow goes.
+
+        Args:
+            task_exec_id: The task.
+            after: A keyset cursor: only records with a larger ``history_id`` (pass the last record's id to
+                read the next page); ``None`` from the first.
+            limit: The page size, 1..2**31-1.
+
+        Raises:
+            NotFoundError: no such task and no history of it.
+        """
+        return await self._lanes.run(self._core.history(task_exec_id, after=after, limit=limit))
 
 
 class ObservedTasks:
@@ -1106,4 +1172,16 @@ class ObservedTasks:
             self._observer.operation("tasks", "import_states", started, None, error)
             raise
         self._observer.operation("tasks", "import_states", started, result, None)
+        return result
+
+    async def history(
+        self, task_exec_id: Id, *, after: HistoryId | None = None, limit: Count = 100
+    ) -> list[HistoryRecord]:
+        started = perf_counter()
+        try:
+            result = await self._core.history(task_exec_id, after=after, limit=limit)
+        except BaseException as error:
+            self._observer.operation("tasks", "history", started, None, error)
+            raise
+        self._observer.operation("tasks", "history", started, result, None)
         return result

@@ -69,6 +69,7 @@ POSTGRES = Dialect(
     limit_union_arms=True,
     clock="now()",
     clock_plus="(now() + ? * interval '1 second')",
+    notify_work="SELECT pg_notify('planflow_work_' || md5(current_schema()), '')",
 )
 
 MIGRATION_SQL = MigrationSql(

@@ -67,6 +67,9 @@ class Dialect:
     clock: str = ""
     clock_plus: str = ""
     seconds_param: Callable[[float], object] = float
+    #: A statement that wakes the workers waiting for work in other processes ('' where watchers see every
+    #: commit anyway: SQLite).
+    notify_work: str = ""
 
     def at(self, *, plus_seconds: bool = False) -> str:
         """SQL for the database's current time, plus a number of seconds bound to ``?`` when ``plus_seconds``

@@ -14,9 +14,12 @@ from typing import Any
 
 from planflow.errors import ValidationError
 from planflow.infra.inputs import (
+    check_aware,
     check_enum,
     check_id,
+    check_optional_count,
     check_optional_id,
+    check_priority,
     dump_json_object,
     wrong_type,
 )
@@ -55,6 +58,13 @@ def task_state_from_row(row: Sequence[Any], load_ts: Callable[[Any], datetime]) 
         load_ts(row[17]),  # updated_at
         row[18],  # claimed_by
         None if row[19] is None else load_ts(row[19]),  # lease_expires_at
+        row[20],  # priority
+        None if row[21] is None else load_ts(row[21]),  # run_after
+        row[22],  # attempt
+        row[23],  # max_attempts
+        row[24],  # concurrency_key
+        row[25],  # dedup_key
+        None if row[26] is None else loads(row[26]),  # last_error
     )
 
 
@@ -82,6 +92,12 @@ def task_state_params(
             _json_or_none(json_param, dump_json_object(s.output, "output")),
             _json_or_none(json_param, dump_json_object(s.error, "error")),
             _json_or_none(json_param, dump_usage(s.usage, "usage")),
+            check_priority(s.priority, "priority"),
+            None if s.run_after is None else ts_param(check_aware(s.run_after, "run_after")),
+            check_optional_count(s.max_attempts, "max_attempts"),
+            check_optional_id(s.concurrency_key, "concurrency_key"),
+            check_optional_id(s.dedup_key, "dedup_key"),
+            _json_or_none(json_param, dump_json_object(s.last_error, "last_error")),
         ]
     except ValidationError as exc:
         raise type(exc)(f"task {reprlib.repr(s.task_exec_id)}: {exc}") from None
@@ -100,6 +116,7 @@ def workflow_state_from_row(row: Sequence[Any], load_ts: Callable[[Any], datetim
         row[7],  # version
         load_ts(row[8]),  # created_at
         load_ts(row[9]),  # updated_at
+        row[10],  # forked_from
     )
 
 

@@ -22,13 +22,27 @@ from planflow.models import ComponentType, ExecutionType, TaskState, TaskStatus,
 M = TypeVar("M")
 
 Kind = Literal[
-    "id", "optional_id", "text", "enum", "json", "usage", "version", "timestamp", "optional_timestamp"
+    "id",
+    "optional_id",
+    "text",
+    "enum",
+    "json",
+    "usage",
+    "version",
+    "timestamp",
+    "optional_timestamp",
+    "priority",
+    "count",
+    "optional_count",
 ]
 #: Columns that the repository sets on every write, never taken from the caller's model.
 MANAGED = ("version", "created_at", "updated_at")
-#: Columns that only the claims change (``tasks.claim``, ``heartbeat``, ``release``), never an upsert or an update
-#: of a caller's copy of the state: a stale copy written back must not move a lease or a holder.
-CLAIMED = ("claimed_by", "lease_expires_at")
+#: Columns that only the claims change (``tasks.claim``, ``heartbeat``, ``release``, ``fail``, ``cancel``), never an
+#: upsert or an update of a caller's copy of the state: a stale copy written back must not move a lease, a holder
+#: or the count of attempts.
+CLAIMED = ("claimed_by", "lease_expires_at", "attempt")
+#: Columns that only ``workflows.fork`` sets (and a verbatim import copies): an upsert keeps what is stored.
+ORIGIN = ("forked_from",)
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,7 +85,7 @@ class Table(Generic[M]):
     written: tuple[str, ...] = field(init=False)
 
     def __post_init__(self) -> None:
-        kept = (*MANAGED, *CLAIMED)
+        kept = (*MANAGED, *CLAIMED, *ORIGIN)
         object.__setattr__(self, "written", tuple(c.name for c in self.columns if c.name not in kept))
 
     @property
@@ -147,6 +161,13 @@ TASK_STATES: Table[TaskState] = Table(
         Column("updated_at", "timestamp"),
         Column("claimed_by", "optional_id"),
         Column("lease_expires_at", "optional_timestamp"),
+        Column("priority", "priority"),
+        Column("run_after", "optional_timestamp"),
+        Column("attempt", "count"),
+        Column("max_attempts", "optional_count"),
+        Column("concurrency_key", "optional_id"),
+        Column("dedup_key", "optional_id"),
+        Column("last_error", "json"),
     ),
 )
 
@@ -168,5 +189,6 @@ WORKFLOW_STATES: Table[WorkflowState] = Table(
         Column("version", "version"),
         Column("created_at", "timestamp"),
         Column("updated_at", "timestamp"),
+        Column("forked_from", "optional_id"),
     ),
 )

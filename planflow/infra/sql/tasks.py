@@ -5,12 +5,20 @@ from __future__ import annotations
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from datetime import datetime, timedelta
+from typing import cast
 
-from planflow.errors import ConflictError, NotFoundError, TransactionRequiredError, ValidationError
-from planflow.infra.inputs import check_aware, check_optional_id
+from planflow.errors import (
+    ConflictError,
+    NotFoundError,
+    TaskCanceledError,
+    TransactionRequiredError,
+    ValidationError,
+)
+from planflow.infra.inputs import check_aware, check_optional_id, check_version
 from planflow.infra.sql.codec import loads, now, stored_meta
 from planflow.infra.sql.database import Connection, Database, ForeignKeyViolation, Row
 from planflow.infra.sql.dialect import Dialect
+from planflow.infra.sql.history import HistoryReader
 from planflow.infra.sql.idempotency import IdempotencyKeys
 from planflow.infra.sql.statements import (
     batches,
@@ -25,6 +33,7 @@ from planflow.infra.sql.tables import TASK_STATES
 from planflow.infra.sql.usage import UsageMerger
 from planflow.models import (
     Heartbeat,
+    HistoryRecord,
     JsonObject,
     Order,
     Page,
@@ -48,7 +57,7 @@ UPSERT = (
     "updated_at = excluded.updated_at"
 )
 #: What a write returns besides the caller's values: what the repository and the claims keep.
-STORED = "version, created_at, claimed_by, lease_expires_at"
+STORED = "version, created_at, claimed_by, lease_expires_at, attempt"
 UPSERT_RETURNING = UPSERT + f" RETURNING {STORED}"
 IMPORT = (
     f"INSERT INTO task_states ({TABLE.select_list}) VALUES ({', '.join('?' for _ in TABLE.names)}) "
@@ -266,6 +275,48 @@ def own_parent(values: Sequence[object]) -> None:
         raise ValidationError(f"task {values[0]!r} cannot be its own parent")
 
 
+def verbatim_params(state: TaskState, dialect: Dialect) -> list[object]:
+    """Every column of ``state`` as given (version, timestamps and claim included), in ``TABLE.names`` order:
+    what an import or a fork writes."""
+    values = TABLE.params(state, dialect.json_param, dialect.ts_param)
+    own_parent(values)
+    version, created, updated = stored_meta(
+        state.version, state.created_at, state.updated_at, f"task {state.task_exec_id!r}"
+    )
+    ts = dialect.ts_param
+    lease = state.lease_expires_at
+    by_name = dict(zip(WRITTEN, values, strict=True))
+    by_name |= {
+        "version": version,
+        "created_at": ts(created),
+        "updated_at": ts(updated),
+        "claimed_by": check_optional_id(state.claimed_by, "claimed_by"),
+        "lease_expires_at": None if lease is None else ts(check_aware(lease, "lease_expires_at")),
+        "attempt": check_version(state.attempt, "attempt"),
+    }
+    return [by_name[name] for name in TABLE.names]
+
+
+CANCELED_REASON = "SELECT status, last_error FROM task_states WHERE task_exec_id = ?"
+
+
+async def canceled_or(conn: Connection, task_exec_id: str, error: Exception) -> Exception:
+    """``error`` (a write's version conflict), or a :class:`TaskCanceledError` when the task was canceled since:
+    what a holder fenced by ``workflows.cancel`` learns at its next write."""
+    if not isinstance(error, ConflictError):
+        return error
+    row = await conn.fetch_one(CANCELED_REASON, [task_exec_id])
+    if row is None or row[0] != TaskStatus.CANCELED.value:
+        return error
+    why: object = loads(row[1]) if row[1] is not None else None
+    reason = cast("dict[str, object]", why).get("message") if isinstance(why, dict) else None
+    return TaskCanceledError(
+        f"task state {task_exec_id!r} was canceled{f' ({reason})' if reason else ''}: {error}",
+        expected=error.expected,
+        actual=error.actual,
+    )
+
+
 class SqlTaskRepository:
     """TaskRepository over a :class:`Database` (see ``planflow.protocols.TaskRepository`` for the contract)."""
 
@@ -280,6 +331,7 @@ class SqlTaskRepository:
         #: Claiming statements by filter clause (a handful: one per combination of filter fields in use).
         self._claims: dict[str, str] = {}
         self._filters: dict[TaskFilter | None, tuple[str, tuple[object, ...]]] = {}
+        self._history = HistoryReader(database, dialect)
 
     # Writes -----------------------------------------------------------------------------------------------
 
@@ -330,9 +382,10 @@ class SqlTaskRepository:
         if row is None:
 
             async def explain(conn: Connection) -> Exception:
-                return await missing_or_conflict(
+                found = await missing_or_conflict(
                     conn, TABLE, state.task_exec_id, expected_version, "task state"
                 )
+                return await canceled_or(conn, state.task_exec_id, found)
 
             raise await self._db.read(explain)
         return self._as_stored(state, row, stamp)
@@ -347,7 +400,7 @@ class SqlTaskRepository:
 
     def _as_stored(self, state: TaskState, row: Row | None, stamp: object) -> TaskState:
         assert row is not None
-        version, created, holder, lease = row
+        version, created, holder, lease, attempt = row
         load_ts = self._dialect.load_ts
         return state.evolve(
             version=version,
@@ -355,6 +408,7 @@ class SqlTaskRepository:
             updated_at=load_ts(stamp),
             claimed_by=holder,
             lease_expires_at=None if lease is None else load_ts(lease),
+            attempt=attempt,
         )
 
     async def bulk_upsert(self, states: Iterable[TaskState]) -> int:
@@ -379,21 +433,7 @@ class SqlTaskRepository:
         return await self._write_batches(states, self._verbatim_params, IMPORT, defer_foreign_keys=True)
 
     def _verbatim_params(self, state: TaskState) -> list[object]:
-        values = self._values(state)
-        version, created, updated = stored_meta(
-            state.version, state.created_at, state.updated_at, f"task {state.task_exec_id!r}"
-        )
-        ts = self._dialect.ts_param
-        lease = state.lease_expires_at
-        by_name = dict(zip(WRITTEN, values, strict=True))
-        by_name |= {
-            "version": version,
-            "created_at": ts(created),
-            "updated_at": ts(updated),
-            "claimed_by": check_optional_id(state.claimed_by, "claimed_by"),
-            "lease_expires_at": None if lease is None else ts(check_aware(lease, "lease_expires_at")),
-        }
-        return [by_name[name] for name in TABLE.names]
+        return verbatim_params(state, self._dialect)
 
     async def _write_batches(
         self,
@@ -697,3 +737,10 @@ class SqlTaskRepository:
         rows = await self._db.fetch_all(PROGRESS, [parent_state_id])
         counts = {TaskStatus(row[0]): int(row[1]) for row in rows}
         return ProgressInfo(total=sum(counts.values()), status_counts=counts)
+
+    # History ----------------------------------------------------------------------------------------------
+
+    async def history(
+        self, task_exec_id: str, *, after: int | None = None, limit: int = 100
+    ) -> list[HistoryRecord]:
+        return await self._history.of_entity("task", task_exec_id, after=after, limit=limit)

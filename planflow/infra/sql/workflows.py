@@ -6,12 +6,13 @@ import json
 from collections.abc import AsyncIterator, Collection, Iterable, Sequence
 from datetime import datetime
 
-from planflow.errors import NotFoundError, WorkflowNotReadyError
-from planflow.infra.inputs import MAX_JSON_DEPTH, dump_json_object
+from planflow.errors import DuplicateError, NotFoundError, ValidationError, WorkflowNotReadyError
+from planflow.infra.inputs import MAX_ID_LENGTH, MAX_JSON_DEPTH, check_optional_id, dump_json_object
 from planflow.infra.sql import tasks as tasks_sql
 from planflow.infra.sql.codec import load_usage, loads, now, stored_meta
 from planflow.infra.sql.database import Connection, Database, Row
 from planflow.infra.sql.dialect import Dialect
+from planflow.infra.sql.history import HistoryReader
 from planflow.infra.sql.idempotency import IdempotencyKeys
 from planflow.infra.sql.statements import (
     delete_one,
@@ -27,6 +28,7 @@ from planflow.infra.sql.usage import UsageMerger
 from planflow.models import (
     FAILURE_STATUSES,
     TERMINAL_STATUSES,
+    HistoryRecord,
     JsonObject,
     Order,
     Page,
@@ -47,7 +49,8 @@ UPSERT = (
     f"INSERT INTO workflow_states ({', '.join(WRITTEN)}, version, created_at, updated_at) "
     f"VALUES ({', '.join('?' for _ in WRITTEN)}, 1, ?, ?) "
     f"ON CONFLICT (workflow_exec_id) DO UPDATE SET {', '.join(f'{c} = excluded.{c}' for c in WRITTEN[1:])}, "
-    "version = workflow_states.version + 1, updated_at = excluded.updated_at RETURNING version, created_at"
+    "version = workflow_states.version + 1, updated_at = excluded.updated_at RETURNING version, created_at, "
+    "forked_from"
 )
 IMPORT = (
     f"INSERT INTO workflow_states ({TABLE.select_list}) "
@@ -170,6 +173,94 @@ TASK_COUNT = "SELECT COUNT(*) FROM task_states WHERE workflow_exec_id = ?"
 TASK_LOOKUPS = ("task_id", "agent_id", "tool_id")
 
 
+# Workflow control ----------------------------------------------------------------------------------------
+
+_UNFINISHED = "('PENDING', 'RUNNING', 'WAITING', 'PAUSED')"
+_FAILED = "('FAILED', 'CANCELED', 'TIMED_OUT')"
+#: Cancel every unfinished task of a workflow, revoking its claim (its holder is fenced: the version moves).
+CANCEL_TASKS = (
+    "UPDATE task_states SET status = 'CANCELED', claimed_by = NULL, lease_expires_at = NULL, last_error = ?, "
+    f"version = version + 1, updated_at = ? WHERE workflow_exec_id = ? AND status IN {_UNFINISHED}"
+)
+CANCEL_WORKFLOW = (
+    "UPDATE workflow_states SET status = 'CANCELED', error = ?, version = version + 1, updated_at = ? "
+    f"WHERE workflow_exec_id = ? AND status IN {_UNFINISHED}{RETURNING}"
+)
+#: Back to PENDING: the tasks that did not succeed, attempts and last_error kept.
+RESUME_TASKS = (
+    "UPDATE task_states SET status = 'PENDING', error = NULL, claimed_by = NULL, lease_expires_at = NULL, "
+    f"version = version + 1, updated_at = ? WHERE workflow_exec_id = ? AND status IN {_FAILED}"
+)
+RESUME_WORKFLOW = (
+    "UPDATE workflow_states SET status = 'RUNNING', output = NULL, error = NULL, version = version + 1, "
+    f"updated_at = ? WHERE workflow_exec_id = ?{RETURNING}"
+)
+ALL_TASKS = f"{TASK_STATES.select} WHERE workflow_exec_id = ? ORDER BY created_at, task_exec_id"
+INSERT_WORKFLOW = (
+    f"INSERT INTO workflow_states ({TABLE.select_list}) VALUES ({', '.join('?' for _ in TABLE.names)})"
+)
+INSERT_TASK = f"INSERT INTO task_states ({TASK_STATES.select_list}) VALUES ({', '.join('?' for _ in TASK_STATES.names)})"
+
+
+def fork_id(task_exec_id: str, source: str, fork: str) -> str:
+    """The id of a task's copy in a fork: ``<fork>/<rest>``, ``<rest>`` the source id without its
+    ``<source>/`` prefix when it has one (a fork of a fork stays short), else the whole source id."""
+    prefix = f"{source}/"
+    rest = task_exec_id[len(prefix) :] if task_exec_id.startswith(prefix) else task_exec_id
+    return f"{fork}/{rest}"
+
+
+def restarted(tasks: Sequence[TaskState], restart_from: Collection[str]) -> set[str]:
+    """The ids of ``tasks`` (a workflow's, in creation order) that a fork from ``restart_from`` runs again:
+    the named tasks, their descendants, the tasks created after the earliest of them, and the ancestors of
+    all these."""
+    if not restart_from:
+        return set()
+    first = min(i for i, task in enumerate(tasks) if task.task_exec_id in restart_from)
+    chosen = {task.task_exec_id for task in tasks[first:]} | set(restart_from)
+    children: dict[str, list[str]] = {}
+    parents: dict[str, str] = {}
+    for task in tasks:
+        if task.parent_state_id is not None:
+            children.setdefault(task.parent_state_id, []).append(task.task_exec_id)
+            parents[task.task_exec_id] = task.parent_state_id
+    todo = list(chosen)
+    while todo:  # descendants
+        for child in children.get(todo.pop(), ()):
+            if child not in chosen:
+                chosen.add(child)
+                todo.append(child)
+    for task_exec_id in list(chosen):  # ancestors
+        parent = parents.get(task_exec_id)
+        while parent is not None and parent not in chosen:
+            chosen.add(parent)
+            parent = parents.get(parent)
+    return chosen
+
+
+def fork_copy(
+    task: TaskState, source: str, fork: str, *, again: bool, copied: Collection[str], stamp: datetime
+) -> TaskState:
+    """A task's copy in a fork: as it is when it succeeded and is not run ``again``, else PENDING afresh. Its
+    parent is the parent's copy when the parent is among the ``copied`` tasks, else the same task (a parent of
+    another workflow)."""
+    parent = task.parent_state_id
+    copy = task.evolve(
+        task_exec_id=fork_id(task.task_exec_id, source, fork),
+        workflow_exec_id=fork,
+        parent_state_id=fork_id(parent, source, fork) if parent is not None and parent in copied else parent,
+        version=1,
+        updated_at=stamp,
+        claimed_by=None,
+        lease_expires_at=None,
+    )
+    if task.status is TaskStatus.SUCCESS and not again:
+        return copy
+    return copy.evolve(
+        status=TaskStatus.PENDING, output=None, error=None, usage=None, attempt=0, last_error=None
+    )
+
+
 class SqlWorkflowRepository:
     """WorkflowRepository over a :class:`Database` (see ``planflow.protocols.WorkflowRepository``)."""
 
@@ -181,6 +272,7 @@ class SqlWorkflowRepository:
             database, dialect, "workflow_states", "workflow_exec_id", "workflow", keys=keys
         )
         self._tasks_of_many = latest_tasks(dialect.in_ids("workflow_exec_id"), "workflow_exec_id, task_id")
+        self._history = HistoryReader(database, dialect)
 
     def _workflow(self, row: Row, tasks: dict[str, TaskState] | None = None) -> WorkflowState:
         workflow = TABLE.from_row(row, self._dialect.load_ts)
@@ -201,13 +293,18 @@ class SqlWorkflowRepository:
 
         async def reread(conn: Connection) -> Row | None:
             return await conn.fetch_one(
-                "SELECT version, created_at FROM workflow_states WHERE workflow_exec_id = ?", [key]
+                "SELECT version, created_at, forked_from FROM workflow_states WHERE workflow_exec_id = ?",
+                [key],
             )
 
         row = await self._db.write(UPSERT, [*values, ts, ts], result="one", reread=reread)
-        version, created = row
+        version, created, origin = row
         return state.evolve(
-            version=version, created_at=self._dialect.load_ts(created), updated_at=stamp, tasks={}
+            version=version,
+            created_at=self._dialect.load_ts(created),
+            updated_at=stamp,
+            forked_from=origin,
+            tasks={},
         )
 
     async def update_status(
@@ -245,7 +342,13 @@ class SqlWorkflowRepository:
             version, created, updated = stored_meta(
                 state.version, state.created_at, state.updated_at, f"workflow {state.workflow_exec_id!r}"
             )
-            return [*values, version, ts(created), ts(updated)]
+            return [
+                *values,
+                version,
+                ts(created),
+                ts(updated),
+                check_optional_id(state.forked_from, "forked_from"),
+            ]
 
         return await write_batches(self._db, states, row, IMPORT)
 
@@ -403,6 +506,123 @@ class SqlWorkflowRepository:
             return self._workflow(finished)
 
         return await self._db.run(work)
+
+    # Workflow control -------------------------------------------------------------------------------------
+
+    async def _locked(self, conn: Connection, workflow_exec_id: str) -> WorkflowState:
+        row = await conn.fetch_one(self._lock, [workflow_exec_id])
+        if row is None:
+            raise NotFoundError(f"workflow state {workflow_exec_id!r} not found")
+        return self._workflow(row)
+
+    async def cancel(self, workflow_exec_id: str, *, reason: str) -> WorkflowState:
+        error = dump_json_object({"code": "CANCELED", "message": reason}, "reason")
+        assert error is not None
+        dialect = self._dialect
+
+        async def work(conn: Connection) -> WorkflowState:
+            # The workflow's row first, as resume and complete_workflow lock it: the three never interleave.
+            current = await self._locked(conn, workflow_exec_id)
+            stamp = dialect.ts_param(now())
+            canceled = await conn.execute(CANCEL_TASKS, [dialect.json_param(error), stamp, workflow_exec_id])
+            row = await conn.fetch_one(CANCEL_WORKFLOW, [dialect.json_param(error), stamp, workflow_exec_id])
+            if canceled and dialect.notify_work:
+                await conn.fetch_one(dialect.notify_work)
+            return current if row is None else self._workflow(row)
+
+        return await self._db.run(work)
+
+    async def resume(self, workflow_exec_id: str) -> WorkflowState:
+        dialect = self._dialect
+
+        async def work(conn: Connection) -> WorkflowState:
+            current = await self._locked(conn, workflow_exec_id)
+            stamp = dialect.ts_param(now())
+            reset = await conn.execute(RESUME_TASKS, [stamp, workflow_exec_id])
+            if not reset and current.status not in FAILURE_STATUSES:
+                return current
+            row = await conn.fetch_one(RESUME_WORKFLOW, [stamp, workflow_exec_id])
+            assert row is not None
+            return self._workflow(row)
+
+        # Idempotent: run again after a lost COMMIT, it finds nothing left to reset.
+        return await self._db.run(work)
+
+    async def fork(
+        self, workflow_exec_id: str, *, new_workflow_exec_id: str, restart_from: Sequence[str] = ()
+    ) -> WorkflowState:
+        dialect = self._dialect
+        wanted = list(dict.fromkeys(restart_from))
+
+        async def work(conn: Connection) -> WorkflowState:
+            source_row = await conn.fetch_one(GET, [workflow_exec_id])
+            if source_row is None:
+                raise NotFoundError(f"workflow state {workflow_exec_id!r} not found")
+            source = self._workflow(source_row)
+            existing = await conn.fetch_one(GET, [new_workflow_exec_id])
+            if existing is not None:
+                made = self._workflow(existing)
+                if made.forked_from == workflow_exec_id:  # forked before (a retry): that fork
+                    return made.evolve(tasks=await self._tasks(conn, new_workflow_exec_id))
+                raise DuplicateError(f"workflow state {new_workflow_exec_id!r} already exists")
+            from_row, load_ts = TASK_STATES.from_row, dialect.load_ts
+            tasks = [from_row(row, load_ts) for row in await conn.fetch_all(ALL_TASKS, [workflow_exec_id])]
+            known = {task.task_exec_id for task in tasks}
+            unknown = [task_exec_id for task_exec_id in wanted if task_exec_id not in known]
+            if unknown:
+                raise ValidationError(
+                    f"restart_from names tasks that are not of workflow {workflow_exec_id!r}: {', '.join(unknown)}"
+                )
+            again = restarted(tasks, set(wanted))
+            stamp = now()
+            copies = [
+                fork_copy(
+                    task,
+                    workflow_exec_id,
+                    new_workflow_exec_id,
+                    again=task.task_exec_id in again,
+                    copied=known,
+                    stamp=stamp,
+                )
+                for task in tasks
+            ]
+            for copy in copies:
+                if len(copy.task_exec_id) > MAX_ID_LENGTH:
+                    raise ValidationError(
+                        f"the fork's copy of a task would have an id of {len(copy.task_exec_id)} characters "
+                        f"(at most {MAX_ID_LENGTH}): {copy.task_exec_id[:60]}..."
+                    )
+            if len({copy.task_exec_id for copy in copies}) != len(copies):
+                raise ValidationError(
+                    f"the tasks of workflow {workflow_exec_id!r} cannot be forked: copy ids collide"
+                )
+            ts = dialect.ts_param(stamp)
+            fork = WorkflowState(
+                new_workflow_exec_id, source.workflow_id, TaskStatus.PENDING, input=source.input
+            )
+            values = TABLE.params(fork, dialect.json_param, dialect.ts_param)
+            await conn.execute(INSERT_WORKFLOW, [*values, 1, ts, ts, workflow_exec_id])
+            if copies:
+                if dialect.defer_foreign_keys:  # a child may have been created before its parent
+                    await conn.execute(dialect.defer_foreign_keys)
+                await conn.execute_many(INSERT_TASK, [tasks_sql.verbatim_params(c, dialect) for c in copies])
+            row = await conn.fetch_one(GET, [new_workflow_exec_id])
+            assert row is not None
+            return self._workflow(row, await self._tasks(conn, new_workflow_exec_id))
+
+        return await self._db.run(work)
+
+    async def history(
+        self,
+        workflow_exec_id: str,
+        *,
+        include_tasks: bool = False,
+        after: int | None = None,
+        limit: int = 100,
+    ) -> list[HistoryRecord]:
+        if include_tasks:
+            return await self._history.of_workflow(workflow_exec_id, after=after, limit=limit)
+        return await self._history.of_entity("workflow", workflow_exec_id, after=after, limit=limit)
 
     # Reads ------------------------------------------------------------------------------------------------
 
