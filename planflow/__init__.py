@@ -43,6 +43,7 @@ from planflow.errors import (
     WrongTypeError,
 )
 from planflow.models import (
+    COMPOSITE_TYPES,
     APIKey,
     ComponentType,
     CreatedAPIKey,
@@ -50,10 +51,13 @@ from planflow.models import (
     Heartbeat,
     JsonObject,
     JsonValue,
+    KeyStats,
     Order,
     Page,
     ParallelStrategy,
     ProgressInfo,
+    QueueStats,
+    RetryBackoff,
     Role,
     TaskFilter,
     TaskState,
@@ -174,6 +178,7 @@ def __dir__() -> list[str]:
 
 
 __all__ = [
+    "COMPOSITE_TYPES",
     "APIKey",
     "AlreadyBootstrappedError",
     "AsyncAuthRepository",
@@ -203,6 +208,7 @@ __all__ = [
     "Heartbeat",
     "JsonObject",
     "JsonValue",
+    "KeyStats",
     "Listener",
     "MetadataRepository",
     "Migration",
@@ -219,8 +225,10 @@ __all__ = [
     "PoolWaitEvent",
     "ProgressInfo",
     "Provider",
+    "QueueStats",
     "ReadOnlyError",
     "Repositories",
+    "RetryBackoff",
     "RetryEvent",
     "RetryPolicy",
     "RetrySettings",

@@ -575,8 +575,8 @@ class ObservedWorkflows:
         started = perf_counter()
         try:
             result = await self._core.upsert_state(state)
-        except BaseException as error:
-            self._observer.operation("workflows", "upsert_state", started, None, error)
+        except BaseException as raised:
+            self._observer.operation("workflows", "upsert_state", started, None, raised)
             raise
         self._observer.operation("workflows", "upsert_state", started, result, None)
         return result
@@ -589,8 +589,8 @@ class ObservedWorkflows:
             result = await self._core.update_status(
                 workflow_exec_id, status, expected_version=expected_version
             )
-        except BaseException as error:
-            self._observer.operation("workflows", "update_status", started, None, error)
+        except BaseException as raised:
+            self._observer.operation("workflows", "update_status", started, None, raised)
             raise
         self._observer.operation("workflows", "update_status", started, result, None)
         return result
@@ -599,8 +599,8 @@ class ObservedWorkflows:
         started = perf_counter()
         try:
             result = await self._core.get_state(workflow_exec_id)
-        except BaseException as error:
-            self._observer.operation("workflows", "get_state", started, None, error)
+        except BaseException as raised:
+            self._observer.operation("workflows", "get_state", started, None, raised)
             raise
         self._observer.operation("workflows", "get_state", started, result, None)
         return result
@@ -609,8 +609,8 @@ class ObservedWorkflows:
         started = perf_counter()
         try:
             result = await self._core.get_state_by_workflow_id(workflow_id)
-        except BaseException as error:
-            self._observer.operation("workflows", "get_state_by_workflow_id", started, None, error)
+        except BaseException as raised:
+            self._observer.operation("workflows", "get_state_by_workflow_id", started, None, raised)
             raise
         self._observer.operation("workflows", "get_state_by_workflow_id", started, result, None)
         return result
@@ -619,8 +619,8 @@ class ObservedWorkflows:
         started = perf_counter()
         try:
             result = await self._core.get_state_by_task_id(workflow_id, task_id)
-        except BaseException as error:
-            self._observer.operation("workflows", "get_state_by_task_id", started, None, error)
+        except BaseException as raised:
+            self._observer.operation("workflows", "get_state_by_task_id", started, None, raised)
             raise
         self._observer.operation("workflows", "get_state_by_task_id", started, result, None)
         return result
@@ -629,8 +629,8 @@ class ObservedWorkflows:
         started = perf_counter()
         try:
             result = await self._core.get_state_by_agent_id(workflow_id, agent_id)
-        except BaseException as error:
-            self._observer.operation("workflows", "get_state_by_agent_id", started, None, error)
+        except BaseException as raised:
+            self._observer.operation("workflows", "get_state_by_agent_id", started, None, raised)
             raise
         self._observer.operation("workflows", "get_state_by_agent_id", started, result, None)
         return result
@@ -639,8 +639,8 @@ class ObservedWorkflows:
         started = perf_counter()
         try:
             result = await self._core.get_state_by_tool_id(workflow_id, tool_id)
-        except BaseException as error:
-            self._observer.operation("workflows", "get_state_by_tool_id", started, None, error)
+        except BaseException as raised:
+            self._observer.operation("workflows", "get_state_by_tool_id", started, None, raised)
             raise
         self._observer.operation("workflows", "get_state_by_tool_id", started, result, None)
         return result
@@ -659,8 +659,8 @@ class ObservedWorkflows:
             result = await self._core.list_states(
                 filter, limit=limit, cursor=cursor, with_tasks=with_tasks, order=order
             )
-        except BaseException as error:
-            self._observer.operation("workflows", "list_states", started, None, error)
+        except BaseException as raised:
+            self._observer.operation("workflows", "list_states", started, None, raised)
             raise
         self._observer.operation("workflows", "list_states", started, result, None)
         return result
@@ -676,8 +676,8 @@ class ObservedWorkflows:
         started = perf_counter()
         try:
             result = await self._core.count_states(filter)
-        except BaseException as error:
-            self._observer.operation("workflows", "count_states", started, None, error)
+        except BaseException as raised:
+            self._observer.operation("workflows", "count_states", started, None, raised)
             raise
         self._observer.operation("workflows", "count_states", started, result, None)
         return result
@@ -686,8 +686,8 @@ class ObservedWorkflows:
         started = perf_counter()
         try:
             result = await self._core.import_states(states)
-        except BaseException as error:
-            self._observer.operation("workflows", "import_states", started, None, error)
+        except BaseException as raised:
+            self._observer.operation("workflows", "import_states", started, None, raised)
             raise
         self._observer.operation("workflows", "import_states", started, result, None)
         return result
@@ -698,8 +698,8 @@ class ObservedWorkflows:
         started = perf_counter()
         try:
             result = await self._core.merge_usage(workflow_exec_id, usage, idempotency_key=idempotency_key)
-        except BaseException as error:
-            self._observer.operation("workflows", "merge_usage", started, None, error)
+        except BaseException as raised:
+            self._observer.operation("workflows", "merge_usage", started, None, raised)
             raise
         self._observer.operation("workflows", "merge_usage", started, result, None)
         return result
@@ -708,8 +708,8 @@ class ObservedWorkflows:
         started = perf_counter()
         try:
             result = await self._core.delete(workflow_exec_id)
-        except BaseException as error:
-            self._observer.operation("workflows", "delete", started, None, error)
+        except BaseException as raised:
+            self._observer.operation("workflows", "delete", started, None, raised)
             raise
         self._observer.operation("workflows", "delete", started, result, None)
         return result
@@ -718,8 +718,8 @@ class ObservedWorkflows:
         started = perf_counter()
         try:
             result = await self._core.usage_total(workflow_exec_id)
-        except BaseException as error:
-            self._observer.operation("workflows", "usage_total", started, None, error)
+        except BaseException as raised:
+            self._observer.operation("workflows", "usage_total", started, None, raised)
             raise
         self._observer.operation("workflows", "usage_total", started, result, None)
         return result
@@ -737,8 +737,8 @@ class ObservedWorkflows:
             result = await self._core.purge(
                 finished_before=finished_before, statuses=statuses, batch_size=batch_size, progress=progress
             )
-        except BaseException as error:
-            self._observer.operation("workflows", "purge", started, None, error)
+        except BaseException as raised:
+            self._observer.operation("workflows", "purge", started, None, raised)
             raise
         self._observer.operation("workflows", "purge", started, result, None)
         return result
@@ -749,8 +749,8 @@ class ObservedWorkflows:
         started = perf_counter()
         try:
             result = await self._core.complete_workflow(workflow_exec_id, transformer)
-        except BaseException as error:
-            self._observer.operation("workflows", "complete_workflow", started, None, error)
+        except BaseException as raised:
+            self._observer.operation("workflows", "complete_workflow", started, None, raised)
             raise
         self._observer.operation("workflows", "complete_workflow", started, result, None)
         return result

@@ -48,6 +48,12 @@ class Dialect:
         clock: SQL for the database's current time, which every process that compares times shares (leases,
             key expiry), in the form of the stored timestamps; ``clock_plus`` the same plus a number of seconds
             bound as ``seconds_param(seconds)``.
+        wall_clock: SQL for the database's current time as it advances within a transaction (rate windows,
+            counted after a lock was waited for); ``wall_clock_minus(sql)`` the same less ``sql`` seconds.
+        json_object: The function building a JSON object from key/value arguments.
+        json_nested: ``json_nested(column)``: a JSON column as a value nested in ``json_object``'s result.
+        wake: A statement that wakes every ``wait_for_work`` waiter of the store when its transaction commits
+            ('' where every commit wakes them, as SQLite's watchers see).
     """
 
     name: str
@@ -67,6 +73,11 @@ class Dialect:
     clock: str = ""
     clock_plus: str = ""
     seconds_param: Callable[[float], object] = float
+    wall_clock: str = ""
+    wall_clock_minus: Callable[[str], str] = str
+    json_object: str = "json_object"
+    json_nested: Callable[[str], str] = str
+    wake: str = ""
 
     def at(self, *, plus_seconds: bool = False) -> str:
         """SQL for the database's current time, plus a number of seconds bound to ``?`` when ``plus_seconds``

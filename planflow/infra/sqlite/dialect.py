@@ -24,6 +24,14 @@ CLOCK = "(strftime('%Y-%m-%dT%H:%M:%f', 'now') || '000+00:00')"
 CLOCK_PLUS = "(strftime('%Y-%m-%dT%H:%M:%f', 'now', ?) || '000+00:00')"
 
 
+def _clock_minus(seconds_sql: str) -> str:
+    return f"(strftime('%Y-%m-%dT%H:%M:%f', 'now', '-' || ({seconds_sql}) || ' seconds') || '000+00:00')"
+
+
+def _json_nested(column: str) -> str:
+    return f"json({column})"
+
+
 def _seconds_modifier(seconds: float) -> str:
     return f"{seconds:+.6f} seconds"
 
@@ -72,6 +80,9 @@ SQLITE = Dialect(
     clock=CLOCK,
     clock_plus=CLOCK_PLUS,
     seconds_param=_seconds_modifier,
+    wall_clock=CLOCK,
+    wall_clock_minus=_clock_minus,
+    json_nested=_json_nested,
 )
 
 MIGRATION_SQL = MigrationSql(
