@@ -300,8 +300,9 @@ def build_plan(
             later.after.append(before)
     del validate, archive
     # One enrichment crashes whichever worker runs it (poison work): claimed twice, then ended FAILED.
-    poisoned = next(s for s in reversed(enrich.children) if not s.fails)
-    poisoned.poison = True
+    poisoned = next((s for s in reversed(enrich.children) if not s.fails), None)
+    if poisoned is not None:  # (with a failure rate of 1 every step fails already)
+        poisoned.poison = True
     return DemoPlan(workflow_exec_id, WORKFLOW_ID, [fetch, enrich, collect, fulfilment, summarize], seed)
 
 

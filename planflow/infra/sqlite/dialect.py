@@ -77,6 +77,7 @@ SQLITE = Dialect(
     defer_foreign_keys="PRAGMA defer_foreign_keys = ON",
     split_update=True,
     by_lease="task_states INDEXED BY task_states_leases",
+    by_claim_order="task_states INDEXED BY task_states_claim",
     clock=CLOCK,
     clock_plus=CLOCK_PLUS,
     seconds_param=_seconds_modifier,
