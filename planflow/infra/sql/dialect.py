@@ -37,9 +37,10 @@ class Dialect:
         by_lease: ``task_states`` as a FROM item read through its lease index (``task_states_leases``): SQLite,
             without statistics, would read every running task through the status index instead, so it is named
             (``INDEXED BY``); PostgreSQL costs the partial index right and takes no hints.
-        by_claim_order: ``task_states`` as a FROM item read through the claim's index (``task_states_claim``:
-            pending tasks by priority, then due), named on SQLite, which without statistics would read every
-            pending task through the status index and sort them.
+        by_claim_order: ``by_claim_order(where)``: ``task_states`` as a FROM item for the claim of ``where``,
+            read through the claim's index (``task_states_claim``: pending tasks by priority, then due; or
+            ``task_states_workflow_claim`` when ``where`` names a workflow execution), named on SQLite, which
+            without statistics would read every pending task through the status index and sort them.
         split_update: Whether an optimistic update first sets only the columns that usually change (see
             ``planflow.infra.sql.tasks.STABLE_COLUMNS``): worth it where the engine rewrites the index entries
             of every column it sets (SQLite), a wasted round trip where it does not (PostgreSQL).
@@ -72,7 +73,7 @@ class Dialect:
     split_update: bool = False
     skip_locked: str = ""
     by_lease: str = "task_states"
-    by_claim_order: str = "task_states"
+    by_claim_order: Callable[[str], str] = lambda where: "task_states"
     limit_union_arms: bool = False
     clock: str = ""
     clock_plus: str = ""

@@ -58,7 +58,7 @@ def candidates_sql(where: str, dialect: Dialect, *, limited: bool) -> str:
         f"WITH expired AS (SELECT {_CANDIDATE} FROM {dialect.by_lease} WHERE {any_lapsed(dialect)}"
         f" AND status = 'RUNNING' AND lease_expires_at < {dialect.at()}{where}"
         f" ORDER BY lease_expires_at, task_exec_id LIMIT ?{skip}),"
-        f" pending AS (SELECT {_CANDIDATE} FROM {dialect.by_claim_order} WHERE status = 'PENDING'"
+        f" pending AS (SELECT {_CANDIDATE} FROM {dialect.by_claim_order(where)} WHERE status = 'PENDING'"
         f" AND {due(dialect)}{where}"
         f"{saturated if limited else ''} ORDER BY priority DESC, {DUE}, task_exec_id LIMIT ?{skip}),"
         " candidates AS (SELECT * FROM (SELECT * FROM expired UNION ALL SELECT * FROM pending) c"

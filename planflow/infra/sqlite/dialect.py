@@ -28,6 +28,13 @@ def _clock_minus(seconds_sql: str) -> str:
     return f"(strftime('%Y-%m-%dT%H:%M:%f', 'now', '-' || ({seconds_sql}) || ' seconds') || '000+00:00')"
 
 
+def _by_claim_order(where: str) -> str:
+    # A claim of one workflow execution reads that workflow's pending tasks in order; any other, all of them.
+    if "workflow_exec_id = ?" in where:
+        return "task_states INDEXED BY task_states_workflow_claim"
+    return "task_states INDEXED BY task_states_claim"
+
+
 def _json_nested(column: str) -> str:
     return f"json({column})"
 
@@ -77,7 +84,7 @@ SQLITE = Dialect(
     defer_foreign_keys="PRAGMA defer_foreign_keys = ON",
     split_update=True,
     by_lease="task_states INDEXED BY task_states_leases",
-    by_claim_order="task_states INDEXED BY task_states_claim",
+    by_claim_order=_by_claim_order,
     clock=CLOCK,
     clock_plus=CLOCK_PLUS,
     seconds_param=_seconds_modifier,
