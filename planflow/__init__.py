@@ -44,6 +44,7 @@ from planflow.errors import (
     WrongTypeError,
 )
 from planflow.models import (
+    COMPOSITE_TYPES,
     APIKey,
     ComponentType,
     CreatedAPIKey,
@@ -52,10 +53,13 @@ from planflow.models import (
     HistoryRecord,
     JsonObject,
     JsonValue,
+    KeyStats,
     Order,
     Page,
     ParallelStrategy,
     ProgressInfo,
+    QueueStats,
+    RetryBackoff,
     Role,
     TaskFilter,
     TaskState,
@@ -176,6 +180,7 @@ def __dir__() -> list[str]:
 
 
 __all__ = [
+    "COMPOSITE_TYPES",
     "APIKey",
     "AlreadyBootstrappedError",
     "AsyncAuthRepository",
@@ -206,6 +211,7 @@ __all__ = [
     "HistoryRecord",
     "JsonObject",
     "JsonValue",
+    "KeyStats",
     "Listener",
     "MetadataRepository",
     "Migration",
@@ -222,8 +228,10 @@ __all__ = [
     "PoolWaitEvent",
     "ProgressInfo",
     "Provider",
+    "QueueStats",
     "ReadOnlyError",
     "Repositories",
+    "RetryBackoff",
     "RetryEvent",
     "RetryPolicy",
     "RetrySettings",

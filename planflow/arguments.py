@@ -14,6 +14,10 @@ The rules themselves (and their messages) are in ``planflow.infra.inputs``:
 - ``Lease``: a positive, finite number of seconds, or a ``timedelta``, of at most a year.
 - ``Timeout``: zero, or a positive, finite number of seconds.
 - ``Past``: an aware ``datetime`` not in the future.
+- ``Delay``: zero, or a positive, finite number of seconds (or a ``timedelta``) of at most a year.
+- ``ErrorObject``: a JSON object (what a failed attempt reports).
+- ``Size``: an ``int`` within 0..2**31-1 (a concurrency limit).
+- ``Rate``: ``(count, per_seconds)``: a ``Size`` and a positive number of seconds of at most a year.
 - ``Usage``: a ``UsageSummary`` of ``UsageEntry`` values with text names of at most 512 characters and
   non-negative ``int`` counts.
 """
@@ -24,7 +28,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Annotated, TypeAlias
 
-from planflow.models import UsageSummary
+from planflow.models import JsonObject, UsageSummary
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,16 +49,24 @@ Timeout: TypeAlias = Annotated[float, Rule("check_timeout")]
 Past: TypeAlias = Annotated[datetime, Rule("check_past")]
 Usage: TypeAlias = Annotated[UsageSummary, Rule("check_usage")]
 HistoryId: TypeAlias = Annotated[int, Rule("check_history_id")]
+Delay: TypeAlias = Annotated[float | timedelta, Rule("check_delay")]
+ErrorObject: TypeAlias = Annotated[JsonObject, Rule("check_json_object")]
+Size: TypeAlias = Annotated[int, Rule("check_size")]
+Rate: TypeAlias = Annotated[tuple[int, float], Rule("check_rate")]
 
 __all__ = [
     "Count",
     "Cursor",
+    "Delay",
     "Email",
+    "ErrorObject",
     "HistoryId",
     "Id",
     "Lease",
     "Past",
+    "Rate",
     "Rule",
+    "Size",
     "Text",
     "Timeout",
     "Usage",

@@ -13,11 +13,16 @@ from typing import Protocol
 from planflow.arguments import (
     Count,
     Cursor,
+    Delay,
     Email,
+    ErrorObject,
     HistoryId,
     Id,
+    JsonObject,
     Lease,
     Past,
+    Rate,
+    Size,
     Text,
     Timeout,
     Usage,
@@ -31,10 +36,11 @@ from planflow.models import (
     CreatedAPIKey,
     Heartbeat,
     HistoryRecord,
-    JsonObject,
     Order,
     Page,
     ProgressInfo,
+    QueueStats,
+    RetryBackoff,
     Role,
     TaskFilter,
     TaskState,
@@ -56,11 +62,18 @@ class AsyncTaskRepository(Protocol):
     async def upsert_state(self, state: TaskState) -> TaskState:
         """Insert ``state`` or overwrite every field of the stored one (keeping ``created_at``).
 
+        Deduplication: when ``state`` is new and its ``dedup_key`` is held by a non-terminal task (PENDING,
+        RUNNING, WAITING or PAUSED), nothing is written and that task is returned instead; the returned
+        ``task_exec_id`` then differs from ``state``'s, which is how a caller tells the two outcomes apart.
+        Concurrent enqueues with one key create one task (a unique index; the losers get the winner).
+
         Returns:
-            The stored state, with ``version`` bumped and timestamps set.
+            The stored state, with ``version`` bumped and timestamps set (or the task holding the dedup key).
 
         Raises:
             ValidationError: bad field, non-JSON value, own parent, unknown workflow or parent.
+            ConflictError: an existing task was given a ``dedup_key`` that another non-terminal task holds, or
+                (inside ``provider.transaction()`` on PostgreSQL) a concurrent enqueue took the key first.
         """
         ...
 
@@ -207,21 +220,33 @@ class AsyncTaskRepository(Protocol):
     async def claim(
         self, filter: TaskFilter | None = None, *, worker: Id, limit: Count = 1, lease: Lease
     ) -> list[TaskState]:
-        """Hand up to ``limit`` claimable tasks matching ``filter`` to ``worker``, oldest first.
+        """Hand up to ``limit`` claimable tasks matching ``filter`` to ``worker``: higher ``priority`` first, then
+        those due longest (``run_after``, or ``created_at`` without one).
 
-        Claimable: PENDING, or RUNNING with a lease that lapsed (its worker died or hung). Each claimed task
-        becomes RUNNING with ``claimed_by=worker`` and a lease of ``lease`` seconds (a number or a
-        ``timedelta``); its version is bumped, so a worker whose lease was taken over holds a stale version and
-        its ``update_state`` raises ``ConflictError`` (fencing). Two workers never get the same task (PostgreSQL
+        Claimable: PENDING and due (``run_after`` unset or past, by the database's clock), or RUNNING with a
+        lease that lapsed (its worker died or hung). Each claimed task becomes RUNNING with
+        ``claimed_by=worker``, a lease of ``lease`` seconds (a number or a ``timedelta``) and ``attempt`` one
+        more; its version is bumped, so a worker whose lease was taken over holds a stale version and its
+        ``update_state`` raises ``ConflictError`` (fencing). Two workers never get the same task (PostgreSQL
         ``FOR UPDATE SKIP LOCKED``; SQLite one short write under its lock).
+
+        Poison work ends: a candidate that has used up ``max_attempts`` is not handed out but becomes FAILED,
+        its ``last_error`` saying so (a lapsed lease is a failed attempt: ``last_error`` names its worker).
+        Composite parents (``COMPOSITE_TYPES``) are handed out only when the filter names their execution type.
+        Limits (``set_limit``) hold across every worker of every process: a task whose ``concurrency_key`` has
+        as many RUNNING tasks as its concurrency limit, or as many claims within its rate window as the rate
+        allows, is passed over (the claim locks the key's limit row and counts in the same transaction). A
+        claim may return fewer than ``limit`` tasks while more are claimable (some candidates were passed over
+        for a limit, or ended FAILED).
 
         Leases run on the database's clock on PostgreSQL (its ``now()``), so workers on machines whose clocks
         disagree still agree on when a lease lapses; on SQLite every writer runs on one machine, whose clock
-        it is. The claim columns (``claimed_by``, ``lease_expires_at``) change only through ``claim``,
-        ``heartbeat`` and ``release``: ``update_state`` and ``upsert_state`` of a copy keep them as stored.
+        it is. The claim columns (``claimed_by``, ``lease_expires_at``, ``attempt``) change only through
+        ``claim``, ``heartbeat``, ``release``, ``fail`` and ``cancel``: ``update_state`` and ``upsert_state`` of
+        a copy keep them as stored.
 
         Returns:
-            The claimed states (``[]`` when nothing is claimable), oldest first, with their lease end.
+            The claimed states (``[]`` when nothing is claimable), in claim order, with their lease end.
 
         Raises:
             ValidationError: ``limit`` below 1, a lease that is not a positive finite number of seconds of at
@@ -265,6 +290,61 @@ class AsyncTaskRepository(Protocol):
         """RUNNING tasks matching ``filter`` whose lease lapsed (stuck: their worker died or hung), longest first.
 
         Each names who held it (``claimed_by``) and when its lease ended; the next ``claim`` takes it over.
+        """
+        ...
+
+    async def fail(
+        self,
+        task_exec_id: Id,
+        *,
+        worker: Id,
+        error: ErrorObject,
+        retry_in: Delay | None = None,
+        backoff: RetryBackoff | None = None,
+    ) -> TaskState:
+        """Report that ``worker``'s attempt at a task it holds failed with ``error`` (stored as ``last_error``).
+
+        While attempts remain (``attempt < max_attempts``, or no ``max_attempts``) the task goes back to
+        PENDING, due ``retry_in`` seconds from now (the database's clock) or, without it, after ``backoff``'s
+        delay for this attempt (default ``RetryBackoff()``: exponential from 1 s, capped at 5 minutes, with
+        jitter); else it ends FAILED (dead). Either way its lease is revoked and its version bumped.
+
+        Returns:
+            The task as stored.
+
+        Raises:
+            ConflictError: ``worker`` does not hold it (another does, it was canceled or finished): fenced.
+            NotFoundError: no such task.
+        """
+        ...
+
+    async def cancel(self, task_exec_ids: Sequence[Id], *, reason: Text) -> list[TaskState]:
+        """Move the non-terminal tasks among ``task_exec_ids`` to CANCELED (``last_error`` gives ``reason``).
+
+        Leases are revoked: a holder is fenced at its next write (its version is stale, ``fail`` and
+        ``release`` refuse it) or heartbeat (reported ``lost``). Tasks already finished and unknown ids are
+        left alone. Waiters in ``wait_for_work`` look again.
+
+        Returns:
+            The tasks it canceled, as stored, in the order asked.
+        """
+        ...
+
+    async def set_limit(self, key: Id, *, concurrency: Size | None = None, rate: Rate | None = None) -> None:
+        """Set the limits of concurrency key ``key``, stored in the database for every worker of every process.
+
+        ``concurrency`` bounds the RUNNING tasks whose ``concurrency_key`` is ``key`` (0 pauses the key);
+        ``rate`` = ``(count, per_seconds)`` bounds their claims to ``count`` within any window of
+        ``per_seconds``. Both ``None`` removes the key's limits. A limit for a whole queue is a key that every
+        task of the queue carries. Claims already made are not undone; claims from now on obey.
+        """
+        ...
+
+    async def queue_stats(self, filter: TaskFilter | None = None) -> QueueStats:
+        """Counts of the tasks ``filter`` selects: by status, due and delayed PENDING tasks (the database's
+        clock), the age of the longest-due one, dead tasks, and RUNNING per concurrency key with its limits.
+
+        A read: it writes nothing.
         """
         ...
 

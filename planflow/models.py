@@ -86,6 +86,11 @@ class ExecutionType(StrEnum):
     MEMORY = "memory"
 
 
+#: Execution types of composite parents (their children do the work): ``tasks.claim`` hands them out only to a
+#: filter that names their type (``execution_type`` or ``execution_types``).
+COMPOSITE_TYPES = frozenset({ExecutionType.PARALLEL, ExecutionType.COLLECTION, ExecutionType.COMPOSITE})
+
+
 class ComponentType(StrEnum):
     """Which kind of component produced a state."""
 
@@ -370,6 +375,13 @@ class TaskFilter:
     ``statuses`` matches any of the statuses it holds (ANDed with ``status`` when both are given). The time
     bounds are exclusive and take aware datetimes only: ``created_after`` keeps rows created strictly after it,
     ``updated_before`` rows last written strictly before it, and so on.
+
+    The plural fields (``execution_types``, ``workflow_ids``, ``workflow_exec_ids``, ``task_ids``) match any of
+    the values they hold (ANDed with the singular field when both are given; an empty collection matches
+    nothing). They are how a worker names the work it takes: planflow has no separate queue name, a queue is
+    the set of task kinds (``task_ids``) and/or workflow names (``workflow_ids``) a worker serves, and
+    ``concurrency_key`` names tasks sharing a limit. Give them as frozensets or tuples to let the repository
+    remember the statement built for the filter.
     """
 
     status: TaskStatus | None = None
@@ -387,6 +399,75 @@ class TaskFilter:
     created_before: datetime | None = None
     updated_after: datetime | None = None
     updated_before: datetime | None = None
+    execution_types: Collection[ExecutionType] | None = None
+    workflow_ids: Collection[str] | None = None
+    workflow_exec_ids: Collection[str] | None = None
+    task_ids: Collection[str] | None = None
+    concurrency_key: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RetryBackoff:
+    """How long ``tasks.fail`` waits before a failed task is due again: exponential, capped, with jitter.
+
+    The retry after attempt ``n`` (1 for the first claim) waits ``min(max_delay, base_delay * factor**(n-1))``
+    seconds, less a random part of up to ``jitter`` of it (``jitter=0.5``: between half and all of it), so
+    that tasks failing together do not come back together. (Not ``RetryPolicy``: that name is the PlanFlow
+    add-on's, :class:`planflow.executions.RetryPolicy`.)
+    """
+
+    base_delay: float = 1.0
+    factor: float = 2.0
+    max_delay: float = 300.0
+    jitter: float = 0.5
+
+    def __post_init__(self) -> None:
+        for name in ("base_delay", "factor", "max_delay", "jitter"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value < float("inf"):
+                raise ValueError(f"RetryBackoff.{name} must be a finite number >= 0, got {value!r}")
+        if self.jitter > 1:
+            raise ValueError(f"RetryBackoff.jitter must be within 0..1, got {self.jitter!r}")
+
+    def delay(self, attempt: int, draw: float) -> float:
+        """Seconds to wait after attempt ``attempt`` failed, ``draw`` a random number in [0, 1)."""
+        exponent = max(attempt - 1, 0)
+        try:
+            raw = self.base_delay * self.factor**exponent
+        except OverflowError:
+            raw = self.max_delay
+        capped = min(self.max_delay, raw)
+        return capped * (1 - self.jitter * draw)
+
+
+@dataclass(frozen=True, slots=True)
+class KeyStats:
+    """RUNNING tasks of one concurrency key against its limits (``None``: not limited)."""
+
+    key: str
+    running: int
+    concurrency: int | None
+    #: ``(count, per_seconds)``, and the claims of the key within the current window.
+    rate: tuple[int, float] | None
+    claims_in_window: int
+
+
+@dataclass(frozen=True, slots=True)
+class QueueStats:
+    """What ``tasks.queue_stats`` reports about the tasks a filter selects."""
+
+    #: Tasks by status (statuses without tasks are left out).
+    counts: Mapping[TaskStatus, int]
+    #: PENDING tasks claimable now (no ``run_after``, or one that passed, by the database's clock).
+    due: int
+    #: PENDING tasks whose ``run_after`` is still ahead.
+    delayed: int
+    #: Seconds the longest-due PENDING task has been due (``None`` when none is due).
+    oldest_due_age: float | None
+    #: FAILED tasks that used up their ``max_attempts`` (dead work).
+    dead: int
+    #: RUNNING tasks per concurrency key, with every limited key (``tasks.set_limit``), by key.
+    keys: list[KeyStats]
 
 
 @dataclass(frozen=True, slots=True)

@@ -68,6 +68,10 @@ EXPECTED: dict[str, Callable[[str, str], bool]] = {
     "usage_total": lambda out, err: out == "50 + 10 failures\n15 tokens\n",
     "TinyDbExecutionRepository": lambda out, err: out == "10 occurrences\n",
     "listeners=[slow_calls]": lambda out, err: "Traceback" not in err,
+    # Work queues: the dedup holder, the claims in priority order under a limit with a retry, the statistics.
+    'set_limit("s3"': lambda out, err: (
+        out == "dedup: r3\nclaimed: ['r2', 'r1', 'u1', 'u2', 'u1']\ndelayed: 1 done: 4\n"
+    ),
     # A repeat of a keyed merge returns the first outcome and adds nothing: 1500 tokens stored, not 3000.
     # Growing past one server: reads after the caller's writes see them, with read_url set.
     "read_url": lambda out, err: out == "{'amount': 2}\n1 {'amount': 3}\n",

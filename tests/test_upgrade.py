@@ -93,6 +93,7 @@ def check_upgraded(provider: Provider) -> None:
     claimed = provider.tasks.claim(TaskFilter(workflow_exec_id="wf-1"), worker="w", limit=10, lease=30)
     assert [s.task_exec_id for s in claimed] == ["child-1"]
     assert claimed[0].version == 2 and claimed[0].tool_id == "web"
+    assert claimed[0].attempt == 1  # schema 10: the claim counted the upgraded task's first attempt
 
 
 def test_a_populated_sqlite_store_at_schema_5_upgrades_intact(

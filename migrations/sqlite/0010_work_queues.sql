@@ -17,6 +17,10 @@ ALTER TABLE task_states ADD COLUMN last_error TEXT CHECK (last_error IS NULL OR 
 DROP INDEX task_states_pending;
 CREATE INDEX task_states_claim ON task_states (priority DESC, coalesce(run_after, created_at), task_exec_id)
     WHERE status = 'PENDING';
+-- The same within one workflow execution: claims filtered by workflow_exec_id (a worker per batch) read it in
+-- order instead of passing over every other workflow's pending tasks.
+CREATE INDEX task_states_workflow_claim ON task_states
+    (workflow_exec_id, priority DESC, coalesce(run_after, created_at), task_exec_id) WHERE status = 'PENDING';
 -- Pending tasks by when they become due: the due and delayed counts, the oldest due task, "is any work due".
 CREATE INDEX task_states_due ON task_states (coalesce(run_after, created_at), task_exec_id)
     WHERE status = 'PENDING';

@@ -47,11 +47,14 @@ from planflow.cli.copy import (
     read_mark,
 )
 from planflow.cli.demo import (
+    CARRIER_KEY,
+    CARRIER_LIMIT,
     DEFAULT_FAILURE_RATE,
     DEFAULT_LEASE,
     DEFAULT_SEED,
     DEFAULT_TASKS,
     DEFAULT_WORKERS,
+    MAX_ATTEMPTS,
     MIN_TASKS,
     DemoResult,
     DemoRun,
@@ -70,6 +73,7 @@ from planflow.models import (
     JsonObject,
     JsonValue,
     Page,
+    QueueStats,
     TaskFilter,
     TaskState,
     TaskStatus,
@@ -493,6 +497,12 @@ def _demo_json(provider: Provider, result: DemoResult) -> JsonValue:
         "abandoned": abandoned,
         "zombie_write_fenced": result.stats.zombie_fenced,
     }
+    queue: dict[str, JsonValue] = {
+        "retries_after_backoff": result.stats.retries,
+        "poison_crashes": result.stats.poison_crashes,
+        "carrier_limit": CARRIER_LIMIT,
+        "carrier_peak": result.stats.carrier_peak,
+    }
     return {
         "driver": provider.driver,
         "location": provider.config.location,
@@ -503,6 +513,7 @@ def _demo_json(provider: Provider, result: DemoResult) -> JsonValue:
         "task_statuses": dict(_status_counts(result)),
         "top_level_tasks": [root.exec_id for root in result.plan.roots],
         "claims": claims,
+        "queue": queue,
         "parent_retries": result.stats.parent_retries,
         "usage": to_json(result.usage_total),
         "usage_consistent": result.usage_consistent,
@@ -554,6 +565,13 @@ def _show_demo(provider: Provider, result: DemoResult, max_children: int) -> Non
                 "history",
                 "\n".join([reclaimed, *(timeline_line(r, width=66, entity=False) for r in records)]),
             )
+    summary.add_row(
+        "queue",
+        f"reports (priority 1) claimed before enrichments; {stats.retries} failed attempts retried after a "
+        f"backoff; the poison task crashed its worker {stats.poison_crashes} times, then ended FAILED "
+        f"(max_attempts {MAX_ATTEMPTS}); at most {stats.carrier_peak} of {CARRIER_KEY} at once "
+        f"(limit {CARRIER_LIMIT})",
+    )
     summary.add_row("conflicts", f"{stats.parent_retries} parent status updates recomputed (optimistic lock)")
     tokens = result.usage_total.total_tokens
     summary.add_row("usage", f"{tokens:,} tokens in all (usage_total), equal to the sum of every call")
@@ -1065,11 +1083,24 @@ def tasks(
             "next claim takes them over.",
         ),
     ] = False,
+    dead: Annotated[
+        bool,
+        typer.Option(
+            "--dead",
+            help="Only dead tasks: FAILED after using up their max_attempts (poison work), with last_error.",
+        ),
+    ] = False,
     limit: Annotated[int, typer.Option(min=1, metavar="N", help="At most this many.")] = 50,
     as_json: JsonOption = False,
 ) -> None:
-    """List task states, the newest first; with --stuck, the lapsed claims, longest lapsed first."""
+    """List task states, the newest first; with --stuck, the lapsed claims, longest lapsed first; with --dead,
+    the tasks that used up their attempts."""
     statuses = parse_statuses(status)
+    if stuck and dead:
+        raise PlanflowError("give one of --stuck and --dead")
+    if dead and statuses is not None and TaskStatus.FAILED not in statuses:
+        named = ",".join(sorted(s.value for s in statuses))
+        raise PlanflowError(f"--dead lists FAILED tasks; --status {named} contradicts it")
     after, before = _bounds(since, until)
     filter = TaskFilter(
         workflow_exec_id=workflow, statuses=statuses, created_after=after, created_before=before
@@ -1090,6 +1121,9 @@ def tasks(
         elif stuck:
             _warn_if_incomplete(provider)
             states, more = _at_most(provider.tasks.list_lapsed(filter, limit=limit + 1), limit)
+        elif dead:
+            _warn_if_incomplete(provider)
+            states, more = _at_most(_dead_tasks(provider, filter, limit + 1), limit)
         else:
             _warn_if_incomplete(provider)
             page = provider.tasks.list_states(filter, limit=limit, order="asc" if oldest_first else "desc")
@@ -1100,7 +1134,12 @@ def tasks(
         if stuck and not states:
             console.print("No stuck tasks: every RUNNING task's lease is current.")
             return
-        title = "stuck task (lease lapsed)" if stuck else "task state"
+        if dead and not states:
+            console.print("No dead tasks: none used up its attempts.")
+            return
+        title = (
+            "stuck task (lease lapsed)" if stuck else "dead task (attempts used up)" if dead else "task state"
+        )
         console.print(
             render.tasks_table(
                 states, title=title, now=datetime.now(UTC) if stuck else None, width=console.width
@@ -1108,6 +1147,51 @@ def tasks(
         )
         if more:
             console.print(Text(f"More exist: raise --limit (now {limit}).", "dim"))
+
+
+def _dead_tasks(provider: Provider, filter: TaskFilter, wanted: int) -> list[TaskState]:
+    """Up to ``wanted`` FAILED tasks matching ``filter`` that used up their attempts, the newest first."""
+    failed = dataclasses.replace(filter, statuses=None, status=TaskStatus.FAILED)
+    found: list[TaskState] = []
+    cursor: str | None = None
+    while len(found) < wanted:
+        page = provider.tasks.list_states(failed, limit=500, cursor=cursor, order="desc")
+        found += [s for s in page.items if s.max_attempts is not None and s.attempt >= s.max_attempts]
+        if page.next_cursor is None:
+            break
+        cursor = page.next_cursor
+    return found[:wanted]
+
+
+@app.command()
+def queue(
+    *,
+    db: DbOption = None,
+    verbose: VerboseOption = 0,
+    workflow: Annotated[
+        str | None,
+        typer.Option("--workflow", metavar="EXEC_ID", help="Only this workflow execution's tasks."),
+    ] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Queue statistics: tasks by status, due and delayed work, the oldest due task, dead tasks, and the
+    RUNNING tasks of each concurrency key against its limits."""
+    db = _store(db)
+    with _open_to_read(db) as provider:
+        if not serves(provider, "tasks"):
+            raise PlanflowError(
+                f"a {provider.driver} store keeps no workflow tasks (the add-on's records only)"
+            )
+        if not _has_schema(provider):
+            stats = QueueStats(counts={}, due=0, delayed=0, oldest_due_age=None, dead=0, keys=[])
+        else:
+            _warn_if_incomplete(provider)
+            stats = provider.tasks.queue_stats(TaskFilter(workflow_exec_id=workflow))
+        if as_json:
+            _print_json(to_json(stats))
+            return
+        for table in render.queue_tables(stats):
+            console.print(table)
 
 
 def _at_most(states: list[TaskState], limit: int) -> tuple[list[TaskState], bool]:

@@ -47,6 +47,7 @@ from planflow.models import (
     JsonObject,
     ParallelStrategy,
     ProgressInfo,
+    RetryBackoff,
     TaskFilter,
     TaskState,
     TaskStatus,
@@ -78,6 +79,12 @@ MAX_PARENT_ATTEMPTS = 1000
 MAX_SEQUENTIAL = 8
 MODELS = (("openai", "gpt-4o-mini"), ("anthropic", "claude-3-5-haiku"), ("mistral", "mistral-small"))
 CHANNELS = ("email", "sms", "webhook", "push", "slack")
+#: Attempts of a step that fails (or crashes its worker) before it ends FAILED.
+MAX_ATTEMPTS = 2
+#: How many parcels the carrier API takes at once (``tasks.set_limit``).
+CARRIER_KEY, CARRIER_LIMIT = "carrier-api", 2
+#: The backoff of a failed attempt's retry: short, so that the demo shows it without waiting long.
+RETRY_BACKOFF = RetryBackoff(base_delay=0.05, factor=2.0, max_delay=0.2)
 
 
 @dataclass(eq=False)
@@ -96,6 +103,17 @@ class Step:
     usage: UsageSummary | None = None
     agent_id: str | None = None
     tool_id: str | None = None
+    #: Claims take higher priorities first (the reports go before the enrichments).
+    priority: int = 0
+    #: Tasks sharing a concurrency key run at most ``CARRIER_LIMIT`` at a time (the carrier API's parcels).
+    concurrency_key: str | None = None
+    #: Crashes its worker every time (the worker drops it without a word): it ends FAILED after its attempts.
+    poison: bool = False
+
+    @property
+    def max_attempts(self) -> int | None:
+        """Failing and poison steps get two attempts (a failure is retried once, after a backoff)."""
+        return MAX_ATTEMPTS if self.fails or self.poison else None
 
     @property
     def is_leaf(self) -> bool:
@@ -147,6 +165,9 @@ class DemoPlan:
                 agent_id=step.agent_id,
                 tool_id=step.tool_id,
                 input=_input(step),
+                priority=step.priority,
+                max_attempts=step.max_attempts,
+                concurrency_key=step.concurrency_key,
             )
             for step in self.steps
         ]
@@ -199,6 +220,8 @@ def build_plan(
         tool_id: str | None = None,
         usage: UsageSummary | None = None,
         fails: bool = False,
+        priority: int = 0,
+        concurrency_key: str | None = None,
     ) -> Step:
         made = Step(
             task_id=path.rsplit("/", 1)[-1],
@@ -212,6 +235,8 @@ def build_plan(
             usage=usage,
             agent_id=agent_id,
             tool_id=tool_id,
+            priority=priority,
+            concurrency_key=concurrency_key,
         )
         if parent is not None:
             parent.children.append(made)
@@ -261,12 +286,13 @@ def build_plan(
             collect,
             tool_id="pdf-renderer",
             fails=rng.random() < failure_rate,
+            priority=1,
         )
     fulfilment = step("fulfilment", execution_type=ExecutionType.COMPOSITE, after=[fetch])
     validate = step("fulfilment/validate", fulfilment, agent_id="validator", usage=llm())
     ship = step("fulfilment/ship", fulfilment, execution_type=ExecutionType.PARALLEL)
     for i in range(ship_n):
-        step(f"fulfilment/ship/parcel-{i:04d}", ship, tool_id="carrier-api")
+        step(f"fulfilment/ship/parcel-{i:04d}", ship, tool_id="carrier-api", concurrency_key=CARRIER_KEY)
     notify = step("fulfilment/notify", fulfilment, execution_type=ExecutionType.COMPOSITE)
     for i in range(notify_n):
         step(f"fulfilment/notify/{CHANNELS[i % len(CHANNELS)]}-{i:04d}", notify, tool_id="notifier")
@@ -276,6 +302,10 @@ def build_plan(
         for before, later in zip(composite.children, composite.children[1:], strict=False):
             later.after.append(before)
     del validate, archive
+    # One enrichment crashes whichever worker runs it (poison work): claimed twice, then ended FAILED.
+    poisoned = next((s for s in reversed(enrich.children) if not s.fails), None)
+    if poisoned is not None:  # (with a failure rate of 1 every step fails already)
+        poisoned.poison = True
     return DemoPlan(workflow_exec_id, WORKFLOW_ID, [fetch, enrich, collect, fulfilment, summarize], seed)
 
 
@@ -297,6 +327,8 @@ class DemoStats:
         abandoned: The claims it died with: exec id -> the version its claim returned.
         zombie_fenced: Whether the dead worker's late write was refused (``None``: nobody was killed).
         released: Claims handed back as PENDING when the run was interrupted.
+        retries: Failed attempts retried after a backoff; poison_crashes: times the poison step killed its
+            worker; carrier_peak: most parcels of the limited carrier key held at once.
     """
 
     claims: int = 0
@@ -311,6 +343,12 @@ class DemoStats:
     abandoned: dict[str, int] = field(default_factory=dict[str, int])
     zombie_fenced: bool | None = None
     released: int = 0
+    #: Failed attempts sent back as PENDING with a delayed retry (``tasks.fail``).
+    retries: int = 0
+    #: Times the poison step crashed its worker (it then ended FAILED: attempts used up).
+    poison_crashes: int = 0
+    #: The most carrier-API parcels held at once (at most ``CARRIER_LIMIT``).
+    carrier_peak: int = 0
 
     @property
     def double_completions(self) -> int:
@@ -390,6 +428,9 @@ class DemoRun:
             for before in step.after:
                 self._dependents.setdefault(before.exec_id, []).append(step)
         self._error: BaseException | None = None
+        self._exhausted: set[str] = set()
+        self._requeued: set[str] = set()
+        self._carrier_held = 0
         self._merged = UsageSummary()
         self.stats = DemoStats()
 
@@ -408,6 +449,7 @@ class DemoRun:
                 plan.workflow_exec_id, plan.workflow_id, input={"seed": plan.seed, "tasks": len(plan.steps)}
             )
         )
+        repos.tasks.set_limit(CARRIER_KEY, concurrency=CARRIER_LIMIT)
         repos.tasks.bulk_upsert(plan.initial_states())
         repos.workflows.update_status(plan.workflow_exec_id, TaskStatus.RUNNING)
         started = time.perf_counter()
@@ -462,6 +504,7 @@ class DemoRun:
                         self._count_claims(claimed)
                     return
                 if not claimed:
+                    self._settle_exhausted()
                     tasks.wait_for_work(self._claimable, timeout=0.1)
                     continue
                 with self._cond:
@@ -476,24 +519,79 @@ class DemoRun:
     def _count_claims(self, claimed: list[TaskState]) -> None:
         for state in claimed:
             self.stats.claims += 1
-            if state.task_exec_id in self._claimed:  # its earlier claim lapsed
+            if state.task_exec_id in self._requeued:  # retried after a failed attempt
+                self._requeued.discard(state.task_exec_id)
+            elif state.task_exec_id in self._claimed:  # its earlier claim lapsed
                 self.stats.reclaimed += 1
             self._claimed.add(state.task_exec_id)
+
+    def _settle_exhausted(self) -> None:
+        """Finish the steps a claim ended FAILED, their attempts used up (the poison step; a failing step whose
+        last attempt died with the killed worker): nobody was handed them, so nobody else reports them."""
+        with self._cond:
+            open_ = [
+                step.exec_id
+                for step in self._plan.leaves
+                if step.max_attempts is not None
+                and step.exec_id in self._claimed
+                and step.exec_id not in self._terminal
+                and step.exec_id not in self._exhausted
+            ]
+        if not open_:
+            return
+        for state in self._repos.tasks.list_by_ids(open_):
+            if state.status is TaskStatus.FAILED:
+                self._ended_failed(self._steps[state.task_exec_id])
+
+    def _ended_failed(self, step: Step) -> None:
+        """Finish a step that ended FAILED with its attempts, once (its worker and an idle one may both see it)."""
+        with self._cond:
+            if step.exec_id in self._exhausted:
+                return
+            self._exhausted.add(step.exec_id)
+            self.stats.completions[step.exec_id] += 1
+        self._finished(step, TaskStatus.FAILED)
 
     def _run(self, worker: str, state: TaskState) -> None:
         tasks = self._repos.tasks
         step = self._steps[state.task_exec_id]
         self._propagate(step.parent)
-        if not self._simulate(worker, step):
+        if step.poison:  # the worker crashes: no write, no release; its lease lapses
+            with self._cond:
+                self.stats.poison_crashes += 1
+            return
+        carrier = step.concurrency_key == CARRIER_KEY
+        if carrier:
+            with self._cond:
+                self._carrier_held += 1
+                self.stats.carrier_peak = max(self.stats.carrier_peak, self._carrier_held)
+        try:
+            simulated = self._simulate(worker, step)
+        finally:
+            if carrier:
+                with self._cond:
+                    self._carrier_held -= 1
+        if not simulated:
             return
         output: JsonObject | None = None
         error: JsonObject | None = None
         if step.fails:
-            status = TaskStatus.FAILED
             error = {"code": "UPSTREAM_ERROR", "message": f"{step.task_id}: upstream returned 503"}
-        else:
-            status = TaskStatus.SUCCESS
-            output = {"ok": True, "worker": worker}
+            try:
+                failed = tasks.fail(step.exec_id, worker=worker, error=error, backoff=RETRY_BACKOFF)
+            except ConflictError:
+                with self._cond:
+                    self.stats.leases_lost += 1
+                return
+            if failed.status is TaskStatus.PENDING:  # retried after the backoff (run_after)
+                with self._cond:
+                    self.stats.retries += 1
+                    self._requeued.add(step.exec_id)
+                return
+            self._ended_failed(step)
+            return
+        status = TaskStatus.SUCCESS
+        output = {"ok": True, "worker": worker}
         try:
             # The claim's version fences the write: had the lease lapsed and another worker claimed the
             # task, this raises and the other worker's run is the one that counts.

@@ -27,6 +27,7 @@ from planflow.models import (
     JsonValue,
     ParallelStrategy,
     ProgressInfo,
+    QueueStats,
     TaskState,
     TaskStatus,
     TaskTreeNode,
@@ -384,6 +385,40 @@ def counts_table(counts: Mapping[str, int], *, title: str, key: str = "table") -
     for name, count in counts.items():
         table.add_row(name, f"{count:,}")
     return table
+
+
+def queue_tables(stats: QueueStats) -> list[Table]:
+    """What ``planflow queue`` shows: the figures of the queue, then each concurrency key against its limits
+    (narrow columns: both fit 80 columns)."""
+    figures = _table("queue")
+    figures.add_column("figure")
+    figures.add_column("value", justify="right")
+    for status, count in sorted(stats.counts.items(), key=lambda item: item[0].value):
+        figures.add_row(status.value, f"{count:,}")
+    age = "-" if stats.oldest_due_age is None else f"{stats.oldest_due_age:,.1f} s"
+    figures.add_row("due now", f"{stats.due:,}")
+    figures.add_row("delayed (run_after ahead)", f"{stats.delayed:,}")
+    figures.add_row("oldest due for", age)
+    figures.add_row("dead (FAILED, attempts used up)", f"{stats.dead:,}")
+    tables = [figures]
+    if stats.keys:
+        keys = _table("concurrency keys")
+        keys.add_column("key", overflow="fold", max_width=30)
+        keys.add_column("running", justify="right")
+        keys.add_column("limit", justify="right")
+        keys.add_column("rate", justify="right")
+        keys.add_column("in window", justify="right")
+        for key in stats.keys:
+            rate = "-" if key.rate is None else f"{key.rate[0]}/{key.rate[1]:g}s"
+            keys.add_row(
+                key.key,
+                f"{key.running:,}",
+                "-" if key.concurrency is None else f"{key.concurrency:,}",
+                rate,
+                "-" if key.rate is None else f"{key.claims_in_window:,}",
+            )
+        tables.append(keys)
+    return tables
 
 
 def copy_table(report: CopyReport) -> Table:

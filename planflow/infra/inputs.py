@@ -25,7 +25,7 @@ from enum import Enum
 from typing import TypeVar, cast
 
 from planflow.errors import ValidationError, WrongTypeError
-from planflow.models import TaskStatus, UsageEntry, UsageSummary
+from planflow.models import JsonObject, TaskStatus, UsageEntry, UsageSummary
 
 T = TypeVar("T")
 E = TypeVar("E", bound=Enum)
@@ -384,3 +384,37 @@ def check_timeout(value: object, field: str) -> float:
     if value == 0 and not isinstance(value, bool):
         return 0.0
     return check_seconds(value, field)
+
+
+def check_delay(value: object, field: str) -> float:
+    """A delay: zero, or a positive, finite number of seconds (or a ``timedelta``) of at most a year."""
+    if isinstance(value, timedelta) and value == timedelta(0):
+        return 0.0
+    if value == 0 and not isinstance(value, bool):
+        return 0.0
+    return check_lease(value, field)
+
+
+def check_json_object(value: object, field: str) -> JsonObject:
+    """A JSON object (a ``dict`` whose values are JSON values, as a stored JSON field takes)."""
+    if not isinstance(value, dict):
+        raise wrong_type(field, "a JSON object (dict)", value)
+    dump_json(cast("dict[str, object]", value), field)
+    return cast("JsonObject", value)
+
+
+def check_size(value: object, field: str) -> int:
+    """A bound that may be zero: an int within 0..2**31-1 (a concurrency limit; 0 pauses the key)."""
+    return check_int(value, field, 0, MAX_INT32)
+
+
+def check_rate(value: object, field: str) -> tuple[int, float]:
+    """A rate: ``(count, per_seconds)``, ``count`` within 0..2**31-1 and ``per_seconds`` a positive, finite
+    number of seconds of at most a year."""
+    pair = tuple(cast("tuple[object, ...]", value)) if isinstance(value, tuple | list) else ()
+    if len(pair) != 2:
+        raise WrongTypeError(
+            f"{field} must be a (count, per_seconds) pair, received {type(cast(object, value)).__name__}"
+        )
+    count, per = pair
+    return (check_size(count, f"{field} count"), check_lease(per, f"{field} per_seconds"))

@@ -190,8 +190,11 @@ def test_demo_hands_out_work_by_claims_and_recovers_a_dead_workers_tasks(tmp_pat
     assert isinstance(abandoned, list) and 1 <= len(abandoned) <= 3
     assert isinstance(claims["killed_worker"], str) and claims["zombie_write_fenced"] is True
     assert isinstance(claims["reclaimed"], int) and claims["reclaimed"] >= len(abandoned)
-    # Every claim was a leaf's first (each completed once) or took over a lapsed one.
-    assert claims["claimed"] == claims["completions"] + claims["reclaimed"]
+    # Every claim was a leaf's first (each completed once), took over a lapsed one, or retried a failed attempt.
+    queue = result["queue"]
+    assert isinstance(queue, dict) and queue["poison_crashes"] in (1, 2)  # 1: the killed worker held it once
+    assert 1 <= int(str(queue["carrier_peak"])) <= int(str(queue["carrier_limit"]))
+    assert claims["claimed"] == claims["completions"] + claims["reclaimed"] + queue["retries_after_backoff"]
     assert isinstance(claims["heartbeats"], int) and claims["heartbeats"] >= 3  # the three long agent steps
     with open_provider(db) as provider:
         for exec_id in abandoned:
@@ -212,10 +215,15 @@ def test_demo_without_a_kill_claims_each_leaf_once(tmp_path: Path) -> None:
         and claims["abandoned"] == []
         and claims["zombie_write_fenced"] is None
     )
+    queue = result["queue"]
+    assert isinstance(queue, dict)
     if (
         claims["leases_lost"] == 0
     ):  # nobody was slower than a lease (always, but on a badly overloaded machine)
-        assert claims["claimed"] == claims["completions"] == 55 and claims["reclaimed"] == 0
+        # Each leaf claimed once, but the poison task (claimed again after its first crash, then ended FAILED)
+        # and the failed attempts retried after their backoff.
+        assert claims["completions"] == 55 and claims["reclaimed"] == 1 and queue["poison_crashes"] == 2
+        assert claims["claimed"] == 55 + 1 + queue["retries_after_backoff"]
 
 
 def test_ctrl_c_stops_the_demo_with_one_line_and_exit_130(tmp_path: Path) -> None:
@@ -241,6 +249,37 @@ def test_ctrl_c_stops_the_demo_with_one_line_and_exit_130(tmp_path: Path) -> Non
     # The workers handed back what they held before exiting: no claim is left to lapse.
     assert [t.task_exec_id for t in running if t.claimed_by is not None] == []
     assert running, "the parents of the leaves that ran are RUNNING"
+
+
+def test_queue_shows_the_statistics_and_tasks_dead_lists_poison_work(tmp_path: Path) -> None:
+    db = sqlite_url(tmp_path / "queue.db")
+    with open_provider(db) as provider:
+        provider.workflows.upsert_state(WorkflowState("wf", "flow", status=TaskStatus.RUNNING))
+        provider.tasks.set_limit("carrier-api-with-a-long-name", concurrency=2, rate=(10, 1.5))
+        provider.tasks.upsert_state(TaskState("wf/poison", "crash", "wf", "flow", max_attempts=1))
+        provider.tasks.upsert_state(TaskState("wf/ok", "fine", "wf", "flow", priority=-1))
+        provider.tasks.claim(worker="doomed", lease=0.1)  # the poison task (the other has a lower priority)
+        time.sleep(0.2)
+        assert provider.tasks.claim(worker="next", lease=30) == []  # the lapsed poison task ended FAILED
+        assert [s.task_exec_id for s in provider.tasks.claim(worker="next", lease=30)] == ["wf/ok"]
+
+    stats = planflow("queue", "--db", db, "--json", cwd=tmp_path).json()
+    text = planflow("queue", "--db", db, cwd=tmp_path, env={"COLUMNS": "80"})
+    dead = planflow("tasks", "--dead", "--db", db, "--json", cwd=tmp_path).json()
+    dead_text = planflow("tasks", "--dead", "--db", db, cwd=tmp_path, env={"COLUMNS": "80"})
+    both = planflow("tasks", "--dead", "--stuck", "--db", db, cwd=tmp_path)
+
+    assert isinstance(stats, dict) and stats["counts"] == {"FAILED": 1, "RUNNING": 1} and stats["dead"] == 1
+    assert stats["keys"] == [
+        {"key": "carrier-api-with-a-long-name", "running": 0, "concurrency": 2, "rate": [10, 1.5],
+         "claims_in_window": 0}
+    ]  # fmt: skip
+    assert text.code == 0 and "dead (FAILED, attempts used up)" in text.out
+    assert_fits(text.out)
+    assert isinstance(dead, list) and [(t["task_exec_id"], t["attempt"]) for t in dead] == [("wf/poison", 1)]
+    assert dead_text.code == 0 and "wf/poison" in dead_text.out and "wf/ok" not in dead_text.out
+    assert_fits(dead_text.out)
+    assert both.code != 0
 
 
 def test_tasks_stuck_lists_lapsed_claims_with_their_holders_and_status_counts_them(tmp_path: Path) -> None:

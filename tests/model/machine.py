@@ -51,6 +51,8 @@ LOGICAL = ["a", "b", "c"]
 AGENTS = ["x", "y"]
 TOOLS = ["p", "q"]
 WORKERS = ["worker-1", "worker-2"]
+#: Concurrency keys of the tasks, and of the limits set on them.
+LIMIT_KEYS = ["k1", "k2"]
 KEYS = ["k1", "k2", "k3"]
 #: A lease that never lapses during a test, and one that has lapsed by the end of the rule that sets it.
 LONG_LEASE = 3600.0
@@ -175,6 +177,9 @@ class TaskMachine(RuleBasedStateMachine):
             input=data.draw(json_objects),
             output=data.draw(json_objects),
             usage=data.draw(st.none() | usages),
+            priority=data.draw(st.sampled_from([0, 0, 1, -1])),
+            max_attempts=data.draw(st.sampled_from([None, None, 1, 2])),
+            concurrency_key=data.draw(st.sampled_from([None, *LIMIT_KEYS])),
         )
 
     def task_filter(self, data: st.DataObject) -> TaskFilter | None:
@@ -512,6 +517,8 @@ class TaskMachine(RuleBasedStateMachine):
                 lease_expires_at=data.draw(
                     st.sampled_from([current.lease_expires_at, datetime(2000, 1, 1, tzinfo=UTC)])
                 ),
+                attempt=data.draw(st.sampled_from([current.attempt, 77])),
+                priority=data.draw(st.sampled_from([current.priority, 2])),
             )
             version = data.draw(st.sampled_from([current.version, current.version - 1, current.version + 1]))
         outcome = self.call(lambda p: p.tasks.update_state(state, version))
@@ -731,7 +738,7 @@ class TaskMachine(RuleBasedStateMachine):
         worker = data.draw(st.sampled_from(WORKERS))
         limit = data.draw(st.integers(1, 3))
         short = data.draw(st.booleans())
-        expected = self.model.claimed_by_a_claim(flt, limit)
+        expected, ended = self.model.claimed_by_a_claim(flt, limit)
         claimed = self.expect_value(
             self.call(
                 lambda p: p.tasks.claim(
@@ -743,15 +750,36 @@ class TaskMachine(RuleBasedStateMachine):
         assert [t.task_exec_id for t in claimed] == [t.task_exec_id for t in expected]
         for got, was in zip(claimed, expected, strict=True):
             assert got.lease_expires_at is not None
+            lapsed_error = (
+                {"error": "lease lapsed", "worker": was.claimed_by, "attempt": was.attempt}
+                if was.status is TaskStatus.RUNNING
+                else was.last_error
+            )
             assert got == was.evolve(
                 status=TaskStatus.RUNNING,
                 claimed_by=worker,
                 lease_expires_at=got.lease_expires_at,
                 version=was.version + 1,
                 updated_at=got.updated_at,
+                attempt=was.attempt + 1,
+                last_error=lapsed_error,
             )
             self.model.tasks[got.task_exec_id] = got
             self.model.lapsed.discard(got.task_exec_id)
+        for was in ended:  # poison work: ended FAILED by the claim, not handed out
+            dead = self.expect_value(
+                self.call(lambda p, i=was.task_exec_id: p.tasks.get_state(i)), "get_state"
+            )
+            assert dead.last_error is not None and dead.last_error["error"] == "attempts exhausted"
+            assert dead == was.evolve(
+                status=TaskStatus.FAILED,
+                lease_expires_at=None,
+                version=was.version + 1,
+                updated_at=dead.updated_at,
+                last_error=dead.last_error,
+            )
+            self.model.tasks[was.task_exec_id] = dead
+            self.model.lapsed.discard(was.task_exec_id)
         if short and claimed:
             self.lapse([t.task_exec_id for t in claimed])
 
@@ -807,6 +835,112 @@ class TaskMachine(RuleBasedStateMachine):
         assert returned == expected, f"{returned!r} != {expected!r}"
         self.model.tasks[target] = expected
         self.model.lapsed.discard(target)
+
+    @step(data=st.data())
+    def fail(self, data: st.DataObject) -> None:
+        target = self.existing_or_unknown(data, TASKS, list(self.model.tasks))
+        worker = data.draw(st.sampled_from(WORKERS))
+        error = data.draw(st.sampled_from([{"why": "boom"}, {"n": [1, 2]}, "not an object"]))
+        retry_in = data.draw(st.sampled_from([None, 0, 3600]))
+        outcome = self.call(lambda p: p.tasks.fail(target, worker=worker, error=error, retry_in=retry_in))  # pyright: ignore[reportArgumentType]
+        current = self.model.tasks.get(target)
+        if not isinstance(error, dict):
+            self.expect_error(outcome, ValidationError, "fail with an error that is not a JSON object")
+            return
+        if current is None:
+            self.expect_error(outcome, NotFoundError, "fail of an unknown task")
+            return
+        if not (current.status is TaskStatus.RUNNING and current.claimed_by == worker):
+            self.expect_error(outcome, ConflictError, "fail by a worker that does not hold it")
+            return
+        returned = self.expect_value(outcome, "fail")
+        exhausted = current.max_attempts is not None and current.attempt >= current.max_attempts
+        if exhausted:
+            expected = current.evolve(status=TaskStatus.FAILED, lease_expires_at=None)
+        else:
+            assert returned.run_after is not None
+            expected = current.evolve(
+                status=TaskStatus.PENDING,
+                claimed_by=None,
+                lease_expires_at=None,
+                run_after=returned.run_after,
+            )
+        expected = expected.evolve(
+            last_error=error, version=current.version + 1, updated_at=returned.updated_at
+        )
+        assert returned == expected, f"{returned!r} != {expected!r}"
+        self.model.tasks[target] = expected
+        self.model.lapsed.discard(target)
+
+    @step(data=st.data())
+    def cancel(self, data: st.DataObject) -> None:
+        ids = data.draw(st.lists(st.sampled_from([*TASKS, "ghost"]), max_size=3))
+        reason = data.draw(st.sampled_from(["user asked", "bad\x00reason"]))
+        outcome = self.call(lambda p: p.tasks.cancel(ids, reason=reason))
+        if "\x00" in reason:
+            self.expect_error(outcome, ValidationError, "cancel with a NUL in its reason")
+            return
+        returned = self.expect_value(outcome, "cancel")
+        live = [
+            i
+            for i in dict.fromkeys(ids)
+            if i in self.model.tasks and self.model.tasks[i].status not in TERMINAL_STATUSES
+        ]
+        assert [t.task_exec_id for t in returned] == live
+        for got in returned:
+            current = self.model.tasks[got.task_exec_id]
+            expected = current.evolve(
+                status=TaskStatus.CANCELED,
+                claimed_by=None,
+                lease_expires_at=None,
+                last_error={"code": "CANCELED", "message": reason},
+                version=current.version + 1,
+                updated_at=got.updated_at,
+            )
+            assert got == expected, f"{got!r} != {expected!r}"
+            self.model.tasks[got.task_exec_id] = expected
+            self.model.lapsed.discard(got.task_exec_id)
+
+    @step(data=st.data())
+    def set_limit(self, data: st.DataObject) -> None:
+        key = data.draw(st.sampled_from(LIMIT_KEYS))
+        concurrency = data.draw(st.sampled_from([None, 0, 1, 2, -1]))
+        outcome = self.call(lambda p: p.tasks.set_limit(key, concurrency=concurrency))
+        if concurrency is not None and concurrency < 0:
+            self.expect_error(outcome, ValidationError, "set_limit with a negative concurrency")
+            return
+        self.expect_value(outcome, "set_limit")
+        if concurrency is None:
+            self.model.limits.pop(key, None)
+        else:
+            self.model.limits[key] = concurrency
+
+    @step(data=st.data())
+    def queue_stats(self, data: st.DataObject) -> None:
+        flt = data.draw(
+            st.none() | st.builds(TaskFilter, workflow_exec_id=st.sampled_from([*WORKFLOWS, "ghost"]))
+        )
+        stats = self.expect_value(self.call(lambda p: p.tasks.queue_stats(flt)), "queue_stats")
+        matching = self.model.tasks_matching(flt)
+        counts: dict[TaskStatus, int] = {}
+        for t in matching:
+            counts[t.status] = counts.get(t.status, 0) + 1
+        assert stats.counts == counts
+        pending = [t for t in matching if t.status is TaskStatus.PENDING]
+        assert stats.due == sum(1 for t in pending if self.model.due(t))
+        assert stats.delayed == len(pending) - stats.due
+        assert stats.dead == sum(
+            1
+            for t in matching
+            if t.status is TaskStatus.FAILED and t.max_attempts is not None and t.attempt >= t.max_attempts
+        )
+        running_keys = {
+            t.concurrency_key for t in self.model.tasks.values() if t.status is TaskStatus.RUNNING
+        }
+        keys = sorted((running_keys - {None}) | set(self.model.limits))
+        assert [(k.key, k.running, k.concurrency) for k in stats.keys] == [
+            (k, self.model.running_of(k), self.model.limits.get(k)) for k in keys
+        ]
 
     @step(data=st.data())
     def look_for_work(self, data: st.DataObject) -> None:

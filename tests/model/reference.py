@@ -30,7 +30,7 @@ from planflow import (
     WorkflowNotReadyError,
     WorkflowState,
 )
-from planflow.models import TERMINAL_STATUSES
+from planflow.models import COMPOSITE_TYPES, TERMINAL_STATUSES
 
 #: Statuses that keep a workflow from completing when a top-level task has one.
 UNFINISHED = frozenset({TaskStatus.PENDING, TaskStatus.RUNNING, TaskStatus.WAITING, TaskStatus.PAUSED})
@@ -53,6 +53,17 @@ class Expect:
 def _age(state: TaskState) -> tuple[datetime, str]:
     assert state.created_at is not None
     return (state.created_at, state.task_exec_id)
+
+
+def _claim_order(state: TaskState) -> tuple[int, datetime, str]:
+    """Claims take higher priority first, then the task due longest (``run_after``, or ``created_at``)."""
+    due = state.run_after or state.created_at
+    assert due is not None
+    return (-state.priority, due, state.task_exec_id)
+
+
+def _exhausted(state: TaskState) -> bool:
+    return state.max_attempts is not None and state.attempt >= state.max_attempts
 
 
 def _workflow_age(state: WorkflowState) -> tuple[datetime, str]:
@@ -138,6 +149,8 @@ class Model:
     tasks: dict[str, TaskState] = field(default_factory=dict[str, TaskState])
     #: Task ids whose lease has certainly lapsed (a short lease followed by a pause); the others hold theirs.
     lapsed: set[str] = field(default_factory=set[str])
+    #: Concurrency limits by key (``tasks.set_limit``; rates are left to the contract tests, being timed).
+    limits: dict[str, int] = field(default_factory=dict[str, int])
     #: Idempotency key -> (request, outcome): the first outcome a repeat returns.
     keys: dict[str, tuple[str, object]] = field(default_factory=dict[str, tuple[str, object]])
 
@@ -186,6 +199,7 @@ class Model:
             updated_at=returned.updated_at,
             claimed_by=None if before is None else before.claimed_by,
             lease_expires_at=None if before is None else before.lease_expires_at,
+            attempt=0 if before is None else before.attempt,
         )
 
     def children(self, parent: str) -> list[TaskState]:
@@ -282,21 +296,68 @@ class Model:
 
     # Claims -----------------------------------------------------------------------------------------------
 
+    def claim_eligible(self, task: TaskState, flt: TaskFilter | None) -> bool:
+        """Whether a claim with ``flt`` may take ``task`` by its kind: composite parents only when named."""
+        named = flt is not None and (flt.execution_type is not None or flt.execution_types is not None)
+        return named or task.execution_type not in COMPOSITE_TYPES
+
+    def due(self, task: TaskState) -> bool:
+        return task.run_after is None or task.run_after <= datetime.now(task.run_after.tzinfo)
+
     def claimable(self, flt: TaskFilter | None) -> list[TaskState]:
-        """Every claimable task matching ``flt`` (pending, or running with a lapsed lease), oldest first."""
+        """Every claimable task matching ``flt`` (pending and due, or running with a lapsed lease), oldest first."""
         return [
             t
             for t in self.tasks_matching(flt)
-            if t.status is TaskStatus.PENDING
-            or (t.status is TaskStatus.RUNNING and t.task_exec_id in self.lapsed)
+            if self.claim_eligible(t, flt)
+            and (
+                (t.status is TaskStatus.PENDING and self.due(t))
+                or (t.status is TaskStatus.RUNNING and t.task_exec_id in self.lapsed)
+            )
         ]
 
-    def claimed_by_a_claim(self, flt: TaskFilter | None, limit: int) -> list[TaskState]:
-        """What ``claim(flt, limit=limit)`` takes, oldest first: of the ``limit`` oldest pending tasks and the
-        ``limit`` whose leases lapsed first, the ``limit`` oldest."""
-        pending = [t for t in self.tasks_matching(flt) if t.status is TaskStatus.PENDING][:limit]
-        lapsed = self.lapsed_matching(flt)[:limit]
-        return sorted([*pending, *lapsed], key=_age)[:limit]
+    def running_of(self, key: str) -> int:
+        return sum(
+            1 for t in self.tasks.values() if t.status is TaskStatus.RUNNING and t.concurrency_key == key
+        )
+
+    def claimed_by_a_claim(
+        self, flt: TaskFilter | None, limit: int
+    ) -> tuple[list[TaskState], list[TaskState]]:
+        """What ``claim(flt, limit=limit)`` hands out and what it ends FAILED (attempts used up), in claim order.
+
+        Of the ``limit`` first pending due tasks (priority, then due; keys at their limit left out) and the
+        ``limit`` whose leases lapsed first, the ``limit`` first; then each key's allowance (a lapsed task taken
+        over is RUNNING already) passes over what exceeds it.
+        """
+        saturated = {key for key, bound in self.limits.items() if self.running_of(key) >= bound}
+        pending = sorted(
+            (
+                t
+                for t in self.tasks_matching(flt)
+                if t.status is TaskStatus.PENDING
+                and self.claim_eligible(t, flt)
+                and self.due(t)
+                and t.concurrency_key not in saturated
+            ),
+            key=_claim_order,
+        )[:limit]
+        lapsed = [t for t in self.lapsed_matching(flt) if self.claim_eligible(t, flt)][:limit]
+        candidates = sorted([*pending, *lapsed], key=_claim_order)[:limit]
+        left = {key: bound - self.running_of(key) for key, bound in self.limits.items()}
+        handed: list[TaskState] = []
+        ended: list[TaskState] = []
+        for t in candidates:
+            if _exhausted(t):
+                ended.append(t)
+                continue
+            key = t.concurrency_key
+            if key in left and t.status is TaskStatus.PENDING:
+                if left[key] <= 0:
+                    continue
+                left[key] -= 1
+            handed.append(t)
+        return handed, ended
 
     def lapsed_matching(self, flt: TaskFilter | None) -> list[TaskState]:
         found = [

@@ -261,8 +261,8 @@ class ObservedAuth:
         started = perf_counter()
         try:
             result = await self._core.create_user(email, role)
-        except BaseException as error:
-            self._observer.operation("auth", "create_user", started, None, error)
+        except BaseException as raised:
+            self._observer.operation("auth", "create_user", started, None, raised)
             raise
         self._observer.operation("auth", "create_user", started, result, None)
         return result
@@ -271,8 +271,8 @@ class ObservedAuth:
         started = perf_counter()
         try:
             result = await self._core.get_user(user_id)
-        except BaseException as error:
-            self._observer.operation("auth", "get_user", started, None, error)
+        except BaseException as raised:
+            self._observer.operation("auth", "get_user", started, None, raised)
             raise
         self._observer.operation("auth", "get_user", started, result, None)
         return result
@@ -281,8 +281,8 @@ class ObservedAuth:
         started = perf_counter()
         try:
             result = await self._core.get_user_by_email(email)
-        except BaseException as error:
-            self._observer.operation("auth", "get_user_by_email", started, None, error)
+        except BaseException as raised:
+            self._observer.operation("auth", "get_user_by_email", started, None, raised)
             raise
         self._observer.operation("auth", "get_user_by_email", started, result, None)
         return result
@@ -291,8 +291,8 @@ class ObservedAuth:
         started = perf_counter()
         try:
             result = await self._core.list_users()
-        except BaseException as error:
-            self._observer.operation("auth", "list_users", started, None, error)
+        except BaseException as raised:
+            self._observer.operation("auth", "list_users", started, None, raised)
             raise
         self._observer.operation("auth", "list_users", started, result, None)
         return result
@@ -301,8 +301,8 @@ class ObservedAuth:
         started = perf_counter()
         try:
             result = await self._core.update_user(user_id, email=email, role=role)
-        except BaseException as error:
-            self._observer.operation("auth", "update_user", started, None, error)
+        except BaseException as raised:
+            self._observer.operation("auth", "update_user", started, None, raised)
             raise
         self._observer.operation("auth", "update_user", started, result, None)
         return result
@@ -311,8 +311,8 @@ class ObservedAuth:
         started = perf_counter()
         try:
             result = await self._core.delete_user(user_id)
-        except BaseException as error:
-            self._observer.operation("auth", "delete_user", started, None, error)
+        except BaseException as raised:
+            self._observer.operation("auth", "delete_user", started, None, raised)
             raise
         self._observer.operation("auth", "delete_user", started, result, None)
         return result
@@ -321,8 +321,8 @@ class ObservedAuth:
         started = perf_counter()
         try:
             result = await self._core.create_initial_admin(email)
-        except BaseException as error:
-            self._observer.operation("auth", "create_initial_admin", started, None, error)
+        except BaseException as raised:
+            self._observer.operation("auth", "create_initial_admin", started, None, raised)
             raise
         self._observer.operation("auth", "create_initial_admin", started, result, None)
         return result
@@ -331,8 +331,8 @@ class ObservedAuth:
         started = perf_counter()
         try:
             result = await self._core.create_api_key(user_id)
-        except BaseException as error:
-            self._observer.operation("auth", "create_api_key", started, None, error)
+        except BaseException as raised:
+            self._observer.operation("auth", "create_api_key", started, None, raised)
             raise
         self._observer.operation("auth", "create_api_key", started, result, None)
         return result
@@ -341,8 +341,8 @@ class ObservedAuth:
         started = perf_counter()
         try:
             result = await self._core.get_api_key(key_id)
-        except BaseException as error:
-            self._observer.operation("auth", "get_api_key", started, None, error)
+        except BaseException as raised:
+            self._observer.operation("auth", "get_api_key", started, None, raised)
             raise
         self._observer.operation("auth", "get_api_key", started, result, None)
         return result
@@ -351,8 +351,8 @@ class ObservedAuth:
         started = perf_counter()
         try:
             result = await self._core.get_api_key_by_fingerprint(fingerprint)
-        except BaseException as error:
-            self._observer.operation("auth", "get_api_key_by_fingerprint", started, None, error)
+        except BaseException as raised:
+            self._observer.operation("auth", "get_api_key_by_fingerprint", started, None, raised)
             raise
         self._observer.operation("auth", "get_api_key_by_fingerprint", started, result, None)
         return result
@@ -361,8 +361,8 @@ class ObservedAuth:
         started = perf_counter()
         try:
             result = await self._core.list_api_keys(user_id)
-        except BaseException as error:
-            self._observer.operation("auth", "list_api_keys", started, None, error)
+        except BaseException as raised:
+            self._observer.operation("auth", "list_api_keys", started, None, raised)
             raise
         self._observer.operation("auth", "list_api_keys", started, result, None)
         return result
@@ -371,8 +371,8 @@ class ObservedAuth:
         started = perf_counter()
         try:
             result = await self._core.touch_api_key(key_id, at)
-        except BaseException as error:
-            self._observer.operation("auth", "touch_api_key", started, None, error)
+        except BaseException as raised:
+            self._observer.operation("auth", "touch_api_key", started, None, raised)
             raise
         self._observer.operation("auth", "touch_api_key", started, result, None)
         return result
@@ -381,8 +381,8 @@ class ObservedAuth:
         started = perf_counter()
         try:
             result = await self._core.import_users(users)
-        except BaseException as error:
-            self._observer.operation("auth", "import_users", started, None, error)
+        except BaseException as raised:
+            self._observer.operation("auth", "import_users", started, None, raised)
             raise
         self._observer.operation("auth", "import_users", started, result, None)
         return result
@@ -391,8 +391,8 @@ class ObservedAuth:
         started = perf_counter()
         try:
             result = await self._core.import_api_keys(keys)
-        except BaseException as error:
-            self._observer.operation("auth", "import_api_keys", started, None, error)
+        except BaseException as raised:
+            self._observer.operation("auth", "import_api_keys", started, None, raised)
             raise
         self._observer.operation("auth", "import_api_keys", started, result, None)
         return result
@@ -401,8 +401,8 @@ class ObservedAuth:
         started = perf_counter()
         try:
             result = await self._core.delete_api_key(key_id)
-        except BaseException as error:
-            self._observer.operation("auth", "delete_api_key", started, None, error)
+        except BaseException as raised:
+            self._observer.operation("auth", "delete_api_key", started, None, raised)
             raise
         self._observer.operation("auth", "delete_api_key", started, result, None)
         return result

@@ -377,8 +377,8 @@ class ObservedExecutions:
         started = perf_counter()
         try:
             result = await self._core.add_task(task)
-        except BaseException as error:
-            self._observer.operation("executions", "add_task", started, None, error)
+        except BaseException as raised:
+            self._observer.operation("executions", "add_task", started, None, raised)
             raise
         self._observer.operation("executions", "add_task", started, result, None)
         return result
@@ -387,8 +387,8 @@ class ObservedExecutions:
         started = perf_counter()
         try:
             result = await self._core.get_task(task_id)
-        except BaseException as error:
-            self._observer.operation("executions", "get_task", started, None, error)
+        except BaseException as raised:
+            self._observer.operation("executions", "get_task", started, None, raised)
             raise
         self._observer.operation("executions", "get_task", started, result, None)
         return result
@@ -397,8 +397,8 @@ class ObservedExecutions:
         started = perf_counter()
         try:
             result = await self._core.list_tasks()
-        except BaseException as error:
-            self._observer.operation("executions", "list_tasks", started, None, error)
+        except BaseException as raised:
+            self._observer.operation("executions", "list_tasks", started, None, raised)
             raise
         self._observer.operation("executions", "list_tasks", started, result, None)
         return result
@@ -407,8 +407,8 @@ class ObservedExecutions:
         started = perf_counter()
         try:
             result = await self._core.add_occurrence(occ)
-        except BaseException as error:
-            self._observer.operation("executions", "add_occurrence", started, None, error)
+        except BaseException as raised:
+            self._observer.operation("executions", "add_occurrence", started, None, raised)
             raise
         self._observer.operation("executions", "add_occurrence", started, result, None)
         return result
@@ -417,8 +417,8 @@ class ObservedExecutions:
         started = perf_counter()
         try:
             result = await self._core.get_occurrence(occurrence_id)
-        except BaseException as error:
-            self._observer.operation("executions", "get_occurrence", started, None, error)
+        except BaseException as raised:
+            self._observer.operation("executions", "get_occurrence", started, None, raised)
             raise
         self._observer.operation("executions", "get_occurrence", started, result, None)
         return result
@@ -427,8 +427,8 @@ class ObservedExecutions:
         started = perf_counter()
         try:
             result = await self._core.list_occurrences(task_id)
-        except BaseException as error:
-            self._observer.operation("executions", "list_occurrences", started, None, error)
+        except BaseException as raised:
+            self._observer.operation("executions", "list_occurrences", started, None, raised)
             raise
         self._observer.operation("executions", "list_occurrences", started, result, None)
         return result
@@ -437,8 +437,8 @@ class ObservedExecutions:
         started = perf_counter()
         try:
             result = await self._core.add_execution(execution)
-        except BaseException as error:
-            self._observer.operation("executions", "add_execution", started, None, error)
+        except BaseException as raised:
+            self._observer.operation("executions", "add_execution", started, None, raised)
             raise
         self._observer.operation("executions", "add_execution", started, result, None)
         return result
@@ -447,8 +447,8 @@ class ObservedExecutions:
         started = perf_counter()
         try:
             result = await self._core.get_execution(occurrence_id)
-        except BaseException as error:
-            self._observer.operation("executions", "get_execution", started, None, error)
+        except BaseException as raised:
+            self._observer.operation("executions", "get_execution", started, None, raised)
             raise
         self._observer.operation("executions", "get_execution", started, result, None)
         return result
@@ -457,8 +457,8 @@ class ObservedExecutions:
         started = perf_counter()
         try:
             result = await self._core.list_executions()
-        except BaseException as error:
-            self._observer.operation("executions", "list_executions", started, None, error)
+        except BaseException as raised:
+            self._observer.operation("executions", "list_executions", started, None, raised)
             raise
         self._observer.operation("executions", "list_executions", started, result, None)
         return result
@@ -467,8 +467,8 @@ class ObservedExecutions:
         started = perf_counter()
         try:
             result = await self._core.delete_task_and_related(task_id)
-        except BaseException as error:
-            self._observer.operation("executions", "delete_task_and_related", started, None, error)
+        except BaseException as raised:
+            self._observer.operation("executions", "delete_task_and_related", started, None, raised)
             raise
         self._observer.operation("executions", "delete_task_and_related", started, result, None)
         return result
@@ -477,8 +477,8 @@ class ObservedExecutions:
         started = perf_counter()
         try:
             result = await self._core.purge(before=before)
-        except BaseException as error:
-            self._observer.operation("executions", "purge", started, None, error)
+        except BaseException as raised:
+            self._observer.operation("executions", "purge", started, None, raised)
             raise
         self._observer.operation("executions", "purge", started, result, None)
         return result

@@ -115,8 +115,8 @@ class ObservedMetadata:
         started = perf_counter()
         try:
             result = await self._core.get(key)
-        except BaseException as error:
-            self._observer.operation("metadata", "get", started, None, error)
+        except BaseException as raised:
+            self._observer.operation("metadata", "get", started, None, raised)
             raise
         self._observer.operation("metadata", "get", started, result, None)
         return result
@@ -125,8 +125,8 @@ class ObservedMetadata:
         started = perf_counter()
         try:
             result = await self._core.set(key, value)
-        except BaseException as error:
-            self._observer.operation("metadata", "set", started, None, error)
+        except BaseException as raised:
+            self._observer.operation("metadata", "set", started, None, raised)
             raise
         self._observer.operation("metadata", "set", started, result, None)
         return result
@@ -135,8 +135,8 @@ class ObservedMetadata:
         started = perf_counter()
         try:
             result = await self._core.delete(key)
-        except BaseException as error:
-            self._observer.operation("metadata", "delete", started, None, error)
+        except BaseException as raised:
+            self._observer.operation("metadata", "delete", started, None, raised)
             raise
         self._observer.operation("metadata", "delete", started, result, None)
         return result
@@ -145,8 +145,8 @@ class ObservedMetadata:
         started = perf_counter()
         try:
             result = await self._core.items()
-        except BaseException as error:
-            self._observer.operation("metadata", "items", started, None, error)
+        except BaseException as raised:
+            self._observer.operation("metadata", "items", started, None, raised)
             raise
         self._observer.operation("metadata", "items", started, result, None)
         return result

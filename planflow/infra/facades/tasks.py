@@ -11,12 +11,29 @@ from functools import partial
 from time import perf_counter
 from typing import TYPE_CHECKING
 
-from planflow.arguments import Count, Cursor, HistoryId, Id, Lease, Timeout, Usage, UsageSummary, Version
+from planflow.arguments import (
+    Count,
+    Cursor,
+    Delay,
+    ErrorObject,
+    HistoryId,
+    Id,
+    JsonObject,
+    Lease,
+    Rate,
+    Size,
+    Text,
+    Timeout,
+    Usage,
+    UsageSummary,
+    Version,
+)
 from planflow.async_protocols import AsyncTaskRepository
 from planflow.infra.drive import drive, sync_iterator
 from planflow.infra.inputs import (
     check_choice,
     check_cursor,
+    check_delay,
     check_enum,
     check_exact,
     check_history_id,
@@ -24,8 +41,12 @@ from planflow.infra.inputs import (
     check_ids,
     check_instance,
     check_iterable,
+    check_json_object,
     check_lease,
     check_limit,
+    check_rate,
+    check_size,
+    check_text,
     check_timeout,
     check_usage,
     check_version,
@@ -33,10 +54,11 @@ from planflow.infra.inputs import (
 from planflow.models import (
     Heartbeat,
     HistoryRecord,
-    JsonObject,
     Order,
     Page,
     ProgressInfo,
+    QueueStats,
+    RetryBackoff,
     TaskFilter,
     TaskState,
     TaskStatus,
@@ -61,11 +83,18 @@ class SyncTasks:
     def upsert_state(self, state: TaskState) -> TaskState:
         """Insert ``state`` or overwrite every field of the stored one (keeping ``created_at``).
 
+        Deduplication: when ``state`` is new and its ``dedup_key`` is held by a non-terminal task (PENDING,
+        RUNNING, WAITING or PAUSED), nothing is written and that task is returned instead; the returned
+        ``task_exec_id`` then differs from ``state``'s, which is how a caller tells the two outcomes apart.
+        Concurrent enqueues with one key create one task (a unique index; the losers get the winner).
+
         Returns:
-            The stored state, with ``version`` bumped and timestamps set.
+            The stored state, with ``version`` bumped and timestamps set (or the task holding the dedup key).
 
         Raises:
             ValidationError: bad field, non-JSON value, own parent, unknown workflow or parent.
+            ConflictError: an existing task was given a ``dedup_key`` that another non-terminal task holds, or
+                (inside ``provider.transaction()`` on PostgreSQL) a concurrent enqueue took the key first.
         """
         return drive(self._core.upsert_state(state))
 
@@ -212,21 +241,33 @@ class SyncTasks:
     def claim(
         self, filter: TaskFilter | None = None, *, worker: Id, limit: Count = 1, lease: Lease
     ) -> list[TaskState]:
-        """Hand up to ``limit`` claimable tasks matching ``filter`` to ``worker``, oldest first.
+        """Hand up to ``limit`` claimable tasks matching ``filter`` to ``worker``: higher ``priority`` first, then
+        those due longest (``run_after``, or ``created_at`` without one).
 
-        Claimable: PENDING, or RUNNING with a lease that lapsed (its worker died or hung). Each claimed task
-        becomes RUNNING with ``claimed_by=worker`` and a lease of ``lease`` seconds (a number or a
-        ``timedelta``); its version is bumped, so a worker whose lease was taken over holds a stale version and
-        its ``update_state`` raises ``ConflictError`` (fencing). Two workers never get the same task (PostgreSQL
+        Claimable: PENDING and due (``run_after`` unset or past, by the database's clock), or RUNNING with a
+        lease that lapsed (its worker died or hung). Each claimed task becomes RUNNING with
+        ``claimed_by=worker``, a lease of ``lease`` seconds (a number or a ``timedelta``) and ``attempt`` one
+        more; its version is bumped, so a worker whose lease was taken over holds a stale version and its
+        ``update_state`` raises ``ConflictError`` (fencing). Two workers never get the same task (PostgreSQL
         ``FOR UPDATE SKIP LOCKED``; SQLite one short write under its lock).
+
+        Poison work ends: a candidate that has used up ``max_attempts`` is not handed out but becomes FAILED,
+        its ``last_error`` saying so (a lapsed lease is a failed attempt: ``last_error`` names its worker).
+        Composite parents (``COMPOSITE_TYPES``) are handed out only when the filter names their execution type.
+        Limits (``set_limit``) hold across every worker of every process: a task whose ``concurrency_key`` has
+        as many RUNNING tasks as its concurrency limit, or as many claims within its rate window as the rate
+        allows, is passed over (the claim locks the key's limit row and counts in the same transaction). A
+        claim may return fewer than ``limit`` tasks while more are claimable (some candidates were passed over
+        for a limit, or ended FAILED).
 
         Leases run on the database's clock on PostgreSQL (its ``now()``), so workers on machines whose clocks
         disagree still agree on when a lease lapses; on SQLite every writer runs on one machine, whose clock
-        it is. The claim columns (``claimed_by``, ``lease_expires_at``) change only through ``claim``,
-        ``heartbeat`` and ``release``: ``update_state`` and ``upsert_state`` of a copy keep them as stored.
+        it is. The claim columns (``claimed_by``, ``lease_expires_at``, ``attempt``) change only through
+        ``claim``, ``heartbeat``, ``release``, ``fail`` and ``cancel``: ``update_state`` and ``upsert_state`` of
+        a copy keep them as stored.
 
         Returns:
-            The claimed states (``[]`` when nothing is claimable), oldest first, with their lease end.
+            The claimed states (``[]`` when nothing is claimable), in claim order, with their lease end.
 
         Raises:
             ValidationError: ``limit`` below 1, a lease that is not a positive finite number of seconds of at
@@ -272,6 +313,63 @@ class SyncTasks:
         Each names who held it (``claimed_by``) and when its lease ended; the next ``claim`` takes it over.
         """
         return drive(self._core.list_lapsed(filter, limit=limit))
+
+    def fail(
+        self,
+        task_exec_id: Id,
+        *,
+        worker: Id,
+        error: ErrorObject,
+        retry_in: Delay | None = None,
+        backoff: RetryBackoff | None = None,
+    ) -> TaskState:
+        """Report that ``worker``'s attempt at a task it holds failed with ``error`` (stored as ``last_error``).
+
+        While attempts remain (``attempt < max_attempts``, or no ``max_attempts``) the task goes back to
+        PENDING, due ``retry_in`` seconds from now (the database's clock) or, without it, after ``backoff``'s
+        delay for this attempt (default ``RetryBackoff()``: exponential from 1 s, capped at 5 minutes, with
+        jitter); else it ends FAILED (dead). Either way its lease is revoked and its version bumped.
+
+        Returns:
+            The task as stored.
+
+        Raises:
+            ConflictError: ``worker`` does not hold it (another does, it was canceled or finished): fenced.
+            NotFoundError: no such task.
+        """
+        return drive(
+            self._core.fail(task_exec_id, worker=worker, error=error, retry_in=retry_in, backoff=backoff)
+        )
+
+    def cancel(self, task_exec_ids: Sequence[Id], *, reason: Text) -> list[TaskState]:
+        """Move the non-terminal tasks among ``task_exec_ids`` to CANCELED (``last_error`` gives ``reason``).
+
+        Leases are revoked: a holder is fenced at its next write (its version is stale, ``fail`` and
+        ``release`` refuse it) or heartbeat (reported ``lost``). Tasks already finished and unknown ids are
+        left alone. Waiters in ``wait_for_work`` look again.
+
+        Returns:
+            The tasks it canceled, as stored, in the order asked.
+        """
+        return drive(self._core.cancel(task_exec_ids, reason=reason))
+
+    def set_limit(self, key: Id, *, concurrency: Size | None = None, rate: Rate | None = None) -> None:
+        """Set the limits of concurrency key ``key``, stored in the database for every worker of every process.
+
+        ``concurrency`` bounds the RUNNING tasks whose ``concurrency_key`` is ``key`` (0 pauses the key);
+        ``rate`` = ``(count, per_seconds)`` bounds their claims to ``count`` within any window of
+        ``per_seconds``. Both ``None`` removes the key's limits. A limit for a whole queue is a key that every
+        task of the queue carries. Claims already made are not undone; claims from now on obey.
+        """
+        return drive(self._core.set_limit(key, concurrency=concurrency, rate=rate))
+
+    def queue_stats(self, filter: TaskFilter | None = None) -> QueueStats:
+        """Counts of the tasks ``filter`` selects: by status, due and delayed PENDING tasks (the database's
+        clock), the age of the longest-due one, dead tasks, and RUNNING per concurrency key with its limits.
+
+        A read: it writes nothing.
+        """
+        return drive(self._core.queue_stats(filter))
 
     def bulk_upsert(self, states: Iterable[TaskState]) -> int:
         """Upsert many states, one round trip per batch, each batch all or nothing; returns how many."""
@@ -319,11 +417,18 @@ class CheckedTasks:
     async def upsert_state(self, state: TaskState) -> TaskState:
         """Insert ``state`` or overwrite every field of the stored one (keeping ``created_at``).
 
+        Deduplication: when ``state`` is new and its ``dedup_key`` is held by a non-terminal task (PENDING,
+        RUNNING, WAITING or PAUSED), nothing is written and that task is returned instead; the returned
+        ``task_exec_id`` then differs from ``state``'s, which is how a caller tells the two outcomes apart.
+        Concurrent enqueues with one key create one task (a unique index; the losers get the winner).
+
         Returns:
-            The stored state, with ``version`` bumped and timestamps set.
+            The stored state, with ``version`` bumped and timestamps set (or the task holding the dedup key).
 
         Raises:
             ValidationError: bad field, non-JSON value, own parent, unknown workflow or parent.
+            ConflictError: an existing task was given a ``dedup_key`` that another non-terminal task holds, or
+                (inside ``provider.transaction()`` on PostgreSQL) a concurrent enqueue took the key first.
         """
         return await self._core.upsert_state(check_instance(state, TaskState, "upsert_state(state)"))
 
@@ -515,21 +620,33 @@ class CheckedTasks:
     async def claim(
         self, filter: TaskFilter | None = None, *, worker: Id, limit: Count = 1, lease: Lease
     ) -> list[TaskState]:
-        """Hand up to ``limit`` claimable tasks matching ``filter`` to ``worker``, oldest first.
+        """Hand up to ``limit`` claimable tasks matching ``filter`` to ``worker``: higher ``priority`` first, then
+        those due longest (``run_after``, or ``created_at`` without one).
 
-        Claimable: PENDING, or RUNNING with a lease that lapsed (its worker died or hung). Each claimed task
-        becomes RUNNING with ``claimed_by=worker`` and a lease of ``lease`` seconds (a number or a
-        ``timedelta``); its version is bumped, so a worker whose lease was taken over holds a stale version and
-        its ``update_state`` raises ``ConflictError`` (fencing). Two workers never get the same task (PostgreSQL
+        Claimable: PENDING and due (``run_after`` unset or past, by the database's clock), or RUNNING with a
+        lease that lapsed (its worker died or hung). Each claimed task becomes RUNNING with
+        ``claimed_by=worker``, a lease of ``lease`` seconds (a number or a ``timedelta``) and ``attempt`` one
+        more; its version is bumped, so a worker whose lease was taken over holds a stale version and its
+        ``update_state`` raises ``ConflictError`` (fencing). Two workers never get the same task (PostgreSQL
         ``FOR UPDATE SKIP LOCKED``; SQLite one short write under its lock).
+
+        Poison work ends: a candidate that has used up ``max_attempts`` is not handed out but becomes FAILED,
+        its ``last_error`` saying so (a lapsed lease is a failed attempt: ``last_error`` names its worker).
+        Composite parents (``COMPOSITE_TYPES``) are handed out only when the filter names their execution type.
+        Limits (``set_limit``) hold across every worker of every process: a task whose ``concurrency_key`` has
+        as many RUNNING tasks as its concurrency limit, or as many claims within its rate window as the rate
+        allows, is passed over (the claim locks the key's limit row and counts in the same transaction). A
+        claim may return fewer than ``limit`` tasks while more are claimable (some candidates were passed over
+        for a limit, or ended FAILED).
 
         Leases run on the database's clock on PostgreSQL (its ``now()``), so workers on machines whose clocks
         disagree still agree on when a lease lapses; on SQLite every writer runs on one machine, whose clock
-        it is. The claim columns (``claimed_by``, ``lease_expires_at``) change only through ``claim``,
-        ``heartbeat`` and ``release``: ``update_state`` and ``upsert_state`` of a copy keep them as stored.
+        it is. The claim columns (``claimed_by``, ``lease_expires_at``, ``attempt``) change only through
+        ``claim``, ``heartbeat``, ``release``, ``fail`` and ``cancel``: ``update_state`` and ``upsert_state`` of
+        a copy keep them as stored.
 
         Returns:
-            The claimed states (``[]`` when nothing is claimable), oldest first, with their lease end.
+            The claimed states (``[]`` when nothing is claimable), in claim order, with their lease end.
 
         Raises:
             ValidationError: ``limit`` below 1, a lease that is not a positive finite number of seconds of at
@@ -593,6 +710,75 @@ class CheckedTasks:
             limit=check_limit(limit, "list_lapsed(limit)"),
         )
 
+    async def fail(
+        self,
+        task_exec_id: Id,
+        *,
+        worker: Id,
+        error: ErrorObject,
+        retry_in: Delay | None = None,
+        backoff: RetryBackoff | None = None,
+    ) -> TaskState:
+        """Report that ``worker``'s attempt at a task it holds failed with ``error`` (stored as ``last_error``).
+
+        While attempts remain (``attempt < max_attempts``, or no ``max_attempts``) the task goes back to
+        PENDING, due ``retry_in`` seconds from now (the database's clock) or, without it, after ``backoff``'s
+        delay for this attempt (default ``RetryBackoff()``: exponential from 1 s, capped at 5 minutes, with
+        jitter); else it ends FAILED (dead). Either way its lease is revoked and its version bumped.
+
+        Returns:
+            The task as stored.
+
+        Raises:
+            ConflictError: ``worker`` does not hold it (another does, it was canceled or finished): fenced.
+            NotFoundError: no such task.
+        """
+        return await self._core.fail(
+            check_id(task_exec_id, "fail(task_exec_id)"),
+            worker=check_id(worker, "fail(worker)"),
+            error=check_json_object(error, "fail(error)"),
+            retry_in=None if retry_in is None else check_delay(retry_in, "fail(retry_in)"),
+            backoff=None if backoff is None else check_instance(backoff, RetryBackoff, "fail(backoff)"),
+        )
+
+    async def cancel(self, task_exec_ids: Sequence[Id], *, reason: Text) -> list[TaskState]:
+        """Move the non-terminal tasks among ``task_exec_ids`` to CANCELED (``last_error`` gives ``reason``).
+
+        Leases are revoked: a holder is fenced at its next write (its version is stale, ``fail`` and
+        ``release`` refuse it) or heartbeat (reported ``lost``). Tasks already finished and unknown ids are
+        left alone. Waiters in ``wait_for_work`` look again.
+
+        Returns:
+            The tasks it canceled, as stored, in the order asked.
+        """
+        return await self._core.cancel(
+            check_ids(task_exec_ids, "cancel(task_exec_ids)"), reason=check_text(reason, "cancel(reason)")
+        )
+
+    async def set_limit(self, key: Id, *, concurrency: Size | None = None, rate: Rate | None = None) -> None:
+        """Set the limits of concurrency key ``key``, stored in the database for every worker of every process.
+
+        ``concurrency`` bounds the RUNNING tasks whose ``concurrency_key`` is ``key`` (0 pauses the key);
+        ``rate`` = ``(count, per_seconds)`` bounds their claims to ``count`` within any window of
+        ``per_seconds``. Both ``None`` removes the key's limits. A limit for a whole queue is a key that every
+        task of the queue carries. Claims already made are not undone; claims from now on obey.
+        """
+        return await self._core.set_limit(
+            check_id(key, "set_limit(key)"),
+            concurrency=None if concurrency is None else check_size(concurrency, "set_limit(concurrency)"),
+            rate=None if rate is None else check_rate(rate, "set_limit(rate)"),
+        )
+
+    async def queue_stats(self, filter: TaskFilter | None = None) -> QueueStats:
+        """Counts of the tasks ``filter`` selects: by status, due and delayed PENDING tasks (the database's
+        clock), the age of the longest-due one, dead tasks, and RUNNING per concurrency key with its limits.
+
+        A read: it writes nothing.
+        """
+        return await self._core.queue_stats(
+            None if filter is None else check_exact(filter, TaskFilter, "queue_stats(filter)")
+        )
+
     async def bulk_upsert(self, states: Iterable[TaskState]) -> int:
         """Upsert many states, one round trip per batch, each batch all or nothing; returns how many."""
         return await self._core.bulk_upsert(check_iterable(states, "bulk_upsert(states)"))
@@ -645,11 +831,18 @@ class ThreadedTasks:
     async def upsert_state(self, state: TaskState) -> TaskState:
         """Insert ``state`` or overwrite every field of the stored one (keeping ``created_at``).
 
+        Deduplication: when ``state`` is new and its ``dedup_key`` is held by a non-terminal task (PENDING,
+        RUNNING, WAITING or PAUSED), nothing is written and that task is returned instead; the returned
+        ``task_exec_id`` then differs from ``state``'s, which is how a caller tells the two outcomes apart.
+        Concurrent enqueues with one key create one task (a unique index; the losers get the winner).
+
         Returns:
-            The stored state, with ``version`` bumped and timestamps set.
+            The stored state, with ``version`` bumped and timestamps set (or the task holding the dedup key).
 
         Raises:
             ValidationError: bad field, non-JSON value, own parent, unknown workflow or parent.
+            ConflictError: an existing task was given a ``dedup_key`` that another non-terminal task holds, or
+                (inside ``provider.transaction()`` on PostgreSQL) a concurrent enqueue took the key first.
         """
         return await self._lanes.run(self._core.upsert_state(state))
 
@@ -798,21 +991,33 @@ class ThreadedTasks:
     async def claim(
         self, filter: TaskFilter | None = None, *, worker: Id, limit: Count = 1, lease: Lease
     ) -> list[TaskState]:
-        """Hand up to ``limit`` claimable tasks matching ``filter`` to ``worker``, oldest first.
+        """Hand up to ``limit`` claimable tasks matching ``filter`` to ``worker``: higher ``priority`` first, then
+        those due longest (``run_after``, or ``created_at`` without one).
 
-        Claimable: PENDING, or RUNNING with a lease that lapsed (its worker died or hung). Each claimed task
-        becomes RUNNING with ``claimed_by=worker`` and a lease of ``lease`` seconds (a number or a
-        ``timedelta``); its version is bumped, so a worker whose lease was taken over holds a stale version and
-        its ``update_state`` raises ``ConflictError`` (fencing). Two workers never get the same task (PostgreSQL
+        Claimable: PENDING and due (``run_after`` unset or past, by the database's clock), or RUNNING with a
+        lease that lapsed (its worker died or hung). Each claimed task becomes RUNNING with
+        ``claimed_by=worker``, a lease of ``lease`` seconds (a number or a ``timedelta``) and ``attempt`` one
+        more; its version is bumped, so a worker whose lease was taken over holds a stale version and its
+        ``update_state`` raises ``ConflictError`` (fencing). Two workers never get the same task (PostgreSQL
         ``FOR UPDATE SKIP LOCKED``; SQLite one short write under its lock).
+
+        Poison work ends: a candidate that has used up ``max_attempts`` is not handed out but becomes FAILED,
+        its ``last_error`` saying so (a lapsed lease is a failed attempt: ``last_error`` names its worker).
+        Composite parents (``COMPOSITE_TYPES``) are handed out only when the filter names their execution type.
+        Limits (``set_limit``) hold across every worker of every process: a task whose ``concurrency_key`` has
+        as many RUNNING tasks as its concurrency limit, or as many claims within its rate window as the rate
+        allows, is passed over (the claim locks the key's limit row and counts in the same transaction). A
+        claim may return fewer than ``limit`` tasks while more are claimable (some candidates were passed over
+        for a limit, or ended FAILED).
 
         Leases run on the database's clock on PostgreSQL (its ``now()``), so workers on machines whose clocks
         disagree still agree on when a lease lapses; on SQLite every writer runs on one machine, whose clock
-        it is. The claim columns (``claimed_by``, ``lease_expires_at``) change only through ``claim``,
-        ``heartbeat`` and ``release``: ``update_state`` and ``upsert_state`` of a copy keep them as stored.
+        it is. The claim columns (``claimed_by``, ``lease_expires_at``, ``attempt``) change only through
+        ``claim``, ``heartbeat``, ``release``, ``fail`` and ``cancel``: ``update_state`` and ``upsert_state`` of
+        a copy keep them as stored.
 
         Returns:
-            The claimed states (``[]`` when nothing is claimable), oldest first, with their lease end.
+            The claimed states (``[]`` when nothing is claimable), in claim order, with their lease end.
 
         Raises:
             ValidationError: ``limit`` below 1, a lease that is not a positive finite number of seconds of at
@@ -858,6 +1063,63 @@ class ThreadedTasks:
         Each names who held it (``claimed_by``) and when its lease ended; the next ``claim`` takes it over.
         """
         return await self._lanes.run(self._core.list_lapsed(filter, limit=limit))
+
+    async def fail(
+        self,
+        task_exec_id: Id,
+        *,
+        worker: Id,
+        error: ErrorObject,
+        retry_in: Delay | None = None,
+        backoff: RetryBackoff | None = None,
+    ) -> TaskState:
+        """Report that ``worker``'s attempt at a task it holds failed with ``error`` (stored as ``last_error``).
+
+        While attempts remain (``attempt < max_attempts``, or no ``max_attempts``) the task goes back to
+        PENDING, due ``retry_in`` seconds from now (the database's clock) or, without it, after ``backoff``'s
+        delay for this attempt (default ``RetryBackoff()``: exponential from 1 s, capped at 5 minutes, with
+        jitter); else it ends FAILED (dead). Either way its lease is revoked and its version bumped.
+
+        Returns:
+            The task as stored.
+
+        Raises:
+            ConflictError: ``worker`` does not hold it (another does, it was canceled or finished): fenced.
+            NotFoundError: no such task.
+        """
+        return await self._lanes.run(
+            self._core.fail(task_exec_id, worker=worker, error=error, retry_in=retry_in, backoff=backoff)
+        )
+
+    async def cancel(self, task_exec_ids: Sequence[Id], *, reason: Text) -> list[TaskState]:
+        """Move the non-terminal tasks among ``task_exec_ids`` to CANCELED (``last_error`` gives ``reason``).
+
+        Leases are revoked: a holder is fenced at its next write (its version is stale, ``fail`` and
+        ``release`` refuse it) or heartbeat (reported ``lost``). Tasks already finished and unknown ids are
+        left alone. Waiters in ``wait_for_work`` look again.
+
+        Returns:
+            The tasks it canceled, as stored, in the order asked.
+        """
+        return await self._lanes.run(self._core.cancel(task_exec_ids, reason=reason))
+
+    async def set_limit(self, key: Id, *, concurrency: Size | None = None, rate: Rate | None = None) -> None:
+        """Set the limits of concurrency key ``key``, stored in the database for every worker of every process.
+
+        ``concurrency`` bounds the RUNNING tasks whose ``concurrency_key`` is ``key`` (0 pauses the key);
+        ``rate`` = ``(count, per_seconds)`` bounds their claims to ``count`` within any window of
+        ``per_seconds``. Both ``None`` removes the key's limits. A limit for a whole queue is a key that every
+        task of the queue carries. Claims already made are not undone; claims from now on obey.
+        """
+        return await self._lanes.run(self._core.set_limit(key, concurrency=concurrency, rate=rate))
+
+    async def queue_stats(self, filter: TaskFilter | None = None) -> QueueStats:
+        """Counts of the tasks ``filter`` selects: by status, due and delayed PENDING tasks (the database's
+        clock), the age of the longest-due one, dead tasks, and RUNNING per concurrency key with its limits.
+
+        A read: it writes nothing.
+        """
+        return await self._lanes.run(self._core.queue_stats(filter))
 
     async def bulk_upsert(self, states: Iterable[TaskState]) -> int:
         """Upsert many states, one round trip per batch, each batch all or nothing; returns how many."""
@@ -905,8 +1167,8 @@ class ObservedTasks:
         started = perf_counter()
         try:
             result = await self._core.upsert_state(state)
-        except BaseException as error:
-            self._observer.operation("tasks", "upsert_state", started, None, error)
+        except BaseException as raised:
+            self._observer.operation("tasks", "upsert_state", started, None, raised)
             raise
         self._observer.operation("tasks", "upsert_state", started, result, None)
         return result
@@ -915,8 +1177,8 @@ class ObservedTasks:
         started = perf_counter()
         try:
             result = await self._core.update_state(state, expected_version)
-        except BaseException as error:
-            self._observer.operation("tasks", "update_state", started, None, error)
+        except BaseException as raised:
+            self._observer.operation("tasks", "update_state", started, None, raised)
             raise
         self._observer.operation("tasks", "update_state", started, result, None)
         return result
@@ -925,8 +1187,8 @@ class ObservedTasks:
         started = perf_counter()
         try:
             result = await self._core.get_state(task_exec_id)
-        except BaseException as error:
-            self._observer.operation("tasks", "get_state", started, None, error)
+        except BaseException as raised:
+            self._observer.operation("tasks", "get_state", started, None, raised)
             raise
         self._observer.operation("tasks", "get_state", started, result, None)
         return result
@@ -935,8 +1197,8 @@ class ObservedTasks:
         started = perf_counter()
         try:
             result = await self._core.get_state_for_update(task_exec_id)
-        except BaseException as error:
-            self._observer.operation("tasks", "get_state_for_update", started, None, error)
+        except BaseException as raised:
+            self._observer.operation("tasks", "get_state_for_update", started, None, raised)
             raise
         self._observer.operation("tasks", "get_state_for_update", started, result, None)
         return result
@@ -952,8 +1214,8 @@ class ObservedTasks:
         started = perf_counter()
         try:
             result = await self._core.list_states(filter, limit=limit, cursor=cursor, order=order)
-        except BaseException as error:
-            self._observer.operation("tasks", "list_states", started, None, error)
+        except BaseException as raised:
+            self._observer.operation("tasks", "list_states", started, None, raised)
             raise
         self._observer.operation("tasks", "list_states", started, result, None)
         return result
@@ -969,8 +1231,8 @@ class ObservedTasks:
         started = perf_counter()
         try:
             result = await self._core.count_states(filter)
-        except BaseException as error:
-            self._observer.operation("tasks", "count_states", started, None, error)
+        except BaseException as raised:
+            self._observer.operation("tasks", "count_states", started, None, raised)
             raise
         self._observer.operation("tasks", "count_states", started, result, None)
         return result
@@ -979,8 +1241,8 @@ class ObservedTasks:
         started = perf_counter()
         try:
             result = await self._core.list_by_ids(task_exec_ids)
-        except BaseException as error:
-            self._observer.operation("tasks", "list_by_ids", started, None, error)
+        except BaseException as raised:
+            self._observer.operation("tasks", "list_by_ids", started, None, raised)
             raise
         self._observer.operation("tasks", "list_by_ids", started, result, None)
         return result
@@ -989,8 +1251,8 @@ class ObservedTasks:
         started = perf_counter()
         try:
             result = await self._core.list_tasks_in_workflow(workflow_exec_id)
-        except BaseException as error:
-            self._observer.operation("tasks", "list_tasks_in_workflow", started, None, error)
+        except BaseException as raised:
+            self._observer.operation("tasks", "list_tasks_in_workflow", started, None, raised)
             raise
         self._observer.operation("tasks", "list_tasks_in_workflow", started, result, None)
         return result
@@ -999,8 +1261,8 @@ class ObservedTasks:
         started = perf_counter()
         try:
             result = await self._core.list_tasks_by_status(workflow_exec_id, status)
-        except BaseException as error:
-            self._observer.operation("tasks", "list_tasks_by_status", started, None, error)
+        except BaseException as raised:
+            self._observer.operation("tasks", "list_tasks_by_status", started, None, raised)
             raise
         self._observer.operation("tasks", "list_tasks_by_status", started, result, None)
         return result
@@ -1009,8 +1271,8 @@ class ObservedTasks:
         started = perf_counter()
         try:
             result = await self._core.list_tasks_by_agent(workflow_exec_id, agent_id)
-        except BaseException as error:
-            self._observer.operation("tasks", "list_tasks_by_agent", started, None, error)
+        except BaseException as raised:
+            self._observer.operation("tasks", "list_tasks_by_agent", started, None, raised)
             raise
         self._observer.operation("tasks", "list_tasks_by_agent", started, result, None)
         return result
@@ -1019,8 +1281,8 @@ class ObservedTasks:
         started = perf_counter()
         try:
             result = await self._core.list_tasks_by_tool(workflow_exec_id, tool_id)
-        except BaseException as error:
-            self._observer.operation("tasks", "list_tasks_by_tool", started, None, error)
+        except BaseException as raised:
+            self._observer.operation("tasks", "list_tasks_by_tool", started, None, raised)
             raise
         self._observer.operation("tasks", "list_tasks_by_tool", started, result, None)
         return result
@@ -1029,8 +1291,8 @@ class ObservedTasks:
         started = perf_counter()
         try:
             result = await self._core.list_children(parent_state_id)
-        except BaseException as error:
-            self._observer.operation("tasks", "list_children", started, None, error)
+        except BaseException as raised:
+            self._observer.operation("tasks", "list_children", started, None, raised)
             raise
         self._observer.operation("tasks", "list_children", started, result, None)
         return result
@@ -1039,8 +1301,8 @@ class ObservedTasks:
         started = perf_counter()
         try:
             result = await self._core.get_child_by_task_id(parent_state_id, task_id)
-        except BaseException as error:
-            self._observer.operation("tasks", "get_child_by_task_id", started, None, error)
+        except BaseException as raised:
+            self._observer.operation("tasks", "get_child_by_task_id", started, None, raised)
             raise
         self._observer.operation("tasks", "get_child_by_task_id", started, result, None)
         return result
@@ -1049,8 +1311,8 @@ class ObservedTasks:
         started = perf_counter()
         try:
             result = await self._core.get_task_tree(root_state_id, max_depth=max_depth)
-        except BaseException as error:
-            self._observer.operation("tasks", "get_task_tree", started, None, error)
+        except BaseException as raised:
+            self._observer.operation("tasks", "get_task_tree", started, None, raised)
             raise
         self._observer.operation("tasks", "get_task_tree", started, result, None)
         return result
@@ -1064,8 +1326,8 @@ class ObservedTasks:
         started = perf_counter()
         try:
             result = await self._core.list_children_outputs(parent_state_id)
-        except BaseException as error:
-            self._observer.operation("tasks", "list_children_outputs", started, None, error)
+        except BaseException as raised:
+            self._observer.operation("tasks", "list_children_outputs", started, None, raised)
             raise
         self._observer.operation("tasks", "list_children_outputs", started, result, None)
         return result
@@ -1074,8 +1336,8 @@ class ObservedTasks:
         started = perf_counter()
         try:
             result = await self._core.get_progress_info(parent_state_id)
-        except BaseException as error:
-            self._observer.operation("tasks", "get_progress_info", started, None, error)
+        except BaseException as raised:
+            self._observer.operation("tasks", "get_progress_info", started, None, raised)
             raise
         self._observer.operation("tasks", "get_progress_info", started, result, None)
         return result
@@ -1086,8 +1348,8 @@ class ObservedTasks:
         started = perf_counter()
         try:
             result = await self._core.merge_usage(task_exec_id, usage, idempotency_key=idempotency_key)
-        except BaseException as error:
-            self._observer.operation("tasks", "merge_usage", started, None, error)
+        except BaseException as raised:
+            self._observer.operation("tasks", "merge_usage", started, None, raised)
             raise
         self._observer.operation("tasks", "merge_usage", started, result, None)
         return result
@@ -1096,8 +1358,8 @@ class ObservedTasks:
         started = perf_counter()
         try:
             result = await self._core.delete_state(task_exec_id)
-        except BaseException as error:
-            self._observer.operation("tasks", "delete_state", started, None, error)
+        except BaseException as raised:
+            self._observer.operation("tasks", "delete_state", started, None, raised)
             raise
         self._observer.operation("tasks", "delete_state", started, result, None)
         return result
@@ -1108,8 +1370,8 @@ class ObservedTasks:
         started = perf_counter()
         try:
             result = await self._core.claim(filter, worker=worker, limit=limit, lease=lease)
-        except BaseException as error:
-            self._observer.operation("tasks", "claim", started, None, error)
+        except BaseException as raised:
+            self._observer.operation("tasks", "claim", started, None, raised)
             raise
         self._observer.operation("tasks", "claim", started, result, None)
         return result
@@ -1118,8 +1380,8 @@ class ObservedTasks:
         started = perf_counter()
         try:
             result = await self._core.heartbeat(task_exec_ids, worker=worker, lease=lease)
-        except BaseException as error:
-            self._observer.operation("tasks", "heartbeat", started, None, error)
+        except BaseException as raised:
+            self._observer.operation("tasks", "heartbeat", started, None, raised)
             raise
         self._observer.operation("tasks", "heartbeat", started, result, None)
         return result
@@ -1128,8 +1390,8 @@ class ObservedTasks:
         started = perf_counter()
         try:
             result = await self._core.release(task_exec_id, worker=worker)
-        except BaseException as error:
-            self._observer.operation("tasks", "release", started, None, error)
+        except BaseException as raised:
+            self._observer.operation("tasks", "release", started, None, raised)
             raise
         self._observer.operation("tasks", "release", started, result, None)
         return result
@@ -1138,8 +1400,8 @@ class ObservedTasks:
         started = perf_counter()
         try:
             result = await self._core.wait_for_work(filter, timeout=timeout)
-        except BaseException as error:
-            self._observer.operation("tasks", "wait_for_work", started, None, error)
+        except BaseException as raised:
+            self._observer.operation("tasks", "wait_for_work", started, None, raised)
             raise
         self._observer.operation("tasks", "wait_for_work", started, result, None)
         return result
@@ -1148,18 +1410,68 @@ class ObservedTasks:
         started = perf_counter()
         try:
             result = await self._core.list_lapsed(filter, limit=limit)
-        except BaseException as error:
-            self._observer.operation("tasks", "list_lapsed", started, None, error)
+        except BaseException as raised:
+            self._observer.operation("tasks", "list_lapsed", started, None, raised)
             raise
         self._observer.operation("tasks", "list_lapsed", started, result, None)
+        return result
+
+    async def fail(
+        self,
+        task_exec_id: Id,
+        *,
+        worker: Id,
+        error: ErrorObject,
+        retry_in: Delay | None = None,
+        backoff: RetryBackoff | None = None,
+    ) -> TaskState:
+        started = perf_counter()
+        try:
+            result = await self._core.fail(
+                task_exec_id, worker=worker, error=error, retry_in=retry_in, backoff=backoff
+            )
+        except BaseException as raised:
+            self._observer.operation("tasks", "fail", started, None, raised)
+            raise
+        self._observer.operation("tasks", "fail", started, result, None)
+        return result
+
+    async def cancel(self, task_exec_ids: Sequence[Id], *, reason: Text) -> list[TaskState]:
+        started = perf_counter()
+        try:
+            result = await self._core.cancel(task_exec_ids, reason=reason)
+        except BaseException as raised:
+            self._observer.operation("tasks", "cancel", started, None, raised)
+            raise
+        self._observer.operation("tasks", "cancel", started, result, None)
+        return result
+
+    async def set_limit(self, key: Id, *, concurrency: Size | None = None, rate: Rate | None = None) -> None:
+        started = perf_counter()
+        try:
+            result = await self._core.set_limit(key, concurrency=concurrency, rate=rate)
+        except BaseException as raised:
+            self._observer.operation("tasks", "set_limit", started, None, raised)
+            raise
+        self._observer.operation("tasks", "set_limit", started, result, None)
+        return result
+
+    async def queue_stats(self, filter: TaskFilter | None = None) -> QueueStats:
+        started = perf_counter()
+        try:
+            result = await self._core.queue_stats(filter)
+        except BaseException as raised:
+            self._observer.operation("tasks", "queue_stats", started, None, raised)
+            raise
+        self._observer.operation("tasks", "queue_stats", started, result, None)
         return result
 
     async def bulk_upsert(self, states: Iterable[TaskState]) -> int:
         started = perf_counter()
         try:
             result = await self._core.bulk_upsert(states)
-        except BaseException as error:
-            self._observer.operation("tasks", "bulk_upsert", started, None, error)
+        except BaseException as raised:
+            self._observer.operation("tasks", "bulk_upsert", started, None, raised)
             raise
         self._observer.operation("tasks", "bulk_upsert", started, result, None)
         return result
@@ -1168,8 +1480,8 @@ class ObservedTasks:
         started = perf_counter()
         try:
             result = await self._core.import_states(states)
-        except BaseException as error:
-            self._observer.operation("tasks", "import_states", started, None, error)
+        except BaseException as raised:
+            self._observer.operation("tasks", "import_states", started, None, raised)
             raise
         self._observer.operation("tasks", "import_states", started, result, None)
         return result
@@ -1180,8 +1492,8 @@ class ObservedTasks:
         started = perf_counter()
         try:
             result = await self._core.history(task_exec_id, after=after, limit=limit)
-        except BaseException as error:
-            self._observer.operation("tasks", "history", started, None, error)
+        except BaseException as raised:
+            self._observer.operation("tasks", "history", started, None, raised)
             raise
         self._observer.operation("tasks", "history", started, result, None)
         return result

@@ -856,8 +856,8 @@ class ObservedWorkflows:
         started = perf_counter()
         try:
             result = await self._core.upsert_state(state)
-        except BaseException as error:
-            self._observer.operation("workflows", "upsert_state", started, None, error)
+        except BaseException as raised:
+            self._observer.operation("workflows", "upsert_state", started, None, raised)
             raise
         self._observer.operation("workflows", "upsert_state", started, result, None)
         return result
@@ -870,8 +870,8 @@ class ObservedWorkflows:
             result = await self._core.update_status(
                 workflow_exec_id, status, expected_version=expected_version
             )
-        except BaseException as error:
-            self._observer.operation("workflows", "update_status", started, None, error)
+        except BaseException as raised:
+            self._observer.operation("workflows", "update_status", started, None, raised)
             raise
         self._observer.operation("workflows", "update_status", started, result, None)
         return result
@@ -880,8 +880,8 @@ class ObservedWorkflows:
         started = perf_counter()
         try:
             result = await self._core.get_state(workflow_exec_id)
-        except BaseException as error:
-            self._observer.operation("workflows", "get_state", started, None, error)
+        except BaseException as raised:
+            self._observer.operation("workflows", "get_state", started, None, raised)
             raise
         self._observer.operation("workflows", "get_state", started, result, None)
         return result
@@ -890,8 +890,8 @@ class ObservedWorkflows:
         started = perf_counter()
         try:
             result = await self._core.get_state_by_workflow_id(workflow_id)
-        except BaseException as error:
-            self._observer.operation("workflows", "get_state_by_workflow_id", started, None, error)
+        except BaseException as raised:
+            self._observer.operation("workflows", "get_state_by_workflow_id", started, None, raised)
             raise
         self._observer.operation("workflows", "get_state_by_workflow_id", started, result, None)
         return result
@@ -900,8 +900,8 @@ class ObservedWorkflows:
         started = perf_counter()
         try:
             result = await self._core.get_state_by_task_id(workflow_id, task_id)
-        except BaseException as error:
-            self._observer.operation("workflows", "get_state_by_task_id", started, None, error)
+        except BaseException as raised:
+            self._observer.operation("workflows", "get_state_by_task_id", started, None, raised)
             raise
         self._observer.operation("workflows", "get_state_by_task_id", started, result, None)
         return result
@@ -910,8 +910,8 @@ class ObservedWorkflows:
         started = perf_counter()
         try:
             result = await self._core.get_state_by_agent_id(workflow_id, agent_id)
-        except BaseException as error:
-            self._observer.operation("workflows", "get_state_by_agent_id", started, None, error)
+        except BaseException as raised:
+            self._observer.operation("workflows", "get_state_by_agent_id", started, None, raised)
             raise
         self._observer.operation("workflows", "get_state_by_agent_id", started, result, None)
         return result
@@ -920,8 +920,8 @@ class ObservedWorkflows:
         started = perf_counter()
         try:
             result = await self._core.get_state_by_tool_id(workflow_id, tool_id)
-        except BaseException as error:
-            self._observer.operation("workflows", "get_state_by_tool_id", started, None, error)
+        except BaseException as raised:
+            self._observer.operation("workflows", "get_state_by_tool_id", started, None, raised)
             raise
         self._observer.operation("workflows", "get_state_by_tool_id", started, result, None)
         return result
@@ -940,8 +940,8 @@ class ObservedWorkflows:
             result = await self._core.list_states(
                 filter, limit=limit, cursor=cursor, with_tasks=with_tasks, order=order
             )
-        except BaseException as error:
-            self._observer.operation("workflows", "list_states", started, None, error)
+        except BaseException as raised:
+            self._observer.operation("workflows", "list_states", started, None, raised)
             raise
         self._observer.operation("workflows", "list_states", started, result, None)
         return result
@@ -957,8 +957,8 @@ class ObservedWorkflows:
         started = perf_counter()
         try:
             result = await self._core.count_states(filter)
-        except BaseException as error:
-            self._observer.operation("workflows", "count_states", started, None, error)
+        except BaseException as raised:
+            self._observer.operation("workflows", "count_states", started, None, raised)
             raise
         self._observer.operation("workflows", "count_states", started, result, None)
         return result
@@ -967,8 +967,8 @@ class ObservedWorkflows:
         started = perf_counter()
         try:
             result = await self._core.import_states(states)
-        except BaseException as error:
-            self._observer.operation("workflows", "import_states", started, None, error)
+        except BaseException as raised:
+            self._observer.operation("workflows", "import_states", started, None, raised)
             raise
         self._observer.operation("workflows", "import_states", started, result, None)
         return result
@@ -979,8 +979,8 @@ class ObservedWorkflows:
         started = perf_counter()
         try:
             result = await self._core.merge_usage(workflow_exec_id, usage, idempotency_key=idempotency_key)
-        except BaseException as error:
-            self._observer.operation("workflows", "merge_usage", started, None, error)
+        except BaseException as raised:
+            self._observer.operation("workflows", "merge_usage", started, None, raised)
             raise
         self._observer.operation("workflows", "merge_usage", started, result, None)
         return result
@@ -989,8 +989,8 @@ class ObservedWorkflows:
         started = perf_counter()
         try:
             result = await self._core.delete(workflow_exec_id)
-        except BaseException as error:
-            self._observer.operation("workflows", "delete", started, None, error)
+        except BaseException as raised:
+            self._observer.operation("workflows", "delete", started, None, raised)
             raise
         self._observer.operation("workflows", "delete", started, result, None)
         return result
@@ -999,8 +999,8 @@ class ObservedWorkflows:
         started = perf_counter()
         try:
             result = await self._core.usage_total(workflow_exec_id)
-        except BaseException as error:
-            self._observer.operation("workflows", "usage_total", started, None, error)
+        except BaseException as raised:
+            self._observer.operation("workflows", "usage_total", started, None, raised)
             raise
         self._observer.operation("workflows", "usage_total", started, result, None)
         return result
@@ -1018,8 +1018,8 @@ class ObservedWorkflows:
             result = await self._core.purge(
                 finished_before=finished_before, statuses=statuses, batch_size=batch_size, progress=progress
             )
-        except BaseException as error:
-            self._observer.operation("workflows", "purge", started, None, error)
+        except BaseException as raised:
+            self._observer.operation("workflows", "purge", started, None, raised)
             raise
         self._observer.operation("workflows", "purge", started, result, None)
         return result
@@ -1030,8 +1030,8 @@ class ObservedWorkflows:
         started = perf_counter()
         try:
             result = await self._core.complete_workflow(workflow_exec_id, transformer)
-        except BaseException as error:
-            self._observer.operation("workflows", "complete_workflow", started, None, error)
+        except BaseException as raised:
+            self._observer.operation("workflows", "complete_workflow", started, None, raised)
             raise
         self._observer.operation("workflows", "complete_workflow", started, result, None)
         return result
@@ -1049,8 +1049,8 @@ class ObservedWorkflows:
             result = await self._core.history(
                 workflow_exec_id, include_tasks=include_tasks, after=after, limit=limit
             )
-        except BaseException as error:
-            self._observer.operation("workflows", "history", started, None, error)
+        except BaseException as raised:
+            self._observer.operation("workflows", "history", started, None, raised)
             raise
         self._observer.operation("workflows", "history", started, result, None)
         return result
@@ -1059,8 +1059,8 @@ class ObservedWorkflows:
         started = perf_counter()
         try:
             result = await self._core.cancel(workflow_exec_id, reason=reason)
-        except BaseException as error:
-            self._observer.operation("workflows", "cancel", started, None, error)
+        except BaseException as raised:
+            self._observer.operation("workflows", "cancel", started, None, raised)
             raise
         self._observer.operation("workflows", "cancel", started, result, None)
         return result
@@ -1069,8 +1069,8 @@ class ObservedWorkflows:
         started = perf_counter()
         try:
             result = await self._core.resume(workflow_exec_id)
-        except BaseException as error:
-            self._observer.operation("workflows", "resume", started, None, error)
+        except BaseException as raised:
+            self._observer.operation("workflows", "resume", started, None, raised)
             raise
         self._observer.operation("workflows", "resume", started, result, None)
         return result
@@ -1083,8 +1083,8 @@ class ObservedWorkflows:
             result = await self._core.fork(
                 workflow_exec_id, new_workflow_exec_id=new_workflow_exec_id, restart_from=restart_from
             )
-        except BaseException as error:
-            self._observer.operation("workflows", "fork", started, None, error)
+        except BaseException as raised:
+            self._observer.operation("workflows", "fork", started, None, raised)
             raise
         self._observer.operation("workflows", "fork", started, result, None)
         return result

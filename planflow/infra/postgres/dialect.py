@@ -49,6 +49,10 @@ def _same(column: str) -> str:
     return f"{column} IS NOT DISTINCT FROM ?"
 
 
+def _clock_minus(seconds_sql: str) -> str:
+    return f"(clock_timestamp() - ({seconds_sql}) * interval '1 second')"
+
+
 def _in_ids(column: str) -> str:
     # One array parameter: any number of ids, one statement text (so it is prepared once).
     return f"{column} = ANY(?)"
@@ -69,7 +73,11 @@ POSTGRES = Dialect(
     limit_union_arms=True,
     clock="now()",
     clock_plus="(now() + ? * interval '1 second')",
-    notify_work="SELECT pg_notify('planflow_work_' || md5(current_schema()), '')",
+    wall_clock="clock_timestamp()",
+    wall_clock_minus=_clock_minus,
+    json_object="jsonb_build_object",
+    # The channel of migration 0006's trigger, which wakes waiters when a task becomes PENDING.
+    wake="SELECT pg_notify('planflow_work_' || md5(current_schema()), '')",
 )
 
 MIGRATION_SQL = MigrationSql(

@@ -37,6 +37,10 @@ class Dialect:
         by_lease: ``task_states`` as a FROM item read through its lease index (``task_states_leases``): SQLite,
             without statistics, would read every running task through the status index instead, so it is named
             (``INDEXED BY``); PostgreSQL costs the partial index right and takes no hints.
+        by_claim_order: ``by_claim_order(where)``: ``task_states`` as a FROM item for the claim of ``where``,
+            read through the claim's index (``task_states_claim``: pending tasks by priority, then due; or
+            ``task_states_workflow_claim`` when ``where`` names a workflow execution), named on SQLite, which
+            without statistics would read every pending task through the status index and sort them.
         split_update: Whether an optimistic update first sets only the columns that usually change (see
             ``planflow.infra.sql.tasks.STABLE_COLUMNS``): worth it where the engine rewrites the index entries
             of every column it sets (SQLite), a wasted round trip where it does not (PostgreSQL).
@@ -48,6 +52,12 @@ class Dialect:
         clock: SQL for the database's current time, which every process that compares times shares (leases,
             key expiry), in the form of the stored timestamps; ``clock_plus`` the same plus a number of seconds
             bound as ``seconds_param(seconds)``.
+        wall_clock: SQL for the database's current time as it advances within a transaction (rate windows,
+            counted after a lock was waited for); ``wall_clock_minus(sql)`` the same less ``sql`` seconds.
+        json_object: The function building a JSON object from key/value arguments.
+        json_nested: ``json_nested(column)``: a JSON column as a value nested in ``json_object``'s result.
+        wake: A statement that wakes every ``wait_for_work`` waiter of the store when its transaction commits
+            ('' where every commit wakes them, as SQLite's watchers see).
     """
 
     name: str
@@ -63,13 +73,16 @@ class Dialect:
     split_update: bool = False
     skip_locked: str = ""
     by_lease: str = "task_states"
+    by_claim_order: Callable[[str], str] = lambda where: "task_states"
     limit_union_arms: bool = False
     clock: str = ""
     clock_plus: str = ""
     seconds_param: Callable[[float], object] = float
-    #: A statement that wakes the workers waiting for work in other processes ('' where watchers see every
-    #: commit anyway: SQLite).
-    notify_work: str = ""
+    wall_clock: str = ""
+    wall_clock_minus: Callable[[str], str] = str
+    json_object: str = "json_object"
+    json_nested: Callable[[str], str] = str
+    wake: str = ""
 
     def at(self, *, plus_seconds: bool = False) -> str:
         """SQL for the database's current time, plus a number of seconds bound to ``?`` when ``plus_seconds``

@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterat
 from dataclasses import dataclass
 from datetime import datetime
 from itertools import islice
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from planflow.errors import ConflictError, NotFoundError
 from planflow.infra import inputs
@@ -110,6 +110,27 @@ TIME_BOUNDS = {
 }
 
 
+#: Fields of a filter that match any of several values: field -> the column they compare.
+ANY_OF = {
+    "execution_types": "execution_type",
+    "workflow_ids": "workflow_id",
+    "workflow_exec_ids": "workflow_exec_id",
+    "task_ids": "task_id",
+}
+
+
+def _any_of(table: Table[Any], field: str, value: object) -> tuple[str, list[object]]:
+    """``column IN (?, ...)`` for the values of a collection field (each checked by the column's kind)."""
+    if isinstance(value, str | bytes) or not isinstance(value, Iterable):
+        raise inputs.wrong_type(field, "a collection of values", value)
+    column = ANY_OF[field]
+    items = cast("Iterable[object]", value)
+    checked = sorted({table.check_value(column, item) for item in items}, key=str)
+    if not checked:
+        return "1 = 0", []
+    return f"{column} IN ({', '.join('?' for _ in checked)})", list(checked)
+
+
 @dataclass(frozen=True, slots=True)
 class Conditions:
     """A filter's conditions, checked: ``where`` (SQL, ANDed) with ``params``, and the statuses it allows.
@@ -147,6 +168,10 @@ def conditions(
             column, comparison = bound
             where.append(f"{column} {comparison} ?")
             params.append(ts_param(inputs.check_aware(value, field.name)))
+        elif field.name in ANY_OF:
+            condition, values = _any_of(table, field.name, value)
+            where.append(condition)
+            params += values
         elif field.name in ("status", "statuses"):
             allowed = (
                 sorted(status.value for status in inputs.check_statuses(value, field.name))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from datetime import datetime, timedelta
@@ -9,17 +10,20 @@ from typing import cast
 
 from planflow.errors import (
     ConflictError,
+    DuplicateError,
     NotFoundError,
     TaskCanceledError,
     TransactionRequiredError,
     ValidationError,
 )
-from planflow.infra.inputs import check_aware, check_optional_id, check_version
+from planflow.infra.inputs import check_aware, check_optional_id, check_version, dump_json
+from planflow.infra.sql import queue
 from planflow.infra.sql.codec import loads, now, stored_meta
 from planflow.infra.sql.database import Connection, Database, ForeignKeyViolation, Row
 from planflow.infra.sql.dialect import Dialect
 from planflow.infra.sql.history import HistoryReader
 from planflow.infra.sql.idempotency import IdempotencyKeys
+from planflow.infra.sql.queue import RETURNING_ALL, claim_params, claim_sql
 from planflow.infra.sql.statements import (
     batches,
     delete_one,
@@ -28,6 +32,7 @@ from planflow.infra.sql.statements import (
     missing_or_conflict,
     page,
     where_clause,
+    write_idempotent,
 )
 from planflow.infra.sql.tables import TASK_STATES
 from planflow.infra.sql.usage import UsageMerger
@@ -35,9 +40,12 @@ from planflow.models import (
     Heartbeat,
     HistoryRecord,
     JsonObject,
+    KeyStats,
     Order,
     Page,
     ProgressInfo,
+    QueueStats,
+    RetryBackoff,
     TaskFilter,
     TaskState,
     TaskStatus,
@@ -159,8 +167,6 @@ TREE = (
 )
 _DEPTH_AT = len(TABLE.names)
 
-#: The columns of a claimed state, as the claiming UPDATE returns them.
-RETURNING_ALL = f" RETURNING {TABLE.select_list}"
 RELEASE = (
     "UPDATE task_states SET status = 'PENDING', claimed_by = NULL, lease_expires_at = NULL, version = version + 1, "
     f"updated_at = ? WHERE task_exec_id = ? AND claimed_by = ? AND status = 'RUNNING'{RETURNING_ALL}"
@@ -183,76 +189,24 @@ def heartbeat_sql(dialect: Dialect) -> str:
     )
 
 
-def any_lapsed(dialect: Dialect) -> str:
-    """Whether any lease has lapsed at all: one probe of the ``task_states_leases`` index (usually false)."""
-    return f"EXISTS (SELECT 1 FROM {dialect.by_lease} WHERE status = 'RUNNING' AND lease_expires_at < {dialect.at()})"
-
-
-def claim_sql(where: str, dialect: Dialect) -> str:
-    """The claiming UPDATE: up to ``?`` claimable tasks matching ``where`` (``''`` or ``' AND ...'``), oldest first.
-
-    Pending tasks and the running ones whose lease lapsed are each taken in the order of their index (``LIMIT``
-    on each side, so that neither is read whole), the oldest of both claimed. The lapsed side is guarded by
-    :func:`any_lapsed`, evaluated once: in the usual case, where no lease lapsed, it costs one index probe
-    whatever plan the engine picks for the filter (without statistics, both engines would otherwise read every
-    running task the filter matches). On PostgreSQL every candidate is locked with ``SKIP LOCKED``, so
-    concurrent claimers pass over each other's rows; on SQLite the claim runs inside the database's write lock.
-
-    Parameters (see :func:`claim_params`): the filter's, limit; the filter's, limit; limit; worker, lease,
-    updated_at.
-    """
-    columns, skip_locked = "task_exec_id, created_at", dialect.skip_locked
-    return (
-        f"WITH expired AS (SELECT {columns} FROM {dialect.by_lease} WHERE {any_lapsed(dialect)}"
-        f" AND status = 'RUNNING' AND lease_expires_at < {dialect.at()}{where}"
-        f" ORDER BY lease_expires_at, task_exec_id LIMIT ?{skip_locked}),"
-        f" pending AS (SELECT {columns} FROM task_states WHERE status = 'PENDING'{where}"
-        f" ORDER BY created_at, task_exec_id LIMIT ?{skip_locked}),"
-        f" chosen AS (SELECT task_exec_id FROM (SELECT {columns} FROM expired UNION ALL SELECT {columns} FROM pending)"
-        " candidates ORDER BY created_at, task_exec_id LIMIT ?)"
-        f" UPDATE task_states SET status = 'RUNNING', claimed_by = ?, lease_expires_at = {dialect.at(plus_seconds=True)},"
-        f" version = version + 1, updated_at = ? WHERE task_exec_id IN (SELECT task_exec_id FROM chosen){RETURNING_ALL}"
-    )
-
-
-def claim_params(
-    dialect: Dialect,
-    filter_params: Sequence[object],
-    *,
-    limit: int,
-    worker: str,
-    lease: float,
-    stamp: datetime,
-) -> list[object]:
-    """The parameters of :func:`claim_sql`, ``stamp`` being the caller's clock (``updated_at``)."""
-    return [
-        *filter_params,
-        limit,
-        *filter_params,
-        limit,
-        limit,
-        worker,
-        *dialect.at_params(lease),
-        dialect.ts_param(stamp),
-    ]
-
-
 def work_sql(where: str, dialect: Dialect) -> str:
-    """Whether work matching ``where`` is claimable now, when the next lease (of any task) lapses, and the
-    time now, all by the database's clock (the wait until that lapse is the difference of the last two).
+    """Whether work matching ``where`` is claimable now, when the next lease (of any task) lapses or the next
+    delayed task matching ``where`` becomes due, and the time now, all by the database's clock (the wait until
+    then is the difference of the last two).
 
     The next lapse is not narrowed to ``where``: one index probe rather than a read of every matching running
     task. A waiter woken by the lapse of a task it cannot claim looks again and waits on.
 
-    Parameters: the filter's, the filter's.
+    Parameters: the filter's, the filter's, the filter's.
     """
     by_lease, at = dialect.by_lease, dialect.at()
     return (
-        f"SELECT EXISTS (SELECT 1 FROM task_states WHERE status = 'PENDING'{where}),"
-        f" {any_lapsed(dialect)} AND EXISTS (SELECT 1 FROM {by_lease} WHERE status = 'RUNNING'"
+        f"SELECT EXISTS (SELECT 1 FROM task_states WHERE status = 'PENDING' AND {queue.due(dialect)}{where}),"
+        f" {queue.any_lapsed(dialect)} AND EXISTS (SELECT 1 FROM {by_lease} WHERE status = 'RUNNING'"
         f" AND lease_expires_at < {at}{where}),"
         f" (SELECT MIN(lease_expires_at) FROM {by_lease} WHERE status = 'RUNNING' AND lease_expires_at >= {at}),"
-        f" {at}"
+        f" {at}, (SELECT MIN({queue.DUE}) FROM task_states WHERE status = 'PENDING' AND {queue.DUE} > {at}"
+        f" AND run_after > {at}{where})"
     )
 
 
@@ -265,8 +219,16 @@ def _seconds(lease: float | timedelta) -> float:
     return lease.total_seconds() if isinstance(lease, timedelta) else float(lease)
 
 
-def _age(state: TaskState) -> tuple[object, str]:
-    return (state.created_at, state.task_exec_id)
+def _claim_order(state: TaskState) -> tuple[int, object, str]:
+    return (-state.priority, state.run_after or state.created_at, state.task_exec_id)
+
+
+#: Attempts of an enqueue whose dedup key's holder keeps finishing under it.
+_DEDUP_TRIES = 5
+#: The backoff of ``fail`` when the caller gives none.
+DEFAULT_BACKOFF = RetryBackoff()
+_KEY_AT = TABLE.names.index("concurrency_key")
+_STATUS_AT = TABLE.names.index("status")
 
 
 def own_parent(values: Sequence[object]) -> None:
@@ -330,6 +292,13 @@ class SqlTaskRepository:
         self._usage = UsageMerger(database, dialect, "task_states", "task_exec_id", "task", keys=keys)
         #: Claiming statements by filter clause (a handful: one per combination of filter fields in use).
         self._claims: dict[str, str] = {}
+        self._limited_claims: dict[str, str] = {}
+        self._limits_sql = queue.limits_sql(dialect)
+        self._limited_claim = queue.limited_claim_sql(dialect)
+        self._fail = queue.fail_sql(dialect)
+        self._cancel = queue.cancel_sql(dialect, dialect.in_ids("task_exec_id"))
+        #: Whether the last claim found limits in the store: claims then go straight to the limited claim.
+        self._limited = False
         self._filters: dict[TaskFilter | None, tuple[str, tuple[object, ...]]] = {}
         self._history = HistoryReader(database, dialect)
 
@@ -344,13 +313,42 @@ class SqlTaskRepository:
     async def upsert_state(self, state: TaskState) -> TaskState:
         values = self._values(state)
         stamp = self._dialect.ts_param(now())
-        try:
-            row = await self._db.write(
-                UPSERT_RETURNING, [*values, stamp, stamp], result="one", reread=self._stored(values[0])
+        # A new task whose dedup_key a live task holds collides on the unique index: the holder is returned.
+        # Should the holder finish between the collision and the read, the write is tried again.
+        for _ in range(_DEDUP_TRIES):
+            try:
+                row = await self._db.write(
+                    UPSERT_RETURNING, [*values, stamp, stamp], result="one", reread=self._stored(values[0])
+                )
+            except ForeignKeyViolation as exc:
+                raise await self._missing_reference([state]) from exc
+            except DuplicateError as exc:
+                holder = await self._dedup_holder(state, exc)
+                if holder is not None:
+                    return holder
+                continue
+            return self._as_stored(state, row, stamp)
+        raise ConflictError(f"task {state.task_exec_id!r}: dedup_key {state.dedup_key!r} is contended")
+
+    async def _dedup_holder(self, state: TaskState, exc: DuplicateError) -> TaskState | None:
+        """The live task holding ``state``'s dedup key, after ``state``'s write collided with it; ``None`` if
+        none holds it any more. A stored task given a held key cannot take it (``ConflictError``)."""
+        key = state.dedup_key
+        if key is None:
+            raise ConflictError(f"task {state.task_exec_id!r}: {exc}") from exc
+
+        async def work(conn: Connection) -> tuple[Row | None, Row | None]:
+            return (
+                await conn.fetch_one(queue.DEDUP_HOLDER, [key]),
+                await conn.fetch_one(TASK_EXISTS, [state.task_exec_id]),
             )
-        except ForeignKeyViolation as exc:
-            raise await self._missing_reference([state]) from exc
-        return self._as_stored(state, row, stamp)
+
+        holder, exists = await self._db.read(work)
+        if holder is not None and exists is not None:
+            raise ConflictError(
+                f"task {state.task_exec_id!r}: dedup_key {key!r} is held by the live task {holder[0]!r}"
+            ) from exc
+        return None if holder is None else TABLE.from_row(holder, self._dialect.load_ts)
 
     async def update_state(self, state: TaskState, expected_version: int) -> TaskState:
         values = self._values(state)
@@ -379,6 +377,10 @@ class SqlTaskRepository:
                 row = await self._db.run(work, single_statement=True)
         except ForeignKeyViolation as exc:
             raise await self._missing_reference([state]) from exc
+        except DuplicateError as exc:
+            if await self._dedup_holder(state, exc) is None:
+                raise ConflictError(f"task {state.task_exec_id!r}: {exc}") from exc
+            raise  # pragma: no cover - _dedup_holder raised for a stored task
         if row is None:
 
             async def explain(conn: Connection) -> Exception:
@@ -527,32 +529,118 @@ class SqlTaskRepository:
                 self._filters[filter] = found
         return found[0], list(found[1])
 
+    def _claim_and(self, filter: TaskFilter | None) -> tuple[str, list[object]]:
+        """The conditions of a claim: the filter's, and no composite parent unless it names execution types."""
+        where, params = self._filter_and(filter)
+        return (where if queue.names_execution_type(filter) else where + queue.NOT_COMPOSITE), params
+
     async def claim(
         self, filter: TaskFilter | None = None, *, worker: str, limit: int = 1, lease: float | timedelta
     ) -> list[TaskState]:
-        where, params = self._filter_and(filter)
+        where, params = self._claim_and(filter)
+        seconds = _seconds(lease)
+        if not self._limited:
+            rows = await self._claim_unlimited(where, params, worker=worker, limit=limit, lease=seconds)
+            if rows:
+                return self._handed_out(rows, worker)
+        # Nothing claimed: no work, or limits exist (the one-statement claim then takes nothing).
+        rows, self._limited = await self._claim_limited(
+            where, params, worker=worker, limit=limit, lease=seconds
+        )
+        return self._handed_out(rows, worker)
+
+    def _handed_out(self, rows: list[Row], worker: str) -> list[TaskState]:
+        """The states a claim's rows hand to ``worker`` (not those it ended FAILED), in claim order."""
+        from_row, load_ts = TABLE.from_row, self._dialect.load_ts
+        claimed = [from_row(row, load_ts) for row in rows]
+        claimed = [s for s in claimed if s.status is TaskStatus.RUNNING and s.claimed_by == worker]
+        if len(claimed) > 1:  # RETURNING follows no order
+            claimed.sort(key=_claim_order)
+        return claimed
+
+    async def _claim_unlimited(
+        self, where: str, params: list[object], *, worker: str, limit: int, lease: float
+    ) -> list[Row]:
         stamp = now()
         sql = self._claims.get(where)
         if sql is None:
             sql = self._claims[where] = claim_sql(where, self._dialect)
-        args = claim_params(
-            self._dialect, params, limit=limit, worker=worker, lease=_seconds(lease), stamp=stamp
+        args = claim_params(self._dialect, params, limit=limit, worker=worker, lease=lease, stamp=stamp)
+        return await self._db.write(
+            sql, args, result="all", reread=self._claimed(worker, stamp), evident=True
         )
+
+    def _claimed(self, worker: str, stamp: datetime) -> Callable[[Connection], Awaitable[list[Row]]]:
         marked = self._dialect.ts_param(stamp)
 
         async def reread(conn: Connection) -> list[Row]:
             # The reply was lost after the claim committed: what this claim took carries its worker and the
             # claim's own updated_at (the caller's clock, to the microsecond) exactly.
-            return await conn.fetch_all(
-                f"{SELECT} WHERE claimed_by = ? AND updated_at = ? AND status = 'RUNNING'", [worker, marked]
-            )
+            return await conn.fetch_all(f"{SELECT} WHERE claimed_by = ? AND updated_at = ?", [worker, marked])
 
-        rows = await self._db.write(sql, args, result="all", reread=reread, evident=True)
-        from_row, load_ts = TABLE.from_row, self._dialect.load_ts
-        claimed = [from_row(row, load_ts) for row in rows]
-        if len(claimed) > 1:  # RETURNING follows no order
-            claimed.sort(key=_age)
-        return claimed
+        return reread
+
+    async def _claim_limited(
+        self, where: str, params: list[object], *, worker: str, limit: int, lease: float
+    ) -> tuple[list[Row], bool]:
+        """A claim in one transaction that obeys the limits: candidates (locked), then the limits of their
+        keys (locked, so that claimers of a key count one after another), exact counts, the claim, the rate log.
+
+        Returns the claimed rows and whether any limit exists.
+        """
+        dialect = self._dialect
+        candidates_sql = self._limited_claims.get(where)
+        if candidates_sql is None:
+            candidates_sql = self._limited_claims[where] = queue.limited_candidates_sql(where, dialect)
+        stamp = now()
+        updated = dialect.ts_param(stamp)
+
+        async def work(conn: Connection) -> tuple[list[Row], bool]:
+            found = await conn.fetch_all(candidates_sql, [*params, limit, *params, limit, limit])
+            any_limit = await conn.fetch_one(queue.ANY_LIMIT)
+            limited = bool(any_limit and any_limit[0])
+            if not found:
+                return [], limited
+            keys = sorted({row[1] for row in found if row[1] is not None})
+            limits: dict[str, queue.Limit] = {}
+            if keys and limited:
+                for key, concurrency, rate_count, rate_seconds in await conn.fetch_all(
+                    self._limits_sql, [dialect.ids_param(keys)]
+                ):
+                    limits[key] = queue.Limit(key, concurrency, rate_count, rate_seconds)
+            clock_row = await conn.fetch_one(f"SELECT {dialect.wall_clock}")
+            assert clock_row is not None
+            clock = dialect.load_ts(clock_row[0])
+            running: dict[str, int] = {}
+            recent: dict[str, int] = {}
+            for key, lim in limits.items():
+                if lim.concurrency is not None:
+                    counted = await conn.fetch_one(queue.RUNNING_OF_KEY, [key])
+                    running[key] = int(counted[0]) if counted else 0
+                if lim.rate_seconds is not None:
+                    cutoff = dialect.ts_param(clock - timedelta(seconds=lim.rate_seconds))
+                    await conn.execute(queue.FORGET_CLAIMS, [key, cutoff])
+                    counted = await conn.fetch_one(queue.CLAIMS_OF_KEY, [key, cutoff])
+                    recent[key] = int(counted[0]) if counted else 0
+            chosen = queue.choose(found, limits, running, recent)
+            if not chosen:
+                return [], limited
+            lease_end = dialect.ts_param(clock + timedelta(seconds=lease))
+            rows = await conn.fetch_all(
+                self._limited_claim, [worker, lease_end, updated, dialect.ids_param(chosen)]
+            )
+            logged = [
+                [row[_KEY_AT], dialect.ts_param(clock)]
+                for row in rows
+                if row[_KEY_AT] in limits
+                and limits[row[_KEY_AT]].rate_count is not None
+                and row[_STATUS_AT] == "RUNNING"
+            ]
+            if logged:
+                await conn.execute_many(queue.LOG_CLAIM, logged)
+            return rows, limited
+
+        return await self._db.run(work)
 
     async def heartbeat(
         self, task_exec_ids: Sequence[str], *, worker: str, lease: float | timedelta
@@ -585,37 +673,134 @@ class SqlTaskRepository:
 
         row = await self._db.write(RELEASE, [stamp, task_exec_id, worker], result="one", reread=reread)
         if row is None:
-
-            async def explain(conn: Connection) -> Exception:
-                found = await conn.fetch_one(HOLDER, [task_exec_id])
-                if found is None:
-                    return NotFoundError(f"task state {task_exec_id!r} not found")
-                holder, status = found
-                return ConflictError(
-                    f"task state {task_exec_id!r} is not held by {worker!r} (status {status}, claimed by {holder!r})"
-                )
-
-            raise await self._db.read(explain)
+            raise await self._db.read(self._not_held(task_exec_id, worker))
         return TABLE.from_row(row, self._dialect.load_ts)
 
-    async def wait_for_work(self, filter: TaskFilter | None = None, *, timeout: float) -> bool:
+    async def fail(
+        self,
+        task_exec_id: str,
+        *,
+        worker: str,
+        error: JsonObject,
+        retry_in: float | timedelta | None = None,
+        backoff: RetryBackoff | None = None,
+    ) -> TaskState:
+        dialect = self._dialect
+        last_error = dialect.json_param(dump_json(error, "error"))
+        updated = dialect.ts_param(now())
+        policy = backoff or DEFAULT_BACKOFF
+
+        async def work(conn: Connection) -> Row | None:
+            held = await conn.fetch_one(queue.HELD_ATTEMPT + dialect.for_update, [task_exec_id, worker])
+            if held is None:
+                return None
+            delay = (
+                _seconds(retry_in) if retry_in is not None else policy.delay(int(held[0]), random.random())
+            )
+            return await conn.fetch_one(
+                self._fail, [*dialect.at_params(delay), last_error, updated, task_exec_id, worker]
+            )
+
+        row = await self._db.run(work)
+        if row is None:
+            raise await self._db.read(self._not_held(task_exec_id, worker))
+        return TABLE.from_row(row, dialect.load_ts)
+
+    def _not_held(self, task_exec_id: str, worker: str) -> Callable[[Connection], Awaitable[Exception]]:
+        async def explain(conn: Connection) -> Exception:
+            found = await conn.fetch_one(HOLDER, [task_exec_id])
+            if found is None:
+                return NotFoundError(f"task state {task_exec_id!r} not found")
+            holder, status = found
+            return ConflictError(
+                f"task state {task_exec_id!r} is not held by {worker!r} (status {status}, claimed by {holder!r})"
+            )
+
+        return explain
+
+    async def cancel(self, task_exec_ids: Sequence[str], *, reason: str) -> list[TaskState]:
+        if not task_exec_ids:
+            return []
+        wanted = list(dict.fromkeys(task_exec_ids))
+        dialect = self._dialect
+        marked = dialect.ts_param(now())
+
+        async def work(conn: Connection) -> list[Row]:
+            rows = await conn.fetch_all(self._cancel, [reason, marked, dialect.ids_param(wanted)])
+            if rows and dialect.wake:
+                await conn.execute(dialect.wake)
+            return rows
+
+        rows = await self._db.run(work)
+        by_id = {
+            state.task_exec_id: state for state in (TABLE.from_row(row, dialect.load_ts) for row in rows)
+        }
+        return [by_id[task_exec_id] for task_exec_id in wanted if task_exec_id in by_id]
+
+    async def set_limit(
+        self, key: str, *, concurrency: int | None = None, rate: tuple[int, float] | None = None
+    ) -> None:
+        if concurrency is None and rate is None:
+            await write_idempotent(self._db, queue.DROP_LIMIT, [key])
+            return
+        count, per = (None, None) if rate is None else rate
+        stamp = self._dialect.ts_param(now())
+        await write_idempotent(self._db, queue.SET_LIMIT, [key, concurrency, count, per, stamp])
+
+    async def queue_stats(self, filter: TaskFilter | None = None) -> QueueStats:
         where, params = self._filter_and(filter)
+        dialect = self._dialect
+        by_status, timing, dead = queue.stats_sql(where, dialect)
+
+        async def work(conn: Connection) -> QueueStats:
+            counts = {TaskStatus(row[0]): int(row[1]) for row in await conn.fetch_all(by_status, params)}
+            found = await conn.fetch_one(timing, [*params, *params, *params])
+            assert found is not None
+            due, delayed, oldest, clock = found
+            dead_row = await conn.fetch_one(dead, params)
+            keys = [
+                KeyStats(
+                    key=row[0],
+                    running=int(row[1]),
+                    concurrency=row[2],
+                    rate=None if row[3] is None else (int(row[3]), float(row[4])),
+                    claims_in_window=int(row[5] or 0),
+                )
+                for row in await conn.fetch_all(queue.keys_sql(dialect))
+            ]
+            age = None
+            if oldest is not None:
+                age = max((dialect.load_ts(clock) - dialect.load_ts(oldest)).total_seconds(), 0.0)
+            return QueueStats(
+                counts=counts,
+                due=int(due),
+                delayed=int(delayed),
+                oldest_due_age=age,
+                dead=int(dead_row[0]) if dead_row else 0,
+                keys=keys,
+            )
+
+        return await self._db.read(work)
+
+    async def wait_for_work(self, filter: TaskFilter | None = None, *, timeout: float) -> bool:
+        where, params = self._claim_and(filter)
         dialect = self._dialect
         sql = work_sql(where, dialect)
         deadline = time.monotonic() + timeout
         async with self._db.watch() as watcher:
             while True:
                 # After watching began: work committed from now on wakes the watcher, earlier work is seen here.
-                row = await self._db.fetch_one(sql, [*params, *params])
+                row = await self._db.fetch_one(sql, [*params, *params, *params])
                 assert row is not None
                 if row[0] or row[1]:
                     return True
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     return False
-                if row[2] is not None:  # a lease lapses before the deadline: look again then
-                    lapses_in = (dialect.load_ts(row[2]) - dialect.load_ts(row[3])).total_seconds()
-                    remaining = min(remaining, max(lapses_in, 0.001))
+                for then in (row[2], row[4]):  # a lease lapses, or a delayed task is due: look again then
+                    if then is not None:
+                        until = (dialect.load_ts(then) - dialect.load_ts(row[3])).total_seconds()
+                        remaining = min(remaining, max(until, 0.001))
                 await watcher.wait(min(remaining, MAX_WAIT_SLICE))
 
     async def list_lapsed(self, filter: TaskFilter | None = None, *, limit: int = 100) -> list[TaskState]:

@@ -14,6 +14,7 @@ from planflow.infra.sql.database import Connection, Database, Row
 from planflow.infra.sql.dialect import Dialect
 from planflow.infra.sql.history import HistoryReader
 from planflow.infra.sql.idempotency import IdempotencyKeys
+from planflow.infra.sql.queue import LIVE, cancel_sql
 from planflow.infra.sql.statements import (
     delete_one,
     every_item,
@@ -175,16 +176,11 @@ TASK_LOOKUPS = ("task_id", "agent_id", "tool_id")
 
 # Workflow control ----------------------------------------------------------------------------------------
 
-_UNFINISHED = "('PENDING', 'RUNNING', 'WAITING', 'PAUSED')"
 _FAILED = "('FAILED', 'CANCELED', 'TIMED_OUT')"
-#: Cancel every unfinished task of a workflow, revoking its claim (its holder is fenced: the version moves).
-CANCEL_TASKS = (
-    "UPDATE task_states SET status = 'CANCELED', claimed_by = NULL, lease_expires_at = NULL, last_error = ?, "
-    f"version = version + 1, updated_at = ? WHERE workflow_exec_id = ? AND status IN {_UNFINISHED}"
-)
+#: The workflow's side of ``cancel`` (its tasks': ``queue.cancel_sql``).
 CANCEL_WORKFLOW = (
     "UPDATE workflow_states SET status = 'CANCELED', error = ?, version = version + 1, updated_at = ? "
-    f"WHERE workflow_exec_id = ? AND status IN {_UNFINISHED}{RETURNING}"
+    f"WHERE workflow_exec_id = ? AND status IN {LIVE}{RETURNING}"
 )
 #: Back to PENDING: the tasks that did not succeed, attempts and last_error kept.
 RESUME_TASKS = (
@@ -273,6 +269,8 @@ class SqlWorkflowRepository:
         )
         self._tasks_of_many = latest_tasks(dialect.in_ids("workflow_exec_id"), "workflow_exec_id, task_id")
         self._history = HistoryReader(database, dialect)
+        #: The tasks' side of ``cancel``: the statement ``tasks.cancel`` runs, on a workflow's unfinished tasks.
+        self._cancel_tasks = cancel_sql(dialect, "workflow_exec_id = ?")
 
     def _workflow(self, row: Row, tasks: dict[str, TaskState] | None = None) -> WorkflowState:
         workflow = TABLE.from_row(row, self._dialect.load_ts)
@@ -524,10 +522,10 @@ class SqlWorkflowRepository:
             # The workflow's row first, as resume and complete_workflow lock it: the three never interleave.
             current = await self._locked(conn, workflow_exec_id)
             stamp = dialect.ts_param(now())
-            canceled = await conn.execute(CANCEL_TASKS, [dialect.json_param(error), stamp, workflow_exec_id])
+            canceled = await conn.fetch_all(self._cancel_tasks, [reason, stamp, workflow_exec_id])
             row = await conn.fetch_one(CANCEL_WORKFLOW, [dialect.json_param(error), stamp, workflow_exec_id])
-            if canceled and dialect.notify_work:
-                await conn.fetch_one(dialect.notify_work)
+            if canceled and dialect.wake:
+                await conn.execute(dialect.wake)
             return current if row is None else self._workflow(row)
 
         return await self._db.run(work)

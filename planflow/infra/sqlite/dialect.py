@@ -24,6 +24,21 @@ CLOCK = "(strftime('%Y-%m-%dT%H:%M:%f', 'now') || '000+00:00')"
 CLOCK_PLUS = "(strftime('%Y-%m-%dT%H:%M:%f', 'now', ?) || '000+00:00')"
 
 
+def _clock_minus(seconds_sql: str) -> str:
+    return f"(strftime('%Y-%m-%dT%H:%M:%f', 'now', '-' || ({seconds_sql}) || ' seconds') || '000+00:00')"
+
+
+def _by_claim_order(where: str) -> str:
+    # A claim of one workflow execution reads that workflow's pending tasks in order; any other, all of them.
+    if "workflow_exec_id = ?" in where:
+        return "task_states INDEXED BY task_states_workflow_claim"
+    return "task_states INDEXED BY task_states_claim"
+
+
+def _json_nested(column: str) -> str:
+    return f"json({column})"
+
+
 def _seconds_modifier(seconds: float) -> str:
     return f"{seconds:+.6f} seconds"
 
@@ -69,9 +84,13 @@ SQLITE = Dialect(
     defer_foreign_keys="PRAGMA defer_foreign_keys = ON",
     split_update=True,
     by_lease="task_states INDEXED BY task_states_leases",
+    by_claim_order=_by_claim_order,
     clock=CLOCK,
     clock_plus=CLOCK_PLUS,
     seconds_param=_seconds_modifier,
+    wall_clock=CLOCK,
+    wall_clock_minus=_clock_minus,
+    json_nested=_json_nested,
 )
 
 MIGRATION_SQL = MigrationSql(
