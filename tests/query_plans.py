@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 from planflow.infra.sql import auth as auth_sql
 from planflow.infra.sql import executions as executions_sql
 from planflow.infra.sql import history as history_sql
+from planflow.infra.sql import queue as queue_sql
 from planflow.infra.sql import tasks as tasks_sql
 from planflow.infra.sql import workflows as workflows_sql
 from planflow.infra.sql.codec import encode_cursor, now
@@ -193,8 +194,8 @@ def statements(dialect: Dialect) -> list[tuple[str, str, list[object]]]:
         ("history of a deleted task", history_sql.ANY_RECORD, ["task", "tx"]),
         (
             "workflows.cancel of tasks",
-            workflows_sql.CANCEL_TASKS,
-            [dialect.json_param("{}"), ts(now()), "wx"],
+            queue_sql.cancel_sql(dialect, "workflow_exec_id = ?"),
+            ["why", ts(now()), "wx"],
         ),
         ("workflows.resume of tasks", workflows_sql.RESUME_TASKS, [ts(now()), "wx"]),
         ("workflows.fork reads the tasks", workflows_sql.ALL_TASKS, ["wx"]),
