@@ -21,6 +21,7 @@ from psycopg.types.string import TextLoader
 from benchmarks.data import chunks
 from benchmarks.stores.base import BULK_BATCH, MAX_DEPTH, RAW
 from benchmarks.stores.rawcodec import (
+    DEPTH_AT,
     dumps,
     now,
     page,
@@ -124,7 +125,7 @@ class RawPostgresStore:
 
     def get_task_tree(self, root_state_id: str) -> list[TaskTreeNode]:
         rows = self._conn().execute(TREE_PG, (root_state_id, MAX_DEPTH, root_state_id)).fetchall()
-        return [TaskTreeNode(state_from_row(r, _utc), r[20]) for r in rows]
+        return [TaskTreeNode(state_from_row(r, _utc), r[DEPTH_AT]) for r in rows]
 
     def list_page(
         self, workflow_exec_id: str, limit: int, cursor: object | None
@@ -146,13 +147,14 @@ class RawPostgresStore:
         if row is None:
             found = conn.execute(GET_VERSION_PG, (state.task_exec_id,)).fetchone()
             raise write_failure(state.task_exec_id, found, expected_version)
-        version, created, holder, lease = row
+        version, created, holder, lease, attempt = row
         return state.evolve(
             version=version,
             created_at=created.astimezone(UTC),
             updated_at=moment,
             claimed_by=holder,
             lease_expires_at=None if lease is None else lease.astimezone(UTC),
+            attempt=attempt,
         )
 
     def close(self) -> None:

@@ -14,6 +14,7 @@ from datetime import datetime
 from benchmarks.data import chunks
 from benchmarks.stores.base import BULK_BATCH, MAX_DEPTH, RAW
 from benchmarks.stores.rawcodec import (
+    DEPTH_AT,
     dumps,
     iso,
     json_text,
@@ -103,7 +104,7 @@ class RawSqliteStore:
 
     def get_task_tree(self, root_state_id: str) -> list[TaskTreeNode]:
         rows = self._conn().execute(TREE, (root_state_id, MAX_DEPTH, root_state_id)).fetchall()
-        return [TaskTreeNode(state_from_row(r, _fromiso), r[20]) for r in rows]
+        return [TaskTreeNode(state_from_row(r, _fromiso), r[DEPTH_AT]) for r in rows]
 
     def list_page(
         self, workflow_exec_id: str, limit: int, cursor: object | None
@@ -131,13 +132,14 @@ class RawSqliteStore:
         if not rows:
             found = conn.execute(GET_VERSION, (state.task_exec_id,)).fetchone()
             raise write_failure(state.task_exec_id, found, expected_version)
-        version, created, holder, lease = rows[0]
+        version, created, holder, lease, attempt = rows[0]
         return state.evolve(
             version=version,
             created_at=_fromiso(created),
             updated_at=moment,
             claimed_by=holder,
             lease_expires_at=None if lease is None else _fromiso(lease),
+            attempt=attempt,
         )
 
     def close(self) -> None:

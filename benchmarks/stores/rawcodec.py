@@ -119,7 +119,18 @@ def state_from_row(r: Sequence[Any], load_ts: Callable[[Any], datetime]) -> Task
         load_ts(r[17]),
         r[18],
         None if r[19] is None else load_ts(r[19]),
+        r[20],
+        None if r[21] is None else load_ts(r[21]),
+        r[22],
+        r[23],
+        r[24],
+        r[25],
+        None if r[26] is None else loads(r[26]),
     )
+
+
+#: Where a tree query's depth column stands: after the state's columns.
+DEPTH_AT = 27
 
 
 def values(
@@ -128,8 +139,8 @@ def values(
     usage_value: Callable[[UsageSummary | None], object],
     ts_value: Callable[[datetime], object],
 ) -> list[object]:
-    """The 15 written columns of a state in planflow's order, JSON through the driver's adapters (the claim
-    columns are written by claims only)."""
+    """The 21 written columns of a state in planflow's order, JSON through the driver's adapters (the claim
+    columns, ``attempt`` among them, are written by claims only)."""
     return [
         s.task_exec_id,
         s.task_id,
@@ -146,6 +157,12 @@ def values(
         json_value(s.output),
         json_value(s.error),
         usage_value(s.usage),
+        s.priority,
+        None if s.run_after is None else ts_value(s.run_after),
+        s.max_attempts,
+        s.concurrency_key,
+        s.dedup_key,
+        json_value(s.last_error),
     ]
 
 

@@ -10,7 +10,7 @@ import pytest
 
 from benchmarks import observability_bench
 
-VARIANTS = ["raw", "planflow", "listener", "otel"]
+VARIANTS = ["raw", "floor", "planflow", "listener", "otel"]
 
 
 @pytest.mark.parametrize("driver", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
@@ -30,3 +30,4 @@ def test_every_variant_measures_both_workloads(
     observability_bench.report(driver, medians, medians)
     printed = capsys.readouterr().out
     assert "planflow/raw" in printed and "listener/planflow" in printed and "otel/planflow" in printed
+    assert "otel/floor" in printed
