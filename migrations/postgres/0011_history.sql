@@ -32,7 +32,7 @@ CREATE INDEX planflow_history_entity ON planflow_history (entity, entity_id, his
 CREATE INDEX planflow_history_workflow ON planflow_history (workflow_exec_id, history_id);
 
 CREATE FUNCTION planflow_error_summary(e JSONB) RETURNS TEXT LANGUAGE sql IMMUTABLE AS
-$$ SELECT left(coalesce(e ->> 'message', e ->> 'code', e::text), 500) $$;
+$$ SELECT left(coalesce(e ->> 'message', e ->> 'code', e ->> 'error', e::text), 500) $$;
 
 CREATE FUNCTION planflow_task_history() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN

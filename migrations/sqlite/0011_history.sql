@@ -33,7 +33,7 @@ BEGIN
                                   worker, attempt, version, error)
     VALUES (NEW.updated_at, 'task', NEW.task_exec_id, NEW.workflow_exec_id, NULL, NEW.status, NEW.claimed_by,
             NEW.attempt, NEW.version,
-            (SELECT substr(CAST(coalesce(json_extract(e, '$.message'), json_extract(e, '$.code'), e) AS TEXT), 1, 500)
+            (SELECT substr(CAST(coalesce(json_extract(e, '$.message'), json_extract(e, '$.code'), json_extract(e, '$.error'), e) AS TEXT), 1, 500)
              FROM (SELECT coalesce(NEW.last_error, NEW.error) AS e)));
 END;
 
@@ -46,7 +46,7 @@ BEGIN
                                   worker, attempt, version, error)
     VALUES (NEW.updated_at, 'task', NEW.task_exec_id, NEW.workflow_exec_id, OLD.status, NEW.status,
             coalesce(NEW.claimed_by, OLD.claimed_by), NEW.attempt, NEW.version,
-            (SELECT substr(CAST(coalesce(json_extract(e, '$.message'), json_extract(e, '$.code'), e) AS TEXT), 1, 500)
+            (SELECT substr(CAST(coalesce(json_extract(e, '$.message'), json_extract(e, '$.code'), json_extract(e, '$.error'), e) AS TEXT), 1, 500)
              FROM (SELECT CASE WHEN OLD.last_error IS NOT NEW.last_error THEN NEW.last_error ELSE NEW.error END
                    AS e)));
 END;
@@ -57,7 +57,7 @@ BEGIN
                                   worker, attempt, version, error)
     VALUES (NEW.updated_at, 'workflow', NEW.workflow_exec_id, NEW.workflow_exec_id, NULL, NEW.status, NULL, NULL,
             NEW.version,
-            (SELECT substr(CAST(coalesce(json_extract(e, '$.message'), json_extract(e, '$.code'), e) AS TEXT), 1, 500)
+            (SELECT substr(CAST(coalesce(json_extract(e, '$.message'), json_extract(e, '$.code'), json_extract(e, '$.error'), e) AS TEXT), 1, 500)
              FROM (SELECT NEW.error AS e)));
 END;
 
@@ -68,6 +68,6 @@ BEGIN
                                   worker, attempt, version, error)
     VALUES (NEW.updated_at, 'workflow', NEW.workflow_exec_id, NEW.workflow_exec_id, OLD.status, NEW.status, NULL,
             NULL, NEW.version,
-            (SELECT substr(CAST(coalesce(json_extract(e, '$.message'), json_extract(e, '$.code'), e) AS TEXT), 1, 500)
+            (SELECT substr(CAST(coalesce(json_extract(e, '$.message'), json_extract(e, '$.code'), json_extract(e, '$.error'), e) AS TEXT), 1, 500)
              FROM (SELECT NEW.error AS e)));
 END;

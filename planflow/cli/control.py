@@ -7,6 +7,7 @@ are commands of that module kept apart, and use its private helpers as its own c
 from __future__ import annotations
 
 import sys
+import textwrap
 import uuid
 from typing import Annotated
 
@@ -33,6 +34,8 @@ from planflow.models import HistoryRecord, JsonValue
 
 #: Width of a timeline line (a terminal's default).
 WIDTH = 80
+#: Continuation lines of a record are indented this much (little, so that a long id still fits a line).
+INDENT = 4
 #: Records read per round trip.
 PAGE = 500
 #: Transitions ``planflow show`` adds.
@@ -66,8 +69,9 @@ def history_of(provider: Provider, exec_id: str, *, limit: int) -> list[HistoryR
 
 
 def timeline_line(record: HistoryRecord, *, width: int = WIDTH, entity: bool = True) -> str:
-    """One record as a line of at most ``width`` characters: when, which entity (unless not ``entity``), the
-    change, by whom, why."""
+    """One record in lines of at most ``width`` characters: when, which entity (unless not ``entity``), the
+    change, by whom, why. Nothing is cut: what does not fit goes on indented lines below (an id is never split,
+    and one longer than a line stands on a line of its own)."""
     change = f"{record.from_status or 'new'} -> {record.to_status}"
     who = f" by {record.worker}" if record.worker else ""
     attempt = f" #{record.attempt}" if record.attempt else ""
@@ -77,8 +81,15 @@ def timeline_line(record: HistoryRecord, *, width: int = WIDTH, entity: bool = T
         f"{f'{record.entity[0]} {record.entity_id} ' if entity else ''}"
         f"{change} v{record.version}{attempt}{who}{why}"
     )
-    line = " ".join(line.split())
-    return line if len(line) <= width else line[: width - 1] + "…"
+    return "\n".join(
+        textwrap.wrap(
+            " ".join(line.split()),
+            width,
+            subsequent_indent=" " * INDENT,
+            break_long_words=False,
+            break_on_hyphens=False,
+        )
+    )
 
 
 def last_transitions(provider: Provider, exec_id: str, *, count: int = LAST) -> JsonValue:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from planflow import TaskState, TaskStatus, WorkflowState, open_provider
-from tests.cli.helpers import planflow, sqlite_url
+from tests.cli.helpers import assert_fits, planflow, sqlite_url
 
 
 def a_run(path: Path) -> str:
@@ -41,18 +41,20 @@ def test_history_prints_a_timeline_within_80_columns_and_json(tmp_path: Path) ->
     missing = planflow("history", "ghost", "--db", db, cwd=tmp_path)
 
     assert text.code == 0, text.err
-    lines = text.out.splitlines()
-    assert len(lines) == 6 and all(len(line) <= 80 for line in lines)
-    assert "w run-1 new -> RUNNING v1" in lines[0]
-    assert "t run-1/a PENDING -> RUNNING v2 by worker-with-a-long-name" in lines[2]
-    assert "t run-1/b new -> FAILED v1: disk full" in lines[4] and lines[4].endswith("…")
+    assert_fits(text.out)
+    records = text.out.replace("\n" + " " * 4, " ").splitlines()  # continuation lines joined to their record
+    assert len(records) == 6
+    assert "w run-1 new -> RUNNING v1" in records[0]
+    # The holder's id is whole: too long for the first line, it goes on the next.
+    assert f"t run-1/a PENDING -> RUNNING v2 #1 by worker-with-a-long-name-{'x' * 40}" in records[2]
+    assert records[4].endswith("t run-1/b new -> FAILED v1: " + " ".join(["disk full"] * 20))
     assert isinstance(as_json, list)
     assert [(r["from_status"], r["to_status"]) for r in as_json] == [
         (None, "PENDING"),
         ("PENDING", "RUNNING"),
         ("RUNNING", "SUCCESS"),
     ]
-    assert newest.out.splitlines() == lines[-2:]
+    assert newest.out.replace("\n" + " " * 4, " ").splitlines() == records[-2:]
     assert missing.code == 1 and "no workflow or task with exec id 'ghost'" in missing.err
 
 
