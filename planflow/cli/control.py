@@ -9,7 +9,7 @@ from __future__ import annotations
 import sys
 import textwrap
 import uuid
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -29,8 +29,10 @@ from planflow.cli.app import (
 )
 from planflow.cli.records import to_json, workflow_json
 from planflow.errors import NotFoundError, PlanflowError
-from planflow.infra.provider import Provider
 from planflow.models import HistoryRecord, JsonValue
+
+if TYPE_CHECKING:  # loaded by the commands that open a store, not by --help
+    from planflow.infra.provider import Provider
 
 #: Width of a timeline line (a terminal's default).
 WIDTH = 80
