@@ -36,6 +36,7 @@ from planflow import (
     MetadataRepository,
     PlanflowError,
     Provider,
+    RetryBackoff,
     RetryPolicy,
     Role,
     TaskDefinition,
@@ -287,6 +288,17 @@ STRATEGIES: dict[tuple[str, str], st.SearchStrategy[Any]] = {
     ("*", "TaskDefinition"): st.one_of(definitions, not_a_string),
     ("*", "TaskOccurrence"): st.one_of(occurrences, not_a_string),
     ("*", "TaskExecution"): st.one_of(executions, not_a_string),
+    ("reason", "Text"): hostile_text,
+    ("*", "ErrorObject"): st.one_of(json_objects, not_a_string, st.just({"code": "BOOM"})),
+    ("*", "Delay | None"): st.sampled_from(
+        [None, 0, 0.5, 30, -1, float("nan"), float("inf"), timedelta(seconds=2), timedelta(-1), "1", True]
+    ),
+    ("*", "RetryBackoff | None"): st.sampled_from([None, RetryBackoff(), RetryBackoff(0, 1, 0, 0), "fast", 3]),
+    ("*", "HistoryId | None"): st.one_of(st.none(), numbers, st.just("3")),
+    ("*", "Size | None"): st.one_of(st.none(), numbers),
+    ("*", "Rate | None"): st.sampled_from(
+        [None, (5, 1.0), (0, 1), (1, 0), (-1, 1), (3, float("nan")), (2**63, 1), (1, 2, 3), "5/s", 5, (True, 1)]
+    ),
 }
 
 
@@ -307,7 +319,17 @@ def methods(protocol: type) -> list[str]:
 
 # Outcomes --------------------------------------------------------------------------------------------------
 
-VOLATILE = {"created_at", "updated_at", "last_used", "lease_expires_at"}
+#: Clock readings and sequence numbers (a sequence value is spent by a rolled-back insert on PostgreSQL only).
+VOLATILE = {
+    "created_at",
+    "updated_at",
+    "last_used",
+    "lease_expires_at",
+    "recorded_at",
+    "run_after",
+    "oldest_due_age",
+    "history_id",
+}
 GENERATED = {"id", "fingerprint", "prefix", "plaintext", "user_id"}
 
 
