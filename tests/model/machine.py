@@ -286,6 +286,7 @@ class TaskMachine(RuleBasedStateMachine):
             version=returned.version,
             created_at=returned.created_at if before is None else before.created_at,
             updated_at=returned.updated_at,
+            forked_from=None if before is None else before.forked_from,  # the origin outlives upserts
         )
         assert returned == expected, f"{returned!r} != {expected!r}"
         self.model.workflows[state.workflow_exec_id] = expected
@@ -589,14 +590,21 @@ class TaskMachine(RuleBasedStateMachine):
             self.expect_error(outcome, refused, "bulk_upsert with a bad reference")
             return
         assert self.expect_value(outcome, "bulk_upsert") == len(states)
-        final = {state.task_exec_id: state for state in states}
-        for task_exec_id, state in final.items():
-            stored = self.expect_value(self.call(lambda p, i=task_exec_id: p.tasks.get_state(i)), "get_state")
-            before = self.model.tasks.get(task_exec_id)
-            writes = sum(1 for s in states if s.task_exec_id == task_exec_id)
-            self.record_task(
-                state, stored, expected_version=(0 if before is None else before.version) + writes
-            )
+        last = {state.task_exec_id: index for index, state in enumerate(states)}
+        stored = {
+            task_exec_id: self.expect_value(self.call(lambda p, i=task_exec_id: p.tasks.get_state(i)), "get_state")
+            for task_exec_id in last
+        }
+        base = {i: 0 if i not in self.model.tasks else self.model.tasks[i].version for i in last}
+        # Every write of the batch in order, an earlier write of a task too: each appends its own history record.
+        for index, state in enumerate(states):
+            task_exec_id = state.task_exec_id
+            base[task_exec_id] += 1
+            if index == last[task_exec_id]:
+                self.record_task(state, stored[task_exec_id], expected_version=base[task_exec_id])
+            else:
+                earlier = self.model.stored_task(state, stored[task_exec_id])
+                self.model.tasks[task_exec_id] = earlier.evolve(version=base[task_exec_id])
 
     @step(data=st.data())
     def merge_task_usage(self, data: st.DataObject) -> None:
@@ -1250,6 +1258,9 @@ class TaskMachine(RuleBasedStateMachine):
             rest = task_exec_id.removeprefix(f"{source}/")
             return f"{new}/{rest}"
 
+        if len({copy_id(i) for i in ids}) < len(ids):  # 'w1/x' and 'x' would both be copied to '<new>/x'
+            self.expect_error(outcome, ValidationError, "fork whose copies' ids collide")
+            return
         if any(copy_id(i) in self.model.tasks for i in ids):
             self.expect_error(outcome, DuplicateError, "fork whose copies take existing task ids")
             return

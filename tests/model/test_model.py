@@ -78,7 +78,7 @@ def test_tasks_and_workflows_walk_on_postgres_with_reads_through_read_url(
     # workflow's history after each step; the full walk runs on the primary alone just above.
     config, reset = postgres_store
     with APIS[api]({**config, "read_url": config["url"]}, reset) as driver:
-        report(walk(TaskMachine, driver, STEPS // 4))
+        report(walk(TaskMachine, driver, STEPS // 4), STEPS // 4)
 
 
 @pytest.mark.soak
