@@ -293,11 +293,25 @@ STRATEGIES: dict[tuple[str, str], st.SearchStrategy[Any]] = {
     ("*", "Delay | None"): st.sampled_from(
         [None, 0, 0.5, 30, -1, float("nan"), float("inf"), timedelta(seconds=2), timedelta(-1), "1", True]
     ),
-    ("*", "RetryBackoff | None"): st.sampled_from([None, RetryBackoff(), RetryBackoff(0, 1, 0, 0), "fast", 3]),
+    ("*", "RetryBackoff | None"): st.sampled_from(
+        [None, RetryBackoff(), RetryBackoff(0, 1, 0, 0), "fast", 3]
+    ),
     ("*", "HistoryId | None"): st.one_of(st.none(), numbers, st.just("3")),
     ("*", "Size | None"): st.one_of(st.none(), numbers),
     ("*", "Rate | None"): st.sampled_from(
-        [None, (5, 1.0), (0, 1), (1, 0), (-1, 1), (3, float("nan")), (2**63, 1), (1, 2, 3), "5/s", 5, (True, 1)]
+        [
+            None,
+            (5, 1.0),
+            (0, 1),
+            (1, 0),
+            (-1, 1),
+            (3, float("nan")),
+            (2**63, 1),
+            (1, 2, 3),
+            "5/s",
+            5,
+            (True, 1),
+        ]
     ),
 }
 

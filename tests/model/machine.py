@@ -592,7 +592,9 @@ class TaskMachine(RuleBasedStateMachine):
         assert self.expect_value(outcome, "bulk_upsert") == len(states)
         last = {state.task_exec_id: index for index, state in enumerate(states)}
         stored = {
-            task_exec_id: self.expect_value(self.call(lambda p, i=task_exec_id: p.tasks.get_state(i)), "get_state")
+            task_exec_id: self.expect_value(
+                self.call(lambda p, i=task_exec_id: p.tasks.get_state(i)), "get_state"
+            )
             for task_exec_id in last
         }
         base = {i: 0 if i not in self.model.tasks else self.model.tasks[i].version for i in last}
