@@ -60,6 +60,7 @@ def _in_ids(column: str) -> str:
 
 POSTGRES = Dialect(
     name="postgres",
+    one_workflow="workflow_exec_id = ANY(ARRAY[?])",
     same=_same,
     in_ids=_in_ids,
     ids_param=list,

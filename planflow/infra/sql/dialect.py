@@ -41,6 +41,11 @@ class Dialect:
             read through the claim's index (``task_states_claim``: pending tasks by priority, then due; or
             ``task_states_workflow_claim`` when ``where`` names a workflow execution), named on SQLite, which
             without statistics would read every pending task through the status index and sort them.
+        one_workflow: How a claim's pending tasks are matched to the one workflow execution its filter names
+            (``?``: the id). PostgreSQL's ``= ANY(ARRAY[?])`` is the same test, but one from which the planner
+            derives no constant: the claim's order, led by ``workflow_exec_id``
+            (``planflow.infra.sql.queue.pending_order``), is then one that only ``task_states_workflow_claim``
+            yields without a sort, whatever the statistics say.
         split_update: Whether an optimistic update first sets only the columns that usually change (see
             ``planflow.infra.sql.tasks.STABLE_COLUMNS``): worth it where the engine rewrites the index entries
             of every column it sets (SQLite), a wasted round trip where it does not (PostgreSQL).
@@ -74,6 +79,7 @@ class Dialect:
     skip_locked: str = ""
     by_lease: str = "task_states"
     by_claim_order: Callable[[str], str] = lambda where: "task_states"
+    one_workflow: str = "workflow_exec_id = ?"
     limit_union_arms: bool = False
     clock: str = ""
     clock_plus: str = ""

@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 
 from planflow.infra.sql.dialect import Dialect
 from planflow.infra.sql.migrations import TABLE, MigrationSql
+from planflow.infra.sql.queue import names_one_workflow
 
 
 def ts_param(moment: datetime) -> str:
@@ -30,7 +31,7 @@ def _clock_minus(seconds_sql: str) -> str:
 
 def _by_claim_order(where: str) -> str:
     # A claim of one workflow execution reads that workflow's pending tasks in order; any other, all of them.
-    if "workflow_exec_id = ?" in where:
+    if names_one_workflow(where):
         return "task_states INDEXED BY task_states_workflow_claim"
     return "task_states INDEXED BY task_states_claim"
 
