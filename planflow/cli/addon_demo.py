@@ -24,6 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 
+from planflow.cli.defaults import DEFAULT_ADDON_TASKS
 from planflow.errors import PlanflowError
 from planflow.executions import (
     ExecutionStateName,
@@ -36,7 +37,6 @@ from planflow.executions import (
 )
 from planflow.protocols import ExecutionRepository
 
-DEFAULT_ADDON_TASKS = 20
 #: The simulated span of the plan.
 HORIZON = timedelta(days=2)
 #: Real seconds per occurrence the scheduler spreads the firings over (so larger plans take longer).

@@ -37,34 +37,27 @@ from rich.text import Text
 from rich.tree import Tree
 
 from planflow.cli import render
-from planflow.cli.addon_demo import DEFAULT_ADDON_TASKS, AddonResult, AddonRun, build_addon_plan
-from planflow.cli.copy import (
+from planflow.cli.defaults import (
+    DEFAULT_ADDON_TASKS,
     DEFAULT_BATCH,
-    CopyError,
-    CopyInterruptedError,
-    CopyReport,
-    copy_store,
-    read_mark,
-)
-from planflow.cli.demo import (
-    CARRIER_KEY,
-    CARRIER_LIMIT,
     DEFAULT_FAILURE_RATE,
     DEFAULT_LEASE,
     DEFAULT_SEED,
     DEFAULT_TASKS,
     DEFAULT_WORKERS,
-    MAX_ATTEMPTS,
     MIN_TASKS,
-    DemoResult,
-    DemoRun,
-    build_plan,
 )
-from planflow.cli.progress import RichProgress
 from planflow.cli.records import WorkflowsTable, served_tables, serves, to_json, workflow_json
 from planflow.cli.settings import effective_settings
 from planflow.config import PlanflowConfig, redact_url, resolve_config
-from planflow.errors import ConfigError, ForeignStoreError, MigrationError, NotFoundError, PlanflowError
+from planflow.errors import (
+    ConfigError,
+    CopyError,
+    ForeignStoreError,
+    MigrationError,
+    NotFoundError,
+    PlanflowError,
+)
 from planflow.infra.execution_codec import scheduled_before
 from planflow.infra.sql.migrations import MigrationSql, load_migrations, migration_script
 from planflow.migration_records import MigrationStatus
@@ -83,7 +76,10 @@ from planflow.models import (
 )
 from planflow.version import __version__
 
-if TYPE_CHECKING:  # the provider is loaded by the commands that open a store, not by --help
+if TYPE_CHECKING:  # loaded by the commands that use them, not by --help
+    from planflow.cli.addon_demo import AddonResult
+    from planflow.cli.copy import CopyReport
+    from planflow.cli.demo import DemoResult
     from planflow.infra.provider import Provider
 
 app = typer.Typer(
@@ -444,6 +440,9 @@ def _workflow_demo(
     kill_worker: bool,
     as_json: bool,
 ) -> None:
+    from planflow.cli.demo import DemoRun, build_plan
+    from planflow.cli.progress import RichProgress
+
     plan = build_plan(tasks, seed, failure_rate=failure_rate)
     if not as_json:
         console.print(
@@ -485,6 +484,8 @@ def _status_counts(result: DemoResult) -> dict[str, int]:
 
 
 def _demo_json(provider: Provider, result: DemoResult) -> JsonValue:
+    from planflow.cli.demo import CARRIER_LIMIT
+
     abandoned: list[JsonValue] = [*sorted(result.stats.abandoned)]
     claims: dict[str, JsonValue] = {
         "claimed": result.stats.claims,
@@ -529,6 +530,8 @@ def _summary_grid() -> Table:
 
 
 def _show_demo(provider: Provider, result: DemoResult, max_children: int) -> None:
+    from planflow.cli.demo import CARRIER_KEY, CARRIER_LIMIT, MAX_ATTEMPTS
+
     plan, workflow = result.plan, result.workflow
     tree = Tree(render.workflow_label(workflow))
     for root in plan.roots:
@@ -584,6 +587,9 @@ def _show_demo(provider: Provider, result: DemoResult, max_children: int) -> Non
 def _addon_demo(
     provider: Provider, db: str | None, *, tasks: int, threads: int, seed: int, as_json: bool
 ) -> None:
+    from planflow.cli.addon_demo import AddonRun, build_addon_plan
+    from planflow.cli.progress import RichProgress
+
     plan = build_addon_plan(tasks, seed)
     if not as_json:
         console.print(
@@ -928,6 +934,8 @@ def _mark_of(provider: Provider, *, pending: bool) -> JsonObject | None:
 
     ``pending``: the schema may be older than the code (pending migrations), so a failed read means no mark.
     """
+    from planflow.cli.copy import read_mark
+
     if not pending:
         return read_mark(provider)
     try:
@@ -1347,6 +1355,8 @@ def purge(
     as_json: JsonOption = False,
 ) -> None:
     """Purge old finished workflows and old occurrences of the add-on."""
+    from planflow.cli.progress import RichProgress
+
     cutoff = before_now(parse_duration(older_than, "--older-than"), "--older-than")
     statuses = parse_statuses(status) or TERMINAL_STATUSES
     db = _store(db)
@@ -1510,6 +1520,9 @@ def copy(
     --only or --skip says what to copy. While the copy runs the target is marked incomplete ('planflow status'
     shows it); Ctrl-C says what was copied and how to resume (--merge), which clears the mark.
     """
+    from planflow.cli.copy import CopyInterruptedError, copy_store
+    from planflow.cli.progress import RichProgress
+
     if _store(None) is not None:
         raise typer.BadParameter(
             "copy takes its two stores as --from URL and --to URL, not --db", param_hint="'--db'"

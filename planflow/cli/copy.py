@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Protocol, cast
 
+from planflow.cli.defaults import DEFAULT_BATCH
 from planflow.cli.records import REPOSITORIES, TABLES, Digest, Table, serves
 from planflow.errors import CopyError, PlanflowError
 from planflow.models import JsonObject
@@ -27,7 +28,6 @@ from planflow.models import JsonObject
 if TYPE_CHECKING:
     from planflow.infra.provider import Provider, Repositories
 
-DEFAULT_BATCH = 1000
 #: The metadata key of the mark an unfinished copy leaves in its target: a JSON object with ``source``,
 #: ``started_at``, ``resume`` (the command that resumes it) and ``tables`` (``source`` and ``copied`` counts).
 INCOMPLETE_KEY = "planflow.copy.incomplete"

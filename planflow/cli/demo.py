@@ -40,6 +40,14 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from planflow.cli.defaults import (
+    DEFAULT_FAILURE_RATE,
+    DEFAULT_LEASE,
+    DEFAULT_SEED,
+    DEFAULT_TASKS,
+    DEFAULT_WORKERS,
+    MIN_TASKS,
+)
 from planflow.errors import ConflictError, PlanflowError
 from planflow.models import (
     TERMINAL_STATUSES,
@@ -59,15 +67,7 @@ from planflow.models import (
 if TYPE_CHECKING:
     from planflow.infra.provider import Repositories
 
-DEFAULT_TASKS = 500
-DEFAULT_WORKERS = 8
-DEFAULT_SEED = 42
-DEFAULT_FAILURE_RATE = 0.05
-#: Nine named steps and at least two children in each of the four groups.
-MIN_TASKS = 17
 WORKFLOW_ID = "order-fulfilment"
-#: Seconds a claim holds a task before others may take it again (``--lease``).
-DEFAULT_LEASE = 0.5
 #: Simulated seconds of the long agent steps, which outlive a heartbeat interval (a third of the lease).
 AGENT_WORK = 0.25
 AGENTS_AT_LENGTH = frozenset({"planner", "validator", "summarizer"})

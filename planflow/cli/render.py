@@ -9,6 +9,7 @@ import io
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
 
 from rich import box
 from rich.console import Console
@@ -17,8 +18,6 @@ from rich.table import Table
 from rich.text import Text
 from rich.tree import Tree
 
-from planflow.cli.addon_demo import AddonResult
-from planflow.cli.copy import CopyReport
 from planflow.cli.records import to_json
 from planflow.cli.settings import Setting
 from planflow.migration_records import MigrationStatus
@@ -34,6 +33,10 @@ from planflow.models import (
     UsageSummary,
     WorkflowState,
 )
+
+if TYPE_CHECKING:  # the commands that print these load them; --help does not
+    from planflow.cli.addon_demo import AddonResult
+    from planflow.cli.copy import CopyReport
 
 STATUS_STYLES: dict[TaskStatus, str] = {
     TaskStatus.PENDING: "dim",

@@ -49,6 +49,30 @@ def test_import_planflow_loads_neither_typer_nor_rich(tmp_path: Path) -> None:
     assert done.stdout.strip() == "[]"
 
 
+def test_help_loads_no_command_body_no_driver_and_no_provider(tmp_path: Path) -> None:
+    bodies = (
+        "planflow.cli.demo",
+        "planflow.cli.addon_demo",
+        "planflow.cli.copy",
+        "planflow.cli.progress",
+        "planflow.infra.provider",
+        "planflow.infra.sqlite",
+        "planflow.infra.postgres",
+        "planflow.infra.tinydb",
+        "sqlite3",
+        "psycopg",
+        "tinydb",
+    )
+    code = (
+        "import sys\nfrom planflow.cli.app import main\ntry:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
+        f"print(sorted(m for m in {bodies!r} if m in sys.modules), file=sys.stderr)"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, check=True
+    )
+    assert "Usage" in done.stdout and done.stderr.strip().splitlines()[-1] == "[]", done.stderr
+
+
 # demo ------------------------------------------------------------------------------------------------------
 
 
