@@ -344,6 +344,10 @@ class AsyncTaskRepository(Protocol):
         """Counts of the tasks ``filter`` selects: by status, due and delayed PENDING tasks (the database's
         clock), the age of the longest-due one, dead tasks, and RUNNING per concurrency key with its limits.
 
+        The per-key figures are store-wide, as limits are. Which keys are listed follows the filter: a filter
+        that narrows the tasks lists the keys its live (PENDING or RUNNING) tasks carry; none (or an empty
+        one) lists every key with RUNNING tasks and every limited key.
+
         A read: it writes nothing.
         """
         ...

@@ -466,7 +466,8 @@ class QueueStats:
     oldest_due_age: float | None
     #: FAILED tasks that used up their ``max_attempts`` (dead work).
     dead: int
-    #: RUNNING tasks per concurrency key, with every limited key (``tasks.set_limit``), by key.
+    #: RUNNING tasks per concurrency key (store-wide) with its limits, by key: the keys of the live tasks a
+    #: narrowing filter selects, else every key with RUNNING tasks and every limited key (``tasks.set_limit``).
     keys: list[KeyStats]
 
 

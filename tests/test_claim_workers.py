@@ -10,11 +10,9 @@ and finished by the others, and a killed worker's late write (a zombie's) is ref
 from __future__ import annotations
 
 import itertools
-import multiprocessing
 import os
 import random
 import signal
-import threading
 import time
 from collections import Counter
 from multiprocessing.process import BaseProcess
@@ -23,6 +21,7 @@ from pathlib import Path
 import pytest
 
 from planflow import ConflictError, Provider, TaskFilter, TaskState, TaskStatus, WorkflowState, open_provider
+from tests.workers import join, kill_after_progress, run_threads, start, unfinished
 
 TASKS = 10_000
 PROCESSES = 8
@@ -38,63 +37,45 @@ def fill(provider: Provider) -> None:
     )
 
 
-def unfinished(provider: Provider) -> int:
-    return sum(
-        provider.tasks.count_states(TaskFilter(workflow_exec_id=WORKFLOW, status=status))
-        for status in (TaskStatus.PENDING, TaskStatus.RUNNING)
-    )
-
-
 def work(url: str, process: int, lease: float, log_path: str) -> None:
     """One worker process: ``THREADS`` threads claiming and finishing until no task is left unfinished."""
     log = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND)
-    failures: list[BaseException] = []
     with open_provider(url) as provider:
 
         def thread(index: int) -> None:
             worker = f"p{process}-t{index}"
             rng = random.Random(process * 100 + index)
-            try:
-                while True:
-                    claimed = provider.tasks.claim(WORK, worker=worker, limit=rng.randint(1, 20), lease=lease)
-                    if not claimed:
-                        if unfinished(provider) == 0:
-                            return
-                        provider.tasks.wait_for_work(WORK, timeout=0.5)
+            while True:
+                claimed = provider.tasks.claim(WORK, worker=worker, limit=rng.randint(1, 20), lease=lease)
+                if not claimed:
+                    if unfinished(provider, WORKFLOW) == 0:
+                        return
+                    provider.tasks.wait_for_work(WORK, timeout=0.5)
+                    continue
+                for state in claimed:
+                    os.write(log, f"claim {state.task_exec_id} {worker} {state.version}\n".encode())
+                beat = time.monotonic()
+                lost: set[str] = set()
+                for state in claimed:
+                    if time.monotonic() - beat > lease / 3:  # a slow batch keeps its leases, as workers do
+                        rest = [s.task_exec_id for s in claimed if s.task_exec_id not in lost]
+                        lost.update(provider.tasks.heartbeat(rest, worker=worker, lease=lease).lost)
+                        beat = time.monotonic()
+                    if state.task_exec_id in lost:
+                        os.write(log, f"lost {state.task_exec_id} {worker}\n".encode())
                         continue
-                    for state in claimed:
-                        os.write(log, f"claim {state.task_exec_id} {worker} {state.version}\n".encode())
-                    beat = time.monotonic()
-                    lost: set[str] = set()
-                    for state in claimed:
-                        if (
-                            time.monotonic() - beat > lease / 3
-                        ):  # a slow batch keeps its leases, as workers do
-                            rest = [s.task_exec_id for s in claimed if s.task_exec_id not in lost]
-                            lost.update(provider.tasks.heartbeat(rest, worker=worker, lease=lease).lost)
-                            beat = time.monotonic()
-                        if state.task_exec_id in lost:
-                            os.write(log, f"lost {state.task_exec_id} {worker}\n".encode())
-                            continue
-                        finished = state.evolve(status=TaskStatus.SUCCESS, output={"by": worker})
-                        try:
-                            provider.tasks.update_state(finished, state.version)
-                        except ConflictError:  # its lease lapsed before a heartbeat and another took it
-                            os.write(log, f"lost {state.task_exec_id} {worker}\n".encode())
-                            continue
-                        os.write(log, f"done {state.task_exec_id} {worker}\n".encode())
-            except BaseException as exc:
-                failures.append(exc)
-                os.write(log, f"error {worker} {exc!r}\n".encode())
+                    finished = state.evolve(status=TaskStatus.SUCCESS, output={"by": worker})
+                    try:
+                        provider.tasks.update_state(finished, state.version)
+                    except ConflictError:  # its lease lapsed before a heartbeat and another took it
+                        os.write(log, f"lost {state.task_exec_id} {worker}\n".encode())
+                        continue
+                    os.write(log, f"done {state.task_exec_id} {worker}\n".encode())
 
-        threads = [threading.Thread(target=thread, args=(i,)) for i in range(THREADS)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-    os.close(log)
-    if failures:
-        raise failures[0]
+        try:
+            run_threads(THREADS, log, thread)
+        finally:
+            os.close(log)
 
 
 class Logs:
@@ -118,24 +99,9 @@ class Logs:
                     self.errors.append(line)
 
 
-def start(url: str, tmp_path: Path, lease: float) -> tuple[list[BaseProcess], list[Path]]:
-    context = multiprocessing.get_context("spawn")
+def start_workers(url: str, tmp_path: Path, lease: float) -> tuple[list[BaseProcess], list[Path]]:
     logs = [tmp_path / f"worker-{p}.log" for p in range(PROCESSES)]
-    processes: list[BaseProcess] = [
-        context.Process(target=work, args=(url, p, lease, str(logs[p]))) for p in range(PROCESSES)
-    ]
-    for process in processes:
-        process.start()
-    return processes, logs
-
-
-def join(processes: list[BaseProcess]) -> None:
-    for process in processes:
-        process.join(timeout=300)
-    for process in processes:
-        if process.is_alive():
-            process.kill()
-            pytest.fail("a worker process did not finish within 300 s")
+    return start(work, [(url, p, lease, str(logs[p])) for p in range(PROCESSES)]), logs
 
 
 def every_task_finished_once(provider: Provider) -> list[TaskState]:
@@ -151,7 +117,7 @@ def every_task_finished_once(provider: Provider) -> list[TaskState]:
 def exactly_once(url: str, tmp_path: Path) -> None:
     with open_provider(url) as provider:
         fill(provider)
-    processes, logs = start(url, tmp_path, lease=60)
+    processes, logs = start_workers(url, tmp_path, lease=60)
     join(processes)
     assert [p.exitcode for p in processes] == [0] * PROCESSES
     log = Logs(logs)
@@ -171,17 +137,9 @@ def killed_workers_are_reclaimed(url: str, tmp_path: Path) -> None:
     lease = 2.0
     with open_provider(url) as provider:
         fill(provider)
-        processes, logs = start(url, tmp_path, lease=lease)
-        deadline = time.monotonic() + 120
-        while (
-            provider.tasks.count_states(TaskFilter(workflow_exec_id=WORKFLOW, status=TaskStatus.SUCCESS))
-            < TASKS // 3
-        ):
-            assert time.monotonic() < deadline, "the workers made no progress"
-            time.sleep(0.05)
+        processes, logs = start_workers(url, tmp_path, lease=lease)
         victims = processes[:2]
-        for process in victims:
-            os.kill(process.pid or 0, signal.SIGKILL)
+        kill_after_progress(provider, WORKFLOW, TASKS // 3, victims)
         join(processes)
         assert [p.exitcode for p in victims] == [-signal.SIGKILL] * 2
         assert [p.exitcode for p in processes[2:]] == [0] * (PROCESSES - 2)

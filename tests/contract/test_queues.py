@@ -235,3 +235,25 @@ class TestQueues:
         assert stats.oldest_due_age is not None and 25 < stats.oldest_due_age < 120
         other = TaskFilter(workflow_exec_id="nothing-here")
         assert provider.tasks.queue_stats(other).counts == {}
+
+    def test_queue_stats_with_a_filter_lists_the_keys_of_its_live_tasks_with_store_wide_figures(
+        self, provider: Provider
+    ) -> None:
+        mine, theirs = workflow(provider), workflow(provider)
+        provider.tasks.set_limit("gpu", concurrency=3)
+        provider.tasks.set_limit("idle", concurrency=1)
+        task(provider, theirs, task_exec_id="their-gpu", concurrency_key="gpu")
+        task(provider, theirs, task_exec_id="their-api", concurrency_key="api")
+        assert ids(provider.tasks.claim(worker="w", limit=10, lease=30)) == ["their-gpu", "their-api"]
+        task(provider, mine, task_exec_id="my-gpu", concurrency_key="gpu")
+        task(provider, mine, task_exec_id="my-done", concurrency_key="old", status=TaskStatus.SUCCESS)
+        everything = provider.tasks.queue_stats()
+        assert [(k.key, k.running, k.concurrency) for k in everything.keys] == [
+            ("api", 1, None),
+            ("gpu", 1, 3),
+            ("idle", 0, 1),
+        ]
+        # Only gpu is carried by a live task of mine; its RUNNING count is the store's (theirs), as its limit is.
+        narrowed = provider.tasks.queue_stats(TaskFilter(workflow_exec_id=mine.workflow_exec_id))
+        assert [(k.key, k.running, k.concurrency) for k in narrowed.keys] == [("gpu", 1, 3)]
+        assert provider.tasks.queue_stats(TaskFilter(workflow_exec_id="nothing-here")).keys == []

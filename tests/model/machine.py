@@ -944,10 +944,14 @@ class TaskMachine(RuleBasedStateMachine):
             for t in matching
             if t.status is TaskStatus.FAILED and t.max_attempts is not None and t.attempt >= t.max_attempts
         )
-        running_keys = {
-            t.concurrency_key for t in self.model.tasks.values() if t.status is TaskStatus.RUNNING
-        }
-        keys = sorted((running_keys - {None}) | set(self.model.limits))
+        if flt is None:  # every key running or limited
+            running_keys = {
+                t.concurrency_key for t in self.model.tasks.values() if t.status is TaskStatus.RUNNING
+            }
+            keys = sorted((running_keys - {None}) | set(self.model.limits))
+        else:  # the keys of the live tasks the filter selects
+            live = (TaskStatus.PENDING, TaskStatus.RUNNING)
+            keys = sorted({t.concurrency_key for t in matching if t.status in live} - {None})
         assert [(k.key, k.running, k.concurrency) for k in stats.keys] == [
             (k, self.model.running_of(k), self.model.limits.get(k)) for k in keys
         ]

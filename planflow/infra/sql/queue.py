@@ -297,16 +297,26 @@ def stats_sql(where: str, dialect: Dialect) -> list[str]:
     ]
 
 
-def keys_sql(dialect: Dialect) -> str:
-    """RUNNING tasks per concurrency key (store-wide, as limits are), with every limited key and its claims
-    within its rate window (the wall clock's)."""
+def keys_sql(dialect: Dialect, where: str = "") -> str:
+    """RUNNING tasks per concurrency key, with each key's limits and its claims within its rate window (the
+    wall clock's). The figures are store-wide, as limits are; which keys are listed follows the filter:
+    without one (``where`` empty), every key with RUNNING tasks and every limited key; with one, the keys of
+    the live (PENDING or RUNNING) tasks it selects. Parameters: the filter's."""
+    if where:
+        keys = (
+            "SELECT DISTINCT concurrency_key AS key FROM task_states WHERE status IN ('PENDING', 'RUNNING')"
+            f" AND concurrency_key IS NOT NULL{where}"
+        )
+    else:
+        keys = (
+            "SELECT DISTINCT concurrency_key AS key FROM task_states WHERE status = 'RUNNING'"
+            " AND concurrency_key IS NOT NULL UNION SELECT key FROM planflow_limits"
+        )
     return (
         "SELECT k.key, (SELECT COUNT(*) FROM task_states r WHERE r.status = 'RUNNING' AND r.concurrency_key = k.key),"
         " l.concurrency, l.rate_count, l.rate_seconds, (SELECT COUNT(*) FROM planflow_limit_claims c"
         f" WHERE c.key = k.key AND c.claimed_at > {dialect.wall_clock_minus('l.rate_seconds')}) FROM"
-        " (SELECT DISTINCT concurrency_key AS key FROM task_states WHERE status = 'RUNNING'"
-        " AND concurrency_key IS NOT NULL UNION SELECT key FROM planflow_limits) k"
-        " LEFT JOIN planflow_limits l ON l.key = k.key ORDER BY k.key"
+        f" ({keys}) k LEFT JOIN planflow_limits l ON l.key = k.key ORDER BY k.key"
     )
 
 

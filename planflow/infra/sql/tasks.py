@@ -766,7 +766,7 @@ class SqlTaskRepository:
                     rate=None if row[3] is None else (int(row[3]), float(row[4])),
                     claims_in_window=int(row[5] or 0),
                 )
-                for row in await conn.fetch_all(queue.keys_sql(dialect))
+                for row in await conn.fetch_all(queue.keys_sql(dialect, where), params)
             ]
             age = None
             if oldest is not None:
