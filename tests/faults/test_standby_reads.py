@@ -160,9 +160,9 @@ def _standby_is_behind(primary: Cluster, standby: Cluster, database: str, task: 
 @pytest.mark.parametrize(
     ("pairs", "standby_wait"),
     [
-        pytest.param(2_000, 0.1, id="2000-pairs-standby-catches-up"),
+        # The figure, in every run: 10 000 pairs served by a standby that catches up within the bound.
+        pytest.param(10_000, 0.1, id="10000-pairs-standby-catches-up"),
         pytest.param(2_000, 0.005, id="2000-pairs-primary-after-the-bound"),
-        pytest.param(10_000, 0.1, id="10000-pairs-standby-catches-up", marks=pytest.mark.soak),
     ],
 )
 def test_a_read_after_the_callers_own_write_never_returns_older_data(
