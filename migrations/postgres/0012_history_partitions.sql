@@ -84,6 +84,10 @@ CREATE FUNCTION planflow_history_detach(name TEXT) RETURNS VOID LANGUAGE plpgsql
 DECLARE
     fk TEXT;
 BEGIN
+    -- The locks the detach and the foreign key's removal need, in the order writers take them (a workflow's or
+    -- task's row, then its history by trigger), so that a writer and the detach never wait for each other.
+    LOCK TABLE workflow_states IN SHARE ROW EXCLUSIVE MODE;
+    LOCK TABLE planflow_history IN ACCESS EXCLUSIVE MODE;
     EXECUTE format('ALTER TABLE planflow_history DETACH PARTITION %I', name);
     FOR fk IN SELECT conname FROM pg_constraint WHERE conrelid = to_regclass(quote_ident(name)) AND contype = 'f'
     LOOP

@@ -43,7 +43,7 @@ logger = logging.getLogger("planflow.postgres")
 #: How far past the current period partitions are created ahead.
 AHEAD: dict[HistoryPeriod, timedelta] = {"day": timedelta(days=7), "week": timedelta(days=14)}
 #: The longest a detach (or a creation) waits for its lock, and so the longest writers queue behind it.
-LOCK_TIMEOUT_MS = 20
+LOCK_TIMEOUT_MS = 40
 #: Serialises the creation of partitions between processes (``pg_advisory_xact_lock``).
 _ENSURE_LOCK = 0x706C_6670_6172_74  # "plfpart"
 
