@@ -45,7 +45,7 @@ def tables(url: str) -> dict[str, bool]:
             "SELECT relname, relispartition FROM pg_class WHERE relkind = 'r' AND relname LIKE 'planflow_history_%' "
             "AND relnamespace = (SELECT oid FROM pg_namespace WHERE nspname = current_schema())"
         ).fetchall()
-    return {name: attached for name, attached in rows}
+    return dict(rows)
 
 
 def day_partition(days_ago: int) -> str:
@@ -54,7 +54,7 @@ def day_partition(days_ago: int) -> str:
 
 
 @pytest.fixture
-def url(postgres_url: str) -> Iterator[str]:
+def url(postgres_url: str) -> str:
     """A migrated schema whose history has daily partitions over the last DAYS days (and ahead)."""
     with open_provider({"driver": "postgres", "url": postgres_url, "history_partition": "day"}):
         pass
@@ -67,7 +67,7 @@ def url(postgres_url: str) -> Iterator[str]:
             p = Partition.of(start, start + timedelta(days=1))
             raw.execute("SELECT planflow_history_add_partition(%s, %s, %s)", [p.name, p.lo, p.hi])
             start = p.hi
-    yield postgres_url
+    return postgres_url
 
 
 @pytest.fixture
@@ -146,9 +146,7 @@ def test_a_partition_holding_a_purged_and_a_surviving_workflow_is_kept_and_purge
     assert tables(url)[day_partition(12)] is True
     assert provider.workflows.history("old-running", include_tasks=True) == survivor
     with psycopg.connect(url, autocommit=True) as raw:
-        left = raw.execute(
-            f'SELECT DISTINCT workflow_exec_id FROM "{day_partition(12)}"'
-        ).fetchall()  # noqa: S608 - our own partition name
+        left = raw.execute(f'SELECT DISTINCT workflow_exec_id FROM "{day_partition(12)}"').fetchall()
     assert left == [("old-running",)]
 
 
@@ -177,7 +175,9 @@ def test_writes_with_no_partition_land_in_the_default_one_and_migrate_moves_them
             partition = Partition.parse(name)
             if partition is not None and partition.lo is not None and partition.lo >= today():
                 raw.execute(f'DROP TABLE "{name}"')
-    with open_provider({"driver": "postgres", "url": url, "history_partition": "day", "auto_migrate": False}) as p:
+    with open_provider(
+        {"driver": "postgres", "url": url, "history_partition": "day", "auto_migrate": False}
+    ) as p:
         make_workflow(p, "today", TaskStatus.SUCCESS)
         written = p.workflows.history("today", include_tasks=True)
     with psycopg.connect(url, autocommit=True) as raw:
@@ -187,7 +187,7 @@ def test_writes_with_no_partition_land_in_the_default_one_and_migrate_moves_them
         assert p.workflows.history("today", include_tasks=True) == written
     with psycopg.connect(url, autocommit=True) as raw:
         assert raw.execute("SELECT count(*) FROM planflow_history_default").fetchone() == (0,)
-        moved = raw.execute(f'SELECT count(*) FROM "{day_partition(0)}"').fetchone()  # noqa: S608
+        moved = raw.execute(f'SELECT count(*) FROM "{day_partition(0)}"').fetchone()
     assert moved == (len(written),)
 
 
@@ -206,7 +206,7 @@ def test_writes_during_a_purge_that_drops_partitions_never_fail(url: str, provid
                 try:
                     make_workflow(mine, f"live-{i}", TaskStatus.SUCCESS, tasks=1)
                     written.append(f"live-{i}")
-                except BaseException as exc:  # noqa: BLE001 - any failure is the finding
+                except BaseException as exc:
                     errors.append(exc)
                     return
                 i += 1

@@ -125,7 +125,7 @@ class HistoryPartitions:
 
     def __init__(self, database: Database, period: HistoryPeriod) -> None:
         self._db = database
-        self._period = period
+        self._period: HistoryPeriod = period
 
     @staticmethod
     async def _tables(conn: Connection) -> list[tuple[str, bool]]:
@@ -194,7 +194,9 @@ class HistoryPartitions:
             try:
                 await self._db.run(lambda conn, p=partition: self._detach(conn, p), idempotent=True)
             except TransientError as exc:
-                logger.warning("history partition %s not detached (left for the next purge): %s", partition.name, exc)
+                logger.warning(
+                    "history partition %s not detached (left for the next purge): %s", partition.name, exc
+                )
                 continue
             detached.append(partition.name)
         return detached
@@ -225,7 +227,8 @@ class HistoryPartitions:
                     dropped.append(name)
                 else:
                     logger.info(
-                        "history partition %s attached again: it holds history of workflows that still exist", name
+                        "history partition %s attached again: it holds history of workflows that still exist",
+                        name,
                     )
             except TransientError as exc:
                 logger.warning("history partition %s left detached for the next purge: %s", name, exc)

@@ -42,6 +42,7 @@ EXISTS = {
 #: Whether any record of an entity exists (a task deleted on its own keeps its history).
 ANY_RECORD = "SELECT 1 FROM planflow_history WHERE entity = ? AND entity_id = ? LIMIT 1"
 
+
 class PartitionedHistory(Protocol):
     """The history's time partitions, where the engine has them (PostgreSQL: ``planflow.infra.postgres.partitions``)."""
 

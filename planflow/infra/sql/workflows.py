@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 import json
-from contextlib import suppress
 from collections.abc import AsyncIterator, Collection, Iterable, Sequence
+from contextlib import suppress
 from datetime import datetime
 
-from planflow.errors import DuplicateError, PlanflowError, NotFoundError, ValidationError, WorkflowNotReadyError
+from planflow.errors import (
+    DuplicateError,
+    NotFoundError,
+    PlanflowError,
+    ValidationError,
+    WorkflowNotReadyError,
+)
 from planflow.infra.inputs import MAX_ID_LENGTH, MAX_JSON_DEPTH, check_optional_id, dump_json_object
 from planflow.infra.sql import tasks as tasks_sql
 from planflow.infra.sql.codec import load_usage, loads, now, stored_meta
