@@ -17,6 +17,7 @@ from datetime import UTC, datetime, timedelta
 import psycopg
 import pytest
 
+import planflow.infra.sql.migrations as runner
 from planflow import (
     ConfigError,
     NotFoundError,
@@ -28,6 +29,7 @@ from planflow import (
     open_provider,
 )
 from planflow.infra.postgres.partitions import Partition, period_start, plan_ahead
+from planflow.infra.sql.migrations import load_migrations
 
 pytestmark = pytest.mark.postgres
 
@@ -247,3 +249,35 @@ def test_partitions_are_planned_without_gaps_up_to_the_horizon() -> None:
     assert days[0].name == "planflow_history_20261210_20261211"
     assert days[-1].hi == datetime(2026, 12, 17, tzinfo=UTC)
     assert plan_ahead(datetime(2026, 12, 31, tzinfo=UTC), now, "day") == []
+
+
+def test_a_populated_history_at_schema_11_is_converted_in_place(
+    postgres_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The old table becomes the first partition: every record reads back the same, ids continue after the old
+    ones, the triggers write into the partitioned table, and purge still removes an old workflow's records."""
+    monkeypatch.setattr(runner, "load_migrations", lambda driver: load_migrations(driver)[:11])
+    settings = {"driver": "postgres", "url": postgres_url, "history_partition": "week"}
+    with open_provider(settings) as old:
+        make_workflow(old, "kept", TaskStatus.RUNNING)
+        make_workflow(old, "finished", TaskStatus.SUCCESS)
+        backdate(postgres_url, "finished", 40)
+        before = {wf: old.workflows.history(wf, include_tasks=True) for wf in ("kept", "finished")}
+    assert "planflow_history_default" not in tables(postgres_url)
+    monkeypatch.undo()
+
+    with open_provider(settings) as provider:
+        assert {wf: provider.workflows.history(wf, include_tasks=True) for wf in before} == before
+        names = tables(postgres_url)
+        assert names["planflow_history_default"] is True
+        assert [n for n in names if n.startswith("planflow_history_before_")] != []
+        assert len(names) >= 4  # before, default, and weeks ahead
+        newest = max(r.history_id for records in before.values() for r in records)
+        provider.workflows.update_status("kept", TaskStatus.PAUSED)
+        added = provider.workflows.history("kept")[-1]
+        assert added.history_id > newest and added.to_status is TaskStatus.PAUSED
+
+        assert provider.workflows.purge(finished_before=datetime.now(UTC) - timedelta(days=5)) == 1
+        with pytest.raises(NotFoundError):
+            provider.workflows.history("finished")
+        assert provider.workflows.history("kept", include_tasks=True)[:-1] == before["kept"]
