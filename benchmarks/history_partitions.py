@@ -33,7 +33,7 @@ from datetime import UTC, datetime, timedelta
 import psycopg
 
 import planflow.infra.sql.migrations as runner
-from planflow import Provider, TaskStatus, WorkflowState, open_provider
+from planflow import TaskStatus, WorkflowState, open_provider
 from planflow.infra.postgres.partitions import Partition
 from planflow.infra.sql.migrations import load_migrations
 
@@ -192,7 +192,9 @@ def measure(url: str, variant: str, rows: int) -> Result:
         stop.set()
         thread.join()
         size = history_size(raw)
-        left = raw.execute("SELECT count(*) FROM planflow_history WHERE workflow_exec_id LIKE 'old-%'").fetchone()
+        left = raw.execute(
+            "SELECT count(*) FROM planflow_history WHERE workflow_exec_id LIKE 'old-%'"
+        ).fetchone()
     assert left == (0,), f"{variant}: {left} records of purged workflows left"
     return Result(variant, rows, purged, seconds, written, size, len(latencies), max(latencies) * 1000)
 
@@ -201,15 +203,16 @@ def purge(base: str, rows: int, days: int) -> list[Result]:
     results: list[Result] = []
     for variant in ("rows", "partitions"):
         with schema(base) as url:
-            with schema_version(UNPARTITIONED if variant == "rows" else None):
-                with open_provider(config(url)):
-                    pass
+            with schema_version(UNPARTITIONED if variant == "rows" else None), open_provider(config(url)):
+                pass
             if variant == "partitions":
                 daily_partitions(url, days)
             with schema_version(UNPARTITIONED if variant == "rows" else None):
                 fill(url, rows, days)
                 results.append(measure(url, variant, rows))
-    print(f"purge of {rows:,} history records over {days} days (machine shared and loaded: compare within the run)")
+    print(
+        f"purge of {rows:,} history records over {days} days (machine shared and loaded: compare within the run)"
+    )
     print(f"{'variant':<12}{'purged wf':>10}{'seconds':>10}{'WAL MB':>10}{'size after MB':>15}{'writes':>8}"
           f"{'max write ms':>14}")  # fmt: skip
     for r in results:
@@ -225,7 +228,7 @@ def convert(base: str, rows: int) -> float:
     with schema(base) as url:
         with schema_version(UNPARTITIONED):
             with open_provider(config(url)):
-                pass
+                pass  # migrated to schema 11
             fill(url, rows, 10)
         started = time.perf_counter()
         with open_provider(config(url)) as provider:
@@ -236,7 +239,9 @@ def convert(base: str, rows: int) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("command", choices=["purge", "convert"])
     parser.add_argument("--rows", type=int, default=200_000)
     parser.add_argument("--days", type=int, default=10)
