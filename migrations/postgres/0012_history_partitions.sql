@@ -103,8 +103,9 @@ LANGUAGE plpgsql AS $$
 DECLARE
     in_use BOOLEAN;
 BEGIN
-    EXECUTE format('SELECT EXISTS (SELECT 1 FROM %I h JOIN workflow_states w '
-                   'ON w.workflow_exec_id = h.workflow_exec_id)', name) INTO in_use;
+    -- From the workflows' side: after a purge they are the survivors, each a probe of the partition's index.
+    EXECUTE format('SELECT EXISTS (SELECT 1 FROM workflow_states w WHERE EXISTS (SELECT 1 FROM %I h '
+                   'WHERE h.workflow_exec_id = w.workflow_exec_id))', name) INTO in_use;
     IF NOT in_use THEN
         EXECUTE format('DROP TABLE %I', name);
         RETURN TRUE;

@@ -68,11 +68,14 @@ SETTLE = "SELECT planflow_history_settle(?, ?, ?)"
 
 def survivors_sql(statuses: int) -> str:
     """One workflow that exists, will not be purged (``statuses`` placeholders, then the bound), and has a
-    record in ``[?, ?)``: the partition of that range must stay."""
+    record in ``[?, ?)``: the partition of that range must stay. Read from the workflows' side, a probe of the
+    partition's workflow index per surviving workflow, unless the planner finds scanning the partition cheaper;
+    the range placeholders come last."""
     return (
-        "SELECT w.workflow_exec_id FROM planflow_history h JOIN workflow_states w "
-        "ON w.workflow_exec_id = h.workflow_exec_id WHERE h.recorded_at >= ? AND h.recorded_at < ? "
-        f"AND NOT (w.{purgeable(statuses).replace(' AND ', ' AND w.')}) LIMIT 1"
+        "SELECT w.workflow_exec_id FROM workflow_states w "
+        f"WHERE NOT (w.{purgeable(statuses).replace(' AND ', ' AND w.')}) AND EXISTS (SELECT 1 FROM "
+        "planflow_history h WHERE h.workflow_exec_id = w.workflow_exec_id AND h.recorded_at >= ? "
+        "AND h.recorded_at < ?) LIMIT 1"
     )
 
 
@@ -182,7 +185,7 @@ class HistoryPartitions:
             if partition.hi > limit:
                 break
             lo = partition.lo or _EPOCH
-            found = await self._db.fetch_one(survivors, [lo, partition.hi, *statuses, bound])
+            found = await self._db.fetch_one(survivors, [*statuses, bound, lo, partition.hi])
             if found is not None:
                 logger.info(
                     "history partition %s kept: it holds history of workflow %r, which this purge leaves; "
