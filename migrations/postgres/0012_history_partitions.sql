@@ -5,10 +5,11 @@
 -- both now and its newest record); no row is copied. Its primary key, indexes and foreign key are taken over by
 -- the partitioned table's (same definitions), so the only work proportional to the rows is PostgreSQL's scan
 -- proving every row lies below that bound. The whole migration holds ACCESS EXCLUSIVE on planflow_history (and
--- SHARE ROW EXCLUSIVE on workflow_states, for the foreign key) for that scan: measured on the project's shared
--- 2-core machine, 1 000 000 history rows: 0.6 s (benchmarks/history_partitions.py convert --rows 1000000);
--- an empty table: milliseconds. Writers of task and workflow states wait that long (their triggers write
--- history); readers of states do not.
+-- SHARE ROW EXCLUSIVE on workflow_states, for the foreign key) until it commits. Measured on the project's
+-- shared, loaded 2-core machine with 1 000 000 history rows: 0.9 s for opening the store and migrating it
+-- (`python -m benchmarks.history_partitions convert --rows 1000000`, a private server); an empty table:
+-- milliseconds. It grows with the table (one sequential scan). Writers of task and workflow states wait that
+-- long (their triggers write history), and so do reads of history; reads of states do not wait.
 --
 -- Later partitions are plain ranges of one day or one week (the `history_partition` setting), named
 -- planflow_history_YYYYMMDD_YYYYMMDD (UTC, upper bound exclusive). They are created ahead of time by
