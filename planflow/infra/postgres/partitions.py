@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from planflow.config import HistoryPeriod
-from planflow.errors import TransientError
+from planflow.errors import PlanflowError, TransientError
 from planflow.infra.sql.database import Connection, Database
 from planflow.infra.sql.workflows import purgeable
 
@@ -137,8 +137,9 @@ class HistoryPartitions:
     async def ensure_ahead(self) -> list[str]:
         """Create the partitions missing from the last one to :data:`AHEAD` past now; returns their names.
 
-        Raises:
-            TransientError: the parent table stayed locked (the records then go to the default partition).
+        Never fails its caller: when the tables stay locked past the retries, or a record written meanwhile into
+        the default partition makes PostgreSQL refuse the new range, it logs a warning and creates nothing (the
+        records keep going to the default partition, and the next ``migrate`` or ``purge`` tries again).
         """
 
         async def work(conn: Connection) -> list[str]:
@@ -155,7 +156,11 @@ class HistoryPartitions:
                 await conn.execute(ADD, [partition.name, partition.lo, partition.hi])
             return [p.name for p in created]
 
-        created = await self._db.run(work, idempotent=True)
+        try:
+            created = await self._db.run(work, idempotent=True)
+        except PlanflowError as exc:
+            logger.warning("history partitions not created ahead this time: %s", exc)
+            return []
         if created:
             logger.info("created history partitions %s", ", ".join(created))
         return created
@@ -166,10 +171,7 @@ class HistoryPartitions:
         earlier, interrupted purge left detached, all for :meth:`settle`."""
         if await self._db.fetch_one(PARTITIONED) is None:
             return []
-        try:
-            await self.ensure_ahead()
-        except TransientError as exc:
-            logger.warning("history partitions not created ahead this time: %s", exc)
+        await self.ensure_ahead()
         rows = [(str(r[0]), bool(r[1])) for r in await self._db.fetch_all(TABLES)]
         now_row = await self._db.fetch_one(CLOCK)
         assert now_row is not None
