@@ -281,3 +281,19 @@ def test_a_populated_history_at_schema_11_is_converted_in_place(
         with pytest.raises(NotFoundError):
             provider.workflows.history("finished")
         assert provider.workflows.history("kept", include_tasks=True)[:-1] == before["kept"]
+
+
+def test_a_purge_inside_a_transaction_deletes_rows_and_leaves_the_partitions(
+    url: str, provider: Provider
+) -> None:
+    """Detaching needs transactions of its own: inside the caller's, the purge deletes the records by cascade."""
+    make_workflow(provider, "old", TaskStatus.SUCCESS)
+    backdate(url, "old", 9)
+    with provider.transaction() as tx:
+        assert tx.workflows.purge(finished_before=datetime.now(UTC) - timedelta(days=5)) == 1
+    assert tables(url)[day_partition(9)] is True
+    with psycopg.connect(url, autocommit=True) as raw:
+        left = raw.execute(f'SELECT count(*) FROM "{day_partition(9)}"').fetchone()
+    assert left == (0,)
+    with pytest.raises(NotFoundError):
+        provider.workflows.history("old")
