@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from planflow.config import HistoryPeriod
-from planflow.errors import PlanflowError, TransientError
+from planflow.errors import PlanflowError
 from planflow.infra.sql.database import Connection, Database
 from planflow.infra.sql.workflows import purgeable
 
@@ -198,7 +198,7 @@ class HistoryPartitions:
                 continue
             try:
                 await self._db.run(lambda conn, p=partition: self._detach(conn, p), idempotent=True)
-            except TransientError as exc:
+            except PlanflowError as exc:  # locked past the retries: the purge goes on by rows
                 logger.warning(
                     "history partition %s not detached (left for the next purge): %s", partition.name, exc
                 )
@@ -235,7 +235,7 @@ class HistoryPartitions:
                         "history partition %s attached again: it holds history of workflows that still exist",
                         name,
                     )
-            except TransientError as exc:
+            except PlanflowError as exc:  # the purge itself is done; the next one settles it
                 logger.warning("history partition %s left detached for the next purge: %s", name, exc)
         if dropped:
             logger.info("dropped history partitions %s", ", ".join(dropped))
