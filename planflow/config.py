@@ -46,6 +46,9 @@ SLASH_RULE = (
 POSTGRES_SCHEMES = ("postgresql", "postgres", "postgresql+psycopg", "postgresql+psycopg2", "postgres+psycopg")
 
 OnCorrupt = Literal["raise", "move_aside"]
+#: The periods of the run history's time partitions on PostgreSQL (``PlanflowConfig.history_partition``).
+HistoryPeriod = Literal["day", "week"]
+HISTORY_PERIODS: tuple[HistoryPeriod, ...] = ("day", "week")
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,6 +106,10 @@ class PlanflowConfig:
             primary).
         standby_wait: PostgreSQL with ``read_url``: seconds a read that follows a write of the caller waits
             for a standby to replay that write before it reads from the primary instead (default 0.1).
+        history_partition: PostgreSQL: the period of the time partitions of the run history, ``"week"``
+            (default) or ``"day"``: ``migrate`` and ``purge`` create them ahead, and ``purge`` drops whole
+            partitions older than its bound instead of deleting their rows. Changing it applies to partitions
+            created afterwards. SQLite and TinyDB have no partitions and ignore it.
     """
 
     driver: str = "sqlite"
@@ -126,6 +133,7 @@ class PlanflowConfig:
     read_url: str | None = field(default=None, repr=False)
     max_staleness: float = 5.0
     standby_wait: float = 0.1
+    history_partition: HistoryPeriod = "week"
 
     def __post_init__(self) -> None:
         if self.driver not in DRIVERS:
@@ -135,6 +143,11 @@ class PlanflowConfig:
         if self.tinydb_on_corrupt not in ("raise", "move_aside"):
             raise ConfigError(
                 f"tinydb_on_corrupt must be 'raise' or 'move_aside', not {self.tinydb_on_corrupt!r}"
+            )
+        if self.history_partition not in HISTORY_PERIODS:
+            raise ConfigError(
+                f"history_partition must be one of {', '.join(map(repr, HISTORY_PERIODS))}, "
+                f"got {self.history_partition!r}"
             )
         for name in (
             "busy_timeout",
@@ -384,6 +397,7 @@ _SETTING_TYPES: dict[str, type] = {
     "read_url": str,
     "max_staleness": float,
     "standby_wait": float,
+    "history_partition": str,
 }
 _RETRY_TYPES: dict[str, type] = {"max_attempts": int, "base_delay": float, "max_delay": float}
 

@@ -7,6 +7,7 @@ from planflow.infra.drive import drive
 from planflow.infra.postgres.database import PostgresDatabase
 from planflow.infra.postgres.dialect import MIGRATION_SQL, POSTGRES
 from planflow.infra.postgres.io import ASYNCIO, BLOCKING
+from planflow.infra.postgres.partitions import HistoryPartitions
 from planflow.infra.sql.core import SqlCore
 
 
@@ -20,13 +21,18 @@ def open_core(config: PlanflowConfig) -> SqlCore:
         ForeignStoreError: opened ``read_only``, the schema holds tables but no planflow schema.
     """
     database = drive(PostgresDatabase(config, BLOCKING).open())
-    return drive(_opened(SqlCore(database, POSTGRES, MIGRATION_SQL, config.idempotency_window), config))
+    return drive(_opened(_core(database, config), config))
 
 
 async def open_async_core(config: PlanflowConfig) -> SqlCore:
     """The same over psycopg's asyncio connections and pool, opened on the running event loop."""
     database = await PostgresDatabase(config, ASYNCIO).open()
-    return await _opened(SqlCore(database, POSTGRES, MIGRATION_SQL, config.idempotency_window), config)
+    return await _opened(_core(database, config), config)
+
+
+def _core(database: PostgresDatabase, config: PlanflowConfig) -> SqlCore:
+    partitions = HistoryPartitions(database, config.history_partition)
+    return SqlCore(database, POSTGRES, MIGRATION_SQL, config.idempotency_window, partitions)
 
 
 async def _opened(core: SqlCore, config: PlanflowConfig) -> SqlCore:

@@ -14,6 +14,7 @@ from planflow.infra.sql.auth import SqlAuthRepository
 from planflow.infra.sql.database import Connection, Database
 from planflow.infra.sql.dialect import Dialect
 from planflow.infra.sql.executions import SqlExecutionRepository
+from planflow.infra.sql.history import PartitionedHistory
 from planflow.infra.sql.idempotency import IdempotencyKeys, TransactionKeys
 from planflow.infra.sql.metadata import SqlMetadataRepository
 from planflow.infra.sql.migrations import MigrationSql, Migrator
@@ -26,7 +27,12 @@ class SqlCore:
     """Everything a provider needs from a SQL driver, as coroutines (see ``planflow.infra.backends.Core``)."""
 
     def __init__(
-        self, database: Database, dialect: Dialect, migration_sql: MigrationSql, idempotency_window: float
+        self,
+        database: Database,
+        dialect: Dialect,
+        migration_sql: MigrationSql,
+        idempotency_window: float,
+        partitions: PartitionedHistory | None = None,
     ) -> None:
         self.driver = dialect.name
         self.database = database
@@ -34,7 +40,8 @@ class SqlCore:
         #: Idempotency keys of ``run_in_transaction``, claimed in the current transaction.
         self.keys = TransactionKeys(keys, database)
         self.tasks = SqlTaskRepository(database, dialect, keys)
-        self.workflows = SqlWorkflowRepository(database, dialect, keys)
+        self.workflows = SqlWorkflowRepository(database, dialect, keys, partitions)
+        self._partitions = partitions
         self.auth = SqlAuthRepository(database, dialect)
         self.executions = SqlExecutionRepository(database, dialect)
         self.metadata = SqlMetadataRepository(database, dialect)
@@ -50,8 +57,11 @@ class SqlCore:
         return self.database.transaction()
 
     async def migrate(self) -> list[Migration]:
-        """Apply pending migrations."""
-        return await self._migrator.migrate()
+        """Apply pending migrations; then, where the history is partitioned, create its partitions ahead."""
+        done = await self._migrator.migrate()
+        if self._partitions is not None:
+            await self._partitions.ensure_ahead()
+        return done
 
     async def migration_status(self) -> list[MigrationStatus]:
         """Known migrations with their applied time."""

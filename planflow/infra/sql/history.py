@@ -11,7 +11,9 @@ nothing. What this module holds is the reading side, written once for both engin
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
+from datetime import datetime
+from typing import Protocol
 
 from planflow.errors import NotFoundError
 from planflow.infra.sql.database import Database, Row
@@ -39,6 +41,25 @@ EXISTS = {
 }
 #: Whether any record of an entity exists (a task deleted on its own keeps its history).
 ANY_RECORD = "SELECT 1 FROM planflow_history WHERE entity = ? AND entity_id = ? LIMIT 1"
+
+
+class PartitionedHistory(Protocol):
+    """The history's time partitions, where the engine has them (PostgreSQL: ``planflow.infra.postgres.partitions``)."""
+
+    async def ensure_ahead(self) -> list[str]:
+        """Create the partitions the next writes will need; returns their names."""
+        ...
+
+    async def detach_older(self, bound: datetime, statuses: Collection[str]) -> list[str]:
+        """Detach the partitions that end before ``bound`` and hold no record of a workflow that a purge of
+        ``statuses`` finished before ``bound`` leaves; returns their names for :meth:`settle`."""
+        ...
+
+    async def settle(self, detached: list[str]) -> list[str]:
+        """After the purge: drop the detached partitions whose records belong to no existing workflow, attach
+        the others again; returns the names dropped."""
+        ...
+
 
 _STATUS = {status.value: status for status in TaskStatus}
 _ENTITY: dict[str, HistoryEntity] = {"task": "task", "workflow": "workflow"}

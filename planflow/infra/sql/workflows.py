@@ -4,15 +4,22 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator, Collection, Iterable, Sequence
+from contextlib import suppress
 from datetime import datetime
 
-from planflow.errors import DuplicateError, NotFoundError, ValidationError, WorkflowNotReadyError
+from planflow.errors import (
+    DuplicateError,
+    NotFoundError,
+    PlanflowError,
+    ValidationError,
+    WorkflowNotReadyError,
+)
 from planflow.infra.inputs import MAX_ID_LENGTH, MAX_JSON_DEPTH, check_optional_id, dump_json_object
 from planflow.infra.sql import tasks as tasks_sql
 from planflow.infra.sql.codec import load_usage, loads, now, stored_meta
 from planflow.infra.sql.database import Connection, Database, Row
 from planflow.infra.sql.dialect import Dialect
-from planflow.infra.sql.history import HistoryReader
+from planflow.infra.sql.history import HistoryReader, PartitionedHistory
 from planflow.infra.sql.idempotency import IdempotencyKeys
 from planflow.infra.sql.queue import LIVE, cancel_sql
 from planflow.infra.sql.statements import (
@@ -260,9 +267,17 @@ def fork_copy(
 class SqlWorkflowRepository:
     """WorkflowRepository over a :class:`Database` (see ``planflow.protocols.WorkflowRepository``)."""
 
-    def __init__(self, database: Database, dialect: Dialect, keys: IdempotencyKeys) -> None:
+    def __init__(
+        self,
+        database: Database,
+        dialect: Dialect,
+        keys: IdempotencyKeys,
+        partitions: PartitionedHistory | None = None,
+    ) -> None:
         self._db = database
         self._dialect = dialect
+        #: The history's time partitions (PostgreSQL), which ``purge`` drops instead of deleting their rows.
+        self._partitions = partitions
         self._lock = GET + dialect.for_update
         self._usage = UsageMerger(
             database, dialect, "workflow_states", "workflow_exec_id", "workflow", keys=keys
@@ -382,8 +397,31 @@ class SqlWorkflowRepository:
         Each round reads up to ``batch_size`` candidates with their task counts (no transaction), then deletes
         them in groups of at most ``batch_size`` tasks, each group one transaction whose DELETE re-checks the
         status and time, so that nothing changed meanwhile is lost. Rounds end when no candidate is left.
+
+        Where the history is partitioned by time (PostgreSQL) and the purge runs outside a transaction, the
+        partitions that end before ``finished_before`` and hold no record of a workflow the purge leaves are
+        detached first and dropped after (see ``planflow.infra.postgres.partitions``), so that the cascade does
+        not delete their records row by row; a partition that turns out to hold a survivor's is attached again.
         """
         wanted = sorted(status.value for status in statuses)
+        partitions = None if self._db.in_transaction else self._partitions
+        if partitions is None:
+            return await self._purge_rows(wanted, finished_before, batch_size, progress)
+        detached = await partitions.detach_older(finished_before, wanted)
+        try:
+            purged = await self._purge_rows(wanted, finished_before, batch_size, progress)
+        except Exception:
+            # Settled now if the database answers, else by the next purge; the purge's own error is raised.
+            with suppress(PlanflowError):
+                await partitions.settle(detached)
+            raise
+        await partitions.settle(detached)
+        return purged
+
+    async def _purge_rows(
+        self, wanted: list[str], finished_before: datetime, batch_size: int, progress: PurgeProgress | None
+    ) -> int:
+        """The row-by-row purge of :meth:`purge`."""
         condition = [*wanted, self._dialect.ts_param(finished_before)]
         candidates_sql = purge_candidates_sql(len(wanted))
         delete_sql = purge_sql(self._dialect, len(wanted))
